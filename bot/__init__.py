@@ -1,0 +1,1 @@
+"""The Telegram interface to the OpenClaw core (aiogram 3)."""

@@ -1,0 +1,258 @@
+"""The `openclaw` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core import __version__
+from core.app import App, missing_keys
+from core.config import Config, load_config
+from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
+from core.ledger import GROUPS, UsageReport, parse_since
+from core.settings import Settings
+from core.types import ChatRequest, Message, StreamDelta
+
+log = logging.getLogger("openclaw")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="openclaw", description="Run LLM agents on a four-tier "
+                                "model pyramid, cheapest first.")
+    p.add_argument("--version", action="version", version=f"openclaw {__version__}")
+    p.add_argument("--config", type=Path, help="TOML config (default: $OPENCLAW_CONFIG, "
+                   "./openclaw.toml, else openclaw.example.toml)")
+    p.add_argument("--db", type=Path, help="SQLite path (default: $OPENCLAW_DB or ./openclaw.db)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="start the engine and keep running until SIGTERM/SIGINT")
+
+    ask = sub.add_parser("ask", help="send one prompt through the pyramid and print the answer")
+    where = ask.add_mutually_exclusive_group()
+    where.add_argument("--task", help="task type (its minimum tier comes from [tasks])")
+    where.add_argument("--tier", type=int, help="start at this tier")
+    ask.add_argument("--system", help="a system prompt")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    ask.add_argument("--explain", action="store_true", help="print the route trace to stderr")
+    ask.add_argument("prompt")
+
+    route = sub.add_parser("route", help="print the plan for a task without calling anything")
+    route.add_argument("task", nargs="?", help="task type (default: the default task)")
+    route.add_argument("--tier", type=int, help="explain an explicit tier instead")
+
+    usage = sub.add_parser("usage", help="usage per tier/model/agent/day, tier shares, savings")
+    usage.add_argument("--since", default="7d", help="period: 30m, 24h, 7d, 4w (default 7d)")
+    usage.add_argument("--group", default="tier", choices=GROUPS)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    cfg_sub.add_parser("check", help="validate and print the resolved config (secrets masked)")
+
+    sub.add_parser("doctor", help="check the config and probe every provider")
+    return p
+
+
+def _load(args: argparse.Namespace, settings: Settings,
+          warnings: list[str] | None = None) -> tuple[Config, Path]:
+    path = args.config or settings.config_path()
+    return load_config(path, warnings), path
+
+
+def _print_config_error(e: ConfigError, path: Path | None) -> None:
+    where = f" in {path}" if path else ""
+    print(f"openclaw: invalid configuration{where} ({len(e.problems)} problems):", file=sys.stderr)
+    for problem in e.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `openclaw` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    path: Path | None = None
+    try:
+        if args.command == "config":
+            return _config_check(args, settings)
+        config, path = _load(args, settings)
+        return asyncio.run(_COMMANDS[args.command](args, settings, config, path))
+    except ConfigError as e:
+        _print_config_error(e, path or args.config)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config_check(args: argparse.Namespace, settings: Settings) -> int:
+    warnings: list[str] = []
+    path = args.config or settings.config_path()
+    try:
+        config = load_config(path, warnings)
+    except ConfigError as e:
+        _print_config_error(e, path)
+        return EX_CONFIG
+    print(f"# {path}: valid")
+    for w in warnings:
+        print(f"# warning: {w}")
+    for name, reason in missing_keys(config, settings).items():
+        print(f"# provider {name} unavailable: {reason}")
+    secrets = {
+        "OPENCLAW_GATEWAY_TOKEN": settings.openclaw_gateway_token,
+        "TELEGRAM_BOT_TOKEN": settings.telegram_bot_token,
+    } | {p.api_key_env: settings.secret(p.api_key_env)
+         for p in config.providers.values() if p.api_key_env}
+    for env, value in secrets.items():
+        print(f"# {env}: {'set (hidden)' if value else 'not set'}")
+    print(json.dumps(config.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+    return 0
+
+
+async def _with_app(args: argparse.Namespace, settings: Settings, config: Config) -> App:
+    return await App.open(config, settings, args.db)
+
+
+async def _serve(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    app = await _with_app(args, settings, config)
+    try:
+        print(f"openclaw {__version__} serving; config {path}; db {app.store.path}", flush=True)
+        print(_route_table(app), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("openclaw: shutting down", flush=True)
+    finally:
+        await app.close()
+    return 0
+
+
+def _route_table(app: App) -> str:
+    cfg = app.config
+    lines = ["Tiers:"]
+    blocked = app.health.snapshot(0.0).blocked
+    for t in sorted(cfg.tiers, key=lambda t: t.level):
+        flag = "  (requires approval)" if t.requires_approval else ""
+        lines.append(f"  tier {t.level}{flag}")
+        for ref in t.models:
+            state = f"unavailable: {blocked[ref]}" if ref in blocked else "ready"
+            lines.append(f"    {ref:<40} {state}")
+    lines.append("Tasks:")
+    for name in sorted(cfg.tasks, key=lambda n: (cfg.task_tier(n), n)):
+        lines.append(f"  {name:<16} → tier {cfg.task_tier(name)}")
+    return "\n".join(lines)
+
+
+async def _ask(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    messages = ([Message("system", args.system)] if args.system else []) + [
+        Message("user", args.prompt)]
+    req = ChatRequest(tuple(messages), task=args.task, tier=args.tier, max_tokens=args.max_tokens)
+    app = await _with_app(args, settings, config)
+    try:
+        if args.stream:
+            result = None
+            async for item in app.engine.stream(req):
+                if isinstance(item, StreamDelta):
+                    print(item.content, end="", flush=True)
+                else:
+                    result = item
+            print()
+        else:
+            result = await app.engine.complete(req)
+            print(result.content)
+        if args.explain and result is not None:
+            print(f"route: {result.route_header()}\n{result.trace()}\n"
+                  f"total ${result.cost_usd:.6f}", file=sys.stderr)
+        return 0
+    except RoutingError as e:
+        print(f"openclaw ask: {e}", file=sys.stderr)
+        return 2
+    except AllAttemptsFailed as e:
+        print(f"openclaw ask: {e}", file=sys.stderr)
+        return 1
+    except OpenClawError as e:  # a stream that broke after it began
+        print(f"\nopenclaw ask: the answer broke off: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await app.close()
+
+
+async def _route(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    app = await _with_app(args, settings, config)
+    try:
+        print(app.engine.plan(task=args.task, tier=args.tier).explain())
+        return 0
+    except RoutingError as e:
+        print(f"openclaw route: {e}", file=sys.stderr)
+        return 2
+    finally:
+        await app.close()
+
+
+async def _usage(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    try:
+        since = parse_since(args.since)
+    except ValueError as e:
+        print(f"openclaw usage: {e}", file=sys.stderr)
+        return 2
+    app = await _with_app(args, settings, config)
+    try:
+        print(format_usage(await app.ledger.report(since, args.group), args.since))
+        return 0
+    finally:
+        await app.close()
+
+
+def format_usage(r: UsageReport, period: str) -> str:
+    """The usage report as a plain-text table."""
+    head = (f"{r.group:<28} {'requests':>8} {'attempts':>8} {'answered':>8} {'in tok':>9}"
+            f" {'out tok':>9} {'reasoning':>9} {'cost $':>10}")
+    lines = [f"Usage over the last {period} (since {r.since[:19]}Z), by {r.group}", head]
+    for row in r.rows:
+        lines.append(f"{row.key:<28} {row.requests:>8} {row.attempts:>8} {row.answered:>8}"
+                     f" {row.input_tokens:>9} {row.output_tokens:>9} {row.reasoning_tokens:>9}"
+                     f" {row.cost_usd:>10.4f}")
+    if not r.rows:
+        lines.append("(no requests in this period)")
+    share = ", ".join(f"tier {t}: {pct:.1f}%" for t, pct in r.tier_share.items()) or "-"
+    lines.append(f"Requests: {r.requests}, answered: {r.answered}. Tier share of answers: {share}")
+    lines.append(f"Cost: ${r.cost_usd:.4f}. Cloud-only would cost ${r.cloud_only_usd:.4f} "
+                 f"(saved ${r.savings_vs_cloud_usd:.4f}); all-top-tier ${r.all_top_tier_usd:.4f} "
+                 f"(saved ${r.savings_vs_top_usd:.4f}).")
+    return "\n".join(lines)
+
+
+async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.doctor import probe
+
+    print(f"config {path}: valid")
+    app = await _with_app(args, settings, config)
+    try:
+        results = await probe(config, app.providers, missing_keys(config, settings))
+    finally:
+        await app.close()
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        lat = f" ({r.latency_ms:.0f} ms)" if r.latency_ms is not None else ""
+        print(f"{mark} {r.provider:<12} {r.message}{lat}")
+    usable = {r.provider for r in results if r.ok}
+    dead_tiers = [t.level for t in config.tiers
+                  if not any(ref.split("/", 1)[0] in usable for ref in t.models)]
+    if dead_tiers:
+        print(f"tiers with no reachable provider: {', '.join(map(str, dead_tiers))}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+_COMMANDS = {"serve": _serve, "ask": _ask, "route": _route, "usage": _usage, "doctor": _doctor}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

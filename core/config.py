@@ -1,0 +1,311 @@
+"""The TOML configuration: pydantic models, cross-checks, and friendly errors.
+
+Everything that is not a secret lives in one TOML file. Unknown keys are errors;
+every problem is reported with its key and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import ConfigError, ConfigProblem
+
+log = logging.getLogger("openclaw.config")
+
+ApiKind = Literal["openai-completions", "anthropic-messages", "google-generative-ai", "ollama"]
+API_KINDS: tuple[str, ...] = get_args(ApiKind)
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "anthropic-messages": "https://api.anthropic.com",
+    "google-generative-ai": "https://generativelanguage.googleapis.com/v1beta",
+    "ollama": "http://127.0.0.1:11434",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=18789, ge=1, le=65535)
+
+
+class ConcurrencyConfig(_Strict):
+    agents: int = Field(default=2, ge=1)
+    subagents: int = Field(default=4, ge=1)
+
+
+class TelegramConfig(_Strict):
+    admins: list[int] = Field(default_factory=list)
+    allowed_users: list[int] = Field(default_factory=list)
+    default_chat: int | None = None
+
+
+class ProviderConfig(_Strict):
+    """One upstream: which wire format it speaks, where, and with which key."""
+
+    api: ApiKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def resolved_base_url(self) -> str:
+        url = self.base_url or DEFAULT_BASE_URLS.get(self.api, "")
+        return url.rstrip("/")
+
+
+class Cost(_Strict):
+    """USD per one million tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+    def price(self, input_tokens: int, output_tokens: int) -> float:
+        """Cost in USD of the given token counts."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+class ModelConfig(_Strict):
+    reasoning: bool = False
+    max_tokens: int = Field(default=1024, ge=1)
+    cost: Cost = Field(default_factory=Cost)
+
+
+class TierConfig(_Strict):
+    level: int = Field(ge=0)
+    models: list[str] = Field(min_length=1)
+    requires_approval: bool = False
+
+
+class TaskConfig(_Strict):
+    """A task type: its minimum tier and the validators its answers must pass."""
+
+    tier: int = Field(ge=0)
+    min_chars: int | None = Field(default=None, ge=1)
+    json_: bool = Field(default=False, alias="json")
+    json_keys: list[str] = Field(default_factory=list)
+    regex: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+class RoutingConfig(_Strict):
+    default_task: str | None = None  # used when a request names neither task nor tier
+    reasoning_floor: int = Field(default=1024, ge=1)
+    failure_threshold: int = Field(default=1, ge=1)  # consecutive failures that open a breaker
+    cooldowns_s: list[float] = Field(default_factory=lambda: [30.0, 60.0, 300.0], min_length=1)
+    fatal_cooldown_s: float = Field(default=900.0, gt=0)
+
+
+class ApprovalsConfig(_Strict):
+    default: Literal["approve", "deny"] = "deny"
+    timeout_s: float = Field(default=300.0, gt=0)
+
+
+class Config(_Strict):
+    """The whole TOML file, validated."""
+
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    tiers: list[TierConfig] = Field(min_length=1)
+    tasks: dict[str, int | TaskConfig] = Field(default_factory=dict)
+
+    # -- derived views -------------------------------------------------------
+
+    def tier(self, level: int) -> TierConfig | None:
+        """The tier with this level, if configured."""
+        return next((t for t in self.tiers if t.level == level), None)
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(t.level for t in self.tiers)
+
+    def task(self, name: str) -> TaskConfig | None:
+        """The task's settings (a bare tier number becomes a TaskConfig)."""
+        value = self.tasks.get(name)
+        if value is None:
+            return None
+        return TaskConfig(tier=value) if isinstance(value, int) else value
+
+    def task_tier(self, name: str) -> int:
+        """The minimum tier of a configured task."""
+        value = self.tasks[name]
+        return value if isinstance(value, int) else value.tier
+
+    @property
+    def default_task(self) -> str | None:
+        """The task of requests that name none: [routing] default_task, else the cheapest."""
+        if self.routing.default_task:
+            return self.routing.default_task
+        return min(self.tasks, key=lambda t: (self.task_tier(t), t), default=None)
+
+
+def split_model_ref(ref: str) -> tuple[str, str]:
+    """``"ollama/qwen3:14b"`` -> ``("ollama", "qwen3:14b")``. Model ids may contain '/'."""
+    provider, _, model = ref.partition("/")
+    return provider, model
+
+
+# -- loading -------------------------------------------------------------------
+
+
+def _key(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn a pydantic location into a TOML-ish key: providers.deepseek.api, tiers[1].models."""
+    parts: list[str] = []
+    node = data
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            # tiers[0] is a list index; for dict-of-union errors pydantic adds type tags
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif p in {"int", "TaskConfig"} and i > 0 and isinstance(node, (int, float, str, bool)):
+            continue
+        else:
+            parts.append(str(p))
+        if isinstance(node, Mapping):
+            node = node.get(p)
+        elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+            node = node[p]
+    return ".".join(parts)
+
+
+def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
+    loc = tuple(err["loc"])
+    key = _key(loc, data)
+    etype = err["type"]
+    valid = ", ".join(API_KINDS)
+    if len(loc) >= 3 and loc[0] == "providers" and loc[2] == "api":
+        if etype == "missing":
+            return ConfigProblem(key, "missing: every provider must state its wire format",
+                                 f"add api = one of {valid}")
+        return ConfigProblem(key, f"unknown value {err.get('input')!r}", f"use one of {valid}")
+    if etype == "extra_forbidden":
+        return ConfigProblem(key, "unknown key", "remove it or check its spelling (see README)")
+    if etype == "missing":
+        return ConfigProblem(key, "missing", "add it (see openclaw.example.toml)")
+    return ConfigProblem(key, f"{err['msg']} (got {err.get('input')!r})",
+                         "see openclaw.example.toml")
+
+
+def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigProblem]]:
+    problems: list[ConfigProblem] = []
+    levels = [t.level for t in cfg.tiers]
+    for lvl in {lv for lv in levels if levels.count(lv) > 1}:
+        problems.append(ConfigProblem("tiers", f"level {lvl} is defined more than once",
+                                      "give each [[tiers]] a distinct level"))
+    for i, tier in enumerate(cfg.tiers):
+        for ref in tier.models:
+            prov, model = split_model_ref(ref)
+            key = f"tiers[{i}].models"
+            if not model:
+                problems.append(ConfigProblem(key, f"{ref!r} is not '<provider>/<model id>'",
+                                              'write it like "ollama/qwen3:14b"'))
+                continue
+            if ref not in cfg.models:
+                problems.append(ConfigProblem(key, f"model {ref!r} is not defined",
+                                              f'add a [models."{ref}"] table'))
+            if prov not in cfg.providers:
+                known = ", ".join(sorted(cfg.providers))
+                problems.append(ConfigProblem(key, f"provider {prov!r} of {ref!r} is not defined",
+                                              f"add [providers.{prov}] or use one of: {known}"))
+    for ref in cfg.models:
+        prov, model = split_model_ref(ref)
+        if not model or prov not in cfg.providers:
+            problems.append(ConfigProblem(f'models."{ref}"',
+                                          "must be '<provider>/<model id>' with a known provider",
+                                          f"known providers: {', '.join(sorted(cfg.providers))}"))
+    valid_levels = ", ".join(str(lv) for lv in sorted(set(levels)))
+    for name in cfg.tasks:
+        task = cfg.task(name)
+        assert task is not None
+        if cfg.tier(task.tier) is None:
+            problems.append(ConfigProblem(f"tasks.{name}", f"tier {task.tier} does not exist",
+                                          f"use one of the configured levels: {valid_levels}"))
+    dt = cfg.routing.default_task
+    if dt is not None and dt not in cfg.tasks:
+        problems.append(ConfigProblem("routing.default_task", f"task {dt!r} is not in [tasks]",
+                                      f"use one of: {', '.join(sorted(cfg.tasks))}"))
+    for name, p in cfg.providers.items():
+        if p.api == "openai-completions" and not p.base_url:
+            problems.append(ConfigProblem(f"providers.{name}.base_url",
+                                          "missing: openai-completions has no default endpoint",
+                                          'add base_url = "https://…/v1"'))
+    # raise thinking models to the token floor: under it they answer nothing
+    floor = cfg.routing.reasoning_floor
+    raised: dict[str, ModelConfig] = {}
+    for ref, m in cfg.models.items():
+        if m.reasoning and m.max_tokens < floor:
+            warnings.append(f'models."{ref}".max_tokens = {m.max_tokens} is under the reasoning '
+                            f"floor; raised to {floor}")
+            raised[ref] = m.model_copy(update={"max_tokens": floor})
+    if raised:
+        cfg = cfg.model_copy(update={"models": {**cfg.models, **raised}})
+    return cfg, problems
+
+
+def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> Config:
+    """Validate a parsed TOML document. Raises ConfigError listing every problem."""
+    warns = warnings if warnings is not None else []
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        problems = [_problem_from_pydantic(err, data) for err in e.errors()]
+        raise ConfigError(_dedupe(problems)) from None
+    cfg, problems = _cross_check(cfg, warns)
+    if problems:
+        raise ConfigError(problems)
+    if warnings is None:
+        for w in warns:
+            log.warning(w)
+    return cfg
+
+
+def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def load_config(path: Path, warnings: list[str] | None = None) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem("OPENCLAW_CONFIG", f"{path} does not exist",
+                                         "copy openclaw.example.toml to openclaw.toml")]) from None
+    except OSError as e:
+        raise ConfigError([ConfigProblem("OPENCLAW_CONFIG", f"cannot read {path}: {e}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([ConfigProblem(str(path), f"not valid TOML: {e}",
+                                         "fix the syntax at that line")]) from None
+    return parse_config(data, warnings)

@@ -1,0 +1,290 @@
+"""Runs a routing plan: calls models in order, fails over, escalates, records every attempt.
+
+Outcomes (see DESIGN.md): ``ok`` answers; ``unavailable`` (refused, timeout, 5xx,
+429, malformed) tries the next model, same tier first; ``fatal`` (401/403/400/404)
+does too but opens the breaker for long; ``unusable`` (empty, reasoning spent,
+validator failed) climbs to the next tier — after one retry with double the token
+budget when a thinking model spent it all on reasoning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
+from core.config import Config
+from core.errors import AllAttemptsFailed, ProviderError
+from core.health import HealthBoard
+from core.ledger import Ledger, RequestMeta, price
+from core.providers.base import Provider
+from core.routing import BudgetState, Candidate, Plan, plan
+from core.types import Attempt, ChatRequest, ModelCall, ModelResponse, StreamDelta, Usage
+from core.validators import validate
+
+log = logging.getLogger("openclaw.engine")
+
+
+def new_request_id() -> str:
+    """A short random id for a request (``req_`` + 24 hex digits)."""
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The answer and the full route trace that produced it."""
+
+    request_id: str
+    content: str
+    answered_by: Attempt
+    attempts: tuple[Attempt, ...]
+    plan: Plan
+    finish_reason: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for a in self.attempts:
+            total += a.usage
+        return total
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.attempts)
+
+    def trace(self) -> str:
+        """The route trace, one line per attempt."""
+        return format_trace(self.attempts)
+
+    def route_header(self) -> str:
+        """A one-line summary: answering tier/model and the attempts before it."""
+        a = self.answered_by
+        tried = len([x for x in self.attempts if x.outcome not in ("skipped", "denied")])
+        return f"tier={a.tier}; model={a.ref}; attempts={tried}"
+
+
+def format_trace(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
+    """One line per attempt: tier, model, outcome, reason, latency, tokens, cost."""
+    lines = []
+    for a in attempts:
+        line = f"tier {a.tier} {a.ref}: {a.outcome}"
+        if a.reason:
+            line += f" ({a.reason})"
+        if a.outcome not in ("skipped", "denied"):
+            u = a.usage
+            line += (f" {a.latency_ms:.0f} ms, {u.input_tokens} in / {u.output_tokens} out"
+                     f" ({u.reasoning_tokens} reasoning), ${a.cost_usd:.6f}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class _End:
+    attempt: Attempt
+    response: ModelResponse | None = None
+    error: ProviderError | None = None
+    committed: bool = False  # streaming: content already went out
+
+
+@dataclass(slots=True)
+class _State:
+    request_id: str
+    plan: Plan
+    meta: RequestMeta
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class Engine:
+    """The one way requests reach models: the CLI, gateway, agents and bot all call it."""
+
+    def __init__(
+        self,
+        config: Config,
+        providers: Mapping[str, Provider],
+        *,
+        health: HealthBoard,
+        ledger: Ledger | None = None,
+        approver: Approver | None = None,
+        budget: Callable[[], BudgetState] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.health = health
+        self.ledger = ledger
+        self.approver: Approver = approver or PolicyApprover(config.approvals)
+        self._budget = budget or BudgetState
+        self._clock = clock
+
+    def plan(self, task: str | None = None, tier: int | None = None,
+             max_tokens: int | None = None) -> Plan:
+        """The plan a request would follow right now (raises RoutingError)."""
+        return plan(self.config, task=task, tier=tier, max_tokens=max_tokens,
+                    health=self.health.snapshot(self._clock()), budget=self._budget())
+
+    async def complete(self, request: ChatRequest) -> Result:
+        """Answer a request; raises AllAttemptsFailed when no model could."""
+        async with aclosing(self._run(request, stream=False)) as items:
+            async for item in items:
+                if isinstance(item, Result):
+                    return item
+        raise AssertionError("engine run ended without a result")  # pragma: no cover
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta | Result]:
+        """Answer a request as a stream of content deltas followed by the Result.
+
+        Failover happens before the first byte: nothing is yielded until a model
+        produced visible content (for tasks with validators beyond non-empty, until
+        the whole answer passed them). A failure after that raises ProviderError.
+        """
+        return self._run(request, stream=True)
+
+    async def _run(self, req: ChatRequest, *, stream: bool) -> AsyncIterator[StreamDelta | Result]:
+        p = self.plan(req.task, req.tier, req.max_tokens)
+        rid = req.request_id or new_request_id()
+        st = _State(rid, p, RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream))
+        st.attempts.extend(Attempt(s.tier, *s.ref.split("/", 1), "skipped", s.reason)
+                           for s in p.skipped)
+        skip_tier: int | None = None
+        decisions: dict[int, Decision] = {}
+        for cand in p.candidates:
+            if cand.tier == skip_tier:
+                continue
+            if cand.requires_approval:
+                if cand.tier not in decisions:
+                    decisions[cand.tier] = await self._approve(req, st, cand)
+                d = decisions[cand.tier]
+                if not d.approved:
+                    st.attempts.append(Attempt(cand.tier, cand.provider, cand.model, "denied",
+                                               f"approval denied by {d.by}: {d.note}".rstrip(": ")))
+                    skip_tier = cand.tier
+                    continue
+            max_tokens = cand.max_tokens
+            for retry in (False, True):
+                end: _End | None = None
+                async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
+                    async for part in parts:
+                        if isinstance(part, _End):
+                            end = part
+                        else:
+                            yield part
+                assert end is not None
+                st.attempts.append(end.attempt)
+                if end.error is not None:
+                    if end.committed:
+                        raise end.error
+                    break  # next model
+                if end.attempt.outcome == "ok":
+                    assert end.response is not None
+                    yield Result(rid, end.response.content, end.attempt, tuple(self._trace(st)),
+                                 p, end.response.finish_reason)
+                    return
+                resp = end.response
+                if not retry and resp is not None and not resp.content.strip() and (
+                        resp.reasoning or resp.usage.reasoning_tokens):
+                    max_tokens *= 2  # the thinking ate the budget: once more with double
+                    continue
+                skip_tier = cand.tier  # unusable: climb
+                break
+        raise AllAttemptsFailed(self._trace(st), f"no model could answer {_what(p)}")
+
+    @staticmethod
+    def _trace(st: _State) -> list[Attempt]:
+        return sorted(st.attempts, key=lambda a: a.tier)  # stable: keeps order within a tier
+
+    async def _attempt(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int,
+                       stream: bool) -> AsyncIterator[StreamDelta | _End]:
+        provider = self.providers[cand.provider]
+        call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
+        rules = st.plan.rules
+        hold = rules.min_chars is not None or rules.json_ or bool(rules.json_keys) or bool(
+            rules.regex)
+        committed = False
+        t0 = time.perf_counter()
+        self.health.begin(cand.ref, self._clock())
+        resp: ModelResponse | None = None
+        try:
+            if not stream:
+                resp = await provider.complete(cand.model, call)
+            else:
+                async with aclosing(provider.stream(cand.model, call)) as it:
+                    async for item in it:
+                        if isinstance(item, ModelResponse):
+                            resp = item
+                        elif committed:
+                            if item.content:
+                                yield StreamDelta(item.content)
+                        elif item.content.strip() and not hold:
+                            committed = True
+                            yield StreamDelta(item.content.lstrip())
+                if resp is None:
+                    raise ProviderError("stream_cut", cand.provider, cand.model,
+                                        "stream ended without a final response")
+        except ProviderError as e:
+            yield await self._failed(st, cand, e, t0, max_tokens, committed)
+            return
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as e:  # an adapter bug must not lose the attempt row
+            log.exception("adapter %s raised unexpectedly", cand.provider)
+            err = ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
+            yield await self._failed(st, cand, err, t0, max_tokens, committed)
+            return
+        latency = (time.perf_counter() - t0) * 1000
+        self.health.success(cand.ref, latency, self._clock())
+        reason = None if committed else validate(resp.content, rules)
+        if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
+            reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
+        attempt = Attempt(cand.tier, cand.provider, cand.model, "ok" if reason is None
+                          else "unusable", reason or "", resp.status, latency, resp.usage,
+                          price(self.config, cand.ref, resp.usage), max_tokens)
+        await self._record(st, attempt)
+        if stream and not committed and reason is None:
+            committed = True
+            yield StreamDelta(resp.content.lstrip())
+        yield _End(attempt, resp, None, committed)
+
+    async def _failed(self, st: _State, cand: Candidate, e: ProviderError, t0: float,
+                      max_tokens: int, committed: bool) -> _End:
+        latency = (time.perf_counter() - t0) * 1000
+        cooldown = self.health.failure(cand.ref, e, latency, self._clock())
+        reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
+        if e.detail:
+            reason += f": {e.detail}"
+        if cooldown:
+            reason += f"; cooling down {cooldown:.0f}s"
+        if e.outcome == "fatal":
+            log.error("%s/%s failed fatally (check its config): %s", cand.provider, cand.model, e)
+        attempt = Attempt(cand.tier, cand.provider, cand.model, e.outcome, reason, e.status,
+                          latency, Usage(), 0.0, max_tokens)
+        await self._record(st, attempt)
+        return _End(attempt, None, e, committed)
+
+    async def _record(self, st: _State, attempt: Attempt) -> None:
+        if self.ledger is not None:
+            await self.ledger.record(st.meta, attempt)
+
+    async def _approve(self, req: ChatRequest, st: _State, cand: Candidate) -> Decision:
+        chars = sum(len(m.content) for m in req.messages)
+        estimate = price(self.config, cand.ref, Usage(chars // 4 + 1, cand.max_tokens))
+        tried = [a for a in st.attempts if a.outcome not in ("skipped",)]
+        why = "; ".join(f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason
+                                                                 else "") for a in tried)
+        areq = ApprovalRequest(st.request_id, st.plan.task, cand.tier, cand.ref,
+                               why or f"{_what(st.plan)} starts at tier {st.plan.min_tier}",
+                               estimate, req.agent, req.run_id)
+        try:
+            return await asyncio.wait_for(self.approver.decide(areq),
+                                          self.config.approvals.timeout_s)
+        except TimeoutError:
+            return Decision(False, "timeout", f"no decision within "
+                                              f"{self.config.approvals.timeout_s:.0f}s")
+
+
+def _what(p: Plan) -> str:
+    return f"task {p.task!r}" if p.task else f"tier {p.min_tier}"

@@ -1,0 +1,96 @@
+"""One error taxonomy for all of OpenClaw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from core.types import Attempt
+
+EX_CONFIG = 78  # sysexits.h: launchd does not restart-loop on it
+
+ErrorKind = Literal[
+    "refused",  # connection refused / DNS / other connect error
+    "timeout",  # connect or read timeout
+    "server_error",  # 5xx
+    "rate_limited",  # 429
+    "auth",  # 401 / 403
+    "bad_request",  # 400 / 422: our request or the config is wrong
+    "not_found",  # 404: unknown model or wrong base_url
+    "malformed",  # the body could not be parsed, or had the wrong content-type
+    "stream_cut",  # the stream ended before its final event
+    "unavailable",  # no key configured, or otherwise not usable
+]
+
+FATAL_KINDS: frozenset[str] = frozenset({"auth", "bad_request", "not_found"})
+
+
+class OpenClawError(Exception):
+    """Root of every error OpenClaw raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    key: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f" — {self.fix}" if self.fix else "")
+
+
+class ConfigError(OpenClawError):
+    """The configuration is invalid. Each problem names the key and the fix."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ProviderError(OpenClawError):
+    """A provider call failed. Adapters raise only this, from one place each."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        provider: str,
+        model: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.kind: ErrorKind = kind
+        self.provider = provider
+        self.model = model
+        self.detail = detail
+        self.status = status
+        self.retry_after_s = retry_after_s
+        where = f"{provider}/{model}" if model else provider
+        code = f" HTTP {status}" if status is not None else ""
+        super().__init__(f"{where}: {kind}{code}" + (f": {detail}" if detail else ""))
+
+    @property
+    def outcome(self) -> Literal["unavailable", "fatal"]:
+        """fatal = a config problem (next model, long cooldown); else just unavailable."""
+        return "fatal" if self.kind in FATAL_KINDS else "unavailable"
+
+
+class RoutingError(OpenClawError):
+    """The request names a task or tier the config does not have."""
+
+
+class AllAttemptsFailed(OpenClawError):
+    """Every candidate of the plan failed; carries each attempt."""
+
+    def __init__(self, attempts: Sequence[Attempt], message: str = "all models failed") -> None:
+        self.attempts = list(attempts)
+        lines = [message + ":"] + [
+            f"  tier {a.tier} {a.ref}: {a.outcome}" + (f" ({a.reason})" if a.reason else "")
+            for a in self.attempts
+        ]
+        if not self.attempts:
+            lines.append("  (no model could be tried)")
+        super().__init__("\n".join(lines))

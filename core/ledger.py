@@ -1,0 +1,169 @@
+"""The usage ledger: one row per attempt, with its cost; usage and savings reports.
+
+The engine (the caller) records; adapters never touch the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from core.config import Config, Cost
+from core.store import Store, utcnow_iso
+from core.types import Attempt, Usage
+
+Group = Literal["tier", "model", "agent", "day", "task"]
+GROUPS: tuple[str, ...] = ("tier", "model", "agent", "day", "task")
+_GROUP_SQL: dict[str, str] = {
+    "tier": "CAST(tier AS TEXT)",
+    "model": "provider || '/' || model",
+    "agent": "COALESCE(agent, '-')",
+    "day": "SUBSTR(ts, 1, 10)",
+    "task": "COALESCE(task, '-')",
+}
+_SINCE = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str) -> timedelta:
+    """``"7d"`` → 7 days. Units: m (minutes), h, d, w."""
+    m = _SINCE.match(text)
+    if not m:
+        raise ValueError(f"invalid period {text!r}: use a number and a unit m/h/d/w, e.g. 7d")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def price(config: Config, ref: str, usage: Usage) -> float:
+    """USD cost of ``usage`` on model ``ref`` (reasoning is billed as output)."""
+    model = config.models.get(ref)
+    cost = model.cost if model else Cost()
+    return cost.price(usage.input_tokens, usage.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """What the ledger needs to know of the request an attempt belongs to."""
+
+    request_id: str
+    min_tier: int
+    task: str | None = None
+    run_id: str | None = None
+    agent: str | None = None
+    streamed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key: str
+    requests: int
+    attempts: int
+    answered: int
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    since: str
+    group: str
+    rows: list[UsageRow]
+    requests: int
+    answered: int
+    tier_share: dict[int, float] = field(default_factory=dict)  # % of answered, per tier
+    cost_usd: float = 0.0
+    cloud_only_usd: float = 0.0
+    all_top_tier_usd: float = 0.0
+
+    @property
+    def savings_vs_cloud_usd(self) -> float:
+        return self.cloud_only_usd - self.cost_usd
+
+    @property
+    def savings_vs_top_usd(self) -> float:
+        return self.all_top_tier_usd - self.cost_usd
+
+
+def _primary_cost(config: Config, at_least: int) -> Cost | None:
+    """The price of the first model of the lowest tier at or above ``at_least``."""
+    for tier in sorted(config.tiers, key=lambda t: t.level):
+        if tier.level >= at_least:
+            model = config.models.get(tier.models[0])
+            return model.cost if model else Cost()
+    return None
+
+
+def baselines(config: Config, tokens_by_min_tier: dict[int, tuple[int, int]]) -> tuple[float, float]:
+    """What the answered requests would have cost cloud-only and all-top-tier.
+
+    Cloud-only prices each request at the cheapest cloud tier (level ≥ 1) at or
+    above its minimum tier — tier 0 work priced at tier 1. All-top-tier prices
+    everything at the highest tier.
+    """
+    top = _primary_cost(config, max(config.levels)) or Cost()
+    cloud = top_total = 0.0
+    for min_tier, (tin, tout) in tokens_by_min_tier.items():
+        c = _primary_cost(config, max(min_tier, 1)) or top
+        cloud += c.price(tin, tout)
+        top_total += top.price(tin, tout)
+    return cloud, top_total
+
+
+class Ledger:
+    """Records attempts and answers usage questions."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+
+    async def record(self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None) -> None:
+        """Write one attempt row."""
+        u = attempt.usage
+        await self.store.execute(
+            "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
+            " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
+            " reasoning_tokens, cost_usd, streamed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (utcnow_iso(when), meta.request_id, meta.run_id, meta.agent, meta.task, meta.min_tier,
+             attempt.tier, attempt.provider, attempt.model, attempt.outcome, attempt.reason[:500],
+             attempt.status, round(attempt.latency_ms, 3), u.input_tokens, u.output_tokens,
+             u.reasoning_tokens, attempt.cost_usd, int(meta.streamed)),
+        )
+
+    async def report(self, since: timedelta, group: str = "tier",
+                     now: datetime | None = None) -> UsageReport:
+        """Usage over the last ``since``, grouped by tier, model, agent, day or task."""
+        if group not in _GROUP_SQL:
+            raise ValueError(f"invalid group {group!r}: use one of {', '.join(GROUPS)}")
+        start = utcnow_iso((now or datetime.now(UTC)) - since)
+        key = _GROUP_SQL[group]
+        rows = await self.store.fetchall(
+            f"SELECT {key} AS k, COUNT(DISTINCT request_id), COUNT(*),"
+            " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(input_tokens),"
+            " SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_usd)"
+            f" FROM attempts WHERE ts >= ? GROUP BY {key} ORDER BY {key}",
+            (start,),
+        )
+        usage_rows = [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        if group == "tier":
+            usage_rows.sort(key=lambda r: int(r.key))
+        (total,) = (await self.store.fetchall(
+            "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)))[0]
+        ok_rows = await self.store.fetchall(
+            "SELECT tier, COUNT(*) FROM attempts WHERE ts >= ? AND outcome = 'ok' GROUP BY tier",
+            (start,),
+        )
+        answered = sum(r[1] for r in ok_rows)
+        share = {int(r[0]): 100.0 * r[1] / answered for r in ok_rows} if answered else {}
+        tok_rows = await self.store.fetchall(
+            "SELECT min_tier, SUM(input_tokens), SUM(output_tokens) FROM attempts"
+            " WHERE ts >= ? AND outcome = 'ok' GROUP BY min_tier",
+            (start,),
+        )
+        cloud, top = baselines(self.config, {int(r[0]): (r[1], r[2]) for r in tok_rows})
+        cost = sum(r.cost_usd for r in usage_rows)
+        return UsageReport(start, group, usage_rows, total, answered, dict(sorted(share.items())),
+                           cost, cloud, top)

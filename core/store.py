@@ -1,0 +1,132 @@
+"""The embedded SQLite store: one writer connection, WAL, numbered migrations.
+
+Queries are plain SQL that also runs on PostgreSQL: ISO-8601 UTC text for
+times, no SQLite-only functions where it matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+
+async def _m001_attempts(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            run_id TEXT,
+            agent TEXT,
+            task TEXT,
+            min_tier INTEGER NOT NULL,
+            tier INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            status INTEGER,
+            latency_ms REAL NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            streamed INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    await db.execute("CREATE INDEX attempts_ts ON attempts (ts)")
+    await db.execute("CREATE INDEX attempts_request ON attempts (request_id)")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_attempts", _m001_attempts),
+]
+
+
+def utcnow_iso(now: datetime | None = None) -> str:
+    """A sortable UTC timestamp, as stored in every ``ts`` column."""
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Store:
+    """One aiosqlite connection (the only writer) with migrations applied."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database and apply pending migrations."""
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+        )
+        async with self.db.execute("SELECT name FROM schema_migrations") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            await fn(self.db)
+            await self.db.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                (name, utcnow_iso()),
+            )
+            await self.db.commit()
+
+    async def applied_migrations(self) -> list[str]:
+        """Names of the migrations applied, in order."""
+        rows = await self.fetchall("SELECT name FROM schema_migrations ORDER BY name")
+        return [r[0] for r in rows]
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one write and commit it."""
+        async with self._write_lock:
+            await self.db.execute(sql, params)
+            await self.db.commit()
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one write per row, committed together."""
+        async with self._write_lock:
+            await self.db.executemany(sql, rows)
+            await self.db.commit()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """Run a query and return every row."""
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def writable(self) -> bool:
+        """True when a write goes through (for readiness checks)."""
+        try:
+            await self.execute("UPDATE schema_migrations SET name = name WHERE 1 = 0")
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.db.close()

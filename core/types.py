@@ -1,0 +1,102 @@
+"""Plain data passed between the router, the engine, the adapters and the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+Outcome = Literal["ok", "unusable", "unavailable", "fatal", "skipped", "denied"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Normalized token counts.
+
+    ``output_tokens`` is everything billed as output, reasoning included;
+    ``reasoning_tokens`` is the part of it that was thinking (never shown).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """One call to one model, as an adapter sends it."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    reasoning: bool = False  # a thinking model: adapters that can toggle thinking turn it on
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """A finished answer from one model.
+
+    ``content`` never contains ``<think>`` blocks; thinking text is in ``reasoning``.
+    """
+
+    content: str
+    reasoning: str
+    usage: Usage
+    finish_reason: str | None
+    status: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """A piece of a streamed answer. Adapters yield these, then one ModelResponse."""
+
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A request to the engine: messages plus where on the pyramid to start."""
+
+    messages: tuple[Message, ...]
+    task: str | None = None
+    tier: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    request_id: str | None = None
+    run_id: str | None = None
+    agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One entry of a route trace: what was tried, and what came of it."""
+
+    tier: int
+    provider: str
+    model: str
+    outcome: Outcome
+    reason: str = ""
+    status: int | None = None
+    latency_ms: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    max_tokens: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.provider}/{self.model}"

@@ -1,0 +1,57 @@
+"""Config builders for tests: a small pyramid pointed at loopback servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import Config, parse_config
+
+
+def pyramid(base_urls: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A four-tier config document. ``base_urls`` maps provider name → URL.
+
+    Providers: local (ollama, tier 0, thinking model), flash (google, tier 1),
+    deep and deep2 (openai-completions, tier 2), opus (anthropic, tier 3, approval).
+    """
+    urls = {"local": "http://127.0.0.1:9", "flash": "http://127.0.0.1:9/v1beta",
+            "deep": "http://127.0.0.1:9/v1", "deep2": "http://127.0.0.1:9/v1",
+            "opus": "http://127.0.0.1:9"} | (base_urls or {})
+    doc: dict[str, Any] = {
+        "routing": {"default_task": "chat"},
+        "approvals": {"default": "approve", "timeout_s": 5},
+        "providers": {
+            "local": {"api": "ollama", "base_url": urls["local"], "timeout_s": 2},
+            "flash": {"api": "google-generative-ai", "base_url": urls["flash"], "timeout_s": 2},
+            "deep": {"api": "openai-completions", "base_url": urls["deep"], "timeout_s": 2},
+            "deep2": {"api": "openai-completions", "base_url": urls["deep2"], "timeout_s": 2},
+            "opus": {"api": "anthropic-messages", "base_url": urls["opus"], "timeout_s": 2},
+        },
+        "models": {
+            "local/qwen3:14b": {"reasoning": True, "max_tokens": 1024},
+            "flash/gemini-flash": {"max_tokens": 512, "cost": {"input": 0.3, "output": 2.5}},
+            "deep/deepseek-chat": {"max_tokens": 512, "cost": {"input": 0.28, "output": 0.42}},
+            "deep2/deepseek-backup": {"max_tokens": 512, "cost": {"input": 0.5, "output": 1.0}},
+            "opus/claude-opus": {"max_tokens": 512, "cost": {"input": 5.0, "output": 25.0}},
+        },
+        "tiers": [
+            {"level": 0, "models": ["local/qwen3:14b"]},
+            {"level": 1, "models": ["flash/gemini-flash"]},
+            {"level": 2, "models": ["deep/deepseek-chat", "deep2/deepseek-backup"]},
+            {"level": 3, "models": ["opus/claude-opus"], "requires_approval": True},
+        ],
+        "tasks": {
+            "chat": 0,
+            "classify": 0,
+            "extract": {"tier": 0, "json": True, "json_keys": ["name"]},
+            "summarize": {"tier": 1, "min_chars": 20},
+            "analysis": 2,
+            "strategy": 3,
+        },
+    }
+    for key, value in overrides.items():
+        doc[key] = value
+    return doc
+
+
+def make_config(base_urls: dict[str, str] | None = None, **overrides: Any) -> Config:
+    return parse_config(pyramid(base_urls, **overrides), warnings=[])

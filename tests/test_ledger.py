@@ -1,0 +1,118 @@
+"""The ledger on a real SQLite file: rows, cost arithmetic, groups, tier shares, savings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from core.ledger import Ledger, RequestMeta, baselines, parse_since, price
+from core.store import MIGRATIONS, Store
+from core.types import Attempt, Usage
+from tests.configs import make_config
+
+CFG = make_config()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "ledger.db")
+    yield s
+    await s.close()
+
+
+def att(tier: int, ref: str, outcome: str = "ok", tin: int = 0, tout: int = 0) -> Attempt:
+    provider, model = ref.split("/", 1)
+    usage = Usage(tin, tout)
+    return Attempt(tier, provider, model, outcome, usage=usage,  # type: ignore[arg-type]
+                   cost_usd=price(CFG, ref, usage), latency_ms=12.5)
+
+
+def test_price_is_usd_per_million_tokens() -> None:
+    assert price(CFG, "flash/gemini-flash", Usage(1_000_000, 0)) == pytest.approx(0.3)
+    assert price(CFG, "flash/gemini-flash", Usage(2000, 1000, 600)) == pytest.approx(
+        2000 * 0.3e-6 + 1000 * 2.5e-6)
+    assert price(CFG, "local/qwen3:14b", Usage(10**6, 10**6)) == 0.0
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("7d", 7 * 86400), ("24h", 86400), ("30m", 1800),
+                                               ("2w", 14 * 86400)])
+def test_parse_since(text: str, seconds: int) -> None:
+    assert parse_since(text) == timedelta(seconds=seconds)
+
+
+def test_parse_since_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="use a number and a unit"):
+        parse_since("seven days")
+
+
+async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path / "m.db")
+    await s.close()
+    s = await Store.open(tmp_path / "m.db")
+    try:
+        assert await s.applied_migrations() == [name for name, _ in MIGRATIONS]
+        assert await s.writable()
+        mode = await s.fetchall("PRAGMA journal_mode")
+        assert mode[0][0] == "wal"
+    finally:
+        await s.close()
+
+
+async def test_report_groups_shares_and_savings(store: Store) -> None:
+    ledger = Ledger(store, CFG)
+    # r1: tier-0 task answered locally (free)
+    await ledger.record(RequestMeta("r1", 0, "chat"), att(0, "local/qwen3:14b", tin=1000, tout=500))
+    # r2: tier-0 task, local timed out, answered by flash
+    await ledger.record(RequestMeta("r2", 0, "chat"), att(0, "local/qwen3:14b", "unavailable"))
+    await ledger.record(RequestMeta("r2", 0, "chat"), att(1, "flash/gemini-flash", tin=1000,
+                                                          tout=1000))
+    # r3: tier-2 task answered at tier 2, with an agent
+    await ledger.record(RequestMeta("r3", 2, "analysis", agent="digest"),
+                        att(2, "deep/deepseek-chat", tin=2000, tout=1000))
+    # r4: failed everywhere
+    await ledger.record(RequestMeta("r4", 3, "strategy"), att(3, "opus/claude-opus", "fatal"))
+
+    rep = await ledger.report(timedelta(days=1), "tier")
+    assert [r.key for r in rep.rows] == ["0", "1", "2", "3"]
+    assert rep.requests == 4 and rep.answered == 3
+    assert rep.tier_share == pytest.approx({0: 100 / 3, 1: 100 / 3, 2: 100 / 3})
+    tier0 = rep.rows[0]
+    assert (tier0.attempts, tier0.answered, tier0.requests) == (2, 1, 2)
+    actual = 1000 * 0.3e-6 + 1000 * 2.5e-6 + 2000 * 0.28e-6 + 1000 * 0.42e-6
+    assert rep.cost_usd == pytest.approx(actual)
+    # cloud-only: min-tier-0 work priced at tier 1 (flash); min-tier-2 work at tier 2 (deep)
+    cloud = (2000 * 0.3e-6 + 1500 * 2.5e-6) + (2000 * 0.28e-6 + 1000 * 0.42e-6)
+    assert rep.cloud_only_usd == pytest.approx(cloud)
+    top = (4000 * 5e-6 + 2500 * 25e-6)
+    assert rep.all_top_tier_usd == pytest.approx(top)
+    assert rep.savings_vs_cloud_usd == pytest.approx(cloud - actual)
+    assert rep.savings_vs_top_usd == pytest.approx(top - actual)
+
+    by_agent = await ledger.report(timedelta(days=1), "agent")
+    assert {r.key: r.requests for r in by_agent.rows} == {"-": 3, "digest": 1}
+    by_model = await ledger.report(timedelta(days=1), "model")
+    assert "deep/deepseek-chat" in {r.key for r in by_model.rows}
+    by_day = await ledger.report(timedelta(days=1), "day")
+    assert [r.key for r in by_day.rows] == [datetime.now(UTC).strftime("%Y-%m-%d")]
+
+
+async def test_report_respects_the_period(store: Store) -> None:
+    ledger = Ledger(store, CFG)
+    old = datetime.now(UTC) - timedelta(days=10)
+    await ledger.record(RequestMeta("old", 0), att(1, "flash/gemini-flash", tin=10), when=old)
+    await ledger.record(RequestMeta("new", 0), att(1, "flash/gemini-flash", tin=10))
+    assert (await ledger.report(timedelta(days=7))).requests == 1
+    assert (await ledger.report(timedelta(days=30))).requests == 2
+
+
+async def test_report_rejects_unknown_group(store: Store) -> None:
+    with pytest.raises(ValueError, match="use one of tier, model"):
+        await Ledger(store, CFG).report(timedelta(days=1), "colour")
+
+
+def test_baselines_without_cloud_tier_above() -> None:
+    cloud, top = baselines(CFG, {3: (1_000_000, 0)})
+    assert cloud == pytest.approx(5.0) and top == pytest.approx(5.0)

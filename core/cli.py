@@ -23,11 +23,15 @@ log = logging.getLogger("openclaw")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="openclaw", description="Run LLM agents on a four-tier "
-                                "model pyramid, cheapest first.")
+    p = argparse.ArgumentParser(
+        prog="openclaw", description="Run LLM agents on a four-tier model pyramid, cheapest first."
+    )
     p.add_argument("--version", action="version", version=f"openclaw {__version__}")
-    p.add_argument("--config", type=Path, help="TOML config (default: $OPENCLAW_CONFIG, "
-                   "./openclaw.toml, else openclaw.example.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML config (default: $OPENCLAW_CONFIG, ./openclaw.toml, else openclaw.example.toml)",
+    )
     p.add_argument("--db", type=Path, help="SQLite path (default: $OPENCLAW_DB or ./openclaw.db)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace, settings: Settings,
-          warnings: list[str] | None = None) -> tuple[Config, Path]:
+def _load(
+    args: argparse.Namespace, settings: Settings, warnings: list[str] | None = None
+) -> tuple[Config, Path]:
     path = args.config or settings.config_path()
     return load_config(path, warnings), path
 
@@ -76,8 +81,11 @@ def _print_config_error(e: ConfigError, path: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `openclaw` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     settings = Settings()
     path: Path | None = None
     try:
@@ -108,8 +116,11 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     secrets = {
         "OPENCLAW_GATEWAY_TOKEN": settings.openclaw_gateway_token,
         "TELEGRAM_BOT_TOKEN": settings.telegram_bot_token,
-    } | {p.api_key_env: settings.secret(p.api_key_env)
-         for p in config.providers.values() if p.api_key_env}
+    } | {
+        p.api_key_env: settings.secret(p.api_key_env)
+        for p in config.providers.values()
+        if p.api_key_env
+    }
     for env, value in secrets.items():
         print(f"# {env}: {'set (hidden)' if value else 'not set'}")
     print(json.dumps(config.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
@@ -154,7 +165,8 @@ def _route_table(app: App) -> str:
 
 async def _ask(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
     messages = ([Message("system", args.system)] if args.system else []) + [
-        Message("user", args.prompt)]
+        Message("user", args.prompt)
+    ]
     req = ChatRequest(tuple(messages), task=args.task, tier=args.tier, max_tokens=args.max_tokens)
     app = await _with_app(args, settings, config)
     try:
@@ -170,8 +182,10 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
             result = await app.engine.complete(req)
             print(result.content)
         if args.explain and result is not None:
-            print(f"route: {result.route_header()}\n{result.trace()}\n"
-                  f"total ${result.cost_usd:.6f}", file=sys.stderr)
+            print(
+                f"route: {result.route_header()}\n{result.trace()}\ntotal ${result.cost_usd:.6f}",
+                file=sys.stderr,
+            )
         return 0
     except RoutingError as e:
         print(f"openclaw ask: {e}", file=sys.stderr)
@@ -214,20 +228,26 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
 
 def format_usage(r: UsageReport, period: str) -> str:
     """The usage report as a plain-text table."""
-    head = (f"{r.group:<28} {'requests':>8} {'attempts':>8} {'answered':>8} {'in tok':>9}"
-            f" {'out tok':>9} {'reasoning':>9} {'cost $':>10}")
+    head = (
+        f"{r.group:<28} {'requests':>8} {'attempts':>8} {'answered':>8} {'in tok':>9}"
+        f" {'out tok':>9} {'reasoning':>9} {'cost $':>10}"
+    )
     lines = [f"Usage over the last {period} (since {r.since[:19]}Z), by {r.group}", head]
     for row in r.rows:
-        lines.append(f"{row.key:<28} {row.requests:>8} {row.attempts:>8} {row.answered:>8}"
-                     f" {row.input_tokens:>9} {row.output_tokens:>9} {row.reasoning_tokens:>9}"
-                     f" {row.cost_usd:>10.4f}")
+        lines.append(
+            f"{row.key:<28} {row.requests:>8} {row.attempts:>8} {row.answered:>8}"
+            f" {row.input_tokens:>9} {row.output_tokens:>9} {row.reasoning_tokens:>9}"
+            f" {row.cost_usd:>10.4f}"
+        )
     if not r.rows:
         lines.append("(no requests in this period)")
     share = ", ".join(f"tier {t}: {pct:.1f}%" for t, pct in r.tier_share.items()) or "-"
     lines.append(f"Requests: {r.requests}, answered: {r.answered}. Tier share of answers: {share}")
-    lines.append(f"Cost: ${r.cost_usd:.4f}. Cloud-only would cost ${r.cloud_only_usd:.4f} "
-                 f"(saved ${r.savings_vs_cloud_usd:.4f}); all-top-tier ${r.all_top_tier_usd:.4f} "
-                 f"(saved ${r.savings_vs_top_usd:.4f}).")
+    lines.append(
+        f"Cost: ${r.cost_usd:.4f}. Cloud-only would cost ${r.cloud_only_usd:.4f} "
+        f"(saved ${r.savings_vs_cloud_usd:.4f}); all-top-tier ${r.all_top_tier_usd:.4f} "
+        f"(saved ${r.savings_vs_top_usd:.4f})."
+    )
     return "\n".join(lines)
 
 
@@ -245,8 +265,9 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
         lat = f" ({r.latency_ms:.0f} ms)" if r.latency_ms is not None else ""
         print(f"{mark} {r.provider:<12} {r.message}{lat}")
     usable = {r.provider for r in results if r.ok}
-    dead_tiers = [t.level for t in config.tiers
-                  if not any(ref.split("/", 1)[0] in usable for ref in t.models)]
+    dead_tiers = [
+        t.level for t in config.tiers if not any(ref.split("/", 1)[0] in usable for ref in t.models)
+    ]
     if dead_tiers:
         print(f"tiers with no reachable provider: {', '.join(map(str, dead_tiers))}")
     return 0 if all(r.ok for r in results) else 1

@@ -200,67 +200,109 @@ def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
     valid = ", ".join(API_KINDS)
     if len(loc) >= 3 and loc[0] == "providers" and loc[2] == "api":
         if etype == "missing":
-            return ConfigProblem(key, "missing: every provider must state its wire format",
-                                 f"add api = one of {valid}")
+            return ConfigProblem(
+                key,
+                "missing: every provider must state its wire format",
+                f"add api = one of {valid}",
+            )
         return ConfigProblem(key, f"unknown value {err.get('input')!r}", f"use one of {valid}")
     if etype == "extra_forbidden":
         return ConfigProblem(key, "unknown key", "remove it or check its spelling (see README)")
     if etype == "missing":
         return ConfigProblem(key, "missing", "add it (see openclaw.example.toml)")
-    return ConfigProblem(key, f"{err['msg']} (got {err.get('input')!r})",
-                         "see openclaw.example.toml")
+    return ConfigProblem(
+        key, f"{err['msg']} (got {err.get('input')!r})", "see openclaw.example.toml"
+    )
 
 
 def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigProblem]]:
     problems: list[ConfigProblem] = []
     levels = [t.level for t in cfg.tiers]
     for lvl in {lv for lv in levels if levels.count(lv) > 1}:
-        problems.append(ConfigProblem("tiers", f"level {lvl} is defined more than once",
-                                      "give each [[tiers]] a distinct level"))
+        problems.append(
+            ConfigProblem(
+                "tiers",
+                f"level {lvl} is defined more than once",
+                "give each [[tiers]] a distinct level",
+            )
+        )
     for i, tier in enumerate(cfg.tiers):
         for ref in tier.models:
             prov, model = split_model_ref(ref)
             key = f"tiers[{i}].models"
             if not model:
-                problems.append(ConfigProblem(key, f"{ref!r} is not '<provider>/<model id>'",
-                                              'write it like "ollama/qwen3:14b"'))
+                problems.append(
+                    ConfigProblem(
+                        key,
+                        f"{ref!r} is not '<provider>/<model id>'",
+                        'write it like "ollama/qwen3:14b"',
+                    )
+                )
                 continue
             if ref not in cfg.models:
-                problems.append(ConfigProblem(key, f"model {ref!r} is not defined",
-                                              f'add a [models."{ref}"] table'))
+                problems.append(
+                    ConfigProblem(
+                        key, f"model {ref!r} is not defined", f'add a [models."{ref}"] table'
+                    )
+                )
             if prov not in cfg.providers:
                 known = ", ".join(sorted(cfg.providers))
-                problems.append(ConfigProblem(key, f"provider {prov!r} of {ref!r} is not defined",
-                                              f"add [providers.{prov}] or use one of: {known}"))
+                problems.append(
+                    ConfigProblem(
+                        key,
+                        f"provider {prov!r} of {ref!r} is not defined",
+                        f"add [providers.{prov}] or use one of: {known}",
+                    )
+                )
     for ref in cfg.models:
         prov, model = split_model_ref(ref)
         if not model or prov not in cfg.providers:
-            problems.append(ConfigProblem(f'models."{ref}"',
-                                          "must be '<provider>/<model id>' with a known provider",
-                                          f"known providers: {', '.join(sorted(cfg.providers))}"))
+            problems.append(
+                ConfigProblem(
+                    f'models."{ref}"',
+                    "must be '<provider>/<model id>' with a known provider",
+                    f"known providers: {', '.join(sorted(cfg.providers))}",
+                )
+            )
     valid_levels = ", ".join(str(lv) for lv in sorted(set(levels)))
     for name in cfg.tasks:
         task = cfg.task(name)
         assert task is not None
         if cfg.tier(task.tier) is None:
-            problems.append(ConfigProblem(f"tasks.{name}", f"tier {task.tier} does not exist",
-                                          f"use one of the configured levels: {valid_levels}"))
+            problems.append(
+                ConfigProblem(
+                    f"tasks.{name}",
+                    f"tier {task.tier} does not exist",
+                    f"use one of the configured levels: {valid_levels}",
+                )
+            )
     dt = cfg.routing.default_task
     if dt is not None and dt not in cfg.tasks:
-        problems.append(ConfigProblem("routing.default_task", f"task {dt!r} is not in [tasks]",
-                                      f"use one of: {', '.join(sorted(cfg.tasks))}"))
+        problems.append(
+            ConfigProblem(
+                "routing.default_task",
+                f"task {dt!r} is not in [tasks]",
+                f"use one of: {', '.join(sorted(cfg.tasks))}",
+            )
+        )
     for name, p in cfg.providers.items():
         if p.api == "openai-completions" and not p.base_url:
-            problems.append(ConfigProblem(f"providers.{name}.base_url",
-                                          "missing: openai-completions has no default endpoint",
-                                          'add base_url = "https://…/v1"'))
+            problems.append(
+                ConfigProblem(
+                    f"providers.{name}.base_url",
+                    "missing: openai-completions has no default endpoint",
+                    'add base_url = "https://…/v1"',
+                )
+            )
     # raise thinking models to the token floor: under it they answer nothing
     floor = cfg.routing.reasoning_floor
     raised: dict[str, ModelConfig] = {}
     for ref, m in cfg.models.items():
         if m.reasoning and m.max_tokens < floor:
-            warnings.append(f'models."{ref}".max_tokens = {m.max_tokens} is under the reasoning '
-                            f"floor; raised to {floor}")
+            warnings.append(
+                f'models."{ref}".max_tokens = {m.max_tokens} is under the reasoning '
+                f"floor; raised to {floor}"
+            )
             raised[ref] = m.model_copy(update={"max_tokens": floor})
     if raised:
         cfg = cfg.model_copy(update={"models": {**cfg.models, **raised}})
@@ -299,13 +341,21 @@ def load_config(path: Path, warnings: list[str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([ConfigProblem("OPENCLAW_CONFIG", f"{path} does not exist",
-                                         "copy openclaw.example.toml to openclaw.toml")]) from None
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "OPENCLAW_CONFIG",
+                    f"{path} does not exist",
+                    "copy openclaw.example.toml to openclaw.toml",
+                )
+            ]
+        ) from None
     except OSError as e:
         raise ConfigError([ConfigProblem("OPENCLAW_CONFIG", f"cannot read {path}: {e}")]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([ConfigProblem(str(path), f"not valid TOML: {e}",
-                                         "fix the syntax at that line")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(path), f"not valid TOML: {e}", "fix the syntax at that line")]
+        ) from None
     return parse_config(data, warnings)

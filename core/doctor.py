@@ -27,8 +27,10 @@ def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str
             hint = "run `ollama serve`" if provider.api == "ollama" else "start the server"
             return f"nothing answers at {url}: {hint}, or fix base_url"
         case "timeout":
-            return f"{url} did not answer within {provider.config.timeout_s:g}s: check the host" \
-                   " or raise timeout_s"
+            return (
+                f"{url} did not answer within {provider.config.timeout_s:g}s: check the host"
+                " or raise timeout_s"
+            )
         case "auth":
             where = key_env or "api_key_env"
             return f"the API key was refused: put a valid key in {where}"
@@ -46,22 +48,29 @@ def _pull_hint(provider: Provider, model: str) -> str:
     return f"`ollama pull {model}`" if provider.api == "ollama" else "check the model id"
 
 
-async def probe(config: Config, providers: dict[str, Provider],
-                missing_keys: dict[str, str]) -> list[ProbeResult]:
+async def probe(
+    config: Config, providers: dict[str, Provider], missing_keys: dict[str, str]
+) -> list[ProbeResult]:
     """Probe every provider once (list its models) and check the configured models exist."""
     results = []
     for name, provider in providers.items():
         if name in missing_keys:
             results.append(ProbeResult(name, False, missing_keys[name]))
             continue
-        wanted = [split_model_ref(ref)[1] for ref in config.models
-                  if split_model_ref(ref)[0] == name]
+        wanted = [
+            split_model_ref(ref)[1] for ref in config.models if split_model_ref(ref)[0] == name
+        ]
         t0 = time.perf_counter()
         try:
             listed = await provider.list_models()
         except ProviderError as e:
-            results.append(ProbeResult(name, False, f"{e.kind}: "
-                                       f"{advice(e, provider, config.providers[name].api_key_env)}"))
+            results.append(
+                ProbeResult(
+                    name,
+                    False,
+                    f"{e.kind}: {advice(e, provider, config.providers[name].api_key_env)}",
+                )
+            )
             continue
         latency = (time.perf_counter() - t0) * 1000
         names = set(listed) | {m.removeprefix("models/") for m in listed}
@@ -69,6 +78,7 @@ async def probe(config: Config, providers: dict[str, Provider],
         msg = f"ok, {len(listed)} models listed"
         if missing:
             msg += "; not offered: " + ", ".join(
-                f"{m} ({_pull_hint(provider, m)})" for m in missing)
+                f"{m} ({_pull_hint(provider, m)})" for m in missing
+            )
         results.append(ProbeResult(name, not missing, msg, latency, missing))
     return results

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import cast
 
 from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
-from core.config import Config
+from core.config import Config, split_model_ref
 from core.errors import AllAttemptsFailed, ProviderError
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price
@@ -77,8 +78,10 @@ def format_trace(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
             line += f" ({a.reason})"
         if a.outcome not in ("skipped", "denied"):
             u = a.usage
-            line += (f" {a.latency_ms:.0f} ms, {u.input_tokens} in / {u.output_tokens} out"
-                     f" ({u.reasoning_tokens} reasoning), ${a.cost_usd:.6f}")
+            line += (
+                f" {a.latency_ms:.0f} ms, {u.input_tokens} in / {u.output_tokens} out"
+                f" ({u.reasoning_tokens} reasoning), ${a.cost_usd:.6f}"
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -121,11 +124,18 @@ class Engine:
         self._budget = budget or BudgetState
         self._clock = clock
 
-    def plan(self, task: str | None = None, tier: int | None = None,
-             max_tokens: int | None = None) -> Plan:
+    def plan(
+        self, task: str | None = None, tier: int | None = None, max_tokens: int | None = None
+    ) -> Plan:
         """The plan a request would follow right now (raises RoutingError)."""
-        return plan(self.config, task=task, tier=tier, max_tokens=max_tokens,
-                    health=self.health.snapshot(self._clock()), budget=self._budget())
+        return plan(
+            self.config,
+            task=task,
+            tier=tier,
+            max_tokens=max_tokens,
+            health=self.health.snapshot(self._clock()),
+            budget=self._budget(),
+        )
 
     async def complete(self, request: ChatRequest) -> Result:
         """Answer a request; raises AllAttemptsFailed when no model could."""
@@ -135,7 +145,7 @@ class Engine:
                     return item
         raise AssertionError("engine run ended without a result")  # pragma: no cover
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamDelta | Result]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | Result, None]:
         """Answer a request as a stream of content deltas followed by the Result.
 
         Failover happens before the first byte: nothing is yielded until a model
@@ -144,12 +154,15 @@ class Engine:
         """
         return self._run(request, stream=True)
 
-    async def _run(self, req: ChatRequest, *, stream: bool) -> AsyncIterator[StreamDelta | Result]:
+    async def _run(
+        self, req: ChatRequest, *, stream: bool
+    ) -> AsyncGenerator[StreamDelta | Result, None]:
         p = self.plan(req.task, req.tier, req.max_tokens)
         rid = req.request_id or new_request_id()
         st = _State(rid, p, RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream))
-        st.attempts.extend(Attempt(s.tier, *s.ref.split("/", 1), "skipped", s.reason)
-                           for s in p.skipped)
+        st.attempts.extend(
+            Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
+        )
         skip_tier: int | None = None
         decisions: dict[int, Decision] = {}
         for cand in p.candidates:
@@ -160,8 +173,15 @@ class Engine:
                     decisions[cand.tier] = await self._approve(req, st, cand)
                 d = decisions[cand.tier]
                 if not d.approved:
-                    st.attempts.append(Attempt(cand.tier, cand.provider, cand.model, "denied",
-                                               f"approval denied by {d.by}: {d.note}".rstrip(": ")))
+                    st.attempts.append(
+                        Attempt(
+                            cand.tier,
+                            cand.provider,
+                            cand.model,
+                            "denied",
+                            f"approval denied by {d.by}: {d.note}".rstrip(": "),
+                        )
+                    )
                     skip_tier = cand.tier
                     continue
             max_tokens = cand.max_tokens
@@ -181,12 +201,22 @@ class Engine:
                     break  # next model
                 if end.attempt.outcome == "ok":
                     assert end.response is not None
-                    yield Result(rid, end.response.content, end.attempt, tuple(self._trace(st)),
-                                 p, end.response.finish_reason)
+                    yield Result(
+                        rid,
+                        end.response.content,
+                        end.attempt,
+                        tuple(self._trace(st, cand.tier)),
+                        p,
+                        end.response.finish_reason,
+                    )
                     return
                 resp = end.response
-                if not retry and resp is not None and not resp.content.strip() and (
-                        resp.reasoning or resp.usage.reasoning_tokens):
+                if (
+                    not retry
+                    and resp is not None
+                    and not resp.content.strip()
+                    and (resp.reasoning or resp.usage.reasoning_tokens)
+                ):
                     max_tokens *= 2  # the thinking ate the budget: once more with double
                     continue
                 skip_tier = cand.tier  # unusable: climb
@@ -194,16 +224,24 @@ class Engine:
         raise AllAttemptsFailed(self._trace(st), f"no model could answer {_what(p)}")
 
     @staticmethod
-    def _trace(st: _State) -> list[Attempt]:
-        return sorted(st.attempts, key=lambda a: a.tier)  # stable: keeps order within a tier
+    def _trace(st: _State, upto_tier: int | None = None) -> list[Attempt]:
+        """Attempts in tier order; skips above the answering tier were never reached."""
+        kept = [
+            a
+            for a in st.attempts
+            if upto_tier is None or a.outcome != "skipped" or a.tier <= upto_tier
+        ]
+        return sorted(kept, key=lambda a: a.tier)  # stable: keeps order within a tier
 
-    async def _attempt(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int,
-                       stream: bool) -> AsyncIterator[StreamDelta | _End]:
+    async def _attempt(
+        self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
+    ) -> AsyncGenerator[StreamDelta | _End, None]:
         provider = self.providers[cand.provider]
         call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
         rules = st.plan.rules
-        hold = rules.min_chars is not None or rules.json_ or bool(rules.json_keys) or bool(
-            rules.regex)
+        hold = (
+            rules.min_chars is not None or rules.json_ or bool(rules.json_keys) or bool(rules.regex)
+        )
         committed = False
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock())
@@ -212,7 +250,11 @@ class Engine:
             if not stream:
                 resp = await provider.complete(cand.model, call)
             else:
-                async with aclosing(provider.stream(cand.model, call)) as it:
+                chunks = cast(
+                    AsyncGenerator[StreamDelta | ModelResponse, None],
+                    provider.stream(cand.model, call),
+                )
+                async with aclosing(chunks) as it:
                     async for item in it:
                         if isinstance(item, ModelResponse):
                             resp = item
@@ -223,8 +265,12 @@ class Engine:
                             committed = True
                             yield StreamDelta(item.content.lstrip())
                 if resp is None:
-                    raise ProviderError("stream_cut", cand.provider, cand.model,
-                                        "stream ended without a final response")
+                    raise ProviderError(
+                        "stream_cut",
+                        cand.provider,
+                        cand.model,
+                        "stream ended without a final response",
+                    )
         except ProviderError as e:
             yield await self._failed(st, cand, e, t0, max_tokens, committed)
             return
@@ -240,17 +286,33 @@ class Engine:
         reason = None if committed else validate(resp.content, rules)
         if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
             reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
-        attempt = Attempt(cand.tier, cand.provider, cand.model, "ok" if reason is None
-                          else "unusable", reason or "", resp.status, latency, resp.usage,
-                          price(self.config, cand.ref, resp.usage), max_tokens)
+        attempt = Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            "ok" if reason is None else "unusable",
+            reason or "",
+            resp.status,
+            latency,
+            resp.usage,
+            price(self.config, cand.ref, resp.usage),
+            max_tokens,
+        )
         await self._record(st, attempt)
         if stream and not committed and reason is None:
             committed = True
             yield StreamDelta(resp.content.lstrip())
         yield _End(attempt, resp, None, committed)
 
-    async def _failed(self, st: _State, cand: Candidate, e: ProviderError, t0: float,
-                      max_tokens: int, committed: bool) -> _End:
+    async def _failed(
+        self,
+        st: _State,
+        cand: Candidate,
+        e: ProviderError,
+        t0: float,
+        max_tokens: int,
+        committed: bool,
+    ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
         cooldown = self.health.failure(cand.ref, e, latency, self._clock())
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
@@ -260,8 +322,18 @@ class Engine:
             reason += f"; cooling down {cooldown:.0f}s"
         if e.outcome == "fatal":
             log.error("%s/%s failed fatally (check its config): %s", cand.provider, cand.model, e)
-        attempt = Attempt(cand.tier, cand.provider, cand.model, e.outcome, reason, e.status,
-                          latency, Usage(), 0.0, max_tokens)
+        attempt = Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            e.outcome,
+            reason,
+            e.status,
+            latency,
+            Usage(),
+            0.0,
+            max_tokens,
+        )
         await self._record(st, attempt)
         return _End(attempt, None, e, committed)
 
@@ -273,17 +345,28 @@ class Engine:
         chars = sum(len(m.content) for m in req.messages)
         estimate = price(self.config, cand.ref, Usage(chars // 4 + 1, cand.max_tokens))
         tried = [a for a in st.attempts if a.outcome not in ("skipped",)]
-        why = "; ".join(f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason
-                                                                 else "") for a in tried)
-        areq = ApprovalRequest(st.request_id, st.plan.task, cand.tier, cand.ref,
-                               why or f"{_what(st.plan)} starts at tier {st.plan.min_tier}",
-                               estimate, req.agent, req.run_id)
+        why = "; ".join(
+            f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason else "")
+            for a in tried
+        )
+        areq = ApprovalRequest(
+            st.request_id,
+            st.plan.task,
+            cand.tier,
+            cand.ref,
+            why or f"{_what(st.plan)} starts at tier {st.plan.min_tier}",
+            estimate,
+            req.agent,
+            req.run_id,
+        )
         try:
-            return await asyncio.wait_for(self.approver.decide(areq),
-                                          self.config.approvals.timeout_s)
+            return await asyncio.wait_for(
+                self.approver.decide(areq), self.config.approvals.timeout_s
+            )
         except TimeoutError:
-            return Decision(False, "timeout", f"no decision within "
-                                              f"{self.config.approvals.timeout_s:.0f}s")
+            return Decision(
+                False, "timeout", f"no decision within {self.config.approvals.timeout_s:.0f}s"
+            )
 
 
 def _what(p: Plan) -> str:

@@ -114,13 +114,15 @@ class HealthBoard:
         """One row per known model, for `doctor`, `/api/status` and the bot."""
         rows = []
         for ref, b in sorted(self._breakers.items()):
-            rows.append({
-                "model": ref,
-                "state": b.state(now),
-                "cooldown_left_s": round(max(0.0, b.open_until - now), 1),
-                "consecutive_failures": b.failures,
-                "last_outcome": b.last_outcome,
-                "last_error": b.unavailable or b.last_error,
-                "last_latency_ms": b.last_latency_ms,
-            })
+            rows.append(
+                {
+                    "model": ref,
+                    "state": b.state(now),
+                    "cooldown_left_s": round(max(0.0, b.open_until - now), 1),
+                    "consecutive_failures": b.failures,
+                    "last_outcome": b.last_outcome,
+                    "last_error": b.unavailable or b.last_error,
+                    "last_latency_ms": b.last_latency_ms,
+                }
+            )
         return rows

@@ -96,7 +96,9 @@ def _primary_cost(config: Config, at_least: int) -> Cost | None:
     return None
 
 
-def baselines(config: Config, tokens_by_min_tier: dict[int, tuple[int, int]]) -> tuple[float, float]:
+def baselines(
+    config: Config, tokens_by_min_tier: dict[int, tuple[int, int]]
+) -> tuple[float, float]:
     """What the answered requests would have cost cloud-only and all-top-tier.
 
     Cloud-only prices each request at the cheapest cloud tier (level ≥ 1) at or
@@ -119,7 +121,9 @@ class Ledger:
         self.store = store
         self.config = config
 
-    async def record(self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None) -> None:
+    async def record(
+        self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None
+    ) -> None:
         """Write one attempt row."""
         u = attempt.usage
         await self.store.execute(
@@ -127,14 +131,31 @@ class Ledger:
             " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
             " reasoning_tokens, cost_usd, streamed)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (utcnow_iso(when), meta.request_id, meta.run_id, meta.agent, meta.task, meta.min_tier,
-             attempt.tier, attempt.provider, attempt.model, attempt.outcome, attempt.reason[:500],
-             attempt.status, round(attempt.latency_ms, 3), u.input_tokens, u.output_tokens,
-             u.reasoning_tokens, attempt.cost_usd, int(meta.streamed)),
+            (
+                utcnow_iso(when),
+                meta.request_id,
+                meta.run_id,
+                meta.agent,
+                meta.task,
+                meta.min_tier,
+                attempt.tier,
+                attempt.provider,
+                attempt.model,
+                attempt.outcome,
+                attempt.reason[:500],
+                attempt.status,
+                round(attempt.latency_ms, 3),
+                u.input_tokens,
+                u.output_tokens,
+                u.reasoning_tokens,
+                attempt.cost_usd,
+                int(meta.streamed),
+            ),
         )
 
-    async def report(self, since: timedelta, group: str = "tier",
-                     now: datetime | None = None) -> UsageReport:
+    async def report(
+        self, since: timedelta, group: str = "tier", now: datetime | None = None
+    ) -> UsageReport:
         """Usage over the last ``since``, grouped by tier, model, agent, day or task."""
         if group not in _GROUP_SQL:
             raise ValueError(f"invalid group {group!r}: use one of {', '.join(GROUPS)}")
@@ -150,8 +171,11 @@ class Ledger:
         usage_rows = [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
         if group == "tier":
             usage_rows.sort(key=lambda r: int(r.key))
-        (total,) = (await self.store.fetchall(
-            "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)))[0]
+        (total,) = (
+            await self.store.fetchall(
+                "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)
+            )
+        )[0]
         ok_rows = await self.store.fetchall(
             "SELECT tier, COUNT(*) FROM attempts WHERE ts >= ? AND outcome = 'ok' GROUP BY tier",
             (start,),
@@ -165,5 +189,6 @@ class Ledger:
         )
         cloud, top = baselines(self.config, {int(r[0]): (r[1], r[2]) for r in tok_rows})
         cost = sum(r.cost_usd for r in usage_rows)
-        return UsageReport(start, group, usage_rows, total, answered, dict(sorted(share.items())),
-                           cost, cloud, top)
+        return UsageReport(
+            start, group, usage_rows, total, answered, dict(sorted(share.items())), cost, cloud, top
+        )

@@ -75,8 +75,9 @@ class Plan:
         return "\n".join(lines)
 
 
-def resolve_start(config: Config, task: str | None, tier: int | None) -> tuple[
-    str | None, int, TaskConfig, str]:
+def resolve_start(
+    config: Config, task: str | None, tier: int | None
+) -> tuple[str | None, int, TaskConfig, str]:
     """Which task and minimum tier a request starts at, and why."""
     if tier is not None:
         if config.tier(tier) is None:

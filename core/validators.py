@@ -25,7 +25,7 @@ def validate(content: str, rules: TaskConfig) -> str | None:
     if rules.json_ or rules.json_keys:
         try:
             doc = json.loads(strip_fence(content))
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             return f"answer is not valid JSON ({e.msg})"
         missing = [k for k in rules.json_keys if not isinstance(doc, dict) or k not in doc]
         if missing:

@@ -13,18 +13,22 @@ def pyramid(base_urls: dict[str, str] | None = None, **overrides: Any) -> dict[s
     Providers: local (ollama, tier 0, thinking model), flash (google, tier 1),
     deep and deep2 (openai-completions, tier 2), opus (anthropic, tier 3, approval).
     """
-    urls = {"local": "http://127.0.0.1:9", "flash": "http://127.0.0.1:9/v1beta",
-            "deep": "http://127.0.0.1:9/v1", "deep2": "http://127.0.0.1:9/v1",
-            "opus": "http://127.0.0.1:9"} | (base_urls or {})
+    urls = {
+        "local": "http://127.0.0.1:9",
+        "flash": "http://127.0.0.1:9/v1beta",
+        "deep": "http://127.0.0.1:9/v1",
+        "deep2": "http://127.0.0.1:9/v1",
+        "opus": "http://127.0.0.1:9",
+    } | (base_urls or {})
     doc: dict[str, Any] = {
         "routing": {"default_task": "chat"},
         "approvals": {"default": "approve", "timeout_s": 5},
         "providers": {
-            "local": {"api": "ollama", "base_url": urls["local"], "timeout_s": 2},
-            "flash": {"api": "google-generative-ai", "base_url": urls["flash"], "timeout_s": 2},
-            "deep": {"api": "openai-completions", "base_url": urls["deep"], "timeout_s": 2},
-            "deep2": {"api": "openai-completions", "base_url": urls["deep2"], "timeout_s": 2},
-            "opus": {"api": "anthropic-messages", "base_url": urls["opus"], "timeout_s": 2},
+            "local": {"api": "ollama", "base_url": urls["local"], "timeout_s": 1},
+            "flash": {"api": "google-generative-ai", "base_url": urls["flash"], "timeout_s": 1},
+            "deep": {"api": "openai-completions", "base_url": urls["deep"], "timeout_s": 1},
+            "deep2": {"api": "openai-completions", "base_url": urls["deep2"], "timeout_s": 1},
+            "opus": {"api": "anthropic-messages", "base_url": urls["opus"], "timeout_s": 1},
         },
         "models": {
             "local/qwen3:14b": {"reasoning": True, "max_tokens": 1024},

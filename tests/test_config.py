@@ -27,8 +27,18 @@ def test_example_config_is_valid() -> None:
     assert cfg.levels == [0, 1, 2, 3]
     assert cfg.tier(3) is not None and cfg.tier(3).requires_approval  # type: ignore[union-attr]
     assert cfg.tier(0).models == ["ollama/qwen3:14b"]  # type: ignore[union-attr]
-    expected = {"classify": 0, "extract": 0, "template_fill": 0, "reminder": 0, "summarize": 1,
-                "draft": 1, "analysis": 2, "code": 2, "strategy": 3, "review": 3}
+    expected = {
+        "classify": 0,
+        "extract": 0,
+        "template_fill": 0,
+        "reminder": 0,
+        "summarize": 1,
+        "draft": 1,
+        "analysis": 2,
+        "code": 2,
+        "strategy": 3,
+        "review": 3,
+    }
     assert {k: cfg.task_tier(k) for k in expected} == expected
     assert warnings == []
 
@@ -52,15 +62,24 @@ def test_unknown_api_value() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["tiers"][1]["models"].append("flash/unknown"),
-         "tiers[1].models: model 'flash/unknown' is not defined"),
-        (lambda d: d["tiers"][0]["models"].append("nope/m"),
-         "tiers[0].models: provider 'nope' of 'nope/m' is not defined"),
+        (
+            lambda d: d["tiers"][1]["models"].append("flash/unknown"),
+            "tiers[1].models: model 'flash/unknown' is not defined",
+        ),
+        (
+            lambda d: d["tiers"][0]["models"].append("nope/m"),
+            "tiers[0].models: provider 'nope' of 'nope/m' is not defined",
+        ),
         (lambda d: d["tasks"].update(bad=7), "tasks.bad: tier 7 does not exist"),
         (lambda d: d.update(colour="blue"), "colour: unknown key"),
-        (lambda d: d["providers"]["local"].update(timeout=3), "providers.local.timeout: unknown key"),
-        (lambda d: d["tiers"].append({"level": 1, "models": ["deep/deepseek-chat"]}),
-         "tiers: level 1 is defined more than once"),
+        (
+            lambda d: d["providers"]["local"].update(timeout=3),
+            "providers.local.timeout: unknown key",
+        ),
+        (
+            lambda d: d["tiers"].append({"level": 1, "models": ["deep/deepseek-chat"]}),
+            "tiers: level 1 is defined more than once",
+        ),
         (lambda d: d["routing"].update(default_task="nah"), "routing.default_task"),
         (lambda d: d["providers"]["deep"].pop("base_url"), "providers.deep.base_url: missing"),
         (lambda d: d["tasks"].update(x={"tier": 0, "regex": "("}), "tasks.x"),
@@ -92,12 +111,13 @@ def test_reasoning_model_is_raised_to_the_floor_with_a_warning() -> None:
 
 def test_cli_config_check_exits_78_with_one_line_per_problem(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.toml"
-    bad.write_text('[providers.x]\nbase_url = "http://h"\n[[tiers]]\nlevel = 0\n'
-                   'models = ["x/m"]\n', encoding="utf-8")
+    bad.write_text(
+        '[providers.x]\nbase_url = "http://h"\n[[tiers]]\nlevel = 0\nmodels = ["x/m"]\n',
+        encoding="utf-8",
+    )
     assert main(["--config", str(bad), "config", "check"]) == EX_CONFIG
     err = capsys.readouterr().err
     assert "providers.x.api: missing" in err
-    assert "tiers[0].models: model 'x/m' is not defined" not in err or True
     # any command fails the same way, before doing anything
     assert main(["--config", str(bad), "route", "chat"]) == EX_CONFIG
 
@@ -111,7 +131,7 @@ def test_cli_config_check_masks_secrets(tmp_path: Path, capsys, monkeypatch) -> 
     assert "sk-very-secret-value" not in out and "gw-secret-token" not in out
     assert "DEEPSEEK_API_KEY: set (hidden)" in out
     assert "provider gemini unavailable: GEMINI_API_KEY is not set" in out
-    body = out[out.index("{"):]
+    body = out[out.index("{") :]
     assert '"level": 3' in body
 
 

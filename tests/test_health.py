@@ -11,10 +11,16 @@ from core.health import HealthBoard
 REF = "deep/deepseek-chat"
 
 
-def err(kind: str = "timeout", status: int | None = None,
-        retry_after: float | None = None) -> ProviderError:
-    return ProviderError(kind, "deep", "deepseek-chat", status=status,  # type: ignore[arg-type]
-                         retry_after_s=retry_after)
+def err(
+    kind: str = "timeout", status: int | None = None, retry_after: float | None = None
+) -> ProviderError:
+    return ProviderError(
+        kind,
+        "deep",
+        "deepseek-chat",
+        status=status,  # type: ignore[arg-type]
+        retry_after_s=retry_after,
+    )
 
 
 def test_a_failure_opens_the_breaker_and_cooldowns_grow() -> None:

@@ -26,19 +26,28 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def att(tier: int, ref: str, outcome: str = "ok", tin: int = 0, tout: int = 0) -> Attempt:
     provider, model = ref.split("/", 1)
     usage = Usage(tin, tout)
-    return Attempt(tier, provider, model, outcome, usage=usage,  # type: ignore[arg-type]
-                   cost_usd=price(CFG, ref, usage), latency_ms=12.5)
+    return Attempt(
+        tier,
+        provider,
+        model,
+        outcome,
+        usage=usage,  # type: ignore[arg-type]
+        cost_usd=price(CFG, ref, usage),
+        latency_ms=12.5,
+    )
 
 
 def test_price_is_usd_per_million_tokens() -> None:
     assert price(CFG, "flash/gemini-flash", Usage(1_000_000, 0)) == pytest.approx(0.3)
     assert price(CFG, "flash/gemini-flash", Usage(2000, 1000, 600)) == pytest.approx(
-        2000 * 0.3e-6 + 1000 * 2.5e-6)
+        2000 * 0.3e-6 + 1000 * 2.5e-6
+    )
     assert price(CFG, "local/qwen3:14b", Usage(10**6, 10**6)) == 0.0
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("7d", 7 * 86400), ("24h", 86400), ("30m", 1800),
-                                               ("2w", 14 * 86400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 7 * 86400), ("24h", 86400), ("30m", 1800), ("2w", 14 * 86400)]
+)
 def test_parse_since(text: str, seconds: int) -> None:
     assert parse_since(text) == timedelta(seconds=seconds)
 
@@ -67,11 +76,14 @@ async def test_report_groups_shares_and_savings(store: Store) -> None:
     await ledger.record(RequestMeta("r1", 0, "chat"), att(0, "local/qwen3:14b", tin=1000, tout=500))
     # r2: tier-0 task, local timed out, answered by flash
     await ledger.record(RequestMeta("r2", 0, "chat"), att(0, "local/qwen3:14b", "unavailable"))
-    await ledger.record(RequestMeta("r2", 0, "chat"), att(1, "flash/gemini-flash", tin=1000,
-                                                          tout=1000))
+    await ledger.record(
+        RequestMeta("r2", 0, "chat"), att(1, "flash/gemini-flash", tin=1000, tout=1000)
+    )
     # r3: tier-2 task answered at tier 2, with an agent
-    await ledger.record(RequestMeta("r3", 2, "analysis", agent="digest"),
-                        att(2, "deep/deepseek-chat", tin=2000, tout=1000))
+    await ledger.record(
+        RequestMeta("r3", 2, "analysis", agent="digest"),
+        att(2, "deep/deepseek-chat", tin=2000, tout=1000),
+    )
     # r4: failed everywhere
     await ledger.record(RequestMeta("r4", 3, "strategy"), att(3, "opus/claude-opus", "fatal"))
 
@@ -86,7 +98,7 @@ async def test_report_groups_shares_and_savings(store: Store) -> None:
     # cloud-only: min-tier-0 work priced at tier 1 (flash); min-tier-2 work at tier 2 (deep)
     cloud = (2000 * 0.3e-6 + 1500 * 2.5e-6) + (2000 * 0.28e-6 + 1000 * 0.42e-6)
     assert rep.cloud_only_usd == pytest.approx(cloud)
-    top = (4000 * 5e-6 + 2500 * 25e-6)
+    top = 4000 * 5e-6 + 2500 * 25e-6
     assert rep.all_top_tier_usd == pytest.approx(top)
     assert rep.savings_vs_cloud_usd == pytest.approx(cloud - actual)
     assert rep.savings_vs_top_usd == pytest.approx(top - actual)

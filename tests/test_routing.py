@@ -9,8 +9,13 @@ from core.routing import BudgetState, HealthSnapshot, plan
 from tests.configs import make_config
 
 CFG = make_config()
-ALL = ["local/qwen3:14b", "flash/gemini-flash", "deep/deepseek-chat", "deep2/deepseek-backup",
-       "opus/claude-opus"]
+ALL = [
+    "local/qwen3:14b",
+    "flash/gemini-flash",
+    "deep/deepseek-chat",
+    "deep2/deepseek-backup",
+    "opus/claude-opus",
+]
 
 
 @pytest.mark.parametrize(
@@ -25,15 +30,24 @@ ALL = ["local/qwen3:14b", "flash/gemini-flash", "deep/deepseek-chat", "deep2/dee
         ("chat", 3, {}, {}, ALL[4:]),  # an explicit tier wins over the task's
         ("chat", None, {"local/qwen3:14b": "cooling"}, {}, ALL[1:]),
         ("analysis", None, {"deep/deepseek-chat": "no key"}, {}, ALL[3:]),
-        ("analysis", None, {}, {"deep2/deepseek-backup": "over budget"},
-         ["deep/deepseek-chat", "opus/claude-opus"]),
+        (
+            "analysis",
+            None,
+            {},
+            {"deep2/deepseek-backup": "over budget"},
+            ["deep/deepseek-chat", "opus/claude-opus"],
+        ),
         ("strategy", None, {"opus/claude-opus": "no key"}, {}, []),
     ],
 )
-def test_plan_table(task: str | None, tier: int | None, blocked: dict[str, str],
-                    budget: dict[str, str], expected: list[str]) -> None:
-    p = plan(CFG, task=task, tier=tier, health=HealthSnapshot(blocked),
-             budget=BudgetState(budget))
+def test_plan_table(
+    task: str | None,
+    tier: int | None,
+    blocked: dict[str, str],
+    budget: dict[str, str],
+    expected: list[str],
+) -> None:
+    p = plan(CFG, task=task, tier=tier, health=HealthSnapshot(blocked), budget=BudgetState(budget))
     assert [c.ref for c in p.candidates] == expected
     assert {s.ref for s in p.skipped} == set(blocked) | set(budget)
 
@@ -47,10 +61,12 @@ def test_candidates_carry_tier_approval_and_tokens() -> None:
     assert by_ref["flash/gemini-flash"].max_tokens == 512
 
 
-@pytest.mark.parametrize(("asked", "thinking", "plain"), [(None, 1024, 512), (100, 1024, 100),
-                                                          (4000, 4000, 4000)])
-def test_reasoning_floor_applies_to_requested_tokens(asked: int | None, thinking: int,
-                                                     plain: int) -> None:
+@pytest.mark.parametrize(
+    ("asked", "thinking", "plain"), [(None, 1024, 512), (100, 1024, 100), (4000, 4000, 4000)]
+)
+def test_reasoning_floor_applies_to_requested_tokens(
+    asked: int | None, thinking: int, plain: int
+) -> None:
     p = plan(CFG, task="chat", max_tokens=asked)
     tokens = {c.ref: c.max_tokens for c in p.candidates}
     assert tokens["local/qwen3:14b"] == thinking
@@ -74,10 +90,13 @@ def test_explain_names_the_reason_and_each_step() -> None:
     assert "(needs approval)" in text
 
 
-@pytest.mark.parametrize(("task", "tier", "message"), [
-    ("nope", None, "unknown task 'nope'; configured tasks: analysis, chat"),
-    (None, 9, "tier 9 does not exist; configured tiers: 0, 1, 2, 3"),
-])
+@pytest.mark.parametrize(
+    ("task", "tier", "message"),
+    [
+        ("nope", None, "unknown task 'nope'; configured tasks: analysis, chat"),
+        (None, 9, "tier 9 does not exist; configured tiers: 0, 1, 2, 3"),
+    ],
+)
 def test_unknown_task_or_tier(task: str | None, tier: int | None, message: str) -> None:
     with pytest.raises(RoutingError, match=message):
         plan(CFG, task=task, tier=tier)

@@ -1,0 +1,476 @@
+"""The adapter base: HTTP plumbing shared by every wire format.
+
+An adapter maps a :class:`ModelCall` out and parses the answer back; this module
+sends it, and is the one place where HTTP and transport failures become
+:class:`ProviderError`. Adapters never retry and never log to the store: the
+engine decides what a failure means.
+
+Streaming and non-streaming share one parser per adapter: both turn the wire
+format into :class:`Chunk` objects, and one :class:`Accumulator` turns chunks
+into deltas and the final :class:`ModelResponse`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from core.config import ProviderConfig
+from core.errors import ErrorKind, ProviderError
+from core.providers.think import ThinkSplitter
+from core.types import ModelCall, ModelResponse, StreamDelta, Usage
+
+DETAIL_MAX_CHARS = 300
+REDACTED = "***"
+
+
+class Malformed(Exception):
+    """Raised by parsers when a body lacks what they need; becomes ``malformed``."""
+
+
+class UpstreamError(Exception):
+    """An error reported inside a 200 body or a stream; mapped like that HTTP status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What a parser makes of one response body or one stream event.
+
+    ``text`` is visible text that may still hold ``<think>`` tags; ``reasoning``
+    is a native reasoning field. Token counts are ``None`` when the event does not
+    carry them; a later count replaces an earlier one (wire formats send totals).
+    """
+
+    text: str = ""
+    reasoning: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reason: str | None = None
+    done: bool = False  # the terminal event of a stream was seen
+    end: bool = False  # nothing more will come: stop reading
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """The request an adapter wants sent: a path under base_url, a JSON body, a query."""
+
+    path: str
+    body: dict[str, Any] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+class Accumulator:
+    """Collects chunks into deltas and one final response; runs the think splitter."""
+
+    def __init__(self) -> None:
+        self._think = ThinkSplitter()
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._input = 0
+        self._output = 0
+        self._reasoning_tokens = 0
+        self.finish_reason: str | None = None
+        self.done = False
+
+    def add(self, chunk: Chunk) -> StreamDelta | None:
+        """Take one chunk; return the delta it completes, if any."""
+        content, thought = self._think.feed(chunk.text)
+        if chunk.input_tokens is not None:
+            self._input = chunk.input_tokens
+        if chunk.output_tokens is not None:
+            self._output = chunk.output_tokens
+        if chunk.reasoning_tokens is not None:
+            self._reasoning_tokens = chunk.reasoning_tokens
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        self.done = self.done or chunk.done
+        return self._delta(content, chunk.reasoning + thought)
+
+    def flush(self) -> StreamDelta | None:
+        """The text is over: release what the think splitter held back."""
+        content, reasoning = self._think.flush()
+        return self._delta(content, reasoning)
+
+    def response(self, status: int, model: str) -> ModelResponse:
+        """The final response, content and reasoning aggregated."""
+        usage = Usage(self._input, self._output, self._reasoning_tokens)
+        return ModelResponse(
+            "".join(self._content),
+            "".join(self._reasoning),
+            usage,
+            self.finish_reason,
+            status,
+            model,
+        )
+
+    def _delta(self, content: str, reasoning: str) -> StreamDelta | None:
+        if not content and not reasoning:
+            return None
+        self._content.append(content)
+        self._reasoning.append(reasoning)
+        return StreamDelta(content, reasoning)
+
+
+# -- pure helpers ----------------------------------------------------------------
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The error kind of a non-2xx HTTP status."""
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "bad_request"  # 400, 422, 413 …: the request or the config is wrong
+    return "malformed"  # 1xx/3xx: redirects are not followed, so the base_url is off
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    ``headers`` must look keys up case-insensitively (httpx.Headers does).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def error_detail(body: bytes) -> str:
+    """A short message from an error body: the provider's JSON error when there is one."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:DETAIL_MAX_CHARS]
+    if isinstance(data, list) and data:
+        data = data[0]  # Gemini sometimes wraps the error in a list
+    message = ""
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, str):
+            message = err
+        elif isinstance(err, dict):
+            label = err.get("type") or err.get("status") or err.get("code")
+            msg = err.get("message") or err.get("detail") or ""
+            message = f"{label}: {msg}" if label and msg else str(msg or label or "")
+    if not message:
+        message = " ".join(text.split())
+    return message[:DETAIL_MAX_CHARS]
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON or raise :class:`Malformed`."""
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise Malformed(f"invalid JSON: {e}") from None
+
+
+def as_dict(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else :class:`Malformed` naming ``what``."""
+    if not isinstance(value, dict):
+        raise Malformed(f"{what} is not an object")
+    return value
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    """``value`` if it is a JSON array, else :class:`Malformed` naming ``what``."""
+    if not isinstance(value, list):
+        raise Malformed(f"{what} is not an array")
+    return value
+
+
+def as_text(value: Any, what: str) -> str:
+    """A string field; ``null``/missing is empty."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Malformed(f"{what} is not a string")
+    return value
+
+
+def as_count(value: Any, what: str) -> int:
+    """A token count; ``null``/missing is 0."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Malformed(f"{what} is not an integer")
+    return value
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    """Server-sent events of a streamed response (``event:``/``data:`` lines)."""
+    event, data = "", list[str]()
+    async for raw in response.aiter_lines():
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", list[str]()
+            continue
+        if line.startswith(":"):
+            continue  # a comment / keep-alive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:  # a last event without its blank line: lenient, the terminal check decides
+        yield SSEEvent(event or "message", "\n".join(data))
+
+
+async def iter_ndjson(response: httpx.Response) -> AsyncIterator[Any]:
+    """JSON values of a newline-delimited JSON stream."""
+    async for line in response.aiter_lines():
+        if line.strip():
+            yield load_json(line)
+
+
+def _media_type(response: httpx.Response) -> str:
+    media: str = response.headers.get("content-type", "")
+    return media.split(";")[0].strip().lower()
+
+
+# -- the adapter base --------------------------------------------------------------
+
+
+class Provider(ABC):
+    """One upstream speaking one wire format, over one pooled HTTP client."""
+
+    api: ClassVar[str]
+    stream_media_types: ClassVar[tuple[str, ...]] = ("text/event-stream",)
+
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        *,
+        client: httpx.AsyncClient,
+        api_key: str | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._client = client
+        self._api_key = api_key
+
+    # -- what each adapter provides ------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that carry the key (and API version) on every request."""
+        return {}
+
+    @abstractmethod
+    def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
+        """The request for one call, streaming or not."""
+
+    @abstractmethod
+    def parse_body(self, data: Any) -> list[Chunk]:
+        """Parse a whole (non-streamed) response body."""
+
+    @abstractmethod
+    def parse_stream(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+        """Parse a streamed response, chunk by chunk, with the same parser as the body."""
+
+    @abstractmethod
+    def models_call(self) -> HttpCall:
+        """The request that lists the models."""
+
+    @abstractmethod
+    def parse_models(self, data: Any) -> list[str]:
+        """Model ids from the list response."""
+
+    # -- the contract --------------------------------------------------------------
+
+    async def complete(self, model: str, call: ModelCall) -> ModelResponse:
+        """Send one call and return the whole answer. Raises ProviderError."""
+        request = self.chat_call(model, call, stream=False)
+        async with self._open(model, "POST", request) as response:
+            data = await self._read_json(model, response)
+        acc = Accumulator()
+        with self._mapped(model):
+            for chunk in self.parse_body(data):
+                acc.add(chunk)
+        acc.flush()
+        return acc.response(response.status_code, model)
+
+    async def stream(
+        self, model: str, call: ModelCall
+    ) -> AsyncIterator[StreamDelta | ModelResponse]:
+        """Send one call streaming: yield deltas, then exactly one final ModelResponse.
+
+        Raises ProviderError, ``stream_cut`` when the stream ends without its terminal event.
+        """
+        request = self.chat_call(model, call, stream=True)
+        acc = Accumulator()
+        async with self._open(model, "POST", request) as response:
+            self._check_media_type(model, response, self.stream_media_types)
+            chunks = self.parse_stream(response)
+            while True:
+                with self._mapped(model, in_stream=True):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                delta = acc.add(chunk)
+                if delta is not None:
+                    yield delta
+                if chunk.end:
+                    break
+        if not acc.done:
+            raise ProviderError(
+                "stream_cut", self.name, model, "the stream ended before its final event"
+            )
+        tail = acc.flush()
+        if tail is not None:
+            yield tail
+        yield acc.response(response.status_code, model)
+
+    async def list_models(self) -> list[str]:
+        """The model ids the upstream offers (used by ``openclaw doctor``). Raises ProviderError."""
+        async with self._open("", "GET", self.models_call()) as response:
+            data = await self._read_json("", response)
+        with self._mapped(""):
+            return self.parse_models(data)
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP client."""
+        await self._client.aclose()
+
+    # -- the one place failures are mapped -------------------------------------------
+
+    def _error(
+        self,
+        kind: ErrorKind,
+        model: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> ProviderError:
+        if self._api_key:
+            detail = detail.replace(self._api_key, REDACTED)
+        return ProviderError(
+            kind, self.name, model, detail, status=status, retry_after_s=retry_after_s
+        )
+
+    def _transport_error(
+        self, model: str, exc: httpx.HTTPError, *, in_stream: bool
+    ) -> ProviderError:
+        what = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if isinstance(exc, httpx.TimeoutException):
+            return self._error("timeout", model, what)
+        if isinstance(exc, httpx.ConnectError):
+            return self._error("refused", model, what)
+        if in_stream:
+            return self._error("stream_cut", model, what)
+        # the connection broke before any response: the server side failed
+        return self._error("server_error", model, what)
+
+    def _status_error(self, model: str, response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        return self._error(
+            kind_for_status(status),
+            model,
+            error_detail(response.content),
+            status=status,
+            retry_after_s=parse_retry_after(response.headers, datetime.now(UTC)),
+        )
+
+    @contextmanager
+    def _mapped(self, model: str, *, in_stream: bool = False) -> Iterator[None]:
+        """Turn parser and transport failures raised inside the block into ProviderError."""
+        try:
+            yield
+        except Malformed as e:
+            raise self._error("malformed", model, str(e)) from e
+        except UpstreamError as e:
+            # reported inside a 200 answer: no HTTP status of its own
+            raise self._error(kind_for_status(e.status), model, e.detail) from e
+        except httpx.HTTPError as e:
+            raise self._transport_error(model, e, in_stream=in_stream) from e
+
+    @asynccontextmanager
+    async def _open(self, model: str, method: str, call: HttpCall) -> AsyncIterator[httpx.Response]:
+        headers = self.auth_headers()
+        request = self._client.build_request(
+            method, call.path, json=call.body, params=call.params or None, headers=headers
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise self._transport_error(model, e, in_stream=False) from e
+        try:
+            if not 200 <= response.status_code < 300:
+                with suppress(httpx.HTTPError):  # the status alone says enough
+                    await response.aread()
+                raise self._status_error(model, response)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _read_json(self, model: str, response: httpx.Response) -> Any:
+        self._check_media_type(model, response, ("application/json",))
+        try:
+            body = await response.aread()
+        except httpx.HTTPError as e:
+            raise self._transport_error(model, e, in_stream=True) from e
+        with self._mapped(model):
+            return load_json(body)
+
+    def _check_media_type(
+        self, model: str, response: httpx.Response, expected: tuple[str, ...]
+    ) -> None:
+        media = _media_type(response)
+        # a missing content-type is tolerated: some small servers omit it
+        json_ok = "application/json" in expected and media.endswith("+json")
+        if media and media not in expected and not json_ok:
+            raise self._error(
+                "malformed",
+                model,
+                f"unexpected content-type {media!r} (wanted {' or '.join(expected)})",
+                status=response.status_code,
+            )

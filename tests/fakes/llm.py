@@ -1,0 +1,554 @@
+"""A fake LLM server on 127.0.0.1 that speaks all four provider wire formats at once.
+
+Script answers per model name with :class:`Reply`; every request is recorded.
+Streams are cut into 3-character pieces so tags and words straddle chunk edges.
+
+    async with FakeLLM() as fake:
+        fake.script("m", Reply(text="hi", reasoning="hmm"))
+        ProviderConfig(api="ollama", base_url=fake.base_url("ollama"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+OPENAI = "openai-completions"
+ANTHROPIC = "anthropic-messages"
+GOOGLE = "google-generative-ai"
+OLLAMA = "ollama"
+APIS = (OPENAI, ANTHROPIC, GOOGLE, OLLAMA)
+_SHORT = {"openai": OPENAI, "anthropic": ANTHROPIC, "google": GOOGLE, "ollama": OLLAMA}
+PIECE_CHARS = 3
+
+
+@dataclass
+class Reply:
+    """One scripted answer. Token counts default to word counts, so stream == non-stream."""
+
+    text: str = "ok"
+    reasoning: str = ""  # sent in the format's native reasoning field
+    think_inline: bool = False  # instead put it in <think>…</think> at the start of the content
+    status: int = 200  # non-200: an error body in that provider's real shape
+    error_message: str = ""  # the message inside that error body
+    retry_after: float | None = None  # sets the Retry-After header
+    delay_s: float = 0.0  # before sending headers
+    hang: bool = False  # never answer (until the server closes)
+    malformed: bool = False  # 200 with a body that is not JSON (streams: a garbage event)
+    content_type: str | None = None  # override the response content-type
+    cut_stream: bool = False  # streaming: one content piece, then a clean end, no terminal event
+    stream_error: str | None = None  # streaming: after one piece, an in-stream error of this type
+    finish_reason: str | None = None  # in the format's own words; default: its "stop"
+    input_tokens: int | None = None
+    output_tokens: int | None = None  # the visible answer only; reasoning is counted apart
+    reasoning_tokens: int | None = None
+
+
+@dataclass
+class RecordedRequest:
+    api: str
+    model: str
+    path: str  # with the query string
+    headers: dict[str, str]  # lower-cased names
+    body: Any
+    stream: bool
+
+    def texts(self) -> list[str]:
+        """Every message text of the request, system prompt included."""
+        body = self.body if isinstance(self.body, dict) else {}
+        if self.api == GOOGLE:
+            out = [p.get("text", "") for p in body.get("systemInstruction", {}).get("parts", [])]
+            for c in body.get("contents", []):
+                out += [p.get("text", "") for p in c.get("parts", [])]
+            return out
+        out = [body["system"]] if isinstance(body.get("system"), str) else []
+        return out + [m.get("content", "") for m in body.get("messages", [])]
+
+    @property
+    def last_user_text(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        if self.api == GOOGLE:
+            users = [c for c in body.get("contents", []) if c.get("role") == "user"]
+            return "".join(p.get("text", "") for p in users[-1]["parts"]) if users else ""
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        return str(users[-1]["content"]) if users else ""
+
+
+def echo(request: RecordedRequest) -> Reply:
+    """A default that answers with the last user message."""
+    return Reply(text=request.last_user_text)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+
+
+@dataclass
+class _Answer:
+    """A reply resolved against its request: what to say and the counts to report."""
+
+    reply: Reply
+    model: str
+    content: str
+    reasoning: str  # native reasoning (empty when inline)
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    usage_in_stream: bool = True
+
+    @classmethod
+    def of(cls, reply: Reply, req: RecordedRequest) -> _Answer:
+        inline = reply.think_inline and reply.reasoning
+        content = f"<think>{reply.reasoning}</think>\n\n{reply.text}" if inline else reply.text
+        body = req.body if isinstance(req.body, dict) else {}
+        return cls(
+            reply,
+            req.model,
+            content,
+            "" if inline else reply.reasoning,
+            reply.input_tokens
+            if reply.input_tokens is not None
+            else sum(_words(t) for t in req.texts()),
+            reply.output_tokens if reply.output_tokens is not None else _words(reply.text),
+            reply.reasoning_tokens
+            if reply.reasoning_tokens is not None
+            else _words(reply.reasoning),
+            usage_in_stream=bool(body.get("stream_options", {}).get("include_usage")),
+        )
+
+    @property
+    def billed_output(self) -> int:
+        return self.output_tokens + self.reasoning_tokens
+
+
+# -- per-format bodies ----------------------------------------------------------------
+
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_GOOGLE_STATUS_CODE = {v: k for k, v in _GOOGLE_STATUS.items()}
+
+
+def _error_body(api: str, status: int, message: str) -> dict[str, Any]:
+    if api == OPENAI:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    if api == ANTHROPIC:
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if api == GOOGLE:
+        label = _GOOGLE_STATUS.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": message, "status": label}}
+    return {"error": message}
+
+
+def _stream_error_body(api: str, kind: str) -> dict[str, Any]:
+    if api == ANTHROPIC:
+        return {"type": "error", "error": {"type": kind, "message": f"stream {kind}"}}
+    if api == GOOGLE:
+        return _error_body(api, _GOOGLE_STATUS_CODE.get(kind, 500), f"stream {kind}")
+    if api == OPENAI:
+        return {"error": {"message": f"stream {kind}", "type": kind, "code": None}}
+    return {"error": f"stream {kind}"}
+
+
+def _openai_usage(a: _Answer) -> dict[str, Any]:
+    return {
+        "prompt_tokens": a.input_tokens,
+        "completion_tokens": a.billed_output,
+        "total_tokens": a.input_tokens + a.billed_output,
+        "completion_tokens_details": {"reasoning_tokens": a.reasoning_tokens},
+    }
+
+
+def _google_usage(a: _Answer, *, final: bool = True) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": a.input_tokens}
+    if final:
+        usage["candidatesTokenCount"] = a.output_tokens
+        if a.reasoning_tokens:
+            usage["thoughtsTokenCount"] = a.reasoning_tokens
+    usage["totalTokenCount"] = a.input_tokens + (a.billed_output if final else 0)
+    return usage
+
+
+def _complete_body(api: str, a: _Answer) -> dict[str, Any]:
+    finish = a.reply.finish_reason
+    if api == OPENAI:
+        message: dict[str, Any] = {"role": "assistant", "content": a.content}
+        if a.reasoning:
+            message["reasoning_content"] = a.reasoning
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": a.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop"}],
+            "usage": _openai_usage(a),
+        }
+    if api == ANTHROPIC:
+        blocks: list[dict[str, Any]] = []
+        if a.reasoning:
+            blocks.append({"type": "thinking", "thinking": a.reasoning, "signature": "sig"})
+        blocks.append({"type": "text", "text": a.content})
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": a.model,
+            "content": blocks,
+            "stop_reason": finish or "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": a.input_tokens, "output_tokens": a.billed_output},
+        }
+    if api == GOOGLE:
+        parts: list[dict[str, Any]] = []
+        if a.reasoning:
+            parts.append({"text": a.reasoning, "thought": True})
+        parts.append({"text": a.content})
+        return {
+            "candidates": [
+                {
+                    "content": {"parts": parts, "role": "model"},
+                    "finishReason": finish or "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": _google_usage(a),
+            "modelVersion": a.model,
+        }
+    message = {"role": "assistant", "content": a.content}
+    if a.reasoning:
+        message["thinking"] = a.reasoning
+    return {
+        "model": a.model,
+        "created_at": "2025-01-01T00:00:00Z",
+        "message": message,
+        "done": True,
+        "done_reason": finish or "stop",
+        "prompt_eval_count": a.input_tokens,
+        "eval_count": a.billed_output,
+    }
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def _stream_frames(api: str, a: _Answer) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    finish = a.reply.finish_reason
+    thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
+    if api == OPENAI:
+
+        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": reason}
+            obj = {"id": "c", "object": "chat.completion.chunk", "model": a.model}
+            return _sse({**obj, "choices": [choice]})
+
+        head = [chunk({"role": "assistant", "content": ""})]
+        body = [chunk({"reasoning_content": p}) for p in thoughts]
+        body += [chunk({"content": p}) for p in texts]
+        tail = [chunk({}, finish or "stop")]
+        if a.usage_in_stream:
+            tail.append(_sse({"id": "c", "choices": [], "usage": _openai_usage(a)}))
+        return head, body, [*tail, _sse("[DONE]")]
+    if api == ANTHROPIC:
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": a.model,
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+            },
+        }
+        head = [_sse(start, "message_start"), _sse({"type": "ping"}, "ping")]
+        body: list[bytes] = []
+        for index, (kind, pieces) in enumerate((("thinking", thoughts), ("text", texts))):
+            if not pieces:
+                continue
+            block = {"type": kind, kind: ""}
+            frames = [
+                _sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+                for delta in [{"type": f"{kind}_delta", kind: p} for p in pieces]
+                + ([{"type": "signature_delta", "signature": "sig"}] if kind == "thinking" else [])
+            ]
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            stop = {"type": "content_block_stop", "index": index}
+            # the block start rides with its first piece, so a cut stream still carries text
+            frames[0] = _sse(start, "content_block_start") + frames[0]
+            frames[-1] += _sse(stop, "content_block_stop")
+            body += frames
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": finish or "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": a.billed_output},
+        }
+        tail = [_sse(delta, "message_delta"), _sse({"type": "message_stop"}, "message_stop")]
+        return head, body, tail
+    if api == GOOGLE:
+
+        def piece(text: str, thought: bool) -> bytes:
+            part: dict[str, Any] = {"text": text, **({"thought": True} if thought else {})}
+            cand = {"content": {"parts": [part], "role": "model"}, "index": 0}
+            usage = _google_usage(a, final=False)
+            return _sse({"candidates": [cand], "usageMetadata": usage, "modelVersion": a.model})
+
+        body = [piece(p, True) for p in thoughts] + [piece(p, False) for p in texts]
+        last = {
+            "content": {"parts": [{"text": ""}], "role": "model"},
+            "finishReason": finish or "STOP",
+            "index": 0,
+        }
+        final = {"candidates": [last], "usageMetadata": _google_usage(a), "modelVersion": a.model}
+        return [], body, [_sse(final)]
+
+    def line(message: dict[str, Any], **extra: Any) -> bytes:
+        obj = {"model": a.model, "created_at": "2025-01-01T00:00:00Z", "message": message}
+        return (json.dumps({**obj, "done": False, **extra}) + "\n").encode()
+
+    body = [line({"role": "assistant", "content": "", "thinking": p}) for p in thoughts]
+    body += [line({"role": "assistant", "content": p}) for p in texts]
+    done = line(
+        {"role": "assistant", "content": ""},
+        done=True,
+        done_reason=finish or "stop",
+        prompt_eval_count=a.input_tokens,
+        eval_count=a.billed_output,
+    )
+    return [], body, [done]
+
+
+_STREAM_TYPES = {
+    OPENAI: "text/event-stream",
+    ANTHROPIC: "text/event-stream",
+    GOOGLE: "text/event-stream",
+    OLLAMA: "application/x-ndjson",
+}
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+class FakeLLM:
+    """A real aiohttp server on 127.0.0.1 (a free port) speaking all four formats."""
+
+    def __init__(self) -> None:
+        self.default: Reply | Callable[[RecordedRequest], Reply] = Reply()
+        self.requests: list[RecordedRequest] = []
+        self.models: list[str] = ["fake-model"]
+        self.url = ""
+        self._queues: defaultdict[str, deque[Reply]] = defaultdict(deque)
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+
+    async def __aenter__(self) -> FakeLLM:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def base_url(self, api: str) -> str:
+        """What to put in ProviderConfig.base_url for ``api`` (short or full name)."""
+        api = _SHORT.get(api, api)
+        suffix = {OPENAI: "/v1", ANTHROPIC: "", GOOGLE: "/v1beta", OLLAMA: ""}[api]
+        return self.url + suffix
+
+    def script(self, model: str, *replies: Reply) -> None:
+        """Queue replies for ``model``, consumed in order; then ``default`` answers."""
+        self._queues[model].extend(replies)
+
+    async def start(self) -> FakeLLM:
+        self._closing = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_get("/v1/models", self._list_v1)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1beta/models/{spec}", self._google)
+        app.router.add_get("/v1beta/models", self._list_google)
+        app.router.add_post("/api/chat", self._ollama)
+        app.router.add_get("/api/tags", self._list_ollama)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def close(self) -> None:
+        if self._closing is not None:
+            self._closing.set()  # wakes hanging and delayed handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        return await self._answer(request, OPENAI, body.get("model", ""), body, body.get("stream"))
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        return await self._answer(
+            request, ANTHROPIC, body.get("model", ""), body, body.get("stream")
+        )
+
+    async def _google(self, request: web.Request) -> web.StreamResponse:
+        model, _, action = request.match_info["spec"].rpartition(":")
+        if action not in ("generateContent", "streamGenerateContent"):
+            raise web.HTTPNotFound()
+        body = await request.json()
+        return await self._answer(request, GOOGLE, model, body, action == "streamGenerateContent")
+
+    async def _ollama(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        # like Ollama: streaming unless told otherwise
+        return await self._answer(
+            request, OLLAMA, body.get("model", ""), body, body.get("stream", True)
+        )
+
+    async def _list_v1(self, request: web.Request) -> web.Response:
+        anthropic = "anthropic-version" in request.headers or "x-api-key" in request.headers
+        self._record(request, ANTHROPIC if anthropic else OPENAI, "", None, False)
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "type": "model",
+                "display_name": m,
+                "created": 0,
+                "created_at": "2025-01-01T00:00:00Z",
+                "owned_by": "fake",
+            }
+            for m in self.models
+        ]
+        first, last = (self.models[0], self.models[-1]) if self.models else (None, None)
+        return web.json_response(
+            {"object": "list", "data": data, "has_more": False, "first_id": first, "last_id": last}
+        )
+
+    async def _list_google(self, request: web.Request) -> web.Response:
+        self._record(request, GOOGLE, "", None, False)
+        models = [
+            {
+                "name": f"models/{m}",
+                "displayName": m,
+                "supportedGenerationMethods": ["generateContent"],
+            }
+            for m in self.models
+        ]
+        return web.json_response({"models": models})
+
+    async def _list_ollama(self, request: web.Request) -> web.Response:
+        self._record(request, OLLAMA, "", None, False)
+        models = [{"name": m, "model": m, "size": 0} for m in self.models]
+        return web.json_response({"models": models})
+
+    # -- answering -----------------------------------------------------------------
+
+    def _record(
+        self, request: web.Request, api: str, model: str, body: Any, stream: bool
+    ) -> RecordedRequest:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        rec = RecordedRequest(api, model, request.path_qs, headers, body, stream)
+        self.requests.append(rec)
+        return rec
+
+    def _next_reply(self, rec: RecordedRequest) -> Reply:
+        queue = self._queues.get(rec.model)
+        if queue:
+            return queue.popleft()
+        return self.default(rec) if callable(self.default) else self.default
+
+    async def _wait_closing(self, timeout_s: float | None) -> None:
+        assert self._closing is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout_s)
+
+    async def _answer(
+        self, request: web.Request, api: str, model: str, body: Any, stream: Any
+    ) -> web.StreamResponse:
+        rec = self._record(request, api, model, body, bool(stream))
+        reply = self._next_reply(rec)
+        if reply.hang:
+            await self._wait_closing(None)
+            return web.Response(status=503, text="closing")
+        if reply.delay_s:
+            await self._wait_closing(reply.delay_s)
+        headers = {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
+        if reply.status != 200:
+            message = reply.error_message or f"fake error {reply.status}"
+            return web.json_response(
+                _error_body(api, reply.status, message), status=reply.status, headers=headers
+            )
+        answer = _Answer.of(reply, rec)
+        if rec.stream:
+            return await self._stream(request, api, answer)
+        content_type = reply.content_type or "application/json"
+        if reply.malformed:
+            return web.Response(text='{"not json', content_type=content_type)
+        text = json.dumps(_complete_body(api, answer))
+        return web.Response(text=text, content_type=content_type)
+
+    async def _stream(self, request: web.Request, api: str, a: _Answer) -> web.StreamResponse:
+        reply = a.reply
+        response = web.StreamResponse(
+            headers={"Content-Type": reply.content_type or _STREAM_TYPES[api]}
+        )
+        await response.prepare(request)
+        head, body, tail = _stream_frames(api, a)
+        frames = [*head, *body, *tail]
+        if reply.cut_stream:
+            frames = [*head, *body[:1]]
+        elif reply.malformed:
+            garbage = b"{not json\n" if api == OLLAMA else b"data: {not json\n\n"
+            frames = [*head, *body[:1], garbage]
+        elif reply.stream_error:
+            error = _stream_error_body(api, reply.stream_error)
+            frame = (
+                (json.dumps(error) + "\n").encode()
+                if api == OLLAMA
+                else _sse(error, "error" if api == ANTHROPIC else None)
+            )
+            frames = [*head, *body[:1], frame]
+        for frame in frames:
+            await response.write(frame)
+        await response.write_eof()
+        return response

@@ -1,0 +1,186 @@
+"""The `openclaw` CLI as a subprocess against the fake LLM server: ask, route, usage, doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.llm import FakeLLM, Reply
+
+CONFIG = """
+[routing]
+default_task = "chat"
+
+[providers.local]
+api = "ollama"
+base_url = "{ollama}"
+timeout_s = 1
+
+[providers.flash]
+api = "google-generative-ai"
+base_url = "{google}"
+api_key_env = "OPENCLAW_TEST_FLASH_KEY"
+timeout_s = 1
+
+[providers.deep]
+api = "openai-completions"
+base_url = "{openai}"
+api_key_env = "OPENCLAW_TEST_DEEP_KEY"
+timeout_s = 1
+
+[models."local/qwen3:14b"]
+reasoning = true
+max_tokens = 256
+
+[models."flash/gemini-flash"]
+cost = {{ input = 0.3, output = 2.5 }}
+
+[models."deep/deepseek-chat"]
+cost = {{ input = 0.28, output = 0.42 }}
+
+[[tiers]]
+level = 0
+models = ["local/qwen3:14b"]
+
+[[tiers]]
+level = 1
+models = ["flash/gemini-flash"]
+
+[[tiers]]
+level = 2
+models = ["deep/deepseek-chat"]
+
+[tasks]
+chat = 0
+summarize = 1
+"""
+
+
+@pytest.fixture
+def cli_env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama"),
+                                 google=fake_llm.base_url("google-generative-ai"),
+                                 openai=fake_llm.base_url("openai-completions")),
+                   encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+    env |= {"OPENCLAW_CONFIG": str(cfg), "OPENCLAW_DB": str(tmp_path / "cli.db"),
+            "OPENCLAW_TEST_FLASH_KEY": "flash-secret-key"}
+    return env
+
+
+async def openclaw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_ask_explain_and_usage(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
+    fake_llm.script("qwen3:14b", Reply(status=503))
+    fake_llm.script("gemini-flash", Reply(text="Paris.", input_tokens=1000, output_tokens=200))
+    code, out, err = await openclaw(cli_env, "ask", "--explain", "Capital of France?")
+    assert code == 0, err
+    assert out.strip() == "Paris."
+    assert "route: tier=1; model=flash/gemini-flash; attempts=2" in err
+    assert "tier 0 local/qwen3:14b: unavailable (server_error HTTP 503" in err
+    assert "tier 2 deep/deepseek-chat: skipped (OPENCLAW_TEST_DEEP_KEY is not set" not in err
+    assert "flash-secret-key" not in out + err
+    # the flash key went out in its header, never in the URL
+    (flash_call,) = [r for r in fake_llm.requests if r.model == "gemini-flash"]
+    assert "flash-secret-key" not in flash_call.path
+
+    code, out, err = await openclaw(cli_env, "usage", "--since", "1d")
+    assert code == 0, err
+    assert "Tier share of answers: tier 1: 100.0%" in out
+    cost = 1000 * 0.3e-6 + 200 * 2.5e-6
+    assert f"Cost: ${cost:.4f}" in out
+    code, out, _ = await openclaw(cli_env, "usage", "--group", "model")
+    assert "flash/gemini-flash" in out and "local/qwen3:14b" in out
+
+
+async def test_ask_stream(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
+    fake_llm.script("qwen3:14b", Reply(text="streamed words here", reasoning="mmm"))
+    code, out, err = await openclaw(cli_env, "ask", "--stream", "go")
+    assert code == 0, err
+    assert out.strip() == "streamed words here"
+
+
+async def test_ask_all_failed_exits_1_with_every_attempt(fake_llm: FakeLLM,
+                                                        cli_env: dict[str, str]) -> None:
+    fake_llm.script("qwen3:14b", Reply(status=500))
+    fake_llm.script("gemini-flash", Reply(status=401))
+    code, out, err = await openclaw(cli_env, "ask", "x")
+    assert code == 1
+    assert "no model could answer task 'chat'" in err
+    assert "local/qwen3:14b: unavailable" in err
+    assert "flash/gemini-flash: fatal" in err
+    assert "deep/deepseek-chat: skipped (OPENCLAW_TEST_DEEP_KEY is not set" in err
+
+
+async def test_route_explains_without_calling(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
+    code, out, err = await openclaw(cli_env, "route", "summarize")
+    assert code == 0, err
+    assert "task 'summarize' → minimum tier 1" in out
+    assert "1. tier 1 flash/gemini-flash" in out
+    assert "deep/deepseek-chat skipped: OPENCLAW_TEST_DEEP_KEY is not set" in out
+    assert fake_llm.requests == []
+    code, _, err = await openclaw(cli_env, "route", "nope")
+    assert code == 2 and "unknown task 'nope'; configured tasks: chat, summarize" in err
+
+
+async def test_doctor_probes_and_advises(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
+    fake_llm.models = ["qwen3:14b", "gemini-flash"]
+    code, out, err = await openclaw(cli_env, "doctor")
+    assert code == 1, out + err  # deep has no key
+    assert "ok   local" in out and "ok   flash" in out
+    assert "FAIL deep         OPENCLAW_TEST_DEEP_KEY is not set" in out
+    fake_llm.models = ["llama3"]
+    code, out, _ = await openclaw(cli_env, "doctor")
+    assert "not offered: qwen3:14b (`ollama pull qwen3:14b`)" in out
+
+
+async def test_doctor_says_what_to_do_when_nothing_listens(cli_env: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    cfg = Path(cli_env["OPENCLAW_CONFIG"])
+    text = cfg.read_text(encoding="utf-8")
+    import re
+
+    text = re.sub(r'base_url = "http://127\.0\.0\.1:\d+"\n', 'base_url = "http://127.0.0.1:9"\n',
+                  text, count=1)
+    cfg.write_text(text, encoding="utf-8")
+    code, out, _ = await openclaw(cli_env, "doctor")
+    assert code == 1
+    assert "FAIL local        refused: nothing answers at http://127.0.0.1:9: run `ollama serve`" \
+        in out
+
+
+async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, str]) -> None:
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", "serve", env=cli_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        lines = []
+        while not any(line.startswith("Tasks:") for line in lines):
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "serve exited early"
+            lines.append(line.decode())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = "".join(lines) + out.decode()
+    assert proc.returncode == 0
+    assert "tier 0" in text and "local/qwen3:14b" in text
+    assert "deep/deepseek-chat" in text and "OPENCLAW_TEST_DEEP_KEY is not set" in text

@@ -1,0 +1,334 @@
+"""The engine end to end against a real fake LLM server on 127.0.0.1.
+
+The fake speaks all four wire formats; the test pyramid is local (ollama, tier 0,
+thinking), flash (google, tier 1), deep + deep2 (openai, tier 2), opus (anthropic,
+tier 3, approval).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.approvals import ApprovalRequest, Decision
+from core.config import Config
+from core.engine import Engine, Result
+from core.errors import AllAttemptsFailed, ProviderError
+from core.health import HealthBoard
+from core.ledger import Ledger
+from core.providers import build_provider
+from core.store import Store
+from core.types import ChatRequest, Message, StreamDelta
+from tests.configs import make_config
+from tests.fakes.llm import FakeLLM, Reply
+
+API = {"local": "ollama", "flash": "google-generative-ai", "deep": "openai-completions",
+       "deep2": "openai-completions", "opus": "anthropic-messages"}
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Rig:
+    fake: FakeLLM
+    engine: Engine
+    store: Store
+    config: Config
+
+    async def rows(self) -> list[dict[str, Any]]:
+        rows = await self.store.fetchall("SELECT * FROM attempts ORDER BY id")
+        return [dict(r) for r in rows]
+
+    def calls(self, model: str) -> list[Any]:
+        return [r for r in self.fake.requests if r.model == model]
+
+
+class RecordingApprover:
+    def __init__(self, approve: bool) -> None:
+        self.approve = approve
+        self.asked: list[ApprovalRequest] = []
+
+    async def decide(self, request: ApprovalRequest) -> Decision:
+        self.asked.append(request)
+        return Decision(self.approve, "test-admin", "ok" if self.approve else "too dear")
+
+
+RigFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
+    made: list[Rig] = []
+
+    async def make(urls: dict[str, str] | None = None, approver: Any = None,
+                   **overrides: Any) -> Rig:
+        base = {name: fake_llm.base_url(api) for name, api in API.items()} | (urls or {})
+        cfg = make_config(base, **overrides)
+        store = await Store.open(tmp_path / f"engine{len(made)}.db")
+        providers = {n: build_provider(n, p) for n, p in cfg.providers.items()}
+        engine = Engine(cfg, providers, health=HealthBoard(cfg.routing),
+                        ledger=Ledger(store, cfg), approver=approver)
+        r = Rig(fake_llm, engine, store, cfg)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        for p in r.engine.providers.values():
+            await p.aclose()
+        await r.store.close()
+
+
+def ask(text: str = "hello", **kw: Any) -> ChatRequest:
+    return ChatRequest((Message("system", "be brief"), Message("user", text)), **kw)
+
+
+def outcomes(result: Result | AllAttemptsFailed) -> list[tuple[str, str]]:
+    return [(a.ref, a.outcome) for a in result.attempts]
+
+
+async def test_cheapest_tier_answers_and_one_ledger_row(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="hi there", input_tokens=12, output_tokens=3))
+    res = await r.engine.complete(ask(task="chat", agent="digest", run_id="run-1"))
+    assert res.content == "hi there"
+    assert (res.answered_by.tier, res.answered_by.ref) == (0, "local/qwen3:14b")
+    (row,) = await r.rows()
+    assert row["outcome"] == "ok" and row["tier"] == 0 and row["min_tier"] == 0
+    assert (row["input_tokens"], row["output_tokens"], row["cost_usd"]) == (12, 3, 0.0)
+    assert (row["agent"], row["run_id"], row["task"]) == ("digest", "run-1", "chat")
+    assert row["request_id"] == res.request_id
+    assert res.route_header() == "tier=0; model=local/qwen3:14b; attempts=1"
+
+
+FAULTS: list[tuple[str, Reply, str]] = [
+    ("500", Reply(status=500), "unavailable"),
+    ("502", Reply(status=502), "unavailable"),
+    ("503", Reply(status=503), "unavailable"),
+    ("429", Reply(status=429), "unavailable"),
+    ("429 retry-after", Reply(status=429, retry_after=7), "unavailable"),
+    ("malformed", Reply(malformed=True, text=""), "unavailable"),  # garbage before content
+    ("wrong content-type", Reply(content_type="text/html"), "unavailable"),
+    ("401", Reply(status=401), "fatal"),
+    ("400", Reply(status=400), "fatal"),
+    ("empty", Reply(text=""), "unusable"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("name", "fault", "outcome"), FAULTS, ids=[f[0] for f in FAULTS])
+async def test_fault_on_tier0_is_answered_by_tier1(rig: RigFactory, name: str, fault: Reply,
+                                                  outcome: str, stream: bool) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", fault)
+    r.fake.script("gemini-flash", Reply(text="from flash", input_tokens=10, output_tokens=4))
+    if stream:
+        deltas, res = await collect(r.engine, ask(task="chat"))
+        assert "".join(deltas) == "from flash"
+    else:
+        res = await r.engine.complete(ask(task="chat"))
+    assert res.content == "from flash"
+    assert outcomes(res) == [("local/qwen3:14b", outcome), ("flash/gemini-flash", "ok")]
+    rows = await r.rows()
+    assert [x["outcome"] for x in rows] == [outcome, "ok"]
+    assert len(rows) == len(r.fake.requests)  # one row per call, no double charge
+    assert rows[1]["cost_usd"] == pytest.approx(10 * 0.3e-6 + 4 * 2.5e-6)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_refused_connection_fails_over(rig: RigFactory, stream: bool) -> None:
+    r = await rig(urls={"local": closed_port_url()})
+    r.fake.script("gemini-flash", Reply(text="from flash"))
+    res = (await collect(r.engine, ask()))[1] if stream else await r.engine.complete(ask())
+    assert outcomes(res) == [("local/qwen3:14b", "unavailable"), ("flash/gemini-flash", "ok")]
+    assert "refused" in res.attempts[0].reason
+
+
+async def test_breaker_spares_the_second_request_the_timeout(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(hang=True))
+    first = await r.engine.complete(ask())
+    assert outcomes(first)[0] == ("local/qwen3:14b", "unavailable")
+    assert "timeout" in first.attempts[0].reason
+    second = await r.engine.complete(ask())
+    assert outcomes(second) == [("local/qwen3:14b", "skipped"), ("flash/gemini-flash", "ok")]
+    assert "cooling down" in second.attempts[0].reason
+    assert len(r.calls("qwen3:14b")) == 1  # the dead model was not called again
+    assert second.attempts[1].latency_ms < 1000  # no 2 s timeout paid
+    assert len(await r.rows()) == 3
+
+
+async def test_same_tier_failover_before_climbing(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("deepseek-chat", Reply(status=503))
+    r.fake.script("deepseek-backup", Reply(text="backup answer"))
+    res = await r.engine.complete(ask(task="analysis"))
+    assert outcomes(res) == [("deep/deepseek-chat", "unavailable"),
+                             ("deep2/deepseek-backup", "ok")]
+
+
+async def test_unusable_climbs_a_tier_skipping_the_rest_of_its_tier(rig: RigFactory) -> None:
+    r = await rig(approver=RecordingApprover(True))
+    r.fake.script("deepseek-chat", Reply(text=""))
+    r.fake.script("claude-opus", Reply(text="opus answer"))
+    res = await r.engine.complete(ask(task="analysis"))
+    assert outcomes(res) == [("deep/deepseek-chat", "unusable"), ("opus/claude-opus", "ok")]
+    assert r.calls("deepseek-backup") == []
+
+
+async def test_reasoning_floor_and_double_budget_retry(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="", reasoning="thinking hard..."),
+                  Reply(text="answer", reasoning="short thought"))
+    res = await r.engine.complete(ask(max_tokens=100))
+    assert res.content == "answer"
+    assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("local/qwen3:14b", "ok")]
+    budgets = [c.body["options"]["num_predict"] for c in r.calls("qwen3:14b")]
+    assert budgets == [1024, 2048]  # floor, then doubled
+    assert "reasoning used the budget of 1024 tokens" in res.attempts[0].reason
+    assert "thought" not in res.content
+
+
+async def test_reasoning_only_twice_escalates(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="", reasoning="hmm"), Reply(text="", reasoning="hmm"))
+    r.fake.script("gemini-flash", Reply(text="flash"))
+    res = await r.engine.complete(ask())
+    assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("local/qwen3:14b", "unusable"),
+                             ("flash/gemini-flash", "ok")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_think_tags_never_reach_the_answer(rig: RigFactory, stream: bool) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="the answer", reasoning="secret musing",
+                                     think_inline=True))
+    if stream:
+        deltas, res = await collect(r.engine, ask())
+        assert "".join(deltas) == "the answer"
+    else:
+        res = await r.engine.complete(ask())
+    assert res.content == "the answer"
+    assert "musing" not in res.content and "<think>" not in res.content
+
+
+async def test_validator_failure_escalates(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="Sure! The name is Ada."))
+    r.fake.script("gemini-flash", Reply(text='{"name": "Ada"}'))
+    res = await r.engine.complete(ask(task="extract"))
+    assert res.content == '{"name": "Ada"}'
+    assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("flash/gemini-flash", "ok")]
+    assert "not valid JSON" in res.attempts[0].reason
+
+
+async def test_validated_stream_is_held_until_it_passes(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="no json here"))
+    r.fake.script("gemini-flash", Reply(text='{"name": "Ada"}'))
+    deltas, res = await collect(r.engine, ask(task="extract"))
+    assert "".join(deltas) == '{"name": "Ada"}'  # the bad answer was never streamed
+
+
+async def test_approval_denied_skips_the_tier(rig: RigFactory) -> None:
+    approver = RecordingApprover(False)
+    r = await rig(approver=approver)
+    with pytest.raises(AllAttemptsFailed) as info:
+        await r.engine.complete(ask(task="strategy"))
+    assert outcomes(info.value) == [("opus/claude-opus", "denied")]
+    assert "denied by test-admin" in str(info.value)
+    assert r.calls("claude-opus") == []
+    assert await r.rows() == []
+
+
+async def test_approval_request_carries_reason_and_estimate(rig: RigFactory) -> None:
+    approver = RecordingApprover(True)
+    r = await rig(approver=approver)
+    r.fake.script("deepseek-chat", Reply(status=500))
+    r.fake.script("deepseek-backup", Reply(status=500))
+    r.fake.script("claude-opus", Reply(text="opus"))
+    res = await r.engine.complete(ask(task="analysis"))
+    assert res.answered_by.ref == "opus/claude-opus"
+    (req,) = approver.asked
+    assert req.tier == 3 and req.model == "opus/claude-opus" and req.task == "analysis"
+    assert "deep/deepseek-chat unavailable" in req.reason
+    assert req.estimated_cost_usd == pytest.approx(512 * 25e-6 + (len("be brief") +
+                                                                   len("hello")) // 4 * 5e-6,
+                                                   rel=0.1)
+
+
+async def test_default_policy_denies(rig: RigFactory) -> None:
+    r = await rig(approvals={"default": "deny"})
+    with pytest.raises(AllAttemptsFailed, match="denied by policy"):
+        await r.engine.complete(ask(tier=3))
+
+
+async def test_all_failed_lists_every_attempt(rig: RigFactory) -> None:
+    r = await rig(urls={"local": closed_port_url()}, approver=RecordingApprover(True))
+    for model in ("gemini-flash", "deepseek-chat", "deepseek-backup", "claude-opus"):
+        r.fake.script(model, Reply(status=503))
+    with pytest.raises(AllAttemptsFailed) as info:
+        await r.engine.complete(ask())
+    msg = str(info.value)
+    assert "no model could answer task 'chat'" in msg
+    for ref in ("local/qwen3:14b", "flash/gemini-flash", "deep/deepseek-chat",
+                "deep2/deepseek-backup", "opus/claude-opus"):
+        assert ref in msg
+    assert len(info.value.attempts) == 5 == len(await r.rows())
+
+
+async def test_stream_and_json_cost_the_same(rig: RigFactory) -> None:
+    r = await rig()
+    reply = Reply(text="a b c d", input_tokens=30, output_tokens=9)
+    r.fake.script("gemini-flash", reply, reply)
+    plain = await r.engine.complete(ask(tier=1))
+    _, streamed = await collect(r.engine, ask(tier=1))
+    assert plain.usage == streamed.usage
+    assert plain.cost_usd == pytest.approx(streamed.cost_usd) and plain.cost_usd > 0
+    rows = await r.rows()
+    assert [x["streamed"] for x in rows] == [0, 1]
+    assert rows[0]["cost_usd"] == rows[1]["cost_usd"]
+
+
+async def test_stream_cut_after_first_byte_raises_and_is_recorded(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(text="partial answer here", cut_stream=True))
+    got: list[str] = []
+    with pytest.raises(ProviderError) as info:
+        async for item in r.engine.stream(ask()):
+            if isinstance(item, StreamDelta):
+                got.append(item.content)
+    assert info.value.kind == "stream_cut"
+    assert got  # content had gone out, so no failover
+    (row,) = await r.rows()
+    assert row["outcome"] == "unavailable"
+
+
+async def test_request_with_unknown_task_is_a_routing_error(rig: RigFactory) -> None:
+    from core.errors import RoutingError
+
+    r = await rig()
+    with pytest.raises(RoutingError, match="unknown task 'nope'"):
+        await r.engine.complete(ask(task="nope"))
+
+
+async def collect(engine: Engine, req: ChatRequest) -> tuple[list[str], Result]:
+    deltas: list[str] = []
+    result: Result | None = None
+    async for item in engine.stream(req):
+        if isinstance(item, StreamDelta):
+            deltas.append(item.content)
+        else:
+            result = item
+    assert result is not None
+    return deltas, result

@@ -136,6 +136,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, config: Config, p
     try:
         print(f"openclaw {__version__} serving; config {path}; db {app.store.path}", flush=True)
         print(_route_table(app), flush=True)
+        print("(`openclaw doctor` probes each provider)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -155,7 +156,7 @@ def _route_table(app: App) -> str:
         flag = "  (requires approval)" if t.requires_approval else ""
         lines.append(f"  tier {t.level}{flag}")
         for ref in t.models:
-            state = f"unavailable: {blocked[ref]}" if ref in blocked else "ready"
+            state = f"unavailable: {blocked[ref]}" if ref in blocked else "routable"
             lines.append(f"    {ref:<40} {state}")
     lines.append("Tasks:")
     for name in sorted(cfg.tasks, key=lambda n: (cfg.task_tier(n), n)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -63,20 +64,34 @@ summarize = 1
 @pytest.fixture
 def cli_env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
     cfg = tmp_path / "openclaw.toml"
-    cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama"),
-                                 google=fake_llm.base_url("google-generative-ai"),
-                                 openai=fake_llm.base_url("openai-completions")),
-                   encoding="utf-8")
+    cfg.write_text(
+        CONFIG.format(
+            ollama=fake_llm.base_url("ollama"),
+            google=fake_llm.base_url("google-generative-ai"),
+            openai=fake_llm.base_url("openai-completions"),
+        ),
+        encoding="utf-8",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env |= {"OPENCLAW_CONFIG": str(cfg), "OPENCLAW_DB": str(tmp_path / "cli.db"),
-            "OPENCLAW_TEST_FLASH_KEY": "flash-secret-key"}
+    env |= {
+        "OPENCLAW_CONFIG": str(cfg),
+        "OPENCLAW_DB": str(tmp_path / "cli.db"),
+        "OPENCLAW_TEST_FLASH_KEY": "flash-secret-key",
+    }
     return env
 
 
 async def openclaw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "core.cli",
+        *args,
+        env=env,
+        cwd=Path(env["OPENCLAW_CONFIG"]).parent,  # no stray .env from the checkout
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -112,11 +127,12 @@ async def test_ask_stream(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
     assert out.strip() == "streamed words here"
 
 
-async def test_ask_all_failed_exits_1_with_every_attempt(fake_llm: FakeLLM,
-                                                        cli_env: dict[str, str]) -> None:
+async def test_ask_all_failed_exits_1_with_every_attempt(
+    fake_llm: FakeLLM, cli_env: dict[str, str]
+) -> None:
     fake_llm.script("qwen3:14b", Reply(status=500))
     fake_llm.script("gemini-flash", Reply(status=401))
-    code, out, err = await openclaw(cli_env, "ask", "x")
+    code, _, err = await openclaw(cli_env, "ask", "x")
     assert code == 1
     assert "no model could answer task 'chat'" in err
     assert "local/qwen3:14b: unavailable" in err
@@ -146,27 +162,39 @@ async def test_doctor_probes_and_advises(fake_llm: FakeLLM, cli_env: dict[str, s
     assert "not offered: qwen3:14b (`ollama pull qwen3:14b`)" in out
 
 
-async def test_doctor_says_what_to_do_when_nothing_listens(cli_env: dict[str, str],
-                                                           tmp_path: Path) -> None:
-    cfg = Path(cli_env["OPENCLAW_CONFIG"])
-    text = cfg.read_text(encoding="utf-8")
-    import re
+def point_local_at(config: Path, url: str) -> None:
+    text = re.sub(
+        r'base_url = "http://127\.0\.0\.1:\d+"\n',
+        f'base_url = "{url}"\n',
+        config.read_text(encoding="utf-8"),
+        count=1,
+    )
+    config.write_text(text, encoding="utf-8")
 
-    text = re.sub(r'base_url = "http://127\.0\.0\.1:\d+"\n', 'base_url = "http://127.0.0.1:9"\n',
-                  text, count=1)
-    cfg.write_text(text, encoding="utf-8")
+
+async def test_doctor_says_what_to_do_when_nothing_listens(cli_env: dict[str, str]) -> None:
+    point_local_at(Path(cli_env["OPENCLAW_CONFIG"]), "http://127.0.0.1:9")
     code, out, _ = await openclaw(cli_env, "doctor")
     assert code == 1
-    assert "FAIL local        refused: nothing answers at http://127.0.0.1:9: run `ollama serve`" \
+    assert (
+        "FAIL local        refused: nothing answers at http://127.0.0.1:9: run `ollama serve`"
         in out
+    )
 
 
 async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, str]) -> None:
     import signal
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", "serve", env=cli_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "core.cli",
+        "serve",
+        env=cli_env,
+        cwd=Path(cli_env["OPENCLAW_CONFIG"]).parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     try:
         lines = []

@@ -27,8 +27,13 @@ from core.types import ChatRequest, Message, StreamDelta
 from tests.configs import make_config
 from tests.fakes.llm import FakeLLM, Reply
 
-API = {"local": "ollama", "flash": "google-generative-ai", "deep": "openai-completions",
-       "deep2": "openai-completions", "opus": "anthropic-messages"}
+API = {
+    "local": "ollama",
+    "flash": "google-generative-ai",
+    "deep": "openai-completions",
+    "deep2": "openai-completions",
+    "opus": "anthropic-messages",
+}
 
 
 def closed_port_url() -> str:
@@ -70,14 +75,20 @@ RigFactory = Callable[..., Any]
 async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
     made: list[Rig] = []
 
-    async def make(urls: dict[str, str] | None = None, approver: Any = None,
-                   **overrides: Any) -> Rig:
+    async def make(
+        urls: dict[str, str] | None = None, approver: Any = None, **overrides: Any
+    ) -> Rig:
         base = {name: fake_llm.base_url(api) for name, api in API.items()} | (urls or {})
         cfg = make_config(base, **overrides)
         store = await Store.open(tmp_path / f"engine{len(made)}.db")
         providers = {n: build_provider(n, p) for n, p in cfg.providers.items()}
-        engine = Engine(cfg, providers, health=HealthBoard(cfg.routing),
-                        ledger=Ledger(store, cfg), approver=approver)
+        engine = Engine(
+            cfg,
+            providers,
+            health=HealthBoard(cfg.routing),
+            ledger=Ledger(store, cfg),
+            approver=approver,
+        )
         r = Rig(fake_llm, engine, store, cfg)
         made.append(r)
         return r
@@ -127,8 +138,9 @@ FAULTS: list[tuple[str, Reply, str]] = [
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize(("name", "fault", "outcome"), FAULTS, ids=[f[0] for f in FAULTS])
-async def test_fault_on_tier0_is_answered_by_tier1(rig: RigFactory, name: str, fault: Reply,
-                                                  outcome: str, stream: bool) -> None:
+async def test_fault_on_tier0_is_answered_by_tier1(
+    rig: RigFactory, name: str, fault: Reply, outcome: str, stream: bool
+) -> None:
     r = await rig()
     r.fake.script("qwen3:14b", fault)
     r.fake.script("gemini-flash", Reply(text="from flash", input_tokens=10, output_tokens=4))
@@ -173,8 +185,7 @@ async def test_same_tier_failover_before_climbing(rig: RigFactory) -> None:
     r.fake.script("deepseek-chat", Reply(status=503))
     r.fake.script("deepseek-backup", Reply(text="backup answer"))
     res = await r.engine.complete(ask(task="analysis"))
-    assert outcomes(res) == [("deep/deepseek-chat", "unavailable"),
-                             ("deep2/deepseek-backup", "ok")]
+    assert outcomes(res) == [("deep/deepseek-chat", "unavailable"), ("deep2/deepseek-backup", "ok")]
 
 
 async def test_unusable_climbs_a_tier_skipping_the_rest_of_its_tier(rig: RigFactory) -> None:
@@ -188,8 +199,11 @@ async def test_unusable_climbs_a_tier_skipping_the_rest_of_its_tier(rig: RigFact
 
 async def test_reasoning_floor_and_double_budget_retry(rig: RigFactory) -> None:
     r = await rig()
-    r.fake.script("qwen3:14b", Reply(text="", reasoning="thinking hard..."),
-                  Reply(text="answer", reasoning="short thought"))
+    r.fake.script(
+        "qwen3:14b",
+        Reply(text="", reasoning="thinking hard..."),
+        Reply(text="answer", reasoning="short thought"),
+    )
     res = await r.engine.complete(ask(max_tokens=100))
     assert res.content == "answer"
     assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("local/qwen3:14b", "ok")]
@@ -204,15 +218,19 @@ async def test_reasoning_only_twice_escalates(rig: RigFactory) -> None:
     r.fake.script("qwen3:14b", Reply(text="", reasoning="hmm"), Reply(text="", reasoning="hmm"))
     r.fake.script("gemini-flash", Reply(text="flash"))
     res = await r.engine.complete(ask())
-    assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("local/qwen3:14b", "unusable"),
-                             ("flash/gemini-flash", "ok")]
+    assert outcomes(res) == [
+        ("local/qwen3:14b", "unusable"),
+        ("local/qwen3:14b", "unusable"),
+        ("flash/gemini-flash", "ok"),
+    ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 async def test_think_tags_never_reach_the_answer(rig: RigFactory, stream: bool) -> None:
     r = await rig()
-    r.fake.script("qwen3:14b", Reply(text="the answer", reasoning="secret musing",
-                                     think_inline=True))
+    r.fake.script(
+        "qwen3:14b", Reply(text="the answer", reasoning="secret musing", think_inline=True)
+    )
     if stream:
         deltas, res = await collect(r.engine, ask())
         assert "".join(deltas) == "the answer"
@@ -238,6 +256,7 @@ async def test_validated_stream_is_held_until_it_passes(rig: RigFactory) -> None
     r.fake.script("gemini-flash", Reply(text='{"name": "Ada"}'))
     deltas, res = await collect(r.engine, ask(task="extract"))
     assert "".join(deltas) == '{"name": "Ada"}'  # the bad answer was never streamed
+    assert res.answered_by.ref == "flash/gemini-flash"
 
 
 async def test_approval_denied_skips_the_tier(rig: RigFactory) -> None:
@@ -262,9 +281,9 @@ async def test_approval_request_carries_reason_and_estimate(rig: RigFactory) -> 
     (req,) = approver.asked
     assert req.tier == 3 and req.model == "opus/claude-opus" and req.task == "analysis"
     assert "deep/deepseek-chat unavailable" in req.reason
-    assert req.estimated_cost_usd == pytest.approx(512 * 25e-6 + (len("be brief") +
-                                                                   len("hello")) // 4 * 5e-6,
-                                                   rel=0.1)
+    assert req.estimated_cost_usd == pytest.approx(
+        512 * 25e-6 + (len("be brief") + len("hello")) // 4 * 5e-6, rel=0.1
+    )
 
 
 async def test_default_policy_denies(rig: RigFactory) -> None:
@@ -281,8 +300,13 @@ async def test_all_failed_lists_every_attempt(rig: RigFactory) -> None:
         await r.engine.complete(ask())
     msg = str(info.value)
     assert "no model could answer task 'chat'" in msg
-    for ref in ("local/qwen3:14b", "flash/gemini-flash", "deep/deepseek-chat",
-                "deep2/deepseek-backup", "opus/claude-opus"):
+    for ref in (
+        "local/qwen3:14b",
+        "flash/gemini-flash",
+        "deep/deepseek-chat",
+        "deep2/deepseek-backup",
+        "opus/claude-opus",
+    ):
         assert ref in msg
     assert len(info.value.attempts) == 5 == len(await r.rows())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -123,8 +123,10 @@ class AnthropicMessages(Provider):
     api = "anthropic-messages"
 
     def auth_headers(self) -> dict[str, str]:
-        """``x-api-key`` (when set) and the pinned API version."""
-        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        """``x-api-key`` (when set) and the API version (unless config.headers sets one)."""
+        headers = {}
+        if "anthropic-version" not in self._client.headers:  # config.headers may pin another
+            headers["anthropic-version"] = ANTHROPIC_VERSION
         if self._api_key:
             headers["x-api-key"] = self._api_key
         return headers
@@ -155,7 +157,7 @@ class AnthropicMessages(Provider):
         """A whole message: its content blocks and usage."""
         return [_parse_message(data)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
         """message_start … content_block_delta … message_delta, message_stop."""
         async for event in iter_sse(response):
             yield _parse_event(event.event, load_json(event.data))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -312,7 +312,7 @@ class Provider(ABC):
         """Parse a whole (non-streamed) response body."""
 
     @abstractmethod
-    def parse_stream(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
         """Parse a streamed response, chunk by chunk, with the same parser as the body."""
 
     @abstractmethod
@@ -348,22 +348,20 @@ class Provider(ABC):
         acc = Accumulator()
         async with self._open(model, "POST", request) as response:
             self._check_media_type(model, response, self.stream_media_types)
-            chunks = self.parse_stream(response)
-            while True:
-                with self._mapped(model, in_stream=True):
-                    try:
-                        chunk = await anext(chunks)
-                    except StopAsyncIteration:
+            async with aclosing(self.parse_stream(response)) as chunks:
+                while True:
+                    with self._mapped(model, in_stream=True):
+                        try:
+                            chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            break
+                    delta = acc.add(chunk)
+                    if delta is not None:
+                        yield delta
+                    if chunk.end:
                         break
-                delta = acc.add(chunk)
-                if delta is not None:
-                    yield delta
-                if chunk.end:
-                    break
         if not acc.done:
-            raise ProviderError(
-                "stream_cut", self.name, model, "the stream ended before its final event"
-            )
+            raise self._error("stream_cut", model, "the stream ended before its final event")
         tail = acc.flush()
         if tail is not None:
             yield tail
@@ -403,19 +401,21 @@ class Provider(ABC):
         what = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if isinstance(exc, httpx.TimeoutException):
             return self._error("timeout", model, what)
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
             return self._error("refused", model, what)
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return self._error("bad_request", model, f"{what}: check base_url")
         if in_stream:
             return self._error("stream_cut", model, what)
         # the connection broke before any response: the server side failed
         return self._error("server_error", model, what)
 
-    def _status_error(self, model: str, response: httpx.Response) -> ProviderError:
+    def _status_error(self, model: str, response: httpx.Response, body: bytes) -> ProviderError:
         status = response.status_code
         return self._error(
             kind_for_status(status),
             model,
-            error_detail(response.content),
+            error_detail(body) or response.reason_phrase,
             status=status,
             retry_after_s=parse_retry_after(response.headers, datetime.now(UTC)),
         )
@@ -426,28 +426,36 @@ class Provider(ABC):
         try:
             yield
         except Malformed as e:
-            raise self._error("malformed", model, str(e)) from e
+            raise self._error("malformed", model, str(e)) from None
         except UpstreamError as e:
-            # reported inside a 200 answer: no HTTP status of its own
-            raise self._error(kind_for_status(e.status), model, e.detail) from e
+            # reported inside a 200 answer: no HTTP status of its own. ``from None``:
+            # the cause would carry the unredacted text into logged tracebacks
+            raise self._error(kind_for_status(e.status), model, e.detail) from None
         except httpx.HTTPError as e:
             raise self._transport_error(model, e, in_stream=in_stream) from e
 
     @asynccontextmanager
     async def _open(self, model: str, method: str, call: HttpCall) -> AsyncIterator[httpx.Response]:
-        headers = self.auth_headers()
-        request = self._client.build_request(
-            method, call.path, json=call.body, params=call.params or None, headers=headers
-        )
+        try:
+            request = self._client.build_request(
+                method,
+                call.path,
+                json=call.body,
+                params=call.params or None,
+                headers=self.auth_headers(),
+            )
+        except httpx.InvalidURL as e:
+            raise self._error("bad_request", model, f"invalid URL: {e}: check base_url") from e
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as e:
             raise self._transport_error(model, e, in_stream=False) from e
         try:
             if not 200 <= response.status_code < 300:
+                body = b""
                 with suppress(httpx.HTTPError):  # the status alone says enough
-                    await response.aread()
-                raise self._status_error(model, response)
+                    body = await response.aread()
+                raise self._status_error(model, response, body)
             yield response
         finally:
             await response.aclose()

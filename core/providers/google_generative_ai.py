@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -143,7 +143,7 @@ class GoogleGenerativeAI(Provider):
         """A whole GenerateContentResponse."""
         return [_parse(data, streamed=False)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
         """SSE ``data:`` events, each a GenerateContentResponse; the last usage wins."""
         async for event in iter_sse(response):
             yield _parse(load_json(event.data), streamed=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -102,7 +102,7 @@ class OpenAICompletions(Provider):
         """A whole chat.completion."""
         return [_parse(data, key="message", streamed=False)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
         """chat.completion.chunk events; the usage comes in a last chunk without choices."""
         async for event in iter_sse(response):
             if event.data.strip() == "[DONE]":

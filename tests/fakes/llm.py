@@ -45,6 +45,7 @@ class Reply:
     malformed: bool = False  # 200 with a body that is not JSON (streams: a garbage event)
     content_type: str | None = None  # override the response content-type
     cut_stream: bool = False  # streaming: one content piece, then a clean end, no terminal event
+    abort_stream: bool = False  # streaming: one content piece, then the connection is dropped
     stream_error: str | None = None  # streaming: after one piece, an in-stream error of this type
     finish_reason: str | None = None  # in the format's own words; default: its "stop"
     input_tokens: int | None = None
@@ -535,7 +536,7 @@ class FakeLLM:
         await response.prepare(request)
         head, body, tail = _stream_frames(api, a)
         frames = [*head, *body, *tail]
-        if reply.cut_stream:
+        if reply.cut_stream or reply.abort_stream:
             frames = [*head, *body[:1]]
         elif reply.malformed:
             garbage = b"{not json\n" if api == OLLAMA else b"data: {not json\n\n"
@@ -550,5 +551,8 @@ class FakeLLM:
             frames = [*head, *body[:1], frame]
         for frame in frames:
             await response.write(frame)
+        if reply.abort_stream and request.transport is not None:
+            request.transport.abort()  # mid-body: the client sees an incomplete chunked read
+            return response
         await response.write_eof()
         return response

@@ -10,6 +10,7 @@ budget when a thinking model spent it all on reasoning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -275,6 +276,24 @@ class Engine:
             yield await self._failed(st, cand, e, t0, max_tokens, committed)
             return
         except (asyncio.CancelledError, GeneratorExit):
+            # the caller went away mid-call: free a half-open probe slot, and keep the
+            # row, since the upstream may bill for what it already generated
+            self.health.abandon(cand.ref)
+            latency = (time.perf_counter() - t0) * 1000
+            gone = Attempt(
+                cand.tier,
+                cand.provider,
+                cand.model,
+                "cancelled",
+                "the caller cancelled the request",
+                None,
+                latency,
+                Usage(),
+                0.0,
+                max_tokens,
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._record(st, gone))
             raise
         except Exception as e:  # an adapter bug must not lose the attempt row
             log.exception("adapter %s raised unexpectedly", cand.provider)

@@ -75,6 +75,10 @@ class HealthBoard:
         if b.state(now) == "half_open":
             b.probing = True
 
+    def abandon(self, ref: str) -> None:
+        """A call ended without a verdict (cancelled): let another request probe."""
+        self._get(ref).probing = False
+
     def success(self, ref: str, latency_ms: float, now: float) -> None:
         """The model answered (even if the answer was unusable: the provider works)."""
         b = self._get(ref)

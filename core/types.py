@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
-Outcome = Literal["ok", "unusable", "unavailable", "fatal", "skipped", "denied"]
+Outcome = Literal["ok", "unusable", "unavailable", "fatal", "skipped", "denied", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,3 +356,27 @@ async def collect(engine: Engine, req: ChatRequest) -> tuple[list[str], Result]:
             result = item
     assert result is not None
     return deltas, result
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_cancelled_call_keeps_its_row_and_frees_the_probe(
+    rig: RigFactory, stream: bool
+) -> None:
+    import asyncio
+
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(hang=True))
+    # a half-open breaker: this call is its probe
+    r.engine.health.failure(
+        "local/qwen3:14b", ProviderError("timeout", "local", "qwen3:14b"), 1.0, now=-1000.0
+    )
+    task = asyncio.create_task(collect(r.engine, ask()) if stream else r.engine.complete(ask()))
+    while not r.calls("qwen3:14b"):
+        await asyncio.sleep(0.01)
+    assert "probe" in r.engine.health.snapshot(0).blocked["local/qwen3:14b"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (row,) = await r.rows()
+    assert row["outcome"] == "cancelled" and row["model"] == "qwen3:14b"
+    assert "local/qwen3:14b" not in r.engine.health.snapshot(0).blocked

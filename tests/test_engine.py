@@ -371,7 +371,9 @@ async def test_a_cancelled_call_keeps_its_row_and_frees_the_probe(
         "local/qwen3:14b", ProviderError("timeout", "local", "qwen3:14b"), 1.0, now=-1000.0
     )
     task = asyncio.create_task(collect(r.engine, ask()) if stream else r.engine.complete(ask()))
-    while not r.calls("qwen3:14b"):
+    for _ in range(500):  # until the call reached the fake (bounded)
+        if r.calls("qwen3:14b"):
+            break
         await asyncio.sleep(0.01)
     assert "probe" in r.engine.health.snapshot(0).blocked["local/qwen3:14b"]
     task.cancel()

@@ -14,6 +14,7 @@ from pathlib import Path
 from core import __version__
 from core.app import App, missing_keys
 from core.config import Config, load_config
+from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
 from core.ledger import GROUPS, UsageReport, parse_since
 from core.settings import Settings
@@ -176,7 +177,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
             async for item in app.engine.stream(req):
                 if isinstance(item, StreamDelta):
                     print(item.content, end="", flush=True)
-                else:
+                elif isinstance(item, Result):
                     result = item
             print()
         else:

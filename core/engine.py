@@ -14,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import cast
@@ -87,6 +87,23 @@ def format_trace(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Streaming: a model is about to send the first byte; failover is over."""
+
+    request_id: str
+    tier: int
+    ref: str
+    attempts_before: int  # calls made before this one
+
+    def route_header(self) -> str:
+        """The same one-line summary as Result.route_header, known at the first byte."""
+        return f"tier={self.tier}; model={self.ref}; attempts={self.attempts_before + 1}"
+
+
+StreamItem = StreamDelta | Started | Result
+
+
 @dataclass(slots=True)
 class _End:
     attempt: Attempt
@@ -116,6 +133,7 @@ class Engine:
         approver: Approver | None = None,
         budget: Callable[[], BudgetState] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[Callable[[RequestMeta, Attempt], None]] = (),
     ) -> None:
         self.config = config
         self.providers = providers
@@ -124,6 +142,7 @@ class Engine:
         self.approver: Approver = approver or PolicyApprover(config.approvals)
         self._budget = budget or BudgetState
         self._clock = clock
+        self.observers = list(observers)  # e.g. metrics; called for every ledger row
 
     def plan(
         self, task: str | None = None, tier: int | None = None, max_tokens: int | None = None
@@ -146,21 +165,21 @@ class Engine:
                     return item
         raise AssertionError("engine run ended without a result")  # pragma: no cover
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamDelta | Result, None]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
         """Answer a request as a stream of content deltas followed by the Result.
 
         Failover happens before the first byte: nothing is yielded until a model
         produced visible content (for tasks with validators beyond non-empty, until
-        the whole answer passed them). A failure after that raises ProviderError.
+        the whole answer passed them). A ``Started`` event comes right before the
+        first delta. A failure after that raises ProviderError.
         """
         return self._run(request, stream=True)
 
-    async def _run(
-        self, req: ChatRequest, *, stream: bool
-    ) -> AsyncGenerator[StreamDelta | Result, None]:
+    async def _run(self, req: ChatRequest, *, stream: bool) -> AsyncGenerator[StreamItem, None]:
         p = self.plan(req.task, req.tier, req.max_tokens)
         rid = req.request_id or new_request_id()
-        st = _State(rid, p, RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream))
+        meta = RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller)
+        st = _State(rid, p, meta)
         st.attempts.extend(
             Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
         )
@@ -236,7 +255,7 @@ class Engine:
 
     async def _attempt(
         self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
-    ) -> AsyncGenerator[StreamDelta | _End, None]:
+    ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
         call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
         rules = st.plan.rules
@@ -264,6 +283,7 @@ class Engine:
                                 yield StreamDelta(item.content)
                         elif item.content.strip() and not hold:
                             committed = True
+                            yield self._started(st, cand)
                             yield StreamDelta(item.content.lstrip())
                 if resp is None:
                     raise ProviderError(
@@ -320,8 +340,14 @@ class Engine:
         await self._record(st, attempt)
         if stream and not committed and reason is None:
             committed = True
+            yield self._started(st, cand)
             yield StreamDelta(resp.content.lstrip())
         yield _End(attempt, resp, None, committed)
+
+    @staticmethod
+    def _started(st: _State, cand: Candidate) -> Started:
+        calls = sum(1 for a in st.attempts if a.outcome not in ("skipped", "denied"))
+        return Started(st.request_id, cand.tier, cand.ref, calls)
 
     async def _failed(
         self,
@@ -357,6 +383,8 @@ class Engine:
         return _End(attempt, None, e, committed)
 
     async def _record(self, st: _State, attempt: Attempt) -> None:
+        for observe in self.observers:
+            observe(st.meta, attempt)
         if self.ledger is not None:
             await self.ledger.record(st.meta, attempt)
 

@@ -52,6 +52,7 @@ class RequestMeta:
     run_id: str | None = None
     agent: str | None = None
     streamed: bool = False
+    caller: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +130,8 @@ class Ledger:
         await self.store.execute(
             "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
             " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
-            " reasoning_tokens, cost_usd, streamed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " reasoning_tokens, cost_usd, streamed, caller)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 utcnow_iso(when),
                 meta.request_id,
@@ -150,6 +151,7 @@ class Ledger:
                 u.reasoning_tokens,
                 attempt.cost_usd,
                 int(meta.streamed),
+                meta.caller,
             ),
         )
 

@@ -45,8 +45,13 @@ async def _m001_attempts(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX attempts_request ON attempts (request_id)")
 
 
+async def _m002_attempts_caller(db: aiosqlite.Connection) -> None:
+    await db.execute("ALTER TABLE attempts ADD COLUMN caller TEXT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
+    ("002_attempts_caller", _m002_attempts_caller),
 ]
 
 

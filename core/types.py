@@ -80,6 +80,7 @@ class ChatRequest:
     request_id: str | None = None
     run_id: str | None = None
     agent: str | None = None
+    caller: str | None = None  # who asked, e.g. the gateway's OpenAI `user` field
 
 
 @dataclass(frozen=True, slots=True)

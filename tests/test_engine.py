@@ -17,7 +17,7 @@ import pytest
 
 from core.approvals import ApprovalRequest, Decision
 from core.config import Config
-from core.engine import Engine, Result
+from core.engine import Engine, Result, Started
 from core.errors import AllAttemptsFailed, ProviderError
 from core.health import HealthBoard
 from core.ledger import Ledger
@@ -347,14 +347,22 @@ async def test_request_with_unknown_task_is_a_routing_error(rig: RigFactory) -> 
 
 
 async def collect(engine: Engine, req: ChatRequest) -> tuple[list[str], Result]:
+    """Consume a stream; checks Started comes once, right before the first delta."""
     deltas: list[str] = []
     result: Result | None = None
+    started: list[Started] = []
     async for item in engine.stream(req):
-        if isinstance(item, StreamDelta):
+        if isinstance(item, Started):
+            assert not deltas and not started
+            started.append(item)
+        elif isinstance(item, StreamDelta):
+            assert started, "a delta before Started"
             deltas.append(item.content)
         else:
             result = item
     assert result is not None
+    assert started[0].ref == result.answered_by.ref
+    assert started[0].route_header() == result.route_header()
     return deltas, result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from core.config import Config, split_model_ref
 from core.engine import Engine
 from core.health import HealthBoard
 from core.ledger import Ledger
+from core.metrics import Metrics
 from core.providers import build_provider
 from core.providers.base import Provider
 from core.settings import Settings
@@ -38,6 +40,7 @@ class App:
     health: HealthBoard
     providers: dict[str, Provider]
     engine: Engine
+    metrics: Metrics
 
     @classmethod
     async def open(cls, config: Config, settings: Settings, db_path: Path | None = None) -> App:
@@ -58,8 +61,11 @@ class App:
             key = settings.secret(pcfg.api_key_env) if pcfg.api_key_env else None
             providers[name] = build_provider(name, pcfg, key.get_secret_value() if key else None)
         ledger = Ledger(store, config)
-        engine = Engine(config, providers, health=health, ledger=ledger)
-        return cls(config, settings, store, ledger, health, providers, engine)
+        metrics = Metrics(health, time.monotonic)
+        engine = Engine(
+            config, providers, health=health, ledger=ledger, observers=[metrics.observe_attempt]
+        )
+        return cls(config, settings, store, ledger, health, providers, engine, metrics)
 
     async def close(self) -> None:
         """Close every provider client and the store."""

@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("serve", help="start the engine and keep running until SIGTERM/SIGINT")
+    serve = sub.add_parser("serve", help="start the engine and the gateway; run until SIGTERM")
+    serve.add_argument("--port", type=int, help="gateway port (overrides [gateway] port)")
 
     ask = sub.add_parser("ask", help="send one prompt through the pyramid and print the answer")
     where = ask.add_mutually_exclusive_group()
@@ -133,9 +134,22 @@ async def _with_app(args: argparse.Namespace, settings: Settings, config: Config
 
 
 async def _serve(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.gateway import Gateway, PortInUse
+    from core.gateway.auth import resolve_token
+
+    host = config.gateway.host
+    port = args.port if args.port is not None else config.gateway.port
+    token, token_source = await asyncio.to_thread(resolve_token, settings, host)
     app = await _with_app(args, settings, config)
+    gateway = Gateway(app, token, host, port)
     try:
+        try:
+            await gateway.start()
+        except PortInUse as e:
+            print(f"openclaw serve: {e}", file=sys.stderr)
+            return 1
         print(f"openclaw {__version__} serving; config {path}; db {app.store.path}", flush=True)
+        print(f"gateway {gateway.url} (token from {token_source})", flush=True)
         print(_route_table(app), flush=True)
         print("(`openclaw doctor` probes each provider)", flush=True)
         stop = asyncio.Event()
@@ -145,6 +159,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, config: Config, p
         await stop.wait()
         print("openclaw: shutting down", flush=True)
     finally:
+        await gateway.stop()
         await app.close()
     return 0
 

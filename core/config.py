@@ -34,7 +34,10 @@ class _Strict(BaseModel):
 
 class GatewayConfig(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=18789, ge=1, le=65535)
+    port: int = Field(default=18789, ge=0, le=65535)  # 0: any free port (tests)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    auth_max_failures: int = Field(default=10, ge=1)  # per address, within auth_window_s
+    auth_window_s: float = Field(default=60.0, gt=0)
 
 
 class ConcurrencyConfig(_Strict):

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     openclaw_config: Path = Path("openclaw.toml")
     openclaw_db: Path = Path("openclaw.db")
     openclaw_gateway_token: SecretStr | None = None
+    openclaw_token_file: Path | None = None  # where serve keeps a generated gateway token
     telegram_bot_token: SecretStr | None = None
     telegram_api_base: str | None = None
     gemini_api_key: SecretStr | None = None
@@ -34,6 +35,12 @@ class Settings(BaseSettings):
             return self.openclaw_config
         example = Path(EXAMPLE_CONFIG)
         return example if example.exists() else self.openclaw_config
+
+    def token_file(self) -> Path:
+        """The generated-token file: OPENCLAW_TOKEN_FILE, else beside the database."""
+        if self.openclaw_token_file is not None:
+            return self.openclaw_token_file
+        return self.openclaw_db.parent / "openclaw.gateway-token"
 
     def secret(self, env_name: str) -> SecretStr | None:
         """The value of the variable ``env_name`` from the environment or ``.env``; None if unset

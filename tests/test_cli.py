@@ -13,6 +13,9 @@ import pytest
 from tests.fakes.llm import FakeLLM, Reply
 
 CONFIG = """
+[gateway]
+port = 0
+
 [routing]
 default_task = "chat"
 
@@ -162,18 +165,18 @@ async def test_doctor_probes_and_advises(fake_llm: FakeLLM, cli_env: dict[str, s
     assert "not offered: qwen3:14b (`ollama pull qwen3:14b`)" in out
 
 
-def point_local_at(config: Path, url: str) -> None:
-    text = re.sub(
-        r'base_url = "http://127\.0\.0\.1:\d+"\n',
-        f'base_url = "{url}"\n',
-        config.read_text(encoding="utf-8"),
-        count=1,
-    )
+def rewrite(config: Path, pattern: str, replacement: str) -> None:
+    """Edit the test config in place (first match only)."""
+    text = re.sub(pattern, replacement, config.read_text(encoding="utf-8"), count=1)
     config.write_text(text, encoding="utf-8")
 
 
 async def test_doctor_says_what_to_do_when_nothing_listens(cli_env: dict[str, str]) -> None:
-    point_local_at(Path(cli_env["OPENCLAW_CONFIG"]), "http://127.0.0.1:9")
+    rewrite(
+        Path(cli_env["OPENCLAW_CONFIG"]),
+        r'base_url = "http://127\.0\.0\.1:\d+"\n',
+        'base_url = "http://127.0.0.1:9"\n',
+    )
     code, out, _ = await openclaw(cli_env, "doctor")
     assert code == 1
     assert (
@@ -212,3 +215,12 @@ async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, 
     assert proc.returncode == 0
     assert "tier 0" in text and "local/qwen3:14b" in text
     assert "deep/deepseek-chat" in text and "OPENCLAW_TEST_DEEP_KEY is not set" in text
+    assert re.search(r"gateway http://127\.0\.0\.1:\d+ \(token from token file .*generated", text)
+    assert "openclaw.gateway-token" in text
+
+
+async def test_serve_refuses_a_public_host_without_token(cli_env: dict[str, str]) -> None:
+    rewrite(Path(cli_env["OPENCLAW_CONFIG"]), "port = 0", 'host = "0.0.0.0"\nport = 0')
+    code, _, err = await openclaw(cli_env, "serve")
+    assert code == 78
+    assert "OPENCLAW_GATEWAY_TOKEN: not set, and gateway.host = '0.0.0.0'" in err

@@ -1,0 +1,304 @@
+"""Gateway endpoints: liveness, readiness, status, usage, route, metrics, OpenAI API."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import aclosing
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiohttp import web
+
+from core import __version__
+from core.app import App
+from core.engine import Result, Started, new_request_id
+from core.errors import AllAttemptsFailed, ProviderError, RoutingError
+from core.gateway.auth import FailureLimiter
+from core.gateway.openai_api import (
+    ChunkWriter,
+    GatewayError,
+    completion_json,
+    parse_chat,
+    route_names,
+)
+from core.ledger import GROUPS, parse_since
+from core.metrics import Metrics
+from core.types import StreamDelta
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass
+class GatewayState:
+    app: App
+    token: str
+    limiter: FailureLimiter
+    metrics: Metrics
+    started_at: float
+    in_flight: int = 0
+    port: int = 0  # the bound port, once listening
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started_at, 1)
+
+
+STATE = web.AppKey("openclaw_gateway", GatewayState)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        data, status=status, headers=headers, dumps=lambda o: json.dumps(o, separators=(",", ":"))
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    st = request.app[STATE]
+    return _json({"ok": True, "version": __version__, "uptime_s": st.uptime_s()})
+
+
+def _tier_health(app: App) -> dict[str, str]:
+    snap = app.health.snapshot(time.monotonic())
+    out = {}
+    for t in sorted(app.config.tiers, key=lambda t: t.level):
+        down = [f"{ref}: {snap.blocked[ref]}" for ref in t.models if ref in snap.blocked]
+        out[str(t.level)] = "ok" if len(down) < len(t.models) else "down (" + "; ".join(down) + ")"
+    return out
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store is writable and some tier has a healthy model."""
+    app = request.app[STATE].app
+    store_ok = await app.store.writable()
+    tiers = _tier_health(app)
+    ready = store_ok and any(v == "ok" for v in tiers.values())
+    body = {"ready": ready, "store": "ok" if store_ok else "not writable", "tiers": tiers}
+    return _json(body, 200 if ready else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    """Health per model, tiers, queue depths, uptime, version. No secrets."""
+    st = request.app[STATE]
+    cfg = st.app.config
+    live = {row["model"]: row for row in st.app.health.status(time.monotonic())}
+    models = []
+    for t in sorted(cfg.tiers, key=lambda t: t.level):
+        for ref in t.models:
+            provider = ref.split("/", 1)[0]
+            row = live.get(
+                ref,
+                {
+                    "model": ref,
+                    "state": "closed",
+                    "cooldown_left_s": 0.0,
+                    "consecutive_failures": 0,
+                    "last_outcome": "",
+                    "last_error": "",
+                    "last_latency_ms": None,
+                },
+            )
+            models.append(
+                {**row, "tier": t.level, "provider": provider, "api": cfg.providers[provider].api}
+            )
+    return _json(
+        {
+            "version": __version__,
+            "uptime_s": st.uptime_s(),
+            "gateway": {"host": cfg.gateway.host, "port": st.port},
+            "tiers": [
+                {
+                    "level": t.level,
+                    "models": t.models,
+                    "requires_approval": t.requires_approval,
+                    "state": _tier_health(st.app)[str(t.level)],
+                }
+                for t in sorted(cfg.tiers, key=lambda t: t.level)
+            ],
+            "models": models,
+            "queues": {"gateway_in_flight": st.in_flight},
+        }
+    )
+
+
+async def usage(request: web.Request) -> web.Response:
+    """Ledger aggregates over ``since`` grouped by ``group``, with tier shares and savings."""
+    since = request.query.get("since", "7d")
+    group = request.query.get("group", "tier")
+    try:
+        period = parse_since(since)
+    except ValueError as e:
+        raise GatewayError(400, str(e), param="since") from None
+    if group not in GROUPS:
+        raise GatewayError(400, f"group must be one of {', '.join(GROUPS)}", param="group")
+    r = await request.app[STATE].app.ledger.report(period, group)
+    return _json(
+        {
+            "since": r.since,
+            "period": since,
+            "group": r.group,
+            "rows": [asdict(row) for row in r.rows],
+            "requests": r.requests,
+            "answered": r.answered,
+            "tier_share_pct": {str(k): round(v, 2) for k, v in r.tier_share.items()},
+            "cost_usd": r.cost_usd,
+            "cloud_only_usd": r.cloud_only_usd,
+            "savings_vs_cloud_usd": r.savings_vs_cloud_usd,
+            "all_top_tier_usd": r.all_top_tier_usd,
+            "savings_vs_top_usd": r.savings_vs_top_usd,
+        }
+    )
+
+
+async def route(request: web.Request) -> web.Response:
+    """The plan the router would follow for ``task`` (or ``tier``), with reasons."""
+    task = request.query.get("task")
+    tier_raw = request.query.get("tier")
+    tier = None
+    if tier_raw is not None:
+        if not tier_raw.isdigit():
+            raise GatewayError(400, "tier must be a whole number", param="tier")
+        tier = int(tier_raw)
+    try:
+        p = request.app[STATE].app.engine.plan(task=task, tier=tier)
+    except RoutingError as e:
+        raise GatewayError(400, str(e), param="tier" if tier is not None else "task") from None
+    return _json(
+        {
+            "task": p.task,
+            "min_tier": p.min_tier,
+            "reasons": list(p.reasons),
+            "candidates": [
+                {
+                    "tier": c.tier,
+                    "model": c.ref,
+                    "max_tokens": c.max_tokens,
+                    "reasoning": c.reasoning,
+                    "requires_approval": c.requires_approval,
+                }
+                for c in p.candidates
+            ],
+            "skipped": [{"tier": s.tier, "model": s.ref, "reason": s.reason} for s in p.skipped],
+            "explain": p.explain(),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    body = request.app[STATE].metrics.render()
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    """OpenAI model list: one entry per route name."""
+    names = route_names(request.app[STATE].app.config)
+    return _json(
+        {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "openclaw"} for n in names
+            ],
+        }
+    )
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()  # over client_max_size → 413 via the error middleware
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise GatewayError(400, f"the body is not valid JSON: {e}") from None
+
+
+def _route_headers(rid: str, route_line: str) -> dict[str, str]:
+    return {"x-openclaw-request-id": rid, "x-openclaw-route": route_line}
+
+
+def _all_failed(e: AllAttemptsFailed, rid: str) -> GatewayError:
+    tried = len([a for a in e.attempts if a.outcome not in ("skipped", "denied")])
+    return GatewayError(
+        503,
+        str(e),
+        type_="server_error",
+        code="all_models_failed",
+        headers={
+            "x-should-retry": "false",
+            "x-openclaw-request-id": rid,
+            "x-openclaw-route": f"failed; attempts={tried}",
+        },
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI ``POST /v1/chat/completions``, JSON or SSE."""
+    st = request.app[STATE]
+    rid = new_request_id()
+    call = parse_chat(st.app.config, await _body(request), rid)
+    st.in_flight += 1
+    try:
+        if call.stream:
+            return await _stream(request, st, call.request, call.include_usage, rid)
+        try:
+            result = await st.app.engine.complete(call.request)
+        except AllAttemptsFailed as e:
+            raise _all_failed(e, rid) from None
+        except RoutingError as e:
+            raise GatewayError(400, str(e), param="model") from None
+        headers = _route_headers(rid, result.route_header())
+        headers["x-openclaw-cost-usd"] = f"{result.cost_usd:.8f}"
+        return _json(
+            completion_json(
+                rid,
+                result.answered_by.ref,
+                result.content,
+                result.finish_reason,
+                result.answered_by.usage,
+            ),
+            headers=headers,
+        )
+    finally:
+        st.in_flight -= 1
+
+
+async def _stream(
+    request: web.Request, st: GatewayState, req: Any, include_usage: bool, rid: str
+) -> web.StreamResponse:
+    resp: web.StreamResponse | None = None
+    writer = ChunkWriter(rid, "", include_usage)
+    first = True
+    try:
+        async with aclosing(st.app.engine.stream(req)) as items:
+            async for item in items:
+                if isinstance(item, Started):
+                    writer.model = item.ref
+                    resp = web.StreamResponse(
+                        headers=SSE_HEADERS | _route_headers(rid, item.route_header())
+                    )
+                    await resp.prepare(request)
+                elif isinstance(item, StreamDelta):
+                    assert resp is not None
+                    await resp.write(writer.delta(item.content, first=first))
+                    first = False
+                elif isinstance(item, Result):
+                    assert resp is not None
+                    await resp.write(writer.finish(item.finish_reason, item.answered_by.usage))
+    except AllAttemptsFailed as e:
+        raise _all_failed(e, rid) from None
+    except RoutingError as e:
+        raise GatewayError(400, str(e), param="model") from None
+    except ProviderError as e:  # broke after the first byte: say so in the stream
+        assert resp is not None
+        await resp.write(ChunkWriter.error(f"the upstream stream broke: {e}", "stream_interrupted"))
+    except ConnectionError:  # the client went away; the engine recorded what it had
+        assert resp is not None
+        return resp
+    assert resp is not None
+    await resp.write_eof()
+    return resp

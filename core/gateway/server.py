@@ -1,0 +1,179 @@
+"""The gateway's aiohttp application: middlewares (errors, metrics, auth) and lifecycle."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from core.app import App
+from core.errors import OpenClawError
+from core.gateway import handlers as h
+from core.gateway.auth import FailureLimiter, token_matches
+from core.gateway.openai_api import GatewayError
+
+log = logging.getLogger("openclaw.gateway")
+
+OPEN_PATHS = frozenset({"/health", "/readyz"})  # liveness and readiness need no token
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class PortInUse(OpenClawError):
+    """The gateway's port is taken."""
+
+
+def _error_response(e: GatewayError) -> web.Response:
+    return web.json_response(e.body(), status=e.status, headers=e.headers)
+
+
+def _from_http(e: web.HTTPException) -> GatewayError:
+    if e.status == 413:
+        return GatewayError(
+            413, f"the request body is larger than the limit: {e.text}", code="request_too_large"
+        )
+    if e.status == 404:
+        return GatewayError(404, "no such endpoint (see README for the list)", code="not_found")
+    if e.status == 405:
+        return GatewayError(405, "method not allowed on this endpoint", code="method_not_allowed")
+    return GatewayError(e.status, e.reason)
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: every error becomes OpenAI-shaped JSON; every request is counted."""
+    st = request.app[h.STATE]
+    t0 = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        limit = st.app.config.gateway.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise GatewayError(
+                413, f"the request body is larger than {limit} bytes", code="request_too_large"
+            )
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except GatewayError as e:
+        status = e.status
+        return _error_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        err = _from_http(e)
+        status = err.status
+        return _error_response(err)
+    except Exception:
+        log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+        return _error_response(
+            GatewayError(
+                500,
+                "internal error; see the server log",
+                type_="server_error",
+                code="internal_error",
+            )
+        )
+    finally:
+        st.metrics.observe_request(route, status, time.perf_counter() - t0)
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Everything but liveness/readiness needs the bearer token; guessing gets 429."""
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    st = request.app[h.STATE]
+    addr = request.remote or "unknown"
+    now = time.monotonic()
+    wait = st.limiter.blocked_for(addr, now)
+    if wait:
+        raise GatewayError(
+            429,
+            "too many failed authentications from this address; retry later",
+            type_="rate_limit_error",
+            code="auth_rate_limited",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    if not token_matches(request.headers.get("Authorization"), st.token):
+        st.limiter.fail(addr, now)
+        raise GatewayError(
+            401,
+            "missing or invalid bearer token: send 'Authorization: Bearer "
+            "<token>' (OPENCLAW_GATEWAY_TOKEN or the token file serve printed)",
+            code="invalid_api_key",
+        )
+    return await handler(request)
+
+
+def create_app(app: App, token: str) -> web.Application:
+    """The aiohttp application serving every gateway endpoint."""
+    cfg = app.config.gateway
+    web_app = web.Application(
+        middlewares=[errors_and_metrics, bearer_auth], client_max_size=cfg.max_body_bytes
+    )
+    web_app[h.STATE] = h.GatewayState(
+        app,
+        token,
+        FailureLimiter(cfg.auth_max_failures, cfg.auth_window_s),
+        app.metrics,
+        time.monotonic(),
+    )
+    r = web_app.router
+    r.add_get("/health", h.health)
+    r.add_get("/readyz", h.readyz)
+    r.add_get("/api/status", h.status)
+    r.add_get("/api/usage", h.usage)
+    r.add_get("/api/route", h.route)
+    r.add_get("/metrics", h.metrics)
+    r.add_get("/v1/models", h.models)
+    r.add_post("/v1/chat/completions", h.chat_completions)
+    return web_app
+
+
+class Gateway:
+    """Runs the gateway on host:port until stopped."""
+
+    def __init__(self, app: App, token: str, host: str, port: int) -> None:
+        self.web_app = create_app(app, token)
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind and serve. Raises PortInUse with what to do."""
+        runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {self.port} on {self.host} is already in use (another openclaw "
+                    "serve?): stop that process, or choose another port with --port or "
+                    "[gateway] port"
+                ) from None
+            raise
+        self._runner = runner
+        for addr in runner.addresses:
+            if isinstance(addr, tuple):
+                self.port = int(addr[1])
+                break
+        self.web_app[h.STATE].port = self.port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop accepting, let running requests finish briefly, close."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

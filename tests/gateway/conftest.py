@@ -1,0 +1,82 @@
+"""A running gateway in front of the fake LLM server, on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.app import App
+from core.gateway import Gateway
+from core.settings import Settings
+from tests.configs import make_config
+from tests.fakes.llm import FakeLLM
+
+TOKEN = "test-gateway-token-0123456789"
+API = {
+    "local": "ollama",
+    "flash": "google-generative-ai",
+    "deep": "openai-completions",
+    "deep2": "openai-completions",
+    "opus": "anthropic-messages",
+}
+
+
+@dataclass
+class Running:
+    app: App
+    gateway: Gateway
+    fake: FakeLLM
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def http(self, token: str | None = TOKEN) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+    async def rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.app.store.fetchall("SELECT * FROM attempts")]
+
+
+GatewayFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    started: list[Running] = []
+
+    async def start(
+        urls: dict[str, str] | None = None,
+        settings: Settings | None = None,
+        port: int = 0,
+        **overrides: Any,
+    ) -> Running:
+        base = {name: fake_llm.base_url(api) for name, api in API.items()} | (urls or {})
+        cfg = make_config(base, **overrides)
+        settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+        app = await App.open(cfg, settings, tmp_path / f"gw{len(started)}.db")
+        gw = Gateway(app, TOKEN, "127.0.0.1", port)
+        try:
+            await gw.start()
+        except BaseException:
+            await app.close()
+            raise
+        running = Running(app, gw, fake_llm)
+        started.append(running)
+        return running
+
+    yield start
+    for r in started:
+        await r.gateway.stop()
+        await r.app.close()
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> Running:
+    return await start_gateway()

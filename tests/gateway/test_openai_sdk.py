@@ -1,0 +1,187 @@
+"""The gateway driven by the official openai SDK, sync and async, JSON and SSE."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+from tests.fakes.llm import Reply, echo
+from tests.gateway.conftest import TOKEN, Running
+
+
+def client(gw: Running, **kw: object) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=TOKEN, **kw)  # type: ignore[arg-type]
+
+
+async def test_non_stream_completion_with_usage_and_route_header(gateway: Running) -> None:
+    gateway.fake.script("qwen3:14b", Reply(text="Hello!", input_tokens=11, output_tokens=2))
+    async with client(gateway) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}],
+        )
+        completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "Hello!"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "local/qwen3:14b"
+    assert completion.usage is not None
+    assert (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        completion.usage.total_tokens,
+    ) == (11, 2, 13)
+    assert raw.headers["x-openclaw-route"] == "tier=0; model=local/qwen3:14b; attempts=1"
+    assert raw.headers["x-openclaw-request-id"].startswith("req_")
+
+
+async def test_stream_with_include_usage(gateway: Running) -> None:
+    gateway.fake.script("qwen3:14b", Reply(status=503))
+    gateway.fake.script(
+        "gemini-flash", Reply(text="streaming answer text", input_tokens=7, output_tokens=3)
+    )
+    async with client(gateway) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="task:chat",
+            messages=[{"role": "user", "content": "go"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        assert raw.headers["x-openclaw-route"] == "tier=1; model=flash/gemini-flash; attempts=2"
+        chunks = [chunk async for chunk in raw.parse()]
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == "streaming answer text"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishing = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert [ch.choices[0].finish_reason for ch in finishing] == ["stop"]
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (7, 3)
+    assert all(ch.usage is None for ch in chunks[:-1])
+    assert all(ch.object == "chat.completion.chunk" for ch in chunks)
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk(gateway: Running) -> None:
+    async with client(gateway) as c:
+        stream = await c.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        chunks = [ch async for ch in stream]
+    assert all(ch.choices for ch in chunks)
+
+
+async def test_sync_client(gateway: Running) -> None:
+    gateway.fake.default = echo
+
+    def call() -> tuple[str | None, list[str]]:
+        with openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN) as c:
+            done = c.chat.completions.create(
+                model="tier:2",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "part one, "},
+                            {"type": "text", "text": "two"},
+                        ],
+                    }
+                ],
+                max_completion_tokens=50,
+                temperature=0.2,
+            )
+            stream = c.chat.completions.create(
+                model="tier:2", messages=[{"role": "user", "content": "sync stream"}], stream=True
+            )
+            pieces = [ch.choices[0].delta.content or "" for ch in stream if ch.choices]
+        return done.choices[0].message.content, pieces
+
+    content, pieces = await asyncio.to_thread(call)
+    assert content == "part one, two"
+    assert "".join(pieces) == "sync stream"
+    first = next(r for r in gateway.fake.requests if r.model == "deepseek-chat")
+    assert first.body["max_tokens"] == 50 and first.body["temperature"] == 0.2
+
+
+async def test_models_list_names_every_route(gateway: Running) -> None:
+    async with client(gateway) as c:
+        ids = [m.id async for m in c.models.list()]
+    assert ids[0] == "auto"
+    assert {"task:chat", "task:summarize", "tier:0", "tier:3"} <= set(ids)
+
+
+async def test_unknown_model_is_404_listing_valid_ones(gateway: Running) -> None:
+    async with client(gateway) as c:
+        with pytest.raises(openai.NotFoundError) as info:
+            await c.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+            )
+    err = info.value.body
+    assert isinstance(err, dict)
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    assert "task:chat" in err["message"] and "tier:1" in err["message"]
+
+
+async def test_wrong_token_is_401(gateway: Running) -> None:
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="wrong") as c:
+        with pytest.raises(openai.AuthenticationError):
+            await c.models.list()
+
+
+async def test_all_failed_is_503_and_the_sdk_does_not_retry(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = await start_gateway(approvals={"default": "deny"})
+    for model in ("qwen3:14b", "gemini-flash", "deepseek-chat", "deepseek-backup"):
+        gw.fake.script(model, Reply(status=500), Reply(status=500), Reply(status=500))
+    async with client(gw, max_retries=2) as c:
+        with pytest.raises(openai.InternalServerError) as info:
+            await c.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "x"}]
+            )
+    assert info.value.status_code == 503
+    assert info.value.response.headers["x-should-retry"] == "false"
+    body = info.value.body
+    assert isinstance(body, dict) and body["code"] == "all_models_failed"
+    assert "opus/claude-opus: denied" in body["message"]
+    assert len(gw.fake.requests) == 4  # one pass over the pyramid, no SDK retries
+
+
+async def test_stream_broken_after_first_byte_raises_in_the_sdk(gateway: Running) -> None:
+    gateway.fake.script("qwen3:14b", Reply(text="partial words", abort_stream=True))
+    got = []
+    async with client(gateway) as c:
+        stream = await c.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="stream broke"):
+            async for ch in stream:
+                got.append(ch)
+    assert got  # it had begun
+    (row,) = await gateway.rows()
+    assert row["outcome"] == "unavailable"
+
+
+async def test_user_is_recorded_as_caller(gateway: Running) -> None:
+    async with client(gateway) as c:
+        await c.chat.completions.create(
+            model="auto", user="cron-box", messages=[{"role": "user", "content": "x"}]
+        )
+    (row,) = await gateway.rows()
+    assert row["caller"] == "cron-box"
+
+
+async def test_each_request_is_its_own_session(gateway: Running) -> None:
+    gateway.fake.default = echo
+    prompts = [f"secret-{i}-" + "x" * i for i in range(12)]
+    async with client(gateway) as c:
+        answers = await asyncio.gather(
+            *[
+                c.chat.completions.create(model="auto", messages=[{"role": "user", "content": p}])
+                for p in prompts
+            ]
+        )
+    assert [a.choices[0].message.content for a in answers] == prompts
+    for rec in gateway.fake.requests:  # no upstream call saw another caller's text
+        texts = "".join(rec.texts())
+        assert sum(p in texts for p in prompts) == 1

@@ -73,7 +73,8 @@ class Store:
         """Open (creating if needed) the database and apply pending migrations."""
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        # autocommit: each write is its own transaction, one trip to the SQLite thread
+        db = await aiosqlite.connect(path, isolation_level=None)
         try:
             db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA journal_mode=WAL")
@@ -95,12 +96,17 @@ class Store:
         for name, fn in MIGRATIONS:
             if name in done:
                 continue
-            await fn(self.db)
-            await self.db.execute(
-                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                (name, utcnow_iso()),
-            )
-            await self.db.commit()
+            await self.db.execute("BEGIN")
+            try:
+                await fn(self.db)
+                await self.db.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                    (name, utcnow_iso()),
+                )
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     async def applied_migrations(self) -> list[str]:
         """Names of the migrations applied, in order."""
@@ -108,16 +114,19 @@ class Store:
         return [r[0] for r in rows]
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one write and commit it."""
-        async with self._write_lock:
-            await self.db.execute(sql, params)
-            await self.db.commit()
+        """Run one write (committed on return)."""
+        await self.db.execute(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one write per row, committed together."""
         async with self._write_lock:
-            await self.db.executemany(sql, rows)
-            await self.db.commit()
+            await self.db.execute("BEGIN")
+            try:
+                await self.db.executemany(sql, rows)
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Run a query and return every row."""

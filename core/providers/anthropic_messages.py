@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from core.providers.base import (
     Chunk,
@@ -157,7 +157,7 @@ class AnthropicMessages(Provider):
         """A whole message: its content blocks and usage."""
         return [_parse_message(data)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    async def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
         """message_start … content_block_delta … message_delta, message_stop."""
         async for event in iter_sse(response):
             yield _parse_event(event.event, load_json(event.data))

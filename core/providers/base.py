@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from core.config import ProviderConfig
 from core.errors import ErrorKind, ProviderError
@@ -154,7 +154,7 @@ def kind_for_status(status: int) -> ErrorKind:
 def parse_retry_after(headers: Mapping[str, str], now: datetime) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
 
-    ``headers`` must look keys up case-insensitively (httpx.Headers does).
+    ``headers`` must look keys up case-insensitively (aiohttp's CIMultiDict does).
     """
     millis = headers.get("retry-after-ms")
     if millis:
@@ -241,11 +241,19 @@ def as_count(value: Any, what: str) -> int:
     return value
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The body's lines, decoded, without their line ends."""
+    try:
+        async for raw in response.content:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    except ValueError as e:  # aiohttp refuses lines over its buffer limit
+        raise Malformed(f"stream line too long: {e}") from None
+
+
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
     """Server-sent events of a streamed response (``event:``/``data:`` lines)."""
     event, data = "", list[str]()
-    async for raw in response.aiter_lines():
-        line = raw.rstrip("\r\n")
+    async for line in _lines(response):
         if not line:
             if data:
                 yield SSEEvent(event or "message", "\n".join(data))
@@ -263,14 +271,14 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
         yield SSEEvent(event or "message", "\n".join(data))
 
 
-async def iter_ndjson(response: httpx.Response) -> AsyncIterator[Any]:
+async def iter_ndjson(response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
     """JSON values of a newline-delimited JSON stream."""
-    async for line in response.aiter_lines():
+    async for line in _lines(response):
         if line.strip():
             yield load_json(line)
 
 
-def _media_type(response: httpx.Response) -> str:
+def _media_type(response: aiohttp.ClientResponse) -> str:
     media: str = response.headers.get("content-type", "")
     return media.split(";")[0].strip().lower()
 
@@ -289,13 +297,23 @@ class Provider(ABC):
         name: str,
         config: ProviderConfig,
         *,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession],
         api_key: str | None = None,
     ) -> None:
         self.name = name
         self.config = config
-        self._client = client
+        # a factory defers building the session to the first call: aiohttp sessions
+        # belong to a running event loop, and a provider may be built before one runs
+        self._session = client if isinstance(client, aiohttp.ClientSession) else None
+        self._make_session = client if not isinstance(client, aiohttp.ClientSession) else None
         self._api_key = api_key
+
+    @property
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            assert self._make_session is not None
+            self._session = self._make_session()
+        return self._session
 
     # -- what each adapter provides ------------------------------------------------
 
@@ -312,7 +330,7 @@ class Provider(ABC):
         """Parse a whole (non-streamed) response body."""
 
     @abstractmethod
-    def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
         """Parse a streamed response, chunk by chunk, with the same parser as the body."""
 
     @abstractmethod
@@ -335,7 +353,7 @@ class Provider(ABC):
             for chunk in self.parse_body(data):
                 acc.add(chunk)
         acc.flush()
-        return acc.response(response.status_code, model)
+        return acc.response(response.status, model)
 
     async def stream(
         self, model: str, call: ModelCall
@@ -365,7 +383,7 @@ class Provider(ABC):
         tail = acc.flush()
         if tail is not None:
             yield tail
-        yield acc.response(response.status_code, model)
+        yield acc.response(response.status, model)
 
     async def list_models(self) -> list[str]:
         """The model ids the upstream offers (used by ``openclaw doctor``). Raises ProviderError."""
@@ -375,8 +393,9 @@ class Provider(ABC):
             return self.parse_models(data)
 
     async def aclose(self) -> None:
-        """Close the pooled HTTP client."""
-        await self._client.aclose()
+        """Close the pooled HTTP client (if it was ever opened)."""
+        if self._session is not None:
+            await self._session.close()
 
     # -- the one place failures are mapped -------------------------------------------
 
@@ -395,27 +414,27 @@ class Provider(ABC):
             kind, self.name, model, detail, status=status, retry_after_s=retry_after_s
         )
 
-    def _transport_error(
-        self, model: str, exc: httpx.HTTPError, *, in_stream: bool
-    ) -> ProviderError:
+    def _transport_error(self, model: str, exc: Exception, *, in_stream: bool) -> ProviderError:
         what = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        if isinstance(exc, httpx.TimeoutException):
-            return self._error("timeout", model, what)
-        if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        if isinstance(exc, TimeoutError):  # aiohttp's connect/read timeouts subclass it
+            return self._error("timeout", model, what or "TimeoutError")
+        if isinstance(exc, aiohttp.ClientConnectorError):
             return self._error("refused", model, what)
-        if isinstance(exc, httpx.UnsupportedProtocol):
+        if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
             return self._error("bad_request", model, f"{what}: check base_url")
         if in_stream:
             return self._error("stream_cut", model, what)
         # the connection broke before any response: the server side failed
         return self._error("server_error", model, what)
 
-    def _status_error(self, model: str, response: httpx.Response, body: bytes) -> ProviderError:
-        status = response.status_code
+    def _status_error(
+        self, model: str, response: aiohttp.ClientResponse, body: bytes
+    ) -> ProviderError:
+        status = response.status
         return self._error(
             kind_for_status(status),
             model,
-            error_detail(body) or response.reason_phrase,
+            error_detail(body) or response.reason or "",
             status=status,
             retry_after_s=parse_retry_after(response.headers, datetime.now(UTC)),
         )
@@ -431,46 +450,48 @@ class Provider(ABC):
             # reported inside a 200 answer: no HTTP status of its own. ``from None``:
             # the cause would carry the unredacted text into logged tracebacks
             raise self._error(kind_for_status(e.status), model, e.detail) from None
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(model, e, in_stream=in_stream) from e
 
     @asynccontextmanager
-    async def _open(self, model: str, method: str, call: HttpCall) -> AsyncIterator[httpx.Response]:
+    async def _open(
+        self, model: str, method: str, call: HttpCall
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        url = self.config.resolved_base_url + call.path
         try:
-            request = self._client.build_request(
+            response = await self._client.request(
                 method,
-                call.path,
+                url,
                 json=call.body,
                 params=call.params or None,
                 headers=self.auth_headers(),
             )
-        except httpx.InvalidURL as e:
-            raise self._error("bad_request", model, f"invalid URL: {e}: check base_url") from e
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            if isinstance(e, ValueError) and not isinstance(e, aiohttp.ClientError):
+                raise self._error("bad_request", model, f"invalid URL: {e}: check base_url") from e
             raise self._transport_error(model, e, in_stream=False) from e
         try:
-            if not 200 <= response.status_code < 300:
+            if not 200 <= response.status < 300:
                 body = b""
-                with suppress(httpx.HTTPError):  # the status alone says enough
-                    body = await response.aread()
+                with suppress(aiohttp.ClientError, TimeoutError):  # the status alone says enough
+                    body = await response.read()
                 raise self._status_error(model, response, body)
             yield response
         finally:
-            await response.aclose()
+            # an unfinished body closes the connection instead of returning it to the pool
+            response.release()
 
-    async def _read_json(self, model: str, response: httpx.Response) -> Any:
+    async def _read_json(self, model: str, response: aiohttp.ClientResponse) -> Any:
         self._check_media_type(model, response, ("application/json",))
         try:
-            body = await response.aread()
-        except httpx.HTTPError as e:
+            body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(model, e, in_stream=True) from e
         with self._mapped(model):
             return load_json(body)
 
     def _check_media_type(
-        self, model: str, response: httpx.Response, expected: tuple[str, ...]
+        self, model: str, response: aiohttp.ClientResponse, expected: tuple[str, ...]
     ) -> None:
         media = _media_type(response)
         # a missing content-type is tolerated: some small servers omit it
@@ -480,5 +501,5 @@ class Provider(ABC):
                 "malformed",
                 model,
                 f"unexpected content-type {media!r} (wanted {' or '.join(expected)})",
-                status=response.status_code,
+                status=response.status,
             )

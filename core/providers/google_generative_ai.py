@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from core.providers.base import (
     Chunk,
@@ -143,7 +143,7 @@ class GoogleGenerativeAI(Provider):
         """A whole GenerateContentResponse."""
         return [_parse(data, streamed=False)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    async def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
         """SSE ``data:`` events, each a GenerateContentResponse; the last usage wins."""
         async for event in iter_sse(response):
             yield _parse(load_json(event.data), streamed=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from core.providers.base import (
     Chunk,
@@ -73,7 +73,7 @@ class Ollama(Provider):
         """A whole (``stream: false``) answer."""
         return [_parse(data, streamed=False)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    async def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
         """NDJSON lines; the one with ``done: true`` carries the counts."""
         async for data in iter_ndjson(response):
             chunk = _parse(data, streamed=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from core.providers.base import (
     Chunk,
@@ -102,7 +102,7 @@ class OpenAICompletions(Provider):
         """A whole chat.completion."""
         return [_parse(data, key="message", streamed=False)]
 
-    async def parse_stream(self, response: httpx.Response) -> AsyncGenerator[Chunk, None]:
+    async def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
         """chat.completion.chunk events; the usage comes in a last chunk without choices."""
         async for event in iter_sse(response):
             if event.data.strip() == "[DONE]":

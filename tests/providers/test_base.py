@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx
+import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from core.config import ProviderConfig
 from core.providers import PROVIDER_CLASSES, build_provider
@@ -59,7 +60,7 @@ def test_kind_for_status(status: int, kind: str) -> None:
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    assert parse_retry_after(httpx.Headers(headers), NOW) == expected
+    assert parse_retry_after(CIMultiDict(headers), NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -120,18 +121,20 @@ async def test_build_provider_configures_one_client() -> None:
     provider = build_provider("deep", cfg, "sk-1")
     try:
         client = provider._client
-        assert str(client.base_url) == "http://127.0.0.1:9/v1/"
-        assert client.timeout == httpx.Timeout(12, connect=2)
+        assert provider.config.resolved_base_url == "http://127.0.0.1:9/v1"
+        assert client.timeout == aiohttp.ClientTimeout(
+            total=None, connect=12, sock_connect=2, sock_read=12
+        )
         assert client.headers["x-team"] == "ops"
         assert (provider.name, provider.config, provider.api) == ("deep", cfg, "openai-completions")
     finally:
         await provider.aclose()
-    assert client.is_closed
+    assert client.closed
 
 
 async def test_default_base_url_is_used() -> None:
     provider = build_provider("anthropic", ProviderConfig(api="anthropic-messages"))
     try:
-        assert str(provider._client.base_url) == "https://api.anthropic.com"
+        assert provider.config.resolved_base_url == "https://api.anthropic.com"
     finally:
         await provider.aclose()

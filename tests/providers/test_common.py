@@ -127,7 +127,7 @@ async def test_client_is_reused_across_calls(
     client = provider._client
     await provider.complete("m", CALL)
     await collect(provider)
-    assert provider._client is client and not client.is_closed
+    assert provider._client is client and not client.closed
 
 
 @pytest.mark.parametrize("api", APIS)

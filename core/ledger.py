@@ -125,9 +125,9 @@ class Ledger:
     async def record(
         self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None
     ) -> None:
-        """Write one attempt row."""
+        """Write one attempt row (committed when this returns)."""
         u = attempt.usage
-        await self.store.execute(
+        await self.store.insert(
             "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
             " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
             " reasoning_tokens, cost_usd, streamed, caller)"

@@ -67,6 +67,8 @@ class Store:
         self.db = db
         self.path = path
         self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -115,18 +117,72 @@ class Store:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one write (committed on return)."""
-        await self.db.execute(sql, params)
+        async with self._write_lock:
+            await self.db.execute(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one write per row, committed together."""
         async with self._write_lock:
-            await self.db.execute("BEGIN")
-            try:
+            await self._transaction([(sql, list(rows))])
+
+    async def insert(self, sql: str, row: Sequence[Any]) -> None:
+        """Write one row, committed when this returns (group commit).
+
+        Rows that arrive while a write is in flight share the next transaction, so
+        under load one commit (and one trip to the SQLite thread per statement
+        kind) serves many callers; alone, a row costs one autocommit. A caller that
+        is cancelled while waiting does not take its row with it.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((sql, row, fut))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                async with self._write_lock:
+                    await self._write_batch(batch)
+        finally:
+            self._flusher = None
+
+    async def _write_batch(
+        self, batch: list[tuple[str, Sequence[Any], asyncio.Future[None]]]
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                await self.db.execute(batch[0][0], batch[0][1])
+            else:
+                groups: dict[str, list[Sequence[Any]]] = {}
+                for sql, row, _ in batch:
+                    groups.setdefault(sql, []).append(row)
+                await self._transaction(list(groups.items()))
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0][2], error)
+                return
+            for sql, row, fut in batch:  # find the bad row; the others still land
+                try:
+                    await self.db.execute(sql, row)
+                except Exception as e:
+                    _settle(fut, e)
+                else:
+                    _settle(fut, None)
+            return
+        for _, _, fut in batch:
+            _settle(fut, None)
+
+    async def _transaction(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+        await self.db.execute("BEGIN")
+        try:
+            for sql, rows in groups:
                 await self.db.executemany(sql, rows)
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Run a query and return every row."""
@@ -142,5 +198,16 @@ class Store:
         return True
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Finish pending writes, then close the connection."""
+        if self._flusher is not None:
+            await self._flusher
         await self.db.close()
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

@@ -82,6 +82,7 @@ class Metrics:
         )
         self.cost = Counter("openclaw_cost_usd", "Cost in USD by model", ["model"], registry=r)
         r.register(_BreakerCollector(health, clock))
+        self._attempt_children: dict[tuple[str, str, str, str], Counter] = {}
 
     def observe_attempt(self, meta: RequestMeta, attempt: Attempt) -> None:
         """Count one attempt (called by the engine for every ledger row)."""

@@ -57,7 +57,9 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 
 def utcnow_iso(now: datetime | None = None) -> str:
     """A sortable UTC timestamp, as stored in every ``ts`` column."""
-    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    # isoformat is C code, several times cheaper than strftime on this per-row path
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class Store:

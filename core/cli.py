@@ -90,9 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # httpx logs every request URL at INFO: noise, a per-request cost, and a leak risk
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
     path: Path | None = None
     try:

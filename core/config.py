@@ -7,6 +7,7 @@ every problem is reported with its key and how to fix it.
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,10 +91,9 @@ class TierConfig(_Strict):
     requires_approval: bool = False
 
 
-class TaskConfig(_Strict):
-    """A task type: its minimum tier and the validators its answers must pass."""
+class Validators(_Strict):
+    """What an answer must pass beyond being non-empty; a failure escalates."""
 
-    tier: int = Field(ge=0)
     min_chars: int | None = Field(default=None, ge=1)
     json_: bool = Field(default=False, alias="json")
     json_keys: list[str] = Field(default_factory=list)
@@ -103,13 +103,22 @@ class TaskConfig(_Strict):
     @classmethod
     def _regex_compiles(cls, v: str | None) -> str | None:
         if v is not None:
-            import re
-
             try:
                 re.compile(v)
             except re.error as e:
                 raise ValueError(f"not a valid regular expression: {e}") from e
         return v
+
+    @property
+    def strict(self) -> bool:
+        """True when more than non-emptiness is checked (streams must then be held)."""
+        return self.min_chars is not None or self.json_ or bool(self.json_keys) or bool(self.regex)
+
+
+class TaskConfig(Validators):
+    """A task type: its minimum tier and the validators its answers must pass."""
+
+    tier: int = Field(ge=0)
 
 
 class RoutingConfig(_Strict):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
-from core.config import Config, split_model_ref
+from core.config import Config, Validators, split_model_ref
 from core.errors import AllAttemptsFailed, ProviderError
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price
@@ -120,6 +120,7 @@ class _State:
     request_id: str
     plan: Plan
     meta: RequestMeta
+    rules: Validators
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -160,15 +161,20 @@ class Engine:
             budget=self._budget(),
         )
 
-    async def complete(self, request: ChatRequest) -> Result:
-        """Answer a request; raises AllAttemptsFailed when no model could."""
-        async with aclosing(self._run(request, stream=False)) as items:
+    async def complete(self, request: ChatRequest, rules: Validators | None = None) -> Result:
+        """Answer a request; raises AllAttemptsFailed when no model could.
+
+        ``rules`` replace the task's validators (agents bring their own).
+        """
+        async with aclosing(self._run(request, stream=False, rules=rules)) as items:
             async for item in items:
                 if isinstance(item, Result):
                     return item
         raise AssertionError("engine run ended without a result")  # pragma: no cover
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamItem, None]:
+    def stream(
+        self, request: ChatRequest, rules: Validators | None = None
+    ) -> AsyncGenerator[StreamItem, None]:
         """Answer a request as a stream of content deltas followed by the Result.
 
         Failover happens before the first byte: nothing is yielded until a model
@@ -176,13 +182,15 @@ class Engine:
         the whole answer passed them). A ``Started`` event comes right before the
         first delta. A failure after that raises ProviderError.
         """
-        return self._run(request, stream=True)
+        return self._run(request, stream=True, rules=rules)
 
-    async def _run(self, req: ChatRequest, *, stream: bool) -> AsyncGenerator[StreamItem, None]:
+    async def _run(
+        self, req: ChatRequest, *, stream: bool, rules: Validators | None = None
+    ) -> AsyncGenerator[StreamItem, None]:
         p = self.plan(req.task, req.tier, req.max_tokens)
         rid = req.request_id or new_request_id()
         meta = RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller)
-        st = _State(rid, p, meta)
+        st = _State(rid, p, meta, rules or p.rules)
         st.attempts.extend(
             Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
         )
@@ -261,10 +269,8 @@ class Engine:
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
         call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
-        rules = st.plan.rules
-        hold = (
-            rules.min_chars is not None or rules.json_ or bool(rules.json_keys) or bool(rules.regex)
-        )
+        rules = st.rules
+        hold = rules.strict
         committed = False
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from core.config import TaskConfig
+from core.config import Validators
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -16,7 +16,7 @@ def strip_fence(text: str) -> str:
     return m.group(1) if m else text
 
 
-def validate(content: str, rules: TaskConfig) -> str | None:
+def validate(content: str, rules: Validators) -> str | None:
     """Return why ``content`` is unusable for a task with these rules, or None if it passes."""
     if not content.strip():
         return "empty answer"

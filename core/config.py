@@ -7,14 +7,21 @@ every problem is reported with its key and how to fix it.
 from __future__ import annotations
 
 import logging
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
+from core.config_agents import (
+    AgentConfig,
+    AlertsConfig,
+    ChannelsConfig,
+    DeliveryConfig,
+    check_agents,
+)
+from core.config_common import StrictModel, Validators
 from core.errors import ConfigError, ConfigProblem
 
 log = logging.getLogger("openclaw.config")
@@ -29,8 +36,7 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class GatewayConfig(_Strict):
@@ -91,30 +97,6 @@ class TierConfig(_Strict):
     requires_approval: bool = False
 
 
-class Validators(_Strict):
-    """What an answer must pass beyond being non-empty; a failure escalates."""
-
-    min_chars: int | None = Field(default=None, ge=1)
-    json_: bool = Field(default=False, alias="json")
-    json_keys: list[str] = Field(default_factory=list)
-    regex: str | None = None
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"not a valid regular expression: {e}") from e
-        return v
-
-    @property
-    def strict(self) -> bool:
-        """True when more than non-emptiness is checked (streams must then be held)."""
-        return self.min_chars is not None or self.json_ or bool(self.json_keys) or bool(self.regex)
-
-
 class TaskConfig(Validators):
     """A task type: its minimum tier and the validators its answers must pass."""
 
@@ -146,6 +128,14 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tiers: list[TierConfig] = Field(min_length=1)
     tasks: dict[str, int | TaskConfig] = Field(default_factory=dict)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    def agent(self, name: str) -> AgentConfig | None:
+        """The agent with this name, if configured."""
+        return next((a for a in self.agents if a.name == name), None)
 
     # -- derived views -------------------------------------------------------
 
@@ -306,6 +296,7 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
                     'add base_url = "https://…/v1"',
                 )
             )
+    problems += check_agents(cfg.agents, cfg.channels, cfg.alerts, set(cfg.tasks), set(levels))
     # raise thinking models to the token floor: under it they answer nothing
     floor = cfg.routing.reasoning_floor
     raised: dict[str, ModelConfig] = {}

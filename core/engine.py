@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
-from core.config import Config, Validators, split_model_ref
+from core.config import Config, split_model_ref
+from core.config_common import Validators
 from core.errors import AllAttemptsFailed, ProviderError
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price

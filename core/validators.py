@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from core.config import Validators
+from core.config_common import Validators
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 

@@ -1,0 +1,231 @@
+"""Config models for agents, their inputs and subagents, delivery channels and alerts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from core.config_common import StrictModel, Validators
+from core.errors import ConfigProblem
+
+AgentKind = Literal["agentTurn", "systemEvent"]
+SessionMode = Literal["isolated", "shared"]
+
+
+_Strict = StrictModel
+
+
+class InputConfig(_Strict):
+    """One named input, gathered before the prompt renders: exactly one of http/command/file."""
+
+    http: str | list[str] | None = None  # GET; RSS/Atom → items, JSON → parsed, else text
+    command: list[str] | None = Field(default=None, min_length=1)  # argv, no shell
+    file: str | None = None
+    timeout_s: float = Field(default=15.0, gt=0)
+    max_items: int = Field(default=20, ge=1)  # per feed
+    max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InputConfig:
+        given = [k for k in ("http", "command", "file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an input needs exactly one of http, command or file")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http is not None else "command" if self.command else "file"
+
+
+class SubagentsConfig(_Strict):
+    """Fan out one child call per item of ``over`` (a dotted path in the template context)."""
+
+    over: str
+    prompt: str  # an inline jinja2 template; gets item, index, inputs, agent, now
+    task: str | None = None
+    tier: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    system: str | None = None
+
+
+class AgentConfig(_Strict):
+    """One scheduled (or on-demand) agent."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    task: str | None = None
+    tier: int | None = Field(default=None, ge=0)
+    kind: AgentKind = "agentTurn"
+    session: SessionMode = "isolated"
+    prompt: str | None = None  # a template path under templates/
+    message: str | None = None  # an inline template
+    system: str | None = None  # a system prompt (inline template)
+    schedule: str | None = None  # 5-field cron
+    timezone: str = "UTC"
+    enabled: bool = True
+    deliver: list[str] = Field(default_factory=lambda: ["log"])
+    validators: Validators | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=600.0, gt=0)
+    inputs: dict[str, InputConfig] = Field(default_factory=dict)
+    subagents: SubagentsConfig | None = None
+    catch_up_s: float = Field(default=6 * 3600.0, ge=0)  # 0 = never run a missed fire late
+    retry_interrupted: bool = True
+
+
+class SlackChannelConfig(_Strict):
+    webhook_url_env: str  # the incoming-webhook URL is a secret: it lives in the environment
+
+
+class WebhookChannelConfig(_Strict):
+    url: str | None = None
+    url_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookChannelConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a webhook needs exactly one of url or url_env")
+        return self
+
+
+class ChannelsConfig(_Strict):
+    slack: dict[str, SlackChannelConfig] = Field(default_factory=dict)
+    webhook: dict[str, WebhookChannelConfig] = Field(default_factory=dict)
+
+
+class DeliveryConfig(_Strict):
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_s: list[float] = Field(default_factory=lambda: [5, 30, 120, 600, 1800], min_length=1)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    claim_timeout_s: float = Field(default=120.0, gt=0)  # a claim older than this is retried
+
+
+class AlertsConfig(_Strict):
+    deliver: list[str] = Field(default_factory=lambda: ["log"])  # the admin target(s)
+    failures_before_alert: int = Field(default=2, ge=1)
+    failures_before_disable: int = Field(default=10, ge=1)
+
+
+TARGET_KINDS = ("telegram", "slack", "webhook", "log")
+
+
+def check_target(target: str, channels: ChannelsConfig) -> str | None:
+    """Why a delivery target is invalid, or None."""
+    kind, _, name = target.partition(":")
+    if target == "log":
+        return None
+    if kind == "telegram":
+        return None if name.lstrip("-").isdigit() else "telegram targets are telegram:<chat id>"
+    if kind == "slack":
+        return None if name in channels.slack else f"no [channels.slack.{name}] is configured"
+    if kind == "webhook":
+        return None if name in channels.webhook else f"no [channels.webhook.{name}] is configured"
+    return f"unknown target kind {kind!r}: use one of {', '.join(TARGET_KINDS)}"
+
+
+def check_agents(
+    agents: list[AgentConfig],
+    channels: ChannelsConfig,
+    alerts: AlertsConfig,
+    tasks: set[str],
+    levels: set[int],
+) -> list[ConfigProblem]:
+    """Cross-checks that need the rest of the config."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    problems: list[ConfigProblem] = []
+    seen: set[str] = set()
+    for i, a in enumerate(agents):
+        key = f"agents[{i}]"
+        if a.name in seen:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.name",
+                    f"agent {a.name!r} is defined twice",
+                    "give every agent a unique name",
+                )
+            )
+        seen.add(a.name)
+        if a.kind == "systemEvent" and a.session == "isolated":
+            problems.append(
+                ConfigProblem(
+                    f"{key}.session",
+                    f'agent {a.name}: isolated sessions need kind = "agentTurn" with a message or '
+                    "prompt",
+                    'set kind = "agentTurn", or session = "shared" for a systemEvent',
+                )
+            )
+        if (a.prompt is None) == (a.message is None):
+            problems.append(
+                ConfigProblem(
+                    f"{key}",
+                    f"agent {a.name}: needs exactly one of "
+                    "prompt (a template under templates/) or message",
+                    'add message = "…" or prompt = "prompts/x.j2"',
+                )
+            )
+        if a.task is not None and a.task not in tasks:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.task",
+                    f"task {a.task!r} is not in [tasks]",
+                    f"use one of: {', '.join(sorted(tasks))}",
+                )
+            )
+        if a.tier is not None and a.tier not in levels:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.tier",
+                    f"tier {a.tier} does not exist",
+                    f"use one of: {', '.join(map(str, sorted(levels)))}",
+                )
+            )
+        if a.task is not None and a.tier is not None:
+            problems.append(ConfigProblem(key, f"agent {a.name}: give task or tier, not both"))
+        try:
+            tz = ZoneInfo(a.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(
+                ConfigProblem(
+                    f"{key}.timezone",
+                    f"unknown timezone {a.timezone!r}",
+                    'use an IANA name like "Europe/Berlin"',
+                )
+            )
+            tz = None
+        if a.schedule is not None and tz is not None:
+            try:
+                CronTrigger.from_crontab(a.schedule, timezone=tz)
+            except ValueError as e:
+                problems.append(
+                    ConfigProblem(
+                        f"{key}.schedule",
+                        f"invalid cron {a.schedule!r}: {e}",
+                        'use 5 fields, e.g. "0 7 * * *"',
+                    )
+                )
+        for target in a.deliver:
+            why = check_target(target, channels)
+            if why:
+                problems.append(ConfigProblem(f"{key}.deliver", f"{target!r}: {why}"))
+        if a.subagents is not None:
+            sub = a.subagents
+            if sub.task is not None and sub.task not in tasks:
+                problems.append(
+                    ConfigProblem(f"{key}.subagents.task", f"task {sub.task!r} is not in [tasks]")
+                )
+            if sub.tier is not None and sub.tier not in levels:
+                problems.append(
+                    ConfigProblem(f"{key}.subagents.tier", f"tier {sub.tier} does not exist")
+                )
+    for target in alerts.deliver:
+        why = check_target(target, channels)
+        if why:
+            problems.append(ConfigProblem("alerts.deliver", f"{target!r}: {why}"))
+    return problems

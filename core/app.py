@@ -1,23 +1,41 @@
-"""Composition root: settings + config → store, ledger, health, providers, engine."""
+"""Composition root: settings + config → store, ledger, engine, agents, delivery."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
+from core.agent_state import AgentStates
+from core.agents import AgentRunner
 from core.config import Config, split_model_ref
+from core.delivery import (
+    Channel,
+    DeliveryWorker,
+    LogChannel,
+    Outbox,
+    SlackChannel,
+    WebhookChannel,
+    process_owner,
+)
 from core.engine import Engine
 from core.health import HealthBoard
 from core.ledger import Ledger
 from core.metrics import Metrics
 from core.providers import build_provider
 from core.providers.base import Provider
+from core.runs import Runs
+from core.scheduler import Scheduler
+from core.sessions import Sessions
 from core.settings import Settings
 from core.store import Store
+from core.templating import Templates
 
 log = logging.getLogger("openclaw.app")
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
@@ -27,6 +45,28 @@ def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
         if p.api_key_env and settings.secret(p.api_key_env) is None:
             out[name] = f"{p.api_key_env} is not set (add it to .env or the environment)"
     return out
+
+
+def templates_root(base_dir: Path) -> Path:
+    """``templates/`` beside the config file, else the one shipped with OpenClaw."""
+    local = base_dir / "templates"
+    return local if local.is_dir() else BUNDLED_TEMPLATES
+
+
+class _Http:
+    """One shared aiohttp session for inputs and outgoing channels, opened on first use."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(trust_env=False)
+        return self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
 
 @dataclass
@@ -41,13 +81,27 @@ class App:
     providers: dict[str, Provider]
     engine: Engine
     metrics: Metrics
+    runner: AgentRunner
+    outbox: Outbox
+    delivery: DeliveryWorker
+    scheduler: Scheduler
+    owner: str
+    http: _Http = field(default_factory=_Http)
 
     @classmethod
-    async def open(cls, config: Config, settings: Settings, db_path: Path | None = None) -> App:
-        """Open the store (migrations applied), build one client per provider, wire the engine.
+    async def open(
+        cls,
+        config: Config,
+        settings: Settings,
+        db_path: Path | None = None,
+        base_dir: Path | None = None,
+    ) -> App:
+        """Open the store (migrations applied), build one client per provider, wire the engine,
+        the agent runner and the delivery outbox.
 
         A provider whose API key variable is unset stays out of routing instead of
-        failing at request time.
+        failing at request time. ``base_dir`` (the CLI passes the config file's folder) is
+        where relative input files and ``templates/`` are looked up.
         """
         store = await Store.open(db_path or settings.openclaw_db)
         health = HealthBoard(config.routing)
@@ -65,10 +119,50 @@ class App:
         engine = Engine(
             config, providers, health=health, ledger=ledger, observers=[metrics.observe_attempt]
         )
-        return cls(config, settings, store, ledger, health, providers, engine, metrics)
+        base = base_dir or Path(".")
+        templates = Templates(templates_root(base))
+        outbox = Outbox(store, templates, config.delivery)
+        http = _Http()
+        owner = process_owner()
+        runner = AgentRunner(
+            config,
+            engine=engine,
+            runs=Runs(store),
+            states=AgentStates(store),
+            sessions=Sessions(store),
+            outbox=outbox,
+            templates=templates,
+            http=http,
+            owner=owner,
+            base_dir=base,
+        )
+        channels: dict[str, Channel] = {
+            "log": LogChannel(),
+            "slack": SlackChannel(config, settings, http()),
+            "webhook": WebhookChannel(config, settings, http()),
+        }
+        delivery = DeliveryWorker(outbox, channels, owner)
+        scheduler = Scheduler(config, runner, runner.states)
+        return cls(
+            config,
+            settings,
+            store,
+            ledger,
+            health,
+            providers,
+            engine,
+            metrics,
+            runner,
+            outbox,
+            delivery,
+            scheduler,
+            owner,
+            http,
+        )
 
     async def close(self) -> None:
-        """Close every provider client and the store."""
+        """Close every provider client, the shared HTTP session and the store."""
         for p in self.providers.values():
             await p.aclose()
+        await self.http.close()
         await self.store.close()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from core.config import Config, load_config
 from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
 from core.ledger import GROUPS, UsageReport, parse_since
+from core.runs import Run
 from core.settings import Settings
 from core.types import ChatRequest, Message, StreamDelta
 
@@ -65,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("check", help="validate and print the resolved config (secrets masked)")
 
     sub.add_parser("doctor", help="check the config and probe every provider")
+
+    sub.add_parser("agents", help="agents: schedule, next fire, last status, cost today")
+    run = sub.add_parser("run", help="run an agent now")
+    run.add_argument("agent")
+    run.add_argument("--message", "-m", help="extra text for this run")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="run it here and now; print status and output; exit 1 if it failed",
+    )
+    runs = sub.add_parser("runs", help="recent runs (of one agent)")
+    runs.add_argument("agent", nargs="?")
+    runs.add_argument("--limit", type=int, default=20)
+    show = sub.add_parser("run-show", help="one run in full: status, output, error, cost")
+    show.add_argument("run_id", type=int)
     return p
 
 
@@ -96,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _config_check(args, settings)
         config, path = _load(args, settings)
+        args.base_dir = path.resolve().parent  # inputs and templates/ are relative to it
         return _run(_COMMANDS[args.command](args, settings, config, path))
     except ConfigError as e:
         _print_config_error(e, path or args.config)
@@ -141,59 +156,24 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _with_app(args: argparse.Namespace, settings: Settings, config: Config) -> App:
-    return await App.open(config, settings, args.db)
+async def _with_app(
+    args: argparse.Namespace, settings: Settings, config: Config, path: Path | None = None
+) -> App:
+    return await App.open(config, settings, args.db, base_dir=args.base_dir)
 
 
 async def _serve(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    from core.gateway import Gateway, PortInUse
     from core.gateway.auth import resolve_token
+    from core.serve import serve
 
     host = config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     token, token_source = await asyncio.to_thread(resolve_token, settings, host)
-    app = await _with_app(args, settings, config)
-    gateway = Gateway(app, token, host, port)
-    stop = asyncio.Event()  # handlers first: a SIGTERM right after start-up still stops cleanly
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    app = await _with_app(args, settings, config, path)
     try:
-        try:
-            await gateway.start()
-        except PortInUse as e:
-            print(f"openclaw serve: {e}", file=sys.stderr)
-            return 1
-        print(f"openclaw {__version__} serving; config {path}; db {app.store.path}", flush=True)
-        print(f"gateway {gateway.url} (token from {token_source})", flush=True)
-        print(_route_table(app), flush=True)
-        print("(`openclaw doctor` probes each provider)", flush=True)
-        # what start-up built lives as long as the process: keep it out of every
-        # later collection, which shortens the pauses that show in tail latency
-        gc.collect()
-        gc.freeze()
-        await stop.wait()
-        print("openclaw: shutting down", flush=True)
+        return await serve(app, token, token_source, host, port, path)
     finally:
-        await gateway.stop()
         await app.close()
-    return 0
-
-
-def _route_table(app: App) -> str:
-    cfg = app.config
-    lines = ["Tiers:"]
-    blocked = app.health.snapshot(0.0).blocked
-    for t in sorted(cfg.tiers, key=lambda t: t.level):
-        flag = "  (requires approval)" if t.requires_approval else ""
-        lines.append(f"  tier {t.level}{flag}")
-        for ref in t.models:
-            state = f"unavailable: {blocked[ref]}" if ref in blocked else "routable"
-            lines.append(f"    {ref:<40} {state}")
-    lines.append("Tasks:")
-    for name in sorted(cfg.tasks, key=lambda n: (cfg.task_tier(n), n)):
-        lines.append(f"  {name:<16} → tier {cfg.task_tier(name)}")
-    return "\n".join(lines)
 
 
 async def _ask(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
@@ -201,7 +181,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
         Message("user", args.prompt)
     ]
     req = ChatRequest(tuple(messages), task=args.task, tier=args.tier, max_tokens=args.max_tokens)
-    app = await _with_app(args, settings, config)
+    app = await _with_app(args, settings, config, path)
     try:
         if args.stream:
             result = None
@@ -234,7 +214,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
 
 
 async def _route(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    app = await _with_app(args, settings, config)
+    app = await _with_app(args, settings, config, path)
     try:
         print(app.engine.plan(task=args.task, tier=args.tier).explain())
         return 0
@@ -251,7 +231,7 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
     except ValueError as e:
         print(f"openclaw usage: {e}", file=sys.stderr)
         return 2
-    app = await _with_app(args, settings, config)
+    app = await _with_app(args, settings, config, path)
     try:
         print(format_usage(await app.ledger.report(since, args.group), args.since))
         return 0
@@ -288,7 +268,7 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
     from core.doctor import probe
 
     print(f"config {path}: valid")
-    app = await _with_app(args, settings, config)
+    app = await _with_app(args, settings, config, path)
     try:
         results = await probe(config, app.providers, missing_keys(config, settings))
     finally:
@@ -306,7 +286,117 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
     return 0 if all(r.ok for r in results) else 1
 
 
-_COMMANDS = {"serve": _serve, "ask": _ask, "route": _route, "usage": _usage, "doctor": _doctor}
+async def _agents(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.overview import agents_overview
+
+    app = await _with_app(args, settings, config)
+    try:
+        rows = await agents_overview(app)
+    finally:
+        await app.close()
+    if not rows:
+        print("no agents configured (add [[agents]] to the config; see README)")
+        return 0
+    print(
+        f"{'agent':<24} {'schedule':<16} {'timezone':<16} {'next fire':<26} {'last':<12}"
+        f" {'today $':>9}"
+    )
+    for r in rows:
+        state = r["last_status"] or "-"
+        nxt = r["next_fire"] or ("disabled" if not r["enabled"] else "-")
+        print(
+            f"{r['name']:<24} {r['schedule'] or 'on demand':<16} {r['timezone']:<16}"
+            f" {nxt[:25]:<26} {state:<12} {r['cost_today_usd']:>9.4f}"
+        )
+        if r["disabled_reason"]:
+            print(f"  disabled: {r['disabled_reason']}")
+    return 0
+
+
+def _print_run(run: Run, full: bool) -> None:
+    print(
+        f"run {run.id}: {run.agent} [{run.trigger}] {run.status}"
+        + (f" (rerun of {run.parent_run})" if run.parent_run else "")
+        + f", ${run.cost_usd:.6f}"
+        + (f", {run.route}" if run.route else "")
+    )
+    if full:
+        print(
+            f"created {run.created_at}; started {run.started_at or '-'}; finished "
+            f"{run.finished_at or '-'}; session {run.session_id or '-'}"
+        )
+    if run.error:
+        print(f"error: {run.error}")
+    if run.output and full:
+        print(run.output)
+
+
+async def _run_agent(
+    args: argparse.Namespace, settings: Settings, config: Config, path: Path
+) -> int:
+    from core.agents import UnknownAgent
+
+    app = await _with_app(args, settings, config)
+    try:
+        try:
+            app.runner.agent(args.agent)
+        except UnknownAgent as e:
+            print(f"openclaw run: {e}", file=sys.stderr)
+            return 2
+        if not args.wait:  # queued: a running serve takes it within a second
+            rid = await app.runner.runs.create(args.agent, "cli", message=args.message)
+            print(
+                f"queued run {rid} of {args.agent}; a running `openclaw serve` starts it "
+                f"(see `openclaw run-show {rid}`; use --wait to run it here instead)"
+            )
+            return 0
+        run = await app.runner.run(args.agent, "cli", message=args.message)
+        await app.delivery.drain(run_id=run.id)
+        _print_run(run, full=True)
+        return 0 if run.status in ("ok", "late") else 1
+    finally:
+        await app.close()
+
+
+async def _runs(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    app = await _with_app(args, settings, config)
+    try:
+        runs = await app.runner.runs.recent(args.agent, args.limit)
+    finally:
+        await app.close()
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        _print_run(run, full=False)
+    return 0
+
+
+async def _run_show(
+    args: argparse.Namespace, settings: Settings, config: Config, path: Path
+) -> int:
+    app = await _with_app(args, settings, config)
+    try:
+        run = await app.runner.runs.get(args.run_id)
+    finally:
+        await app.close()
+    if run is None:
+        print(f"openclaw run-show: no run {args.run_id}", file=sys.stderr)
+        return 2
+    _print_run(run, full=True)
+    return 0
+
+
+_COMMANDS = {
+    "serve": _serve,
+    "ask": _ask,
+    "route": _route,
+    "usage": _usage,
+    "doctor": _doctor,
+    "agents": _agents,
+    "run": _run_agent,
+    "runs": _runs,
+    "run-show": _run_show,
+}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

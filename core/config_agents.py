@@ -99,7 +99,9 @@ class ChannelsConfig(_Strict):
 
 class DeliveryConfig(_Strict):
     max_attempts: int = Field(default=8, ge=1)
-    backoff_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0], min_length=1)
+    backoff_s: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0], min_length=1
+    )
     poll_interval_s: float = Field(default=1.0, gt=0)
     claim_timeout_s: float = Field(default=120.0, gt=0)  # a claim older than this is retried
 

@@ -49,9 +49,83 @@ async def _m002_attempts_caller(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN caller TEXT")
 
 
+async def _m003_agents(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            parent_run INTEGER,
+            status TEXT NOT NULL,
+            scheduled_for TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            session_id TEXT,
+            message TEXT,
+            output TEXT,
+            error TEXT,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            route TEXT,
+            owner TEXT
+        )"""
+    )
+    await db.execute("CREATE INDEX runs_agent ON runs (agent, id)")
+    await db.execute("CREATE INDEX runs_status ON runs (status)")
+    await db.execute(
+        """CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            agent TEXT,
+            run_id INTEGER,
+            parent_id TEXT,
+            mode TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            ts TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX messages_session ON messages (session_id, id)")
+    await db.execute(
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT,
+            external_id TEXT,
+            created_at TEXT NOT NULL,
+            delivered_at TEXT,
+            claimed_by TEXT,
+            claimed_at TEXT
+        )"""
+    )
+    await db.execute("CREATE INDEX outbox_due ON outbox (status, next_attempt_at)")
+    await db.execute(
+        """CREATE TABLE agent_state (
+            agent TEXT PRIMARY KEY,
+            last_fire TEXT,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            disabled_reason TEXT
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
+    ("003_agents", _m003_agents),
 ]
 
 
@@ -119,8 +193,12 @@ class Store:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one write (committed on return)."""
-        async with self._write_lock:
-            await self.db.execute(sql, params)
+        await self.write(sql, params)
+
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """Run one write (committed on return); returns (rows changed, last row id)."""
+        async with self._write_lock, self.db.execute(sql, params) as cur:
+            return cur.rowcount, cur.lastrowid
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one write per row, committed together."""

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from core import __version__
+from core.agents import AgentError, UnknownAgent
 from core.app import App
 from core.engine import Result, Started, new_request_id
 from core.errors import AllAttemptsFailed, ProviderError, RoutingError
@@ -24,6 +25,7 @@ from core.gateway.openai_api import (
 )
 from core.ledger import GROUPS, parse_since
 from core.metrics import Metrics
+from core.overview import agents_overview
 from core.types import StreamDelta
 
 SSE_HEADERS = {
@@ -120,7 +122,11 @@ async def status(request: web.Request) -> web.Response:
                 for t in sorted(cfg.tiers, key=lambda t: t.level)
             ],
             "models": models,
-            "queues": {"gateway_in_flight": st.in_flight},
+            "queues": {
+                "gateway_in_flight": st.in_flight,
+                **st.app.runner.queue_depths(),
+                "outbox_pending": await st.app.outbox.pending_count(),
+            },
         }
     )
 
@@ -302,3 +308,73 @@ async def _stream(
     assert resp is not None
     await resp.write_eof()
     return resp
+
+
+# -- agents and runs ---------------------------------------------------------------------
+
+
+async def agents(request: web.Request) -> web.Response:
+    """Every agent: schedule, next fire, enabled, last status, cost today."""
+    return _json({"agents": await agents_overview(request.app[STATE].app)})
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        raise GatewayError(400, "limit must be a number from 1 to 500", param="limit")
+    return int(raw)
+
+
+async def runs(request: web.Request) -> web.Response:
+    """Recent runs, newest first (``agent`` and ``limit`` filter)."""
+    app = request.app[STATE].app
+    agent = request.query.get("agent")
+    if agent is not None and app.config.agent(agent) is None:
+        raise GatewayError(404, f"no agent named {agent!r}", param="agent", code="not_found")
+    found = await app.runner.runs.recent(agent, _limit(request))
+    return _json({"runs": [r.as_dict() for r in found]})
+
+
+def _run_id(request: web.Request) -> int:
+    raw = request.match_info["run_id"]
+    if not raw.isdigit():
+        raise GatewayError(400, "run id must be a number", param="run_id")
+    return int(raw)
+
+
+async def run_detail(request: web.Request) -> web.Response:
+    """One run in full."""
+    run = await request.app[STATE].app.runner.runs.get(_run_id(request))
+    if run is None:
+        raise GatewayError(404, "no such run", code="not_found")
+    return _json(run.as_dict())
+
+
+async def start_run(request: web.Request) -> web.Response:
+    """Start an agent now (202 with the run id; poll ``/api/runs/{id}``)."""
+    app = request.app[STATE].app
+    name = request.match_info["name"]
+    body: Any = {}
+    if request.can_read_body:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise GatewayError(400, "the body must be a JSON object")
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise GatewayError(400, "message must be a string", param="message")
+    try:
+        rid = await app.runner.start(name, "api", message=message)
+    except UnknownAgent as e:
+        raise GatewayError(404, str(e), code="not_found") from None
+    return _json({"run_id": rid, "status": "queued", "agent": name}, 202)
+
+
+async def rerun(request: web.Request) -> web.Response:
+    """Run the same agent again with the same message, linked to the old run."""
+    app = request.app[STATE].app
+    old = _run_id(request)
+    try:
+        rid = await app.runner.rerun(old)
+    except (AgentError, UnknownAgent) as e:
+        raise GatewayError(404, str(e), code="not_found") from None
+    return _json({"run_id": rid, "status": "queued", "parent_run": old}, 202)

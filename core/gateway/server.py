@@ -132,6 +132,11 @@ def create_app(app: App, token: str) -> web.Application:
     r.add_get("/metrics", h.metrics)
     r.add_get("/v1/models", h.models)
     r.add_post("/v1/chat/completions", h.chat_completions)
+    r.add_get("/api/agents", h.agents)
+    r.add_post("/api/agents/{name}/run", h.start_run)
+    r.add_get("/api/runs", h.runs)
+    r.add_get("/api/runs/{run_id}", h.run_detail)
+    r.add_post("/api/runs/{run_id}/rerun", h.rerun)
     return web_app
 
 

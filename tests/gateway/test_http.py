@@ -159,7 +159,14 @@ async def test_status_has_health_and_no_secrets(
     assert local["api"] == "ollama" and local["tier"] == 0
     flash = next(m for m in body["models"] if m["model"] == "flash/gemini-flash")
     assert flash["state"] == "closed" and flash["last_latency_ms"] > 0
-    assert body["queues"] == {"gateway_in_flight": 0}
+    assert body["queues"] == {
+        "gateway_in_flight": 0,
+        "agents_waiting": 0,
+        "agents_running": 0,
+        "subagents_waiting": 0,
+        "subagents_running": 0,
+        "outbox_pending": 0,
+    }
 
 
 async def test_readyz_503_names_what_is_down(start_gateway: GatewayFactory) -> None:

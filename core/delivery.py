@@ -1,0 +1,339 @@
+"""The delivery outbox: rows written before anything is sent, sent by a worker, confirmed.
+
+A row moves pending → sending (claimed by one process) → delivered (with the
+channel's confirmation: Telegram ``message_id``, Slack's 200) or back to pending
+with a backoff, or failed after ``max_attempts``. A claim older than
+``claim_timeout_s`` goes back to pending: that is the one window in which a
+message can be sent twice — a crash after the channel accepted it and before
+the confirmation was stored — and it is as narrow as one database write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import aiohttp
+
+from core.config import Config
+from core.config_agents import DeliveryConfig
+from core.errors import OpenClawError
+from core.settings import Settings
+from core.store import Store, utcnow_iso
+from core.templating import Templates
+
+log = logging.getLogger("openclaw.delivery")
+
+TEMPLATES = {
+    "telegram": "channels/telegram.html.j2",
+    "slack": "channels/slack.j2",
+    "webhook": "channels/webhook.j2",
+    "log": "channels/log.j2",
+}
+CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
+
+
+class DeliveryError(OpenClawError):
+    """A send failed. ``permanent`` ones are not retried; ``retry_after_s`` is honoured."""
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after_s = retry_after_s
+
+
+class ChannelUnavailable(OpenClawError):
+    """The channel is not configured (yet): the row waits, it is not an attempt."""
+
+
+class Channel(Protocol):
+    async def send(self, name: str, body: str) -> str:
+        """Send ``body`` to ``name`` (chat id, Slack name, webhook name); return a confirmation
+        id. Raise DeliveryError or ChannelUnavailable."""
+        ...
+
+
+def process_owner() -> str:
+    """An id for this process, for claims: host, pid and start time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+class LogChannel:
+    """Writes the message to the log (always available)."""
+
+    async def send(self, name: str, body: str) -> str:
+        """Log it; the confirmation is ``log``."""
+        log.info("deliver log: %s", body)
+        return "log"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        return float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+) -> tuple[int, str]:
+    try:
+        async with session.post(
+            url, data=data, headers=dict(headers), timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as r:
+            text = await r.text(errors="replace")
+            if r.status == 429 or r.status >= 500:
+                raise DeliveryError(
+                    f"HTTP {r.status}: {text[:200]}", retry_after_s=_retry_after(r.headers)
+                )
+            if r.status >= 400:
+                raise DeliveryError(f"HTTP {r.status}: {text[:200]}", permanent=True)
+            return r.status, text
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise DeliveryError(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+
+
+class SlackChannel:
+    """Slack incoming webhooks; the URL (a secret) comes from the environment."""
+
+    def __init__(self, config: Config, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.settings = settings
+        self.session = session
+
+    async def send(self, name: str, body: str) -> str:
+        """POST ``{"text": body}`` (Slack mrkdwn); confirmed by Slack's 200."""
+        cfg = self.config.channels.slack[name]
+        url = self.settings.secret(cfg.webhook_url_env)
+        if url is None:
+            raise ChannelUnavailable(f"{cfg.webhook_url_env} is not set")
+        status, _ = await _post(
+            self.session,
+            url.get_secret_value(),
+            data=json.dumps({"text": body}).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout_s=15,
+        )
+        return f"slack:{status}"
+
+
+class WebhookChannel:
+    """POSTs the run's JSON to a configured URL."""
+
+    def __init__(self, config: Config, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.settings = settings
+        self.session = session
+
+    async def send(self, name: str, body: str) -> str:
+        """POST the stored JSON body; any 2xx confirms."""
+        cfg = self.config.channels.webhook[name]
+        if cfg.url is not None:
+            url = cfg.url
+        else:
+            assert cfg.url_env is not None
+            secret = self.settings.secret(cfg.url_env)
+            if secret is None:
+                raise ChannelUnavailable(f"{cfg.url_env} is not set")
+            url = secret.get_secret_value()
+        status, _ = await _post(
+            self.session,
+            url,
+            data=body.encode(),
+            headers={"Content-Type": "application/json", **cfg.headers},
+            timeout_s=cfg.timeout_s,
+        )
+        return f"http:{status}"
+
+
+class Outbox:
+    """Outbox rows: rendered and stored before any send."""
+
+    def __init__(self, store: Store, templates: Templates, config: DeliveryConfig) -> None:
+        self.store = store
+        self.templates = templates
+        self.config = config
+        self.wakeup = asyncio.Event()
+
+    async def render(self, target: str, context: dict[str, Any]) -> str:
+        """The body stored for ``target``: the channel's template, JSON for webhooks."""
+        kind = target.partition(":")[0]
+        text = await self.templates.render_file(TEMPLATES.get(kind, TEMPLATES["log"]), context)
+        if kind == "webhook":
+            return json.dumps(
+                {
+                    "agent": context.get("agent"),
+                    "run_id": context.get("run_id"),
+                    "status": context.get("status"),
+                    "target": target,
+                    "text": text,
+                }
+            )
+        return text
+
+    async def enqueue(
+        self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
+    ) -> None:
+        """One row per target, all committed together, then the worker is woken."""
+        now = utcnow_iso()
+        rows = [
+            (run_id, kind, target, await self.render(target, context), "pending", now, now)
+            for target in targets
+        ]
+        if rows:
+            await self.store.executemany(
+                "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.wakeup.set()
+
+    async def claim(
+        self, owner: str, limit: int = 20, run_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim due pending rows for this process (atomically) and return them."""
+        now = utcnow_iso()
+        only_run = " AND run_id = ?" if run_id is not None else ""
+        params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
+        await self.store.execute(
+            "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
+            " (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+            f"{only_run} ORDER BY id LIMIT {int(limit)})",
+            params,
+        )
+        rows = await self.store.fetchall(
+            "SELECT * FROM outbox WHERE status = 'sending' AND claimed_by = ? AND claimed_at = ?"
+            " ORDER BY id",
+            (owner, now),
+        )
+        return [dict(r) for r in rows]
+
+    async def delivered(self, row_id: int, external_id: str) -> None:
+        """The channel confirmed: never send this row again."""
+        await self.store.execute(
+            "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
+            " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            (external_id, utcnow_iso(), row_id),
+        )
+
+    async def failed_attempt(
+        self,
+        row: Mapping[str, Any],
+        error: str,
+        *,
+        permanent: bool,
+        retry_after_s: float | None,
+        count: bool = True,
+    ) -> str:
+        """Back to pending with a backoff, or failed for good; returns the new status."""
+        attempts = int(row["attempts"]) + (1 if count else 0)
+        if count and (permanent or attempts >= self.config.max_attempts):
+            status, delay = "failed", 0.0
+        else:
+            steps = self.config.backoff_s
+            delay = steps[min(max(attempts - 1, 0), len(steps) - 1)] if count else CHANNEL_WAIT_S
+            delay = max(delay, retry_after_s or 0.0)
+            status = "pending"
+        when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
+        await self.store.execute(
+            "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
+            " claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+            (status, attempts, error[:500], when, row["id"]),
+        )
+        return status
+
+    async def release_stale(self, older_than_s: float | None = None) -> int:
+        """Claims older than the timeout go back to pending (their process died)."""
+        limit = self.config.claim_timeout_s if older_than_s is None else older_than_s
+        cutoff = utcnow_iso(datetime.now(UTC) - timedelta(seconds=limit))
+        changed, _ = await self.store.write(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+            " WHERE status = 'sending' AND claimed_at <= ?",
+            (cutoff,),
+        )
+        return changed
+
+    async def pending_count(self) -> int:
+        """Rows not yet delivered nor failed."""
+        rows = await self.store.fetchall(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')"
+        )
+        return int(rows[0][0])
+
+
+class DeliveryWorker:
+    """Sends due outbox rows through their channels until stopped."""
+
+    def __init__(self, outbox: Outbox, channels: Mapping[str, Channel], owner: str) -> None:
+        self.outbox = outbox
+        self.channels = channels
+        self.owner = owner
+
+    async def drain(self, run_id: int | None = None) -> int:
+        """Send everything due now (only ``run_id``'s rows if given); returns rows handled."""
+        handled = 0
+        while True:
+            rows = await self.outbox.claim(self.owner, run_id=run_id)
+            if not rows:
+                return handled
+            await asyncio.gather(*(self._send(row) for row in rows))
+            handled += len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop: drain, then wait for new rows or the poll interval."""
+        interval = self.outbox.config.poll_interval_s
+        while not stop.is_set():
+            try:
+                await self.drain()
+            except Exception:  # the store or a bug: keep the worker alive, rows stay pending
+                log.exception("delivery worker: drain failed")
+            self.outbox.wakeup.clear()
+            waits = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self.outbox.wakeup.wait()),
+            ]
+            _, pending = await asyncio.wait(
+                waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
+
+    async def _send(self, row: Mapping[str, Any]) -> None:
+        kind, _, name = str(row["target"]).partition(":")
+        channel = self.channels.get(kind)
+        try:
+            if channel is None:
+                raise ChannelUnavailable(f"no {kind} channel is running")
+            external_id = await channel.send(name, str(row["body"]))
+        except ChannelUnavailable as e:
+            await self.outbox.failed_attempt(
+                row, str(e), permanent=False, retry_after_s=None, count=False
+            )
+            return
+        except DeliveryError as e:
+            status = await self.outbox.failed_attempt(
+                row, str(e), permanent=e.permanent, retry_after_s=e.retry_after_s
+            )
+            log.warning("delivery %s to %s failed (%s): %s", row["id"], row["target"], status, e)
+            return
+        except Exception as e:  # a channel bug: count it, keep the row
+            log.exception("delivery %s to %s raised", row["id"], row["target"])
+            await self.outbox.failed_attempt(
+                row, f"{type(e).__name__}: {e}", permanent=False, retry_after_s=None
+            )
+            return
+        await self.outbox.delivered(int(row["id"]), external_id)

@@ -1,0 +1,148 @@
+"""The runs table: one row per agent run, whatever triggered it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.store import Store, utcnow_iso
+
+Trigger = Literal["schedule", "chat", "cli", "api", "rerun"]
+Status = Literal["queued", "running", "ok", "failed", "late", "missed", "interrupted"]
+DONE = ("ok", "failed", "late", "missed", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: int
+    agent: str
+    trigger: str
+    parent_run: int | None
+    status: str
+    scheduled_for: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    session_id: str | None
+    message: str | None
+    output: str | None
+    error: str | None
+    cost_usd: float
+    route: str | None
+    owner: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Runs:
+    """Create, claim, finish and list runs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        agent: str,
+        trigger: str,
+        *,
+        status: str = "queued",
+        parent_run: int | None = None,
+        scheduled_for: str | None = None,
+        message: str | None = None,
+        owner: str | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Insert a run row; returns its id."""
+        now = utcnow_iso()
+        _, rid = await self.store.write(
+            "INSERT INTO runs (agent, trigger, parent_run, status, scheduled_for, created_at,"
+            " message, owner, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                agent,
+                trigger,
+                parent_run,
+                status,
+                scheduled_for,
+                now,
+                message,
+                owner,
+                error,
+                now if status in DONE else None,
+            ),
+        )
+        assert rid is not None
+        return rid
+
+    async def claim(self, run_id: int, owner: str) -> bool:
+        """Take a queued run nobody owns; True if this process got it."""
+        changed, _ = await self.store.write(
+            "UPDATE runs SET owner = ? WHERE id = ? AND status = 'queued' AND owner IS NULL",
+            (owner, run_id),
+        )
+        return changed == 1
+
+    async def start(self, run_id: int, session_id: str) -> None:
+        """The run got its slot and its session."""
+        await self.store.execute(
+            "UPDATE runs SET status = 'running', started_at = ?, session_id = ? WHERE id = ?",
+            (utcnow_iso(), session_id, run_id),
+        )
+
+    async def finish(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        """Record the outcome; the cost is what the ledger holds for the run."""
+        await self.store.execute(
+            "UPDATE runs SET status = ?, finished_at = ?, output = ?, error = ?, route = ?,"
+            " cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
+            " WHERE run_id = ?) WHERE id = ?",
+            (status, utcnow_iso(), output, error, route, str(run_id), run_id),
+        )
+
+    async def get(self, run_id: int) -> Run | None:
+        """One run."""
+        rows = await self.store.fetchall("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return Run(**dict(rows[0])) if rows else None
+
+    async def recent(self, agent: str | None = None, limit: int = 20) -> list[Run]:
+        """The newest runs, of one agent or all."""
+        where, params = ("WHERE agent = ?", (agent,)) if agent else ("", ())
+        rows = await self.store.fetchall(
+            f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [Run(**dict(r)) for r in rows]
+
+    async def last_output(self, agent: str, before: int) -> str | None:
+        """The output of the agent's previous successful run."""
+        rows = await self.store.fetchall(
+            "SELECT output FROM runs WHERE agent = ? AND id < ? AND status IN ('ok', 'late')"
+            " ORDER BY id DESC LIMIT 1",
+            (agent, before),
+        )
+        return rows[0][0] if rows else None
+
+    async def unclaimed(self) -> list[int]:
+        """Queued runs no process has taken (queued by the CLI or the API of another process)."""
+        rows = await self.store.fetchall(
+            "SELECT id FROM runs WHERE status = 'queued' AND owner IS NULL ORDER BY id"
+        )
+        return [int(r[0]) for r in rows]
+
+    async def cost_today(self, agent: str, day_start: str) -> float:
+        """What the agent's runs cost since ``day_start``."""
+        rows = await self.store.fetchall(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE agent = ? AND created_at >= ?",
+            (agent, day_start),
+        )
+        return float(rows[0][0])

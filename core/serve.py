@@ -1,0 +1,102 @@
+"""`openclaw serve`: one process, one loop — gateway, scheduler, delivery, run adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from core import __version__
+from core.app import App
+from core.gateway import Gateway, PortInUse
+
+log = logging.getLogger("openclaw.serve")
+SHUTDOWN_GRACE_S = 25.0  # under launchd's ExitTimeOut
+ADOPT_INTERVAL_S = 1.0
+
+
+def route_table(app: App) -> str:
+    """Tiers with the state of each model, and the task map."""
+    cfg = app.config
+    lines = ["Tiers:"]
+    blocked = app.health.snapshot(0.0).blocked
+    for t in sorted(cfg.tiers, key=lambda t: t.level):
+        flag = "  (requires approval)" if t.requires_approval else ""
+        lines.append(f"  tier {t.level}{flag}")
+        for ref in t.models:
+            state = f"unavailable: {blocked[ref]}" if ref in blocked else "routable"
+            lines.append(f"    {ref:<40} {state}")
+    lines.append("Tasks:")
+    for name in sorted(cfg.tasks, key=lambda n: (cfg.task_tier(n), n)):
+        lines.append(f"  {name:<16} → tier {cfg.task_tier(name)}")
+    return "\n".join(lines)
+
+
+async def _adopt_forever(app: App, stop: asyncio.Event) -> None:
+    """Runs queued by other processes (the CLI) are taken here."""
+    while not stop.is_set():
+        try:
+            await app.runner.adopt_unclaimed()
+        except Exception:
+            log.exception("adopting queued runs failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ADOPT_INTERVAL_S)
+
+
+async def serve(
+    app: App, token: str, token_source: str, host: str, port: int, config_path: Path
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    gateway = Gateway(app, token, host, port)
+    stop = asyncio.Event()  # handlers first: a SIGTERM right after start-up still stops cleanly
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        try:
+            await gateway.start()
+        except PortInUse as e:
+            print(f"openclaw serve: {e}", file=sys.stderr)
+            return 1
+        released = await app.outbox.release_stale()
+        await app.scheduler.start()
+        tasks.append(asyncio.create_task(app.delivery.run(stop)))
+        tasks.append(asyncio.create_task(_adopt_forever(app, stop)))
+        print(
+            f"openclaw {__version__} serving; config {config_path}; db {app.store.path}", flush=True
+        )
+        print(f"gateway {gateway.url} (token from {token_source})", flush=True)
+        print(route_table(app), flush=True)
+        print("(`openclaw doctor` probes each provider)", flush=True)
+        agents = app.scheduler.scheduled_agents()
+        print(
+            f"Agents: {len(app.config.agents)} configured, {len(agents)} scheduled"
+            + (f"; {released} outbox rows resumed" if released else ""),
+            flush=True,
+        )
+        for agent in agents:
+            print(
+                f"  {agent.name:<24} {agent.schedule} ({agent.timezone}) next "
+                f"{app.scheduler.next_fire(agent)}",
+                flush=True,
+            )
+        # what start-up built lives as long as the process: keep it out of every
+        # later collection, which shortens the pauses that show in tail latency
+        gc.collect()
+        gc.freeze()
+        await stop.wait()
+        print("openclaw: shutting down", flush=True)
+    finally:
+        stop.set()
+        app.scheduler.stop()
+        await app.runner.shutdown(SHUTDOWN_GRACE_S)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await gateway.stop()
+    return 0

@@ -1,0 +1,54 @@
+"""jinja2 rendering of agent prompts and channel messages."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from core.errors import OpenClawError
+
+
+class TemplateError(OpenClawError):
+    """A template is missing or failed to render; says which and why."""
+
+
+class Templates:
+    """Templates under one root (``templates/``); inline strings render in the same env."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(root),
+            undefined=jinja2.StrictUndefined,  # a typo in a prompt fails loudly, not silently
+            autoescape=jinja2.select_autoescape(("html", "html.j2"), default_for_string=False),
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render_string(self, source: str, context: dict[str, Any], what: str) -> str:
+        """Render an inline template (``what`` names it in errors)."""
+        try:
+            return self.env.from_string(source).render(context).strip()
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"{what}: {type(e).__name__}: {e}") from None
+
+    def render_file_sync(self, name: str, context: dict[str, Any]) -> str:
+        """Render ``templates/<name>``."""
+        try:
+            return self.env.get_template(name).render(context).strip()
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"template {name!r} not found under {self.root}") from None
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"template {name}: {type(e).__name__}: {e}") from None
+
+    async def render_file(self, name: str, context: dict[str, Any]) -> str:
+        """Render ``templates/<name>`` off the event loop (the first load reads a file)."""
+        return await asyncio.to_thread(self.render_file_sync, name, context)
+
+    def exists(self, name: str) -> bool:
+        """True when ``templates/<name>`` exists."""
+        return (self.root / name).is_file()

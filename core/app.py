@@ -47,12 +47,6 @@ def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
     return out
 
 
-def templates_root(base_dir: Path) -> Path:
-    """``templates/`` beside the config file, else the one shipped with OpenClaw."""
-    local = base_dir / "templates"
-    return local if local.is_dir() else BUNDLED_TEMPLATES
-
-
 class _Http:
     """One shared aiohttp session for inputs and outgoing channels, opened on first use."""
 
@@ -120,7 +114,8 @@ class App:
             config, providers, health=health, ledger=ledger, observers=[metrics.observe_attempt]
         )
         base = base_dir or Path(".")
-        templates = Templates(templates_root(base))
+        # the operator's templates/ (beside the config) first, then the shipped defaults
+        templates = Templates(base / "templates", BUNDLED_TEMPLATES)
         outbox = Outbox(store, templates, config.delivery)
         http = _Http()
         owner = process_owner()

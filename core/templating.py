@@ -16,12 +16,13 @@ class TemplateError(OpenClawError):
 
 
 class Templates:
-    """Templates under one root (``templates/``); inline strings render in the same env."""
+    """Templates under one or more roots, the first that has a name wins (the operator's
+    ``templates/`` before the shipped defaults); inline strings render in the same env."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, *roots: Path) -> None:
+        self.roots = [r for r in roots if r.is_dir()] or list(roots[:1])
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(root),
+            loader=jinja2.FileSystemLoader(self.roots),
             undefined=jinja2.StrictUndefined,  # a typo in a prompt fails loudly, not silently
             autoescape=jinja2.select_autoescape(("html", "html.j2"), default_for_string=False),
             keep_trailing_newline=False,
@@ -41,7 +42,8 @@ class Templates:
         try:
             return self.env.get_template(name).render(context).strip()
         except jinja2.TemplateNotFound:
-            raise TemplateError(f"template {name!r} not found under {self.root}") from None
+            where = ", ".join(str(r) for r in self.roots)
+            raise TemplateError(f"template {name!r} not found under {where}") from None
         except jinja2.TemplateError as e:
             raise TemplateError(f"template {name}: {type(e).__name__}: {e}") from None
 
@@ -50,5 +52,5 @@ class Templates:
         return await asyncio.to_thread(self.render_file_sync, name, context)
 
     def exists(self, name: str) -> bool:
-        """True when ``templates/<name>`` exists."""
-        return (self.root / name).is_file()
+        """True when some root has ``name``."""
+        return any((r / name).is_file() for r in self.roots)

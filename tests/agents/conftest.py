@@ -1,0 +1,59 @@
+"""An App with agents, in front of the fake LLM server, on a temp SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.app import App
+from core.runs import Run
+from core.settings import Settings
+from tests.configs import make_config
+from tests.fakes.llm import FakeLLM
+
+API = {
+    "local": "ollama",
+    "flash": "google-generative-ai",
+    "deep": "openai-completions",
+    "deep2": "openai-completions",
+    "opus": "anthropic-messages",
+}
+
+AppFactory = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def make_app(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[AppFactory]:
+    opened: list[App] = []
+
+    async def make(agents: list[dict[str, Any]], **overrides: Any) -> App:
+        base = {name: fake_llm.base_url(api) for name, api in API.items()}
+        cfg = make_config(base, agents=agents, **overrides)
+        app = await App.open(
+            cfg,
+            Settings(_env_file=None),  # type: ignore[call-arg]
+            tmp_path / f"agents{len(opened)}.db",
+            base_dir=tmp_path,
+        )
+        opened.append(app)
+        return app
+
+    yield make
+    for app in opened:
+        await app.runner.shutdown(5)
+        app.scheduler.stop()
+        await app.close()
+
+
+async def wait_done(app: App, run_id: int, limit_s: float = 20) -> Run:
+    """Poll a background run until it finishes (bounded)."""
+    for _ in range(int(limit_s / 0.02)):
+        run = await app.runner.runs.get(run_id)
+        if run is not None and run.done:
+            return run
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"run {run_id} did not finish")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -38,6 +40,7 @@ TEMPLATES = {
     "log": "channels/log.j2",
 }
 CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
+MAX_RETRY_AFTER_S = 86400.0  # a receiver's Retry-After beyond this is capped, not obeyed
 
 
 class DeliveryError(OpenClawError):
@@ -76,11 +79,25 @@ class LogChannel:
         return "log"
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    try:
-        return float(headers.get("Retry-After", ""))
-    except ValueError:
+def _retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), capped."""
+    raw = headers.get("Retry-After", "").strip()
+    if not raw:
         return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    # "inf" or a huge value would overflow the timedelta and strand the row in 'sending'
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 async def _post(
@@ -92,8 +109,14 @@ async def _post(
     timeout_s: float,
 ) -> tuple[int, str]:
     try:
+        # no redirects: aiohttp turns a POST answered 301/302/303 into a body-less GET, whose
+        # 200 would confirm a message that never arrived
         async with session.post(
-            url, data=data, headers=dict(headers), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            url,
+            data=data,
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,
         ) as r:
             text = await r.text(errors="replace")
             if r.status == 429 or r.status >= 500:
@@ -102,9 +125,17 @@ async def _post(
                 )
             if r.status >= 400:
                 raise DeliveryError(f"HTTP {r.status}: {text[:200]}", permanent=True)
+            if r.status >= 300:
+                raise DeliveryError(
+                    f"HTTP {r.status}: the URL redirects; configure the final URL"
+                    " (redirects are not followed, a POST would lose its body)",
+                    permanent=True,
+                )
             return r.status, text
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise DeliveryError(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+        # an invalid-URL error quotes the URL, and a Slack URL is a secret
+        message = f"{type(e).__name__}: {e}".replace(url, "<the configured URL>")
+        raise DeliveryError(message.rstrip(": ")) from None
 
 
 class SlackChannel:
@@ -117,7 +148,9 @@ class SlackChannel:
 
     async def send(self, name: str, body: str) -> str:
         """POST ``{"text": body}`` (Slack mrkdwn); confirmed by Slack's 200."""
-        cfg = self.config.channels.slack[name]
+        cfg = self.config.channels.slack.get(name)
+        if cfg is None:  # removed from the config since the row was written: wait, don't drop
+            raise ChannelUnavailable(f"no [channels.slack.{name}] is configured")
         url = self.settings.secret(cfg.webhook_url_env)
         if url is None:
             raise ChannelUnavailable(f"{cfg.webhook_url_env} is not set")
@@ -141,7 +174,9 @@ class WebhookChannel:
 
     async def send(self, name: str, body: str) -> str:
         """POST the stored JSON body; any 2xx confirms."""
-        cfg = self.config.channels.webhook[name]
+        cfg = self.config.channels.webhook.get(name)
+        if cfg is None:
+            raise ChannelUnavailable(f"no [channels.webhook.{name}] is configured")
         if cfg.url is not None:
             url = cfg.url
         else:
@@ -223,10 +258,16 @@ class Outbox:
         return [dict(r) for r in rows]
 
     async def delivered(self, row_id: int, external_id: str) -> None:
-        """The channel confirmed: never send this row again."""
+        """The channel confirmed: never send this row again.
+
+        Not tied to the claim: a confirmation is the truth even when the claim went stale
+        meanwhile (the row back to pending would be sent a second time). The first
+        confirmation of a row sent twice is kept.
+        """
         await self.store.execute(
             "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
-            " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            " attempts = attempts + 1, last_error = NULL, claimed_by = NULL, claimed_at = NULL"
+            " WHERE id = ? AND status <> 'delivered'",
             (external_id, utcnow_iso(), row_id),
         )
 
@@ -239,7 +280,13 @@ class Outbox:
         retry_after_s: float | None,
         count: bool = True,
     ) -> str:
-        """Back to pending with a backoff, or failed for good; returns the new status."""
+        """Back to pending with a backoff, or failed for good; returns the new status.
+
+        ``row`` is one returned by :meth:`claim`. Only that claim is settled: when it went
+        stale and the row was claimed again (or delivered) elsewhere meanwhile, the row is
+        left alone (a late failure must not send a delivered row again) and its current
+        status is returned.
+        """
         attempts = int(row["attempts"]) + (1 if count else 0)
         if count and (permanent or attempts >= self.config.max_attempts):
             status, delay = "failed", 0.0
@@ -249,12 +296,16 @@ class Outbox:
             delay = max(delay, retry_after_s or 0.0)
             status = "pending"
         when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
-        await self.store.execute(
+        changed, _ = await self.store.write(
             "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
-            " claimed_by = NULL, claimed_at = NULL WHERE id = ?",
-            (status, attempts, error[:500], when, row["id"]),
+            " claimed_by = NULL, claimed_at = NULL"
+            " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
+            (status, attempts, error[:500], when, row["id"], row["claimed_by"], row["claimed_at"]),
         )
-        return status
+        if changed:
+            return status
+        current = await self.store.fetchall("SELECT status FROM outbox WHERE id = ?", (row["id"],))
+        return str(current[0][0]) if current else "gone"
 
     async def release_stale(self, older_than_s: float | None = None) -> int:
         """Claims older than the timeout go back to pending (their process died)."""
@@ -294,23 +345,28 @@ class DeliveryWorker:
             handled += len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop: drain, then wait for new rows or the poll interval."""
+        """Loop: release stale claims, drain, then wait for new rows or the poll interval."""
         interval = self.outbox.config.poll_interval_s
         while not stop.is_set():
+            # cleared before draining: a row enqueued during the drain wakes the next wait
+            # instead of waiting out the poll interval
+            self.outbox.wakeup.clear()
             try:
+                # a process that died mid-send (a CLI `run --wait`) leaves claims behind; a
+                # long-running worker must not wait for the next start-up to resend them
+                await self.outbox.release_stale()
                 await self.drain()
             except Exception:  # the store or a bug: keep the worker alive, rows stay pending
                 log.exception("delivery worker: drain failed")
-            self.outbox.wakeup.clear()
             waits = [
                 asyncio.ensure_future(stop.wait()),
                 asyncio.ensure_future(self.outbox.wakeup.wait()),
             ]
-            _, pending = await asyncio.wait(
-                waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for w in pending:
-                w.cancel()
+            try:
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when run() is cancelled: no waiter task outlives it
+                for w in waits:
+                    w.cancel()
 
     async def _send(self, row: Mapping[str, Any]) -> None:
         kind, _, name = str(row["target"]).partition(":")

@@ -115,7 +115,11 @@ class AgentRunner:
         scheduled_for: str | None = None,
         late: bool = False,
     ) -> Run:
-        """Create a run owned by this process and carry it out; returns the finished run."""
+        """Create a run owned by this process and carry it out; returns the finished run.
+
+        The run is a tracked task, so shutdown waits for it (or interrupts it) even when
+        whoever awaited it here (a scheduler job, a request) has gone away.
+        """
         self.agent(name)
         rid = await self.runs.create(
             name,
@@ -125,7 +129,9 @@ class AgentRunner:
             scheduled_for=scheduled_for,
             owner=self.owner,
         )
-        return await self.execute(rid, late=late)
+        task = asyncio.create_task(self.execute(rid, late=late))
+        self._track(task)
+        return await asyncio.shield(task)
 
     async def start(self, name: str, trigger: str, *, late: bool = False, **kw: Any) -> int:
         """Like ``run`` but in the background; returns the run id at once."""

@@ -29,6 +29,10 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Slack reads &, < and > as markup: escape them in text it should show as written
+        self.env.filters["slack_escape"] = lambda v: (
+            str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        )
 
     def render_string(self, source: str, context: dict[str, Any], what: str) -> str:
         """Render an inline template (``what`` names it in errors)."""

@@ -1,0 +1,676 @@
+"""The delivery outbox against a real SQLite file and a real receiver on 127.0.0.1.
+
+Principle 4, "nothing is lost": a row is written before anything is sent, survives a
+crash, is retried with a backoff, and once confirmed is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from core.config_agents import DeliveryConfig
+from core.delivery import (
+    CHANNEL_WAIT_S,
+    Channel,
+    DeliveryWorker,
+    LogChannel,
+    Outbox,
+    SlackChannel,
+    WebhookChannel,
+)
+from core.settings import Settings
+from core.store import Store, utcnow_iso
+from core.templating import Templates
+from tests.configs import make_config
+from tests.fakes.receiver import Answer, FakeReceiver
+
+TEMPLATES = Path(__file__).parents[1] / "templates"
+SLACK_ENV = "OPENCLAW_TEST_SLACK"
+CTX: dict[str, Any] = {
+    "agent": "morning-digest",
+    "run_id": 7,
+    "status": "ok",
+    "text": "Markets are *up* & calm.",
+}
+DEADLINE_S = 10.0  # a bound on polling loops, not a speed expectation
+
+
+# -- fixtures and helpers ------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Settings.secret also reads ./.env: a developer's real one must not leak in
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(SLACK_ENV, raising=False)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[FakeReceiver]:
+    async with FakeReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "x.db")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def slack_url(receiver: FakeReceiver, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = receiver.url + "/slack"
+    monkeypatch.setenv(SLACK_ENV, url)
+    return url
+
+
+def make_outbox(store: Store, **delivery: Any) -> Outbox:
+    cfg = {"backoff_s": [0.01], "max_attempts": 3, "claim_timeout_s": 60.0} | delivery
+    return Outbox(store, Templates(TEMPLATES), DeliveryConfig(**cfg))
+
+
+def make_channels(receiver: FakeReceiver, http: aiohttp.ClientSession) -> dict[str, Channel]:
+    config = make_config(
+        channels={
+            "slack": {"ops": {"webhook_url_env": SLACK_ENV}},
+            "webhook": {
+                "hook": {"url": receiver.url + "/hook", "headers": {"X-Token": "t0k"}},
+                "other": {"url": receiver.url + "/other"},
+            },
+        }
+    )
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    return {
+        "log": LogChannel(),
+        "slack": SlackChannel(config, settings, http),
+        "webhook": WebhookChannel(config, settings, http),
+    }
+
+
+def make_worker(
+    outbox: Outbox, receiver: FakeReceiver, http: aiohttp.ClientSession, owner: str = "proc-a"
+) -> DeliveryWorker:
+    return DeliveryWorker(outbox, make_channels(receiver, http), owner)
+
+
+async def all_rows(store: Store) -> list[dict[str, Any]]:
+    return [dict(r) for r in await store.fetchall("SELECT * FROM outbox ORDER BY id")]
+
+
+async def one_row(store: Store, row_id: int = 1) -> dict[str, Any]:
+    rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
+    assert rows, f"no outbox row {row_id}"
+    return dict(rows[0])
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def wait_until_due(store: Store, row_id: int = 1) -> None:
+    """Poll the row until its next_attempt_at has passed (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while (await one_row(store, row_id))["next_attempt_at"] > utcnow_iso():
+        assert loop.time() < deadline, "row never became due"
+        await asyncio.sleep(0.005)
+
+
+async def wait_for_status(store: Store, status: str, row_id: int = 1) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while True:
+        rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
+        if rows and rows[0]["status"] == status:
+            return dict(rows[0])
+        seen = rows[0]["status"] if rows else "missing"
+        assert loop.time() < deadline, f"row {row_id} stayed {seen}, not {status}"
+        await asyncio.sleep(0.005)
+
+
+# -- enqueue, render, send -----------------------------------------------------------------
+
+
+async def test_enqueue_writes_a_rendered_row_per_target_before_any_send(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
+
+    assert receiver.received == []  # stored, nothing sent yet
+    assert outbox.wakeup.is_set()
+    assert await outbox.pending_count() == 3
+    slack, hook, logged = await all_rows(store)
+    for row, target in zip(
+        (slack, hook, logged), ("slack:ops", "webhook:hook", "log"), strict=True
+    ):
+        assert row["target"] == target
+        assert (row["run_id"], row["kind"], row["status"], row["attempts"]) == (
+            7,
+            "digest",
+            "pending",
+            0,
+        )
+        assert row["external_id"] is None and row["claimed_by"] is None
+    # Slack mrkdwn: the agent in bold on the first line, the text last
+    lines = slack["body"].splitlines()
+    assert lines[0] == "*morning-digest*" and lines[1] == ""  # a blank line, then the text
+    # Slack reads &, < and > as control characters: they are escaped, nothing else is
+    assert lines[-1] == CTX["text"].replace("&", "&amp;").replace("<", "&lt;")
+    assert json.loads(hook["body"]) == {
+        "agent": "morning-digest",
+        "run_id": 7,
+        "status": "ok",
+        "target": "webhook:hook",
+        "text": CTX["text"],
+    }
+    assert logged["body"] == "[morning-digest #7 ok] Markets are *up* & calm."
+
+
+async def test_drain_sends_each_row_and_stores_the_confirmation(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
+    stored = {r["target"]: r["body"] for r in await all_rows(store)}
+
+    assert await make_worker(outbox, receiver, http).drain() == 3
+
+    (to_slack,) = receiver.at("/slack")
+    assert to_slack.body == {"text": stored["slack:ops"]}
+    assert to_slack.headers["content-type"] == "application/json"
+    (to_hook,) = receiver.at("/hook")
+    assert to_hook.body == json.loads(stored["webhook:hook"])  # the stored body, as stored
+    assert to_hook.headers["x-token"] == "t0k"
+    rows = await all_rows(store)
+    assert [(r["status"], r["external_id"], r["attempts"]) for r in rows] == [
+        ("delivered", "slack:200", 1),
+        ("delivered", "http:200", 1),
+        ("delivered", "log", 1),
+    ]
+    assert all(r["delivered_at"] and r["last_error"] is None for r in rows)
+    assert await outbox.pending_count() == 0
+
+
+async def test_a_late_run_is_marked_in_slack(store: Store) -> None:
+    body = await make_outbox(store).render("slack:ops", CTX | {"status": "late"})
+    assert body.splitlines()[0] == "*morning-digest* _(late)_"
+
+
+async def test_enqueue_without_targets_writes_nothing(store: Store) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", [], CTX)
+    assert await all_rows(store) == []
+    assert not outbox.wakeup.is_set()
+
+
+# -- retries, backoff, permanent failures --------------------------------------------------
+
+
+async def test_server_errors_are_retried_with_backoff_until_delivered(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+) -> None:
+    receiver.script("/slack", Answer(500, "boom"), Answer(503, "busy"))
+    outbox = make_outbox(store, backoff_s=[0.01])
+    worker = make_worker(outbox, receiver, http)
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+
+    seen: list[tuple[str, int, str | None]] = []
+    for _ in range(5):  # more drains than needed: extra ones must be no-ops
+        await worker.drain()
+        row = await one_row(store)
+        seen.append((row["status"], row["attempts"], row["last_error"]))
+        if row["status"] != "pending":
+            break
+        assert row["claimed_by"] is None  # the claim is let go between tries
+        await wait_until_due(store)
+
+    assert seen == [
+        ("pending", 1, "HTTP 500: boom"),
+        ("pending", 2, "HTTP 503: busy"),
+        ("delivered", 3, None),
+    ]
+    assert [r.answered for r in receiver.at("/slack")] == [500, 503, 200]
+    assert (await one_row(store))["external_id"] == "slack:200"
+
+
+async def test_backoff_steps_follow_the_attempt_count(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+) -> None:
+    receiver.script("/slack", Answer(500))
+    outbox = make_outbox(store, backoff_s=[40.0, 900.0])
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+    before = datetime.now(UTC)
+    await make_worker(outbox, receiver, http).drain()
+    due = parse_ts((await one_row(store))["next_attempt_at"])
+    assert before + timedelta(seconds=39) <= due <= datetime.now(UTC) + timedelta(seconds=41)
+
+
+def _http_date(seconds_ahead: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_ahead), usegmt=True)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_429_waits_at_least_retry_after(
+    form: str,
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    slack_url: str,
+) -> None:
+    header = "30" if form == "seconds" else _http_date(31)
+    receiver.script("/slack", Answer(429, "rate_limited", retry_after=header))
+    outbox = make_outbox(store, backoff_s=[0.01])
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+    before = datetime.now(UTC)
+
+    await make_worker(outbox, receiver, http).drain()
+
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["last_error"] == "HTTP 429: rate_limited"
+    # an HTTP date has whole seconds: allow one more second of slack
+    assert parse_ts(row["next_attempt_at"]) >= before + timedelta(seconds=29)
+    assert len(receiver.at("/slack")) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "at_least_s", "at_most_s"),
+    [
+        ("inf", 3600.0, 86400.0 + 5),  # capped, and it must not strand the row in 'sending'
+        ("1e30", 3600.0, 86400.0 + 5),
+        ("-5", 0.0, 5.0),  # in the past: the backoff applies
+        ("soon", 0.0, 5.0),  # unreadable: the backoff applies
+    ],
+)
+async def test_odd_retry_after_values_neither_crash_nor_stall(
+    header: str,
+    at_least_s: float,
+    at_most_s: float,
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    slack_url: str,
+) -> None:
+    receiver.script("/slack", Answer(503, retry_after=header))
+    outbox = make_outbox(store, backoff_s=[0.5])
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+    before = datetime.now(UTC)
+    await make_worker(outbox, receiver, http).drain()
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    due = parse_ts(row["next_attempt_at"])
+    assert before + timedelta(seconds=at_least_s) <= due
+    assert due <= datetime.now(UTC) + timedelta(seconds=at_most_s)
+
+
+@pytest.mark.parametrize("status", [400, 404])
+async def test_a_permanent_4xx_fails_after_one_attempt(
+    status: int, store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    receiver.script("/hook", Answer(status, "no_such_hook"))
+    outbox = make_outbox(store, backoff_s=[0.0])
+    worker = make_worker(outbox, receiver, http)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+
+    await worker.drain()
+    await worker.drain()
+
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert row["last_error"] == f"HTTP {status}: no_such_hook"
+    assert row["external_id"] is None
+    assert len(receiver.at("/hook")) == 1
+    assert await outbox.pending_count() == 0
+
+
+async def test_max_attempts_exhausted_fails_the_row(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    receiver.script("/hook", *(Answer(502, "bad gateway") for _ in range(5)))
+    outbox = make_outbox(store, backoff_s=[0.0], max_attempts=3)
+    worker = make_worker(outbox, receiver, http)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+
+    await worker.drain()  # zero backoff: every retry is due at once, within this drain
+    await worker.drain()
+
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert row["last_error"] == "HTTP 502: bad gateway"
+    assert len(receiver.at("/hook")) == 3
+
+
+async def test_a_refused_connection_is_retried(
+    store: Store, http: aiohttp.ClientSession, receiver: FakeReceiver, closed_port: int
+) -> None:
+    config = make_config(
+        channels={"webhook": {"hook": {"url": f"http://127.0.0.1:{closed_port}/"}}}
+    )
+    outbox = make_outbox(store, backoff_s=[60.0])
+    channel = WebhookChannel(config, Settings(_env_file=None), http)  # type: ignore[call-arg]
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    await DeliveryWorker(outbox, {"webhook": channel}, "proc-a").drain()
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert "Cannot connect" in row["last_error"]
+
+
+async def test_a_redirect_is_not_followed_as_a_bodyless_get(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    # aiohttp would turn the POST into a GET to /moved, whose 200 confirms nothing
+    receiver.script("/hook", Answer(302, "", location="/moved"))
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    await make_worker(outbox, receiver, http).drain()
+    row = await one_row(store)
+    assert (row["status"], row["external_id"]) == ("failed", None)
+    assert "redirect" in row["last_error"]
+    assert receiver.at("/moved") == []
+
+
+async def test_a_bad_slack_url_is_not_written_to_the_outbox(
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SLACK_ENV, "htps://hooks.example/T000/B000/s3cr3t-token")
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+    await make_worker(outbox, receiver, http).drain()
+    row = await one_row(store)
+    assert row["attempts"] == 1 and row["status"] == "pending"
+    assert "s3cr3t-token" not in row["last_error"]
+
+
+# -- channels that are not there (yet) -----------------------------------------------------
+
+
+async def test_an_unset_slack_url_waits_without_spending_attempts(
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outbox = make_outbox(store)
+    worker = make_worker(outbox, receiver, http)
+    await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
+    before = datetime.now(UTC)
+
+    for _ in range(2):  # not an attempt, however often the worker comes by
+        await worker.drain()
+    row = await one_row(store)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert SLACK_ENV in row["last_error"]
+    assert parse_ts(row["next_attempt_at"]) >= before + timedelta(seconds=CHANNEL_WAIT_S - 1)
+    assert receiver.received == []
+
+    monkeypatch.setenv(SLACK_ENV, receiver.url + "/slack")
+    await worker.drain()
+    assert receiver.received == []  # still waiting out the channel wait
+    await store.execute("UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    await worker.drain()
+
+    row = await one_row(store)
+    assert (row["status"], row["attempts"], row["external_id"]) == ("delivered", 1, "slack:200")
+    assert len(receiver.at("/slack")) == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("slack:gone", "no [channels.slack.gone] is configured"),
+        ("webhook:gone", "no [channels.webhook.gone] is configured"),
+        ("telegram:123", "no telegram channel is running"),
+    ],
+)
+async def test_a_missing_channel_keeps_the_row_waiting(
+    target: str,
+    error: str,
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    slack_url: str,
+) -> None:
+    # e.g. a channel dropped from the config after the row was written
+    outbox = make_outbox(store, max_attempts=1)
+    await outbox.enqueue(1, "digest", [target], CTX)
+    await make_worker(outbox, receiver, http).drain()
+    row = await one_row(store)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, error)
+
+
+# -- crashes, stale claims, concurrent workers ---------------------------------------------
+
+
+async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
+    tmp_path: Path,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    slack_url: str,
+) -> None:
+    path = tmp_path / "x.db"
+    first = await Store.open(path)
+    try:
+        outbox = make_outbox(first)
+        await outbox.enqueue(1, "digest", ["slack:ops", "webhook:hook"], CTX)
+        await outbox.enqueue(2, "digest", ["webhook:other"], CTX | {"run_id": 2})
+    finally:
+        await first.close()  # the process dies here: nothing was sent
+    assert receiver.received == []
+
+    second = await Store.open(path)
+    try:
+        outbox = make_outbox(second)
+        worker = make_worker(outbox, receiver, http, owner="proc-b")
+        assert await outbox.pending_count() == 3
+        assert await worker.drain() == 3
+        assert await worker.drain() == 0
+        assert [r.path for r in receiver.received] == ["/slack", "/hook", "/other"]
+        assert {r["status"] for r in await all_rows(second)} == {"delivered"}
+    finally:
+        await second.close()
+
+    third = await Store.open(path)  # and a restart after that sends nothing again
+    try:
+        assert await make_worker(make_outbox(third), receiver, http, "proc-c").drain() == 0
+    finally:
+        await third.close()
+    assert len(receiver.received) == 3
+
+
+async def _claim_as(store: Store, row_id: int, owner: str, age_s: float) -> None:
+    claimed_at = utcnow_iso(datetime.now(UTC) - timedelta(seconds=age_s))
+    await store.execute(
+        "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id = ?",
+        (owner, claimed_at, row_id),
+    )
+
+
+async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    outbox = make_outbox(store, claim_timeout_s=60.0)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    await outbox.enqueue(2, "digest", ["webhook:other"], CTX | {"run_id": 2})
+    await _claim_as(store, 1, "dead-host:41:0", age_s=3600)
+    await _claim_as(store, 2, "busy-host:42:0", age_s=1)  # alive, mid-send
+
+    worker = make_worker(outbox, receiver, http, owner="proc-new")
+    assert await worker.drain() == 0  # claimed rows are not anyone else's to send
+    assert await outbox.release_stale() == 1
+    assert await worker.drain() == 1
+
+    assert [r.path for r in receiver.received] == ["/hook"]
+    stale, fresh = await all_rows(store)
+    assert (stale["status"], stale["external_id"]) == ("delivered", "http:200")
+    assert (fresh["status"], fresh["claimed_by"]) == ("sending", "busy-host:42:0")
+    assert await outbox.release_stale() == 0
+
+
+async def test_a_late_failure_does_not_undo_a_delivery_by_another_worker(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    (slow,) = await outbox.claim("slow-host")  # its send hangs past the claim timeout
+    assert await outbox.release_stale(older_than_s=0) == 1
+    assert await make_worker(outbox, receiver, http, "proc-b").drain() == 1
+
+    status = await outbox.failed_attempt(slow, "TimeoutError", permanent=False, retry_after_s=None)
+
+    assert status == "delivered"
+    row = await one_row(store)
+    assert (row["status"], row["attempts"], row["external_id"]) == ("delivered", 1, "http:200")
+    assert await make_worker(outbox, receiver, http, "proc-c").drain() == 0
+    assert len(receiver.received) == 1
+
+
+async def test_a_late_confirmation_still_counts_after_the_claim_went_stale(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    (slow,) = await outbox.claim("slow-host")
+    await outbox.release_stale(older_than_s=0)
+    await outbox.delivered(int(slow["id"]), "http:200")  # it did go through after all
+    assert await make_worker(outbox, receiver, http, "proc-b").drain() == 0
+    assert receiver.received == []
+    assert (await one_row(store))["status"] == "delivered"
+
+
+@pytest.mark.parametrize("stores", ["one store", "a store each"])
+async def test_two_workers_draining_at_once_send_each_row_once(
+    stores: str,
+    tmp_path: Path,
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    outbox_a = make_outbox(store)
+    for run_id in range(1, 41):
+        await outbox_a.enqueue(run_id, "digest", ["webhook:hook"], CTX | {"run_id": run_id})
+    other = store if stores == "one store" else await Store.open(tmp_path / "x.db")
+    try:
+        worker_a = make_worker(outbox_a, receiver, http, owner="proc-a")
+        worker_b = make_worker(make_outbox(other), receiver, http, owner="proc-b")
+
+        handled = await asyncio.gather(worker_a.drain(), worker_b.drain())
+
+        assert sum(handled) == 40
+        sent = sorted(r.body["run_id"] for r in receiver.at("/hook"))
+        assert sent == list(range(1, 41))
+        rows = await all_rows(store)
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert {r["attempts"] for r in rows} == {1}
+    finally:
+        if other is not store:
+            await other.close()
+
+
+# -- the worker loop -----------------------------------------------------------------------
+
+
+async def test_run_is_woken_by_a_new_row_and_stops_when_told(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    # a poll interval longer than the test waits: only the wakeup can deliver in time
+    outbox = make_outbox(store, poll_interval_s=3600.0)
+    worker = make_worker(outbox, receiver, http)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.05)  # let it drain (nothing) and go to sleep
+        assert not task.done()
+        await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+        await asyncio.wait_for(receiver.arrived.wait(), DEADLINE_S)
+        row = await wait_for_status(store, "delivered")
+        assert row["external_id"] == "http:200"
+
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)
+    finally:
+        task.cancel()
+    assert len(receiver.received) == 1
+
+
+class _RowArrivesAfterLastClaim(Outbox):
+    """Enqueues a row just after a drain found nothing: the narrowest wakeup race."""
+
+    raced = False
+
+    async def claim(
+        self, owner: str, limit: int = 20, run_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await super().claim(owner, limit, run_id)
+        if not rows and not self.raced:
+            self.raced = True
+            await self.enqueue(1, "digest", ["webhook:hook"], CTX)
+        return rows
+
+
+async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    outbox = _RowArrivesAfterLastClaim(
+        store, Templates(TEMPLATES), DeliveryConfig(poll_interval_s=3600.0)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(DeliveryWorker(outbox, make_channels(receiver, http), "a").run(stop))
+    try:
+        await wait_for_status(store, "delivered")
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)
+    finally:
+        task.cancel()
+
+
+async def test_run_resends_rows_left_claimed_by_a_dead_process(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    outbox = make_outbox(store, poll_interval_s=3600.0, claim_timeout_s=60.0)
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
+    await _claim_as(store, 1, "crashed-cli:7:0", age_s=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_worker(outbox, receiver, http).run(stop))
+    try:
+        await wait_for_status(store, "delivered")
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)
+    finally:
+        task.cancel()
+    assert len(receiver.received) == 1
+
+
+async def test_cancelling_run_leaves_no_tasks_behind(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    worker = make_worker(make_outbox(store, poll_interval_s=3600.0), receiver, http)
+    task = asyncio.create_task(worker.run(asyncio.Event()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    waiters = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Event.wait"]
+    assert waiters == []

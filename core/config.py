@@ -22,6 +22,7 @@ from core.config_agents import (
     check_agents,
 )
 from core.config_common import StrictModel, Validators
+from core.embedded_models import check_embedded
 from core.errors import ConfigError, ConfigProblem
 
 log = logging.getLogger("openclaw.config")
@@ -58,10 +59,25 @@ class TelegramConfig(_Strict):
     default_chat: int | None = None
 
 
+class EmbeddedConfig(_Strict):
+    """A llama.cpp model that serve runs as a supervised child process."""
+
+    model: str | None = None  # a model shipped in a package: "smollm2"
+    gguf: str | None = None  # or a GGUF file
+    ctx: int = Field(default=2048, ge=256)
+    threads: int | None = Field(default=None, ge=1)  # default: the machine's cores
+    parallel: int = Field(default=2, ge=1)  # requests served at once
+    # default sampling temperature when a request names none: greedy suits a small
+    # fallback model doing classify/extract work, and makes its answers repeatable
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class ProviderConfig(_Strict):
     """One upstream: which wire format it speaks, where, and with which key."""
 
     api: ApiKind
+    embedded: EmbeddedConfig | None = None
     base_url: str | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
@@ -288,7 +304,9 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
             )
         )
     for name, p in cfg.providers.items():
-        if p.api == "openai-completions" and not p.base_url:
+        if p.embedded is not None:
+            problems += check_embedded(name, p.api, p.base_url, p.embedded)
+        elif p.api == "openai-completions" and not p.base_url:
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.base_url",

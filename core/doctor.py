@@ -21,7 +21,7 @@ class ProbeResult:
 
 def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str:
     """What the operator should do about a failed probe."""
-    url = provider.config.resolved_base_url
+    url = provider.base_url
     match error.kind:
         case "refused":
             hint = "run `ollama serve`" if provider.api == "ollama" else "start the server"

@@ -63,6 +63,7 @@ async def serve(
         except PortInUse as e:
             print(f"openclaw serve: {e}", file=sys.stderr)
             return 1
+        await app.start_embedded()
         released = await app.outbox.release_stale()
         await app.scheduler.start()
         tasks.append(asyncio.create_task(app.delivery.run(stop)))
@@ -73,6 +74,13 @@ async def serve(
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
         print(route_table(app), flush=True)
         print("(`openclaw doctor` probes each provider)", flush=True)
+        for model in app.embedded.values():
+            d = model.describe()
+            print(
+                f"Embedded model {d['provider']}: {d['state']} on port {d['port']} "
+                f"({model.gguf.name}, {d['threads']} threads)",
+                flush=True,
+            )
         agents = app.scheduler.scheduled_agents()
         print(
             f"Agents: {len(app.config.agents)} configured, {len(agents)} scheduled"

@@ -26,7 +26,7 @@ def test_example_config_is_valid() -> None:
     cfg = load_config(ROOT / "openclaw.example.toml", warnings)
     assert cfg.levels == [0, 1, 2, 3]
     assert cfg.tier(3) is not None and cfg.tier(3).requires_approval  # type: ignore[union-attr]
-    assert cfg.tier(0).models == ["ollama/qwen3:14b"]  # type: ignore[union-attr]
+    assert cfg.tier(0).models == ["ollama/qwen3:14b", "embedded/smollm2"]  # type: ignore[union-attr]
     expected = {
         "classify": 0,
         "extract": 0,

@@ -122,6 +122,7 @@ async def status(request: web.Request) -> web.Response:
                 for t in sorted(cfg.tiers, key=lambda t: t.level)
             ],
             "models": models,
+            "embedded": [m.describe() for m in st.app.embedded.values()],
             "queues": {
                 "gateway_in_flight": st.in_flight,
                 **st.app.runner.queue_depths(),

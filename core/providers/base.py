@@ -302,6 +302,8 @@ class Provider(ABC):
     ) -> None:
         self.name = name
         self.config = config
+        # mutable: an embedded model's supervisor points it at the child's current port
+        self.base_url = config.resolved_base_url
         # a factory defers building the session to the first call: aiohttp sessions
         # belong to a running event loop, and a provider may be built before one runs
         self._session = client if isinstance(client, aiohttp.ClientSession) else None
@@ -457,7 +459,7 @@ class Provider(ABC):
     async def _open(
         self, model: str, method: str, call: HttpCall
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        url = self.config.resolved_base_url + call.path
+        url = self.base_url + call.path
         try:
             response = await self._client.request(
                 method,

@@ -45,6 +45,7 @@ async def test_example_agents_run(fake_llm: FakeLLM, feeds: str, tmp_path: Path)
     fake_llm.default = echo
     doc = tomllib.loads((ROOT / "openclaw.example.toml").read_text(encoding="utf-8"))
     for p in doc["providers"].values():  # every provider → the loopback fake, no keys
+        p.pop("embedded", None)  # (the real embedded model has tests of its own)
         p["base_url"] = fake_llm.base_url(p["api"])
         p.pop("api_key_env", None)
     digest = doc["agents"][0]

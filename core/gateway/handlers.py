@@ -25,7 +25,7 @@ from core.gateway.openai_api import (
 )
 from core.ledger import GROUPS, parse_since
 from core.metrics import Metrics
-from core.overview import agents_overview
+from core.overview import agents_overview, status_snapshot, tier_health
 from core.types import StreamDelta
 
 SSE_HEADERS = {
@@ -64,20 +64,11 @@ async def health(request: web.Request) -> web.Response:
     return _json({"ok": True, "version": __version__, "uptime_s": st.uptime_s()})
 
 
-def _tier_health(app: App) -> dict[str, str]:
-    snap = app.health.snapshot(time.monotonic())
-    out = {}
-    for t in sorted(app.config.tiers, key=lambda t: t.level):
-        down = [f"{ref}: {snap.blocked[ref]}" for ref in t.models if ref in snap.blocked]
-        out[str(t.level)] = "ok" if len(down) < len(t.models) else "down (" + "; ".join(down) + ")"
-    return out
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the store is writable and some tier has a healthy model."""
     app = request.app[STATE].app
     store_ok = await app.store.writable()
-    tiers = _tier_health(app)
+    tiers = tier_health(app)
     ready = store_ok and any(v == "ok" for v in tiers.values())
     body = {"ready": ready, "store": "ok" if store_ok else "not writable", "tiers": tiers}
     return _json(body, 200 if ready else 503)
@@ -86,50 +77,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """Health per model, tiers, queue depths, uptime, version. No secrets."""
     st = request.app[STATE]
-    cfg = st.app.config
-    live = {row["model"]: row for row in st.app.health.status(time.monotonic())}
-    models = []
-    for t in sorted(cfg.tiers, key=lambda t: t.level):
-        for ref in t.models:
-            provider = ref.split("/", 1)[0]
-            row = live.get(
-                ref,
-                {
-                    "model": ref,
-                    "state": "closed",
-                    "cooldown_left_s": 0.0,
-                    "consecutive_failures": 0,
-                    "last_outcome": "",
-                    "last_error": "",
-                    "last_latency_ms": None,
-                },
-            )
-            models.append(
-                {**row, "tier": t.level, "provider": provider, "api": cfg.providers[provider].api}
-            )
-    return _json(
-        {
-            "version": __version__,
-            "uptime_s": st.uptime_s(),
-            "gateway": {"host": cfg.gateway.host, "port": st.port},
-            "tiers": [
-                {
-                    "level": t.level,
-                    "models": t.models,
-                    "requires_approval": t.requires_approval,
-                    "state": _tier_health(st.app)[str(t.level)],
-                }
-                for t in sorted(cfg.tiers, key=lambda t: t.level)
-            ],
-            "models": models,
-            "embedded": [m.describe() for m in st.app.embedded.values()],
-            "queues": {
-                "gateway_in_flight": st.in_flight,
-                **st.app.runner.queue_depths(),
-                "outbox_pending": await st.app.outbox.pending_count(),
-            },
-        }
-    )
+    snap = await status_snapshot(st.app, st.uptime_s())
+    snap["gateway"] = {"host": st.app.config.gateway.host, "port": st.port}
+    snap["queues"]["gateway_in_flight"] = st.in_flight
+    return _json(snap)
 
 
 async def usage(request: web.Request) -> web.Response:

@@ -1,0 +1,68 @@
+"""The Telegram channel of the delivery outbox."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from bot.limiter import SendLimiter, wait_turn
+from bot.text import split_html
+from core.delivery import DeliveryError
+
+log = logging.getLogger("openclaw.bot.channel")
+MAX_IN_CHANNEL_WAIT_S = 60.0  # a longer retry_after goes back to the outbox's schedule
+
+
+class TelegramChannel:
+    """Sends HTML messages within Telegram's limits; confirmation = the message ids."""
+
+    def __init__(self, bot: Bot, limiter: SendLimiter | None = None) -> None:
+        self.bot = bot
+        self.limiter = limiter or SendLimiter()
+
+    async def send(self, name: str, body: str) -> str:
+        """Send ``body`` (Telegram HTML) to chat ``name``, split at 4096 UTF-16 units.
+
+        A 429 waits the given time and retries the same part, so a long digest is
+        not sent twice from its start; 403 (blocked, kicked) fails for good.
+        """
+        try:
+            chat_id = int(name)
+        except ValueError:
+            raise DeliveryError(f"telegram target {name!r} is not a chat id",
+                                permanent=True) from None
+        ids = []
+        for part in split_html(body):
+            ids.append(await self._send_part(chat_id, part))
+        return ",".join(str(i) for i in ids)
+
+    async def _send_part(self, chat_id: int, part: str) -> int:
+        while True:
+            await wait_turn(self.limiter, chat_id)
+            try:
+                msg = await self.bot.send_message(chat_id, part,
+                                                  disable_web_page_preview=True)
+                return msg.message_id
+            except TelegramRetryAfter as e:
+                self.limiter.penalize(chat_id, float(e.retry_after), time.monotonic())
+                if e.retry_after > MAX_IN_CHANNEL_WAIT_S:
+                    raise DeliveryError(f"Telegram asks to wait {e.retry_after}s",
+                                        retry_after_s=float(e.retry_after)) from None
+                log.info("telegram 429 for chat %s: waiting %ss", chat_id, e.retry_after)
+            except TelegramForbiddenError as e:
+                raise DeliveryError(f"Telegram refused chat {chat_id}: {e.message}",
+                                    permanent=True) from None
+            except TelegramBadRequest as e:
+                raise DeliveryError(f"Telegram rejected the message: {e.message}",
+                                    permanent=True) from None
+            except (TelegramServerError, TelegramNetworkError) as e:
+                raise DeliveryError(f"Telegram unavailable: {e}") from None

@@ -1,0 +1,188 @@
+"""Message texts (Telegram HTML) for the bot's replies. Pure: data in, HTML out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.text import escape, truncate
+from core.approvals import ApprovalRecord
+from core.ledger import UsageReport
+from core.runs import Run
+from core.types import Attempt
+
+STATUS_ICON = {"ok": "✅", "late": "🕗", "failed": "❌", "missed": "⏭", "interrupted": "⏹",
+               "queued": "⏳", "running": "⏳"}
+# the pyramid the operator aims for: share of answered requests per tier, in %
+TARGET_SHARE = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
+
+ADMIN_COMMANDS = [
+    ("agents", "agents, their schedules and last runs"),
+    ("run", "run an agent now: /run <agent> [message]"),
+    ("runs", "recent runs: /runs [agent]"),
+    ("usage", "usage per tier and model: /usage [today|7d|30d]"),
+    ("status", "provider health, queues, pending approvals"),
+    ("approvals", "pending Tier-3 approvals"),
+    ("help", "what this bot does"),
+]
+READ_ONLY = {"agents", "runs", "usage", "status", "help"}
+
+
+def help_text(is_admin: bool) -> str:
+    """What the bot does, and the commands this user may use."""
+    lines = ["<b>OpenClaw</b> runs your agents on a four-tier model pyramid, cheapest first, "
+             "and delivers their results here.", ""]
+    for cmd, desc in ADMIN_COMMANDS:
+        if is_admin or cmd in READ_ONLY:
+            lines.append(f"/{cmd} — {escape(desc)}")
+    if not is_admin:
+        lines += ["", "<i>Running agents and approving escalations is for admins.</i>"]
+    return "\n".join(lines)
+
+
+def agents_text(rows: list[dict[str, Any]], page: int, pages: int) -> str:
+    """The /agents list (one page)."""
+    if not rows:
+        return "No agents are configured. Add <code>[[agents]]</code> to the config."
+    lines = [f"<b>Agents</b> (page {page + 1}/{pages})"]
+    for r in rows:
+        icon = STATUS_ICON.get(r["last_status"] or "", "·")
+        when = "disabled" if not r["enabled"] else (
+            f"next {r['next_fire'][:16].replace('T', ' ')}" if r["next_fire"] else "on demand")
+        lines.append(f"{icon} <b>{escape(r['name'])}</b> — {escape(r['schedule'] or '')} "
+                     f"{escape(when)}".replace("  ", " "))
+    return "\n".join(lines)
+
+
+def agent_detail(row: dict[str, Any], runs: list[Run]) -> str:
+    """One agent: schedule, state, cost today, last runs."""
+    lines = [f"<b>{escape(row['name'])}</b>"]
+    if row["description"]:
+        lines.append(escape(row["description"]))
+    sched = f"{row['schedule']} ({row['timezone']})" if row["schedule"] else "on demand"
+    lines.append(f"Schedule: {escape(sched)}")
+    if row["next_fire"]:
+        lines.append(f"Next: {escape(row['next_fire'][:16].replace('T', ' '))}")
+    state = "enabled" if row["enabled"] else f"disabled ({row['disabled_reason'] or ''})"
+    lines.append(f"State: {escape(state)}")
+    lines.append(f"Cost today: ${row['cost_today_usd']:.4f}")
+    if runs:
+        lines.append("")
+        lines.append("<b>Last runs</b>")
+        lines += [run_line(r) for r in runs]
+    return "\n".join(lines)
+
+
+def run_line(run: Run) -> str:
+    """One line per run: icon, id, agent, status, cost, tier."""
+    tier = ""
+    if run.route:
+        tier = " " + escape(run.route.split(";")[0].replace("tier=", "tier "))
+    return (f"{STATUS_ICON.get(run.status, '·')} #{run.id} {escape(run.agent)} "
+            f"{escape(run.status)}{tier} ${run.cost_usd:.4f}")
+
+
+def run_result(run: Run) -> str:
+    """The result message of a run."""
+    head = f"{STATUS_ICON.get(run.status, '·')} <b>{escape(run.agent)}</b> #{run.id} " \
+           f"{escape(run.status)}"
+    if run.route:
+        head += f" · {escape(run.route)}"
+    head += f" · ${run.cost_usd:.4f}"
+    if run.error:
+        return f"{head}\n\n<i>{escape(run.error)}</i>"
+    return f"{head}\n\n{escape(run.output or '')}"
+
+
+def progress_text(agent: str, run_id: int | None, lines: list[str]) -> str:
+    """The status message edited while a run goes on."""
+    head = f"⏳ Running <b>{escape(agent)}</b>" + (f" #{run_id}" if run_id else "") + "…"
+    return "\n".join([head, *(escape(line) for line in lines[-8:])])
+
+
+def attempt_line(a: Attempt) -> str:
+    """A progress line for one attempt."""
+    reason = f" ({truncate(a.reason, 80)})" if a.reason else ""
+    return f"tier {a.tier} {a.ref}: {a.outcome}{reason}"
+
+
+def trace_text(run: Run, rows: list[dict[str, Any]]) -> str:
+    """The route trace of a run (Details button)."""
+    lines = [f"<b>Route of #{run.id}</b> ({escape(run.agent)})"]
+    for r in rows:
+        reason = f" — {escape(truncate(r['reason'], 120))}" if r["reason"] else ""
+        lines.append(f"tier {r['tier']} {escape(r['provider'])}/{escape(r['model'])}: "
+                     f"<b>{escape(r['outcome'])}</b> {r['latency_ms']:.0f} ms, "
+                     f"{r['input_tokens']}→{r['output_tokens']} tok, ${r['cost_usd']:.5f}"
+                     f"{reason}")
+    if len(lines) == 1:
+        lines.append("<i>no model was called</i>")
+    return "\n".join(lines)
+
+
+def usage_text(r: UsageReport, period: str) -> str:
+    """Tier shares against the target pyramid, cost per model, savings."""
+    lines = [f"<b>Usage, {escape(period)}</b>", f"Requests {r.requests}, answered {r.answered}",
+             "", "<pre>tier  share   target  requests"]
+    for row in r.rows:
+        tier = int(row.key)
+        share = r.tier_share.get(tier, 0.0)
+        lines.append(f"{tier:>4}  {share:5.1f}%  {TARGET_SHARE.get(tier, '-'):>6}  "
+                     f"{row.requests:>8}")
+    lines.append("</pre>")
+    return "\n".join(lines)
+
+
+def model_costs_text(r: UsageReport) -> str:
+    """Cost per model and the savings lines."""
+    lines = ["<pre>model                         answers    cost $"]
+    for row in r.rows:
+        lines.append(f"{escape(truncate(row.key, 28)):<29} {row.answered:>7} "
+                     f"{row.cost_usd:>9.4f}")
+    lines.append("</pre>")
+    lines.append(f"Cost ${r.cost_usd:.4f} · cloud-only ${r.cloud_only_usd:.4f} "
+                 f"(saved ${r.savings_vs_cloud_usd:.4f}) · all-top-tier "
+                 f"${r.all_top_tier_usd:.4f} (saved ${r.savings_vs_top_usd:.4f})")
+    return "\n".join(lines)
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """/status: health per tier, breakers, queues, approvals, deliveries, uptime."""
+    lines = [f"<b>OpenClaw {escape(status['version'])}</b> · up {status['uptime_s']:.0f}s"]
+    for tier in status["tiers"]:
+        lines.append(f"<b>Tier {tier['level']}</b>: {escape(tier['state'])}")
+        for m in status["models"]:
+            if m["tier"] == tier["level"]:
+                lat = f" {m['last_latency_ms']:.0f} ms" if m["last_latency_ms"] else ""
+                err = f" — {escape(truncate(m['last_error'], 80))}" if m["last_error"] else ""
+                lines.append(f"  {escape(m['model'])}: {escape(m['state'])}{lat}{err}")
+    q = status["queues"]
+    lines.append(f"Queues: agents {q['agents_running']} running / {q['agents_waiting']} "
+                 f"waiting, subagents {q['subagents_running']} / {q['subagents_waiting']}")
+    lines.append(f"Pending: {status['pending_approvals']} approvals, "
+                 f"{q['outbox_pending']} deliveries")
+    tg = status.get("telegram")
+    if tg:
+        lines.append(f"Telegram: {escape(tg['mode'])}, {escape(tg['state'])}")
+    return "\n".join(lines)
+
+
+def approval_text(rec: ApprovalRecord) -> str:
+    """What the admins see when a request wants a tier that needs approval."""
+    req = rec.request
+    who = req.agent or req.caller or "a gateway client"
+    lines = [f"🔐 <b>Approval needed</b> #{rec.id}",
+             f"From: {escape(who)}" + (f" (run #{escape(req.run_id)})" if req.run_id else ""),
+             f"Task: {escape(req.task or '-')} → tier {req.tier} {escape(req.model)}",
+             f"Why: {escape(truncate(req.reason, 600))}",
+             f"Estimated cost: ${req.estimated_cost_usd:.4f}"]
+    if req.preview:
+        lines.append(f"Prompt: <i>{escape(truncate(req.preview, 300))}</i>")
+    return "\n".join(lines)
+
+
+def approval_outcome(rec: ApprovalRecord) -> str:
+    """The approval message after it was decided or expired."""
+    icon = {"approved": "✅ Approved", "denied": "❌ Denied", "expired": "⌛ Expired"}
+    outcome = icon.get(rec.status, rec.status)
+    by = f" by {escape(rec.decided_by)}" if rec.decided_by and rec.status != "expired" else ""
+    return f"{approval_text(rec)}\n\n<b>{outcome}{by}</b>"

@@ -97,8 +97,7 @@ async def status_snapshot(app: App, uptime_s: float) -> dict[str, Any]:
         "queues": {**app.runner.queue_depths(), "outbox_pending": await app.outbox.pending_count()},
         "pending_approvals": len(await app.approvals.pending()),
     }
-    telegram = TELEGRAM_STATUS.get(id(app))
-    snap["telegram"] = (
-        telegram() if telegram else {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
-    )
+    snap["telegram"] = {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
+    for name, hook in app.status_hooks.items():  # parts that plug in report themselves
+        snap[name] = hook()
     return snap

@@ -85,7 +85,7 @@ class AgentRunner:
         self.in_flight = {"agents": 0, "subagents": 0}
         self.peak = {"agents": 0, "subagents": 0}
         self._shared: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[Run]] = set()
+        self._tasks: dict[int, asyncio.Task[Run]] = {}  # run id → its task
 
     # -- entry points --------------------------------------------------------------
 
@@ -130,14 +130,14 @@ class AgentRunner:
             owner=self.owner,
         )
         task = asyncio.create_task(self.execute(rid, late=late))
-        self._track(task)
+        self._track(rid, task)
         return await asyncio.shield(task)
 
     async def start(self, name: str, trigger: str, *, late: bool = False, **kw: Any) -> int:
         """Like ``run`` but in the background; returns the run id at once."""
         self.agent(name)
         rid = await self.runs.create(name, trigger, owner=self.owner, **kw)
-        self._track(asyncio.create_task(self.execute(rid, late=late)))
+        self._track(rid, asyncio.create_task(self.execute(rid, late=late)))
         return rid
 
     async def rerun(self, run_id: int, trigger: str = "rerun") -> int:
@@ -152,19 +152,32 @@ class AgentRunner:
         taken = 0
         for rid in await self.runs.unclaimed():
             if await self.runs.claim(rid, self.owner):
-                self._track(asyncio.create_task(self.execute(rid)))
+                self._track(rid, asyncio.create_task(self.execute(rid)))
                 taken += 1
         return taken
 
-    def _track(self, task: asyncio.Task[Run]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _track(self, run_id: int, task: asyncio.Task[Run]) -> None:
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    async def wait(self, run_id: int, poll_s: float = 0.2) -> Run:
+        """The run once it is done: its task when it runs here, else the store."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            return await asyncio.shield(task)
+        while True:
+            run = await self.runs.get(run_id)
+            if run is None:
+                raise AgentError(f"no run {run_id}")
+            if run.done:
+                return run
+            await asyncio.sleep(poll_s)
 
     async def shutdown(self, grace_s: float) -> None:
         """Let background runs finish for ``grace_s``, then interrupt the rest."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace_s)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

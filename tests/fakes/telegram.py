@@ -23,10 +23,10 @@ import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 DEFAULT_TOKEN = "123456:TEST-token-abc"
 MAX_TEXT_UTF16 = 4096
@@ -366,9 +366,7 @@ def _scope_key(scope: Any, language_code: str | None) -> str:
     scope = _as_json(scope) or {"type": "default"}
     if not isinstance(scope, dict) or not isinstance(scope.get("type"), str):
         raise _bad("can't parse BotCommandScope JSON object")
-    key = ":".join(
-        [scope["type"]] + [str(scope[k]) for k in ("chat_id", "user_id") if k in scope]
-    )
+    key = ":".join([scope["type"]] + [str(scope[k]) for k in ("chat_id", "user_id") if k in scope])
     return f"{key}/{language_code}" if language_code else key
 
 
@@ -572,7 +570,9 @@ class FakeTelegram:
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with this Bot API error."""
         name = _CANONICAL.get(method.lower(), method)
-        self._faults[name].extend(_Fault(error_code, description, retry_after) for _ in range(times))
+        self._faults[name].extend(
+            _Fault(error_code, description, retry_after) for _ in range(times)
+        )
 
     def set_down(self, down: bool, plain: bool = False) -> None:
         """While down, every request answers 502 Bad Gateway: Bot-API-shaped JSON, or with
@@ -646,7 +646,7 @@ class FakeTelegram:
             files: dict[str, Upload] = {}
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                if not isinstance(part, web.BodyPartReader) or part.name is None:
+                if not isinstance(part, BodyPartReader) or part.name is None:
                     continue
                 if part.filename is not None:
                     files[part.name] = Upload(part.filename, bytes(await part.read()))
@@ -734,9 +734,9 @@ class FakeTelegram:
         if mode.lower() == "html":
             text, entities = parse_html(source)
         elif mode.lower() in ("", "markdown", "markdownv2"):
-            text, entities = source, list(_as_json(params.get(f"{key}_entities", [])) or [])
-            if key == "text":
-                text, entities = source, list(_as_json(params.get("entities", [])) or [])
+            # Markdown is not checked; explicit entities are echoed as given.
+            given = params.get("entities" if key == "text" else "caption_entities")
+            text, entities = source, list(_as_json(given) or [])
         else:
             raise _bad(f"unsupported parse_mode {mode}")
         if empty is not None and not text.strip():
@@ -901,7 +901,9 @@ class FakeTelegram:
         return True
 
     async def _m_getMyCommands(self, params: dict[str, Any]) -> Any:
-        return self.my_commands.get(_scope_key(params.get("scope"), params.get("language_code")), [])
+        return self.my_commands.get(
+            _scope_key(params.get("scope"), params.get("language_code")), []
+        )
 
     async def _m_deleteMyCommands(self, params: dict[str, Any]) -> Any:
         self.my_commands.pop(_scope_key(params.get("scope"), params.get("language_code")), None)
@@ -1014,9 +1016,7 @@ class FakeTelegram:
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
         query = self._open_queries.pop(str(params.get("callback_query_id", "")), None)
         if query is None:
-            raise _bad(
-                "query is too old and response timeout expired or query ID is invalid"
-            )
+            raise _bad("query is too old and response timeout expired or query ID is invalid")
         if len(str(params.get("text") or "")) > 200:
             raise _bad("MESSAGE_TOO_LONG")
         self._answered.append({**params, "data": query["data"], "user_id": query["from"]["id"]})

@@ -38,8 +38,9 @@ class TelegramChannel:
         try:
             chat_id = int(name)
         except ValueError:
-            raise DeliveryError(f"telegram target {name!r} is not a chat id",
-                                permanent=True) from None
+            raise DeliveryError(
+                f"telegram target {name!r} is not a chat id", permanent=True
+            ) from None
         ids = []
         for part in split_html(body):
             ids.append(await self._send_part(chat_id, part))
@@ -49,20 +50,23 @@ class TelegramChannel:
         while True:
             await wait_turn(self.limiter, chat_id)
             try:
-                msg = await self.bot.send_message(chat_id, part,
-                                                  disable_web_page_preview=True)
+                msg = await self.bot.send_message(chat_id, part, disable_web_page_preview=True)
                 return msg.message_id
             except TelegramRetryAfter as e:
                 self.limiter.penalize(chat_id, float(e.retry_after), time.monotonic())
                 if e.retry_after > MAX_IN_CHANNEL_WAIT_S:
-                    raise DeliveryError(f"Telegram asks to wait {e.retry_after}s",
-                                        retry_after_s=float(e.retry_after)) from None
+                    raise DeliveryError(
+                        f"Telegram asks to wait {e.retry_after}s",
+                        retry_after_s=float(e.retry_after),
+                    ) from None
                 log.info("telegram 429 for chat %s: waiting %ss", chat_id, e.retry_after)
             except TelegramForbiddenError as e:
-                raise DeliveryError(f"Telegram refused chat {chat_id}: {e.message}",
-                                    permanent=True) from None
+                raise DeliveryError(
+                    f"Telegram refused chat {chat_id}: {e.message}", permanent=True
+                ) from None
             except TelegramBadRequest as e:
-                raise DeliveryError(f"Telegram rejected the message: {e.message}",
-                                    permanent=True) from None
+                raise DeliveryError(
+                    f"Telegram rejected the message: {e.message}", permanent=True
+                ) from None
             except (TelegramServerError, TelegramNetworkError) as e:
                 raise DeliveryError(f"Telegram unavailable: {e}") from None

@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from core.ledger import UsageReport  # noqa: E402
+from core.ledger import UsageReport
 
 TARGET_MID = {0: 65.0, 1: 17.5, 2: 12.5, 3: 5.0}  # middle of each tier's target share, %
 
@@ -35,8 +35,7 @@ def usage_png(by_tier: UsageReport, by_day: UsageReport, period: str) -> bytes:
         right.set_title("Cost per day (USD)")
         right.tick_params(axis="x", labelrotation=45)
         if not days:
-            right.text(0.5, 0.5, "no requests", ha="center", va="center",
-                       transform=right.transAxes)
+            right.text(0.5, 0.5, "no requests", ha="center", va="center", transform=right.transAxes)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

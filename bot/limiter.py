@@ -53,6 +53,7 @@ class SendLimiter:
             raise ValueError(f"global_per_s must be > 0, got {global_per_s}")
         self.per_chat_interval_s = per_chat_interval_s
         self.group_per_minute = group_per_minute
+        self.global_per_s = global_per_s
         # N sends per window, with N whole: a rate under one a second becomes one send
         # per 1/rate seconds; a fractional rate above one rounds down
         self._global_count = max(1, math.floor(global_per_s))

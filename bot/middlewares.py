@@ -32,8 +32,11 @@ class AccessMiddleware(BaseMiddleware):
         if user is None or user.id not in self.allowed:
             if user is not None and user.id not in self._logged:  # once per user
                 self._logged.add(user.id)
-                log.warning("ignoring Telegram user %s (@%s): not in admins or allowed_users",
-                            user.id, user.username)
+                log.warning(
+                    "ignoring Telegram user %s (@%s): not in admins or allowed_users",
+                    user.id,
+                    user.username,
+                )
             return None
         data["is_admin"] = user.id in self.admins
         return await handler(event, data)

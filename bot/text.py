@@ -204,7 +204,8 @@ class _Splitter:
         """Whether a cut before token ``j`` avoids leaving an element empty on either side."""
         after = self.run_end[j]
         opens_before = self.tokens[j - 1].kind is _Kind.OPEN
-        closes_after = after < len(self.tokens) and self.tokens[after].kind is _Kind.CLOSE
+        # (an element closing with no text after it is the end: nothing is left behind)
+        closes_after = after <= self.last_text and self.tokens[after].kind is _Kind.CLOSE
         return not opens_before and not closes_after
 
     def _best_cut(self, pos: int, stack: list[_Token]) -> tuple[int, list[_Token]]:

@@ -10,8 +10,15 @@ from core.ledger import UsageReport
 from core.runs import Run
 from core.types import Attempt
 
-STATUS_ICON = {"ok": "✅", "late": "🕗", "failed": "❌", "missed": "⏭", "interrupted": "⏹",
-               "queued": "⏳", "running": "⏳"}
+STATUS_ICON = {
+    "ok": "✅",
+    "late": "🕗",
+    "failed": "❌",
+    "missed": "⏭",
+    "interrupted": "⏹",
+    "queued": "⏳",
+    "running": "⏳",
+}
 # the pyramid the operator aims for: share of answered requests per tier, in %
 TARGET_SHARE = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
 
@@ -29,8 +36,11 @@ READ_ONLY = {"agents", "runs", "usage", "status", "help"}
 
 def help_text(is_admin: bool) -> str:
     """What the bot does, and the commands this user may use."""
-    lines = ["<b>OpenClaw</b> runs your agents on a four-tier model pyramid, cheapest first, "
-             "and delivers their results here.", ""]
+    lines = [
+        "<b>OpenClaw</b> runs your agents on a four-tier model pyramid, cheapest first, "
+        "and delivers their results here.",
+        "",
+    ]
     for cmd, desc in ADMIN_COMMANDS:
         if is_admin or cmd in READ_ONLY:
             lines.append(f"/{cmd} — {escape(desc)}")
@@ -46,10 +56,17 @@ def agents_text(rows: list[dict[str, Any]], page: int, pages: int) -> str:
     lines = [f"<b>Agents</b> (page {page + 1}/{pages})"]
     for r in rows:
         icon = STATUS_ICON.get(r["last_status"] or "", "·")
-        when = "disabled" if not r["enabled"] else (
-            f"next {r['next_fire'][:16].replace('T', ' ')}" if r["next_fire"] else "on demand")
-        lines.append(f"{icon} <b>{escape(r['name'])}</b> — {escape(r['schedule'] or '')} "
-                     f"{escape(when)}".replace("  ", " "))
+        when = (
+            "disabled"
+            if not r["enabled"]
+            else (
+                f"next {r['next_fire'][:16].replace('T', ' ')}" if r["next_fire"] else "on demand"
+            )
+        )
+        lines.append(
+            f"{icon} <b>{escape(r['name'])}</b> — {escape(r['schedule'] or '')} "
+            f"{escape(when)}".replace("  ", " ")
+        )
     return "\n".join(lines)
 
 
@@ -77,14 +94,18 @@ def run_line(run: Run) -> str:
     tier = ""
     if run.route:
         tier = " " + escape(run.route.split(";")[0].replace("tier=", "tier "))
-    return (f"{STATUS_ICON.get(run.status, '·')} #{run.id} {escape(run.agent)} "
-            f"{escape(run.status)}{tier} ${run.cost_usd:.4f}")
+    return (
+        f"{STATUS_ICON.get(run.status, '·')} #{run.id} {escape(run.agent)} "
+        f"{escape(run.status)}{tier} ${run.cost_usd:.4f}"
+    )
 
 
 def run_result(run: Run) -> str:
     """The result message of a run."""
-    head = f"{STATUS_ICON.get(run.status, '·')} <b>{escape(run.agent)}</b> #{run.id} " \
-           f"{escape(run.status)}"
+    head = (
+        f"{STATUS_ICON.get(run.status, '·')} <b>{escape(run.agent)}</b> #{run.id} "
+        f"{escape(run.status)}"
+    )
     if run.route:
         head += f" · {escape(run.route)}"
     head += f" · ${run.cost_usd:.4f}"
@@ -110,10 +131,12 @@ def trace_text(run: Run, rows: list[dict[str, Any]]) -> str:
     lines = [f"<b>Route of #{run.id}</b> ({escape(run.agent)})"]
     for r in rows:
         reason = f" — {escape(truncate(r['reason'], 120))}" if r["reason"] else ""
-        lines.append(f"tier {r['tier']} {escape(r['provider'])}/{escape(r['model'])}: "
-                     f"<b>{escape(r['outcome'])}</b> {r['latency_ms']:.0f} ms, "
-                     f"{r['input_tokens']}→{r['output_tokens']} tok, ${r['cost_usd']:.5f}"
-                     f"{reason}")
+        lines.append(
+            f"tier {r['tier']} {escape(r['provider'])}/{escape(r['model'])}: "
+            f"<b>{escape(r['outcome'])}</b> {r['latency_ms']:.0f} ms, "
+            f"{r['input_tokens']}→{r['output_tokens']} tok, ${r['cost_usd']:.5f}"
+            f"{reason}"
+        )
     if len(lines) == 1:
         lines.append("<i>no model was called</i>")
     return "\n".join(lines)
@@ -121,13 +144,18 @@ def trace_text(run: Run, rows: list[dict[str, Any]]) -> str:
 
 def usage_text(r: UsageReport, period: str) -> str:
     """Tier shares against the target pyramid, cost per model, savings."""
-    lines = [f"<b>Usage, {escape(period)}</b>", f"Requests {r.requests}, answered {r.answered}",
-             "", "<pre>tier  share   target  requests"]
+    lines = [
+        f"<b>Usage, {escape(period)}</b>",
+        f"Requests {r.requests}, answered {r.answered}",
+        "",
+        "<pre>tier  share   target  requests",
+    ]
     for row in r.rows:
         tier = int(row.key)
         share = r.tier_share.get(tier, 0.0)
-        lines.append(f"{tier:>4}  {share:5.1f}%  {TARGET_SHARE.get(tier, '-'):>6}  "
-                     f"{row.requests:>8}")
+        lines.append(
+            f"{tier:>4}  {share:5.1f}%  {TARGET_SHARE.get(tier, '-'):>6}  {row.requests:>8}"
+        )
     lines.append("</pre>")
     return "\n".join(lines)
 
@@ -136,12 +164,13 @@ def model_costs_text(r: UsageReport) -> str:
     """Cost per model and the savings lines."""
     lines = ["<pre>model                         answers    cost $"]
     for row in r.rows:
-        lines.append(f"{escape(truncate(row.key, 28)):<29} {row.answered:>7} "
-                     f"{row.cost_usd:>9.4f}")
+        lines.append(f"{escape(truncate(row.key, 28)):<29} {row.answered:>7} {row.cost_usd:>9.4f}")
     lines.append("</pre>")
-    lines.append(f"Cost ${r.cost_usd:.4f} · cloud-only ${r.cloud_only_usd:.4f} "
-                 f"(saved ${r.savings_vs_cloud_usd:.4f}) · all-top-tier "
-                 f"${r.all_top_tier_usd:.4f} (saved ${r.savings_vs_top_usd:.4f})")
+    lines.append(
+        f"Cost ${r.cost_usd:.4f} · cloud-only ${r.cloud_only_usd:.4f} "
+        f"(saved ${r.savings_vs_cloud_usd:.4f}) · all-top-tier "
+        f"${r.all_top_tier_usd:.4f} (saved ${r.savings_vs_top_usd:.4f})"
+    )
     return "\n".join(lines)
 
 
@@ -156,10 +185,13 @@ def status_text(status: dict[str, Any]) -> str:
                 err = f" — {escape(truncate(m['last_error'], 80))}" if m["last_error"] else ""
                 lines.append(f"  {escape(m['model'])}: {escape(m['state'])}{lat}{err}")
     q = status["queues"]
-    lines.append(f"Queues: agents {q['agents_running']} running / {q['agents_waiting']} "
-                 f"waiting, subagents {q['subagents_running']} / {q['subagents_waiting']}")
-    lines.append(f"Pending: {status['pending_approvals']} approvals, "
-                 f"{q['outbox_pending']} deliveries")
+    lines.append(
+        f"Queues: agents {q['agents_running']} running / {q['agents_waiting']} "
+        f"waiting, subagents {q['subagents_running']} / {q['subagents_waiting']}"
+    )
+    lines.append(
+        f"Pending: {status['pending_approvals']} approvals, {q['outbox_pending']} deliveries"
+    )
     tg = status.get("telegram")
     if tg:
         lines.append(f"Telegram: {escape(tg['mode'])}, {escape(tg['state'])}")
@@ -170,11 +202,13 @@ def approval_text(rec: ApprovalRecord) -> str:
     """What the admins see when a request wants a tier that needs approval."""
     req = rec.request
     who = req.agent or req.caller or "a gateway client"
-    lines = [f"🔐 <b>Approval needed</b> #{rec.id}",
-             f"From: {escape(who)}" + (f" (run #{escape(req.run_id)})" if req.run_id else ""),
-             f"Task: {escape(req.task or '-')} → tier {req.tier} {escape(req.model)}",
-             f"Why: {escape(truncate(req.reason, 600))}",
-             f"Estimated cost: ${req.estimated_cost_usd:.4f}"]
+    lines = [
+        f"🔐 <b>Approval needed</b> #{rec.id}",
+        f"From: {escape(who)}" + (f" (run #{escape(req.run_id)})" if req.run_id else ""),
+        f"Task: {escape(req.task or '-')} → tier {req.tier} {escape(req.model)}",
+        f"Why: {escape(truncate(req.reason, 600))}",
+        f"Estimated cost: ${req.estimated_cost_usd:.4f}",
+    ]
     if req.preview:
         lines.append(f"Prompt: <i>{escape(truncate(req.preview, 300))}</i>")
     return "\n".join(lines)

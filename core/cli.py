@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
 from core.ledger import GROUPS, UsageReport, parse_since
 from core.runs import Run
+from core.serve import Extension, serve
 from core.settings import Settings
 from core.types import ChatRequest, Message, StreamDelta
 
@@ -164,16 +166,27 @@ async def _with_app(
 
 async def _serve(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
     from core.gateway.auth import resolve_token
-    from core.serve import serve
 
     host = config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     token, token_source = await asyncio.to_thread(resolve_token, settings, host)
     app = await _with_app(args, settings, config, path)
     try:
-        return await serve(app, token, token_source, host, port, path)
+        return await serve(app, token, token_source, host, port, path, _extensions(app))
     finally:
         await app.close()
+
+
+def _extensions(app: App) -> list[Extension]:
+    """The Telegram bot, when a token is set. Imported by name: core never imports aiogram."""
+    token = app.settings.telegram_bot_token
+    if token is None or not token.get_secret_value():
+        return []
+    plugin = importlib.import_module("bot.service")
+    ext: Extension = plugin.TelegramBot(
+        app, token.get_secret_value(), app.settings.telegram_api_base
+    )
+    return [ext]
 
 
 async def _ask(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:

@@ -329,7 +329,7 @@ class Outbox:
 class DeliveryWorker:
     """Sends due outbox rows through their channels until stopped."""
 
-    def __init__(self, outbox: Outbox, channels: Mapping[str, Channel], owner: str) -> None:
+    def __init__(self, outbox: Outbox, channels: dict[str, Channel], owner: str) -> None:
         self.outbox = outbox
         self.channels = channels
         self.owner = owner

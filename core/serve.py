@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
 from core import __version__
 from core.app import App
@@ -47,16 +48,47 @@ async def _adopt_forever(app: App, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), ADOPT_INTERVAL_S)
 
 
+class Extension(Protocol):
+    """Something that plugs into serve (the Telegram bot); core never imports it."""
+
+    def routes(self) -> dict[str, Any]:
+        """POST endpoints to mount on the gateway (they check their own credentials)."""
+        ...
+
+    async def start(self) -> None:
+        """Start once the gateway, scheduler and delivery run."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop before the app closes."""
+        ...
+
+    def summary(self) -> str:
+        """One line for the start-up summary."""
+        ...
+
+
 async def serve(
-    app: App, token: str, token_source: str, host: str, port: int, config_path: Path
+    app: App,
+    token: str,
+    token_source: str,
+    host: str,
+    port: int,
+    config_path: Path,
+    extensions: list[Extension] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
-    gateway = Gateway(app, token, host, port)
+    extensions = extensions or []
+    routes: dict[str, Any] = {}
+    for ext in extensions:
+        routes.update(ext.routes())
+    gateway = Gateway(app, token, host, port, routes)
     stop = asyncio.Event()  # handlers first: a SIGTERM right after start-up still stops cleanly
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
+    started: list[Extension] = []
     try:
         try:
             await gateway.start()
@@ -65,9 +97,13 @@ async def serve(
             return 1
         await app.start_embedded()
         released = await app.outbox.release_stale()
+        await app.approvals.expire_abandoned()
         await app.scheduler.start()
         tasks.append(asyncio.create_task(app.delivery.run(stop)))
         tasks.append(asyncio.create_task(_adopt_forever(app, stop)))
+        for ext in extensions:
+            await ext.start()
+            started.append(ext)
         print(
             f"openclaw {__version__} serving; config {config_path}; db {app.store.path}", flush=True
         )
@@ -93,6 +129,10 @@ async def serve(
                 f"{app.scheduler.next_fire(agent)}",
                 flush=True,
             )
+        for ext in started:
+            print(ext.summary(), flush=True)
+        if not extensions:
+            print("Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)", flush=True)
         # what start-up built lives as long as the process: keep it out of every
         # later collection, which shortens the pauses that show in tail latency
         gc.collect()
@@ -102,6 +142,11 @@ async def serve(
     finally:
         stop.set()
         app.scheduler.stop()
+        for ext in reversed(started):
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("stopping an extension failed")
         await app.runner.shutdown(SHUTDOWN_GRACE_S)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):

@@ -44,6 +44,7 @@ class GatewayState:
     started_at: float
     in_flight: int = 0
     port: int = 0  # the bound port, once listening
+    self_authenticating: frozenset[str] = frozenset()  # paths that check their own secret
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_at, 1)

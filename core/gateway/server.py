@@ -6,7 +6,7 @@ import errno
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -85,9 +85,9 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Everything but liveness/readiness needs the bearer token; guessing gets 429."""
-    if request.path in OPEN_PATHS:
-        return await handler(request)
     st = request.app[h.STATE]
+    if request.path in OPEN_PATHS or request.path in st.self_authenticating:
+        return await handler(request)
     addr = request.remote or "unknown"
     now = time.monotonic()
     wait = st.limiter.blocked_for(addr, now)
@@ -110,8 +110,14 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-def create_app(app: App, token: str) -> web.Application:
-    """The aiohttp application serving every gateway endpoint."""
+def create_app(
+    app: App, token: str, extra_routes: Mapping[str, Handler] | None = None
+) -> web.Application:
+    """The aiohttp application serving every gateway endpoint.
+
+    ``extra_routes`` are POST endpoints that check their own credentials (the
+    Telegram webhook checks Telegram's secret token), so the bearer check skips them.
+    """
     cfg = app.config.gateway
     web_app = web.Application(
         middlewares=[errors_and_metrics, bearer_auth], client_max_size=cfg.max_body_bytes
@@ -137,14 +143,24 @@ def create_app(app: App, token: str) -> web.Application:
     r.add_get("/api/runs", h.runs)
     r.add_get("/api/runs/{run_id}", h.run_detail)
     r.add_post("/api/runs/{run_id}/rerun", h.rerun)
+    for path, handler in (extra_routes or {}).items():
+        r.add_post(path, handler)
+    web_app[h.STATE].self_authenticating = frozenset(extra_routes or {})
     return web_app
 
 
 class Gateway:
     """Runs the gateway on host:port until stopped."""
 
-    def __init__(self, app: App, token: str, host: str, port: int) -> None:
-        self.web_app = create_app(app, token)
+    def __init__(
+        self,
+        app: App,
+        token: str,
+        host: str,
+        port: int,
+        extra_routes: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.web_app = create_app(app, token, extra_routes)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None

@@ -1,0 +1,109 @@
+"""/agents: a paginated list; each agent opens a detail with Run now and Enable/Disable."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import AgentCb
+from bot.reporter import RunReporter
+from bot.views import agent_detail, agents_text
+from core.app import App
+from core.overview import agents_overview
+
+agents_router = Router(name="agents")
+
+
+async def agents_page(app: App, page: int) -> tuple[str, InlineKeyboardMarkup]:
+    """One page of the agent list, with a button per agent and ◀ ▶."""
+    rows = await agents_overview(app)
+    size = app.config.telegram.page_size
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(page, 0), pages - 1)
+    shown = rows[page * size : (page + 1) * size]
+    kb = InlineKeyboardBuilder()
+    for i, row in enumerate(shown, start=page * size):
+        kb.button(text=row["name"], callback_data=AgentCb(action="open", idx=i))
+    kb.adjust(2)
+    nav = InlineKeyboardBuilder()
+    if page > 0:
+        nav.button(text="◀", callback_data=AgentCb(action="page", page=page - 1))
+    if page < pages - 1:
+        nav.button(text="▶", callback_data=AgentCb(action="page", page=page + 1))
+    kb.attach(nav)
+    return agents_text(shown, page, pages), kb.as_markup()
+
+
+@agents_router.message(Command("agents"))
+async def list_agents(message: Message, app: App) -> None:
+    """The first page."""
+    text, kb = await agents_page(app, 0)
+    await message.answer(text, reply_markup=kb)
+
+
+@agents_router.callback_query(AgentCb.filter(F.action == "page"))
+async def turn_page(query: CallbackQuery, callback_data: AgentCb, app: App) -> None:
+    """◀ / ▶."""
+    text, kb = await agents_page(app, callback_data.page)
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text, reply_markup=kb)
+    await query.answer()
+
+
+async def _detail(app: App, idx: int, is_admin: bool) -> tuple[str, InlineKeyboardMarkup]:
+    rows = await agents_overview(app)
+    row = rows[idx]
+    runs = await app.runner.runs.recent(row["name"], limit=5)
+    kb = InlineKeyboardBuilder()
+    if is_admin:
+        kb.button(text="▶️ Run now", callback_data=AgentCb(action="run", idx=idx))
+        toggle = "disable" if row["enabled"] else "enable"
+        kb.button(
+            text=f"{'⏸ Disable' if row['enabled'] else '⏯ Enable'}",
+            callback_data=AgentCb(action=toggle, idx=idx),
+        )
+    kb.button(text="⬅ All agents", callback_data=AgentCb(action="page", page=0))
+    kb.adjust(2)
+    return agent_detail(row, runs), kb.as_markup()
+
+
+@agents_router.callback_query(AgentCb.filter(F.action == "open"))
+async def open_agent(
+    query: CallbackQuery, callback_data: AgentCb, app: App, is_admin: bool
+) -> None:
+    """An agent's detail."""
+    if not 0 <= callback_data.idx < len(app.config.agents):
+        await query.answer("that agent is gone from the config", show_alert=True)
+        return
+    text, kb = await _detail(app, callback_data.idx, is_admin)
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text, reply_markup=kb)
+    await query.answer()
+
+
+@agents_router.callback_query(AgentCb.filter(F.action.in_({"run", "enable", "disable"})))
+async def admin_action(
+    query: CallbackQuery, callback_data: AgentCb, app: App, is_admin: bool, reporter: RunReporter
+) -> None:
+    """Run now / Enable / Disable — admins only, checked again here."""
+    if not is_admin:
+        await query.answer("Only admins can do that.", show_alert=True)
+        return
+    if not 0 <= callback_data.idx < len(app.config.agents):
+        await query.answer("that agent is gone from the config", show_alert=True)
+        return
+    name = app.config.agents[callback_data.idx].name
+    if callback_data.action == "run":
+        await query.answer(f"Starting {name}…")
+        chat_id = query.message.chat.id if query.message else query.from_user.id
+        reporter.spawn(chat_id, name, lambda: app.runner.start(name, "chat"))
+        return
+    disabled = callback_data.action == "disable"
+    by = f"@{query.from_user.username or query.from_user.id}"
+    await app.runner.states.set_disabled(name, disabled, f"disabled from Telegram by {by}")
+    await query.answer(f"{name} {'disabled' if disabled else 'enabled'}")
+    text, kb = await _detail(app, callback_data.idx, is_admin)
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text, reply_markup=kb)

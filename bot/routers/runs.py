@@ -1,0 +1,100 @@
+"""/run, /runs, and the Rerun / Details buttons."""
+
+from __future__ import annotations
+
+import difflib
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.callbacks import RunCb
+from bot.reporter import RunReporter
+from bot.text import escape
+from bot.views import run_line, trace_text
+from core.app import App
+
+runs_router = Router(name="runs")
+
+
+class UsageError(Exception):
+    """A command with wrong arguments: the message is the usage to show."""
+
+
+def closest(app: App, name: str) -> str:
+    names = [a.name for a in app.config.agents]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.4) if name else []
+    pick = close or names[:8]
+    return ", ".join(f"<code>{escape(n)}</code>" for n in pick) or "none configured"
+
+
+@runs_router.message(Command("run"))
+async def run_agent(
+    message: Message, command: CommandObject, app: App, is_admin: bool, reporter: RunReporter
+) -> None:
+    """/run <agent> [extra message]: progress edits, then the result with Rerun."""
+    if not is_admin:
+        await message.answer("Only admins can run agents.")
+        return
+    args = (command.args or "").strip()
+    name, _, extra = args.partition(" ")
+    if not name or app.config.agent(name) is None:
+        what = f"No agent named <code>{escape(name)}</code>. " if name else ""
+        raise UsageError(
+            f"{what}Usage: /run &lt;agent&gt; [extra message]\nAgents: {closest(app, name)}"
+        )
+    reporter.spawn(
+        message.chat.id, name, lambda: app.runner.start(name, "chat", message=extra.strip() or None)
+    )
+
+
+@runs_router.message(Command("runs"))
+async def list_runs(message: Message, command: CommandObject, app: App) -> None:
+    """/runs [agent]: recent runs, each with Rerun."""
+    name = (command.args or "").strip() or None
+    if name is not None and app.config.agent(name) is None:
+        raise UsageError(f"Usage: /runs [agent]\nAgents: {closest(app, name)}")
+    runs = await app.runner.runs.recent(name, limit=10)
+    if not runs:
+        await message.answer("No runs yet.")
+        return
+    kb = InlineKeyboardBuilder()
+    for run in runs:
+        kb.button(text=f"🔁 #{run.id}", callback_data=RunCb(action="rerun", run_id=run.id))
+    kb.adjust(5)
+    await message.answer("\n".join(run_line(r) for r in runs), reply_markup=kb.as_markup())
+
+
+@runs_router.callback_query(RunCb.filter(F.action == "rerun"))
+async def rerun(
+    query: CallbackQuery, callback_data: RunCb, app: App, is_admin: bool, reporter: RunReporter
+) -> None:
+    """A new run of the same agent and message; its parent is the old one."""
+    if not is_admin:
+        await query.answer("Only admins can rerun.", show_alert=True)
+        return
+    old = await app.runner.runs.get(callback_data.run_id)
+    if old is None or app.config.agent(old.agent) is None:
+        await query.answer("That run's agent is gone.", show_alert=True)
+        return
+    await query.answer(f"Rerunning #{old.id}…")
+    chat_id = query.message.chat.id if query.message else query.from_user.id
+    reporter.spawn(chat_id, old.agent, lambda: app.runner.rerun(old.id))
+
+
+@runs_router.callback_query(RunCb.filter(F.action == "details"))
+async def details(query: CallbackQuery, callback_data: RunCb, app: App) -> None:
+    """The route trace: every attempt with tier, model, outcome, latency, tokens, cost."""
+    run = await app.runner.runs.get(callback_data.run_id)
+    if run is None:
+        await query.answer("No such run.", show_alert=True)
+        return
+    rows = await app.store.fetchall(
+        "SELECT tier, provider, model, outcome, reason, latency_ms, input_tokens,"
+        " output_tokens, cost_usd FROM attempts WHERE run_id = ? ORDER BY id",
+        (str(run.id),),
+    )
+    await query.answer()
+    if query.message is not None:
+        await query.message.answer(trace_text(run, [dict(r) for r in rows]))

@@ -1,0 +1,22 @@
+"""/status: provider health per tier, breakers, queues, approvals, deliveries, uptime."""
+
+from __future__ import annotations
+
+import time
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot.views import status_text
+from core.app import App
+from core.overview import status_snapshot
+
+status_router = Router(name="status")
+
+
+@status_router.message(Command("status"))
+async def status(message: Message, app: App, started_at: float) -> None:
+    """The same snapshot as /api/status, as text."""
+    snap = await status_snapshot(app, round(time.monotonic() - started_at, 1))
+    await message.answer(status_text(snap))

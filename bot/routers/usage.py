@@ -1,0 +1,36 @@
+"""/usage [today|7d|30d]: tier shares vs the target pyramid, cost per model, a chart."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import BufferedInputFile, Message
+
+from bot.chart import usage_png
+from bot.routers.runs import UsageError
+from bot.views import model_costs_text, usage_text
+from core.app import App
+
+usage_router = Router(name="usage")
+PERIODS = {"today": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+@usage_router.message(Command("usage"))
+async def usage(message: Message, command: CommandObject, app: App) -> None:
+    """A text table, then the PNG chart."""
+    period = (command.args or "7d").strip()
+    if period not in PERIODS:
+        raise UsageError("Usage: /usage [today|7d|30d]")
+    since = PERIODS[period]
+    by_tier = await app.ledger.report(since, "tier")
+    by_model = await app.ledger.report(since, "model")
+    by_day = await app.ledger.report(since, "day")
+    await message.answer(usage_text(by_tier, period) + "\n" + model_costs_text(by_model))
+    png = await asyncio.to_thread(usage_png, by_tier, by_day, period)
+    await message.answer_photo(
+        BufferedInputFile(png, filename=f"usage-{period}.png"),
+        caption=f"Tier share and daily cost, {period}",
+    )

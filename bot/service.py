@@ -1,0 +1,230 @@
+"""The Telegram bot inside ``openclaw serve``: wiring, long polling with a watchdog, webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.filters import ExceptionTypeFilter
+from aiogram.methods import GetUpdates, TelegramMethod
+from aiogram.methods.base import TelegramType
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, ErrorEvent
+from aiohttp import web
+
+from bot.channel import TelegramChannel
+from bot.middlewares import AccessMiddleware
+from bot.reporter import RunReporter
+from bot.routers.agents import agents_router
+from bot.routers.approvals import ApprovalMessages, approvals_router
+from bot.routers.runs import UsageError, runs_router
+from bot.routers.start import start_router
+from bot.routers.status import status_router
+from bot.routers.usage import usage_router
+from bot.views import ADMIN_COMMANDS, READ_ONLY
+from core.app import App
+
+log = logging.getLogger("openclaw.bot")
+WEBHOOK_PATH = "/telegram/webhook"
+
+
+class PollWatch(BaseRequestMiddleware):
+    """Notes when each getUpdates starts and ends, for the watchdog."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None  # the getUpdates in flight, if any
+        self.last_ok: float | None = None
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Any:
+        if not isinstance(method, GetUpdates):
+            return await make_request(bot, method)
+        self.started = time.monotonic()
+        try:
+            result = await make_request(bot, method)
+            self.last_ok = time.monotonic()
+            return result
+        finally:
+            self.started = None
+
+
+async def _usage_error(event: ErrorEvent) -> None:
+    """Commands with wrong arguments answer with their usage."""
+    message = event.update.message
+    if message is not None:
+        await message.answer(str(event.exception))
+
+
+class TelegramBot:
+    """The bot: routers per feature, access middleware, the outbox channel, approvals."""
+
+    def __init__(self, app: App, token: str, api_base: str | None = None) -> None:
+        self.app = app
+        cfg = app.config.telegram
+        session = (
+            AiohttpSession(api=TelegramAPIServer.from_base(api_base))
+            if api_base
+            else (AiohttpSession())
+        )
+        self.bot = Bot(
+            token,
+            session=session,
+            default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+        )
+        self.watch = PollWatch()
+        self.bot.session.middleware(self.watch)
+        self.reporter = RunReporter(app, self.bot)
+        self.approvals = ApprovalMessages(self.bot, cfg.admins, self.reporter)
+        self.dp = Dispatcher(app=app, reporter=self.reporter, started_at=time.monotonic())
+        self.dp.update.outer_middleware(AccessMiddleware(cfg))
+        self.dp.include_routers(
+            start_router, agents_router, runs_router, usage_router, status_router, approvals_router
+        )
+        self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
+        self.mode = "webhook" if cfg.webhook_url else "polling"
+        self.state = "starting"
+        self.reconnects = 0
+        self._polling: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._secret: str | None = None
+        self._webhook_tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Plug into the app (channel, approvals, progress, status), register the commands,
+        then poll (or set the webhook)."""
+        self.app.delivery.channels["telegram"] = TelegramChannel(self.bot)
+        self.app.approvals.notifiers.append(self.approvals.notify)
+        self.app.approvals.closers.append(self.approvals.close)
+        self.app.engine.observers.append(self.reporter.observe)
+        self.app.status_hooks["telegram"] = self.status
+        await self._register_commands()
+        if self.mode == "webhook":
+            cfg = self.app.config.telegram
+            secret = self.app.settings.secret(cfg.webhook_secret_env)
+            if secret is None:
+                raise RuntimeError(
+                    f"webhook mode needs {cfg.webhook_secret_env} (a random "
+                    "string Telegram sends back with every update)"
+                )
+            self._secret = secret.get_secret_value()
+            assert cfg.webhook_url is not None
+            await self.bot.set_webhook(
+                cfg.webhook_url, secret_token=self._secret, drop_pending_updates=False
+            )
+            self.state = "ok"
+            return
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        self._start_polling()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def _register_commands(self) -> None:
+        everyone = [
+            BotCommand(command=c, description=d) for c, d in ADMIN_COMMANDS if c in READ_ONLY
+        ]
+        admins = [BotCommand(command=c, description=d) for c, d in ADMIN_COMMANDS]
+        await self.bot.set_my_commands(everyone, scope=BotCommandScopeDefault())
+        for admin in self.app.config.telegram.admins:
+            with contextlib.suppress(Exception):  # an admin who never opened the bot
+                await self.bot.set_my_commands(admins, scope=BotCommandScopeChat(chat_id=admin))
+
+    def _start_polling(self) -> None:
+        timeout = self.app.config.telegram.polling_timeout_s
+        self._polling = asyncio.create_task(
+            self.dp.start_polling(
+                self.bot, polling_timeout=timeout, handle_signals=False, close_bot_session=False
+            )
+        )
+        self.state = "ok"
+
+    async def _watch(self) -> None:
+        """getUpdates silent for longer than its timeout plus a margin: reconnect."""
+        cfg = self.app.config.telegram
+        limit = cfg.polling_timeout_s + cfg.watchdog_margin_s
+        while True:
+            await asyncio.sleep(min(5.0, limit / 4))
+            started = self.watch.started
+            if started is None or time.monotonic() - started <= limit:
+                continue
+            self.state = "stalled, reconnecting"
+            self.reconnects += 1
+            log.warning("Telegram getUpdates silent for %.0fs: reconnecting", limit)
+            await self._stop_polling()
+            await self.bot.session.close()  # drop the stuck connection; a new one opens
+            self.watch.started = None
+            self._start_polling()
+
+    async def _stop_polling(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._polling
+            self._polling = None
+
+    async def stop(self) -> None:
+        """Stop polling, reporting and the session."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self._stop_polling()
+        await self.reporter.close()
+        await self.bot.session.close()
+        self.state = "stopped"
+
+    def routes(self) -> dict[str, Any]:
+        """The webhook endpoint, in webhook mode."""
+        return {WEBHOOK_PATH: self.webhook_handler()} if self.mode == "webhook" else {}
+
+    def summary(self) -> str:
+        """The start-up line."""
+        cfg = self.app.config.telegram
+        return (
+            f"Telegram bot: on ({self.mode}), {len(cfg.admins)} admins, "
+            f"{len(cfg.allowed_users)} more allowed users"
+        )
+
+    def status(self) -> dict[str, Any]:
+        """For /api/status and /readyz."""
+        last = self.watch.last_ok
+        return {
+            "mode": self.mode,
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "last_poll_s_ago": round(time.monotonic() - last, 1) if last else None,
+        }
+
+    # -- webhook ------------------------------------------------------------------------
+
+    def webhook_handler(self) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The aiohttp handler the gateway mounts at /telegram/webhook."""
+
+        async def handle(request: web.Request) -> web.Response:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+            if self._secret is None or not hmac.compare_digest(
+                given.encode(), self._secret.encode()
+            ):
+                return web.json_response({"ok": False}, status=401)
+            update = await request.json()
+            # answer Telegram at once; the handlers run on their own
+            task = asyncio.create_task(self.dp.feed_webhook_update(self.bot, update))
+            self._webhook_tasks.add(task)
+            task.add_done_callback(self._webhook_tasks.discard)
+            return web.json_response({"ok": True})
+
+        return handle

@@ -216,11 +216,11 @@ def parse_html(source: str) -> tuple[str, list[dict[str, Any]]]:
         if closing:
             if not stack:
                 raise fail(f'Unexpected end tag "{name}" at {at(i)}')
-            top, start, extra = stack.pop()
+            top, start, opened = stack.pop()
             if top != name:
                 raise fail(f'Unmatched end tag at {at(i)}, expected "</{top}>", found "</{name}>"')
-            if extra.get("type") and out_len > start:
-                entities.append({"offset": start, "length": out_len - start, **extra})
+            if opened.get("type") and out_len > start:
+                entities.append({"offset": start, "length": out_len - start, **opened})
             i = j
             continue
         if name not in _ENTITY_TYPES:
@@ -346,7 +346,7 @@ def _int_param(params: dict[str, Any], key: str, *, required: bool = True) -> in
     value = params.get(key)
     if value is None or value == "":
         if required:
-            raise _bad(f"{key} is empty" if key != "chat_id" else "chat_id is empty")
+            raise _bad(f"{key} is empty")
         return None
     try:
         return int(value)

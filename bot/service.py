@@ -25,12 +25,12 @@ from aiohttp import web
 from bot.channel import TelegramChannel
 from bot.middlewares import AccessMiddleware
 from bot.reporter import RunReporter
-from bot.routers.agents import agents_router
-from bot.routers.approvals import ApprovalMessages, approvals_router
-from bot.routers.runs import UsageError, runs_router
-from bot.routers.start import start_router
-from bot.routers.status import status_router
-from bot.routers.usage import usage_router
+from bot.routers.agents import make_agents_router
+from bot.routers.approvals import ApprovalMessages, make_approvals_router
+from bot.routers.runs import UsageError, make_runs_router
+from bot.routers.start import make_start_router
+from bot.routers.status import make_status_router
+from bot.routers.usage import make_usage_router
 from bot.views import ADMIN_COMMANDS, READ_ONLY
 from core.app import App
 
@@ -92,7 +92,12 @@ class TelegramBot:
         self.dp = Dispatcher(app=app, reporter=self.reporter, started_at=time.monotonic())
         self.dp.update.outer_middleware(AccessMiddleware(cfg))
         self.dp.include_routers(
-            start_router, agents_router, runs_router, usage_router, status_router, approvals_router
+            make_start_router(),
+            make_agents_router(),
+            make_runs_router(),
+            make_usage_router(),
+            make_status_router(),
+            make_approvals_router(),
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
         self.mode = "webhook" if cfg.webhook_url else "polling"

@@ -13,8 +13,6 @@ from bot.views import agent_detail, agents_text
 from core.app import App
 from core.overview import agents_overview
 
-agents_router = Router(name="agents")
-
 
 async def agents_page(app: App, page: int) -> tuple[str, InlineKeyboardMarkup]:
     """One page of the agent list, with a button per agent and ◀ ▶."""
@@ -36,14 +34,12 @@ async def agents_page(app: App, page: int) -> tuple[str, InlineKeyboardMarkup]:
     return agents_text(shown, page, pages), kb.as_markup()
 
 
-@agents_router.message(Command("agents"))
 async def list_agents(message: Message, app: App) -> None:
     """The first page."""
     text, kb = await agents_page(app, 0)
     await message.answer(text, reply_markup=kb)
 
 
-@agents_router.callback_query(AgentCb.filter(F.action == "page"))
 async def turn_page(query: CallbackQuery, callback_data: AgentCb, app: App) -> None:
     """◀ / ▶."""
     text, kb = await agents_page(app, callback_data.page)
@@ -69,7 +65,6 @@ async def _detail(app: App, idx: int, is_admin: bool) -> tuple[str, InlineKeyboa
     return agent_detail(row, runs), kb.as_markup()
 
 
-@agents_router.callback_query(AgentCb.filter(F.action == "open"))
 async def open_agent(
     query: CallbackQuery, callback_data: AgentCb, app: App, is_admin: bool
 ) -> None:
@@ -83,7 +78,6 @@ async def open_agent(
     await query.answer()
 
 
-@agents_router.callback_query(AgentCb.filter(F.action.in_({"run", "enable", "disable"})))
 async def admin_action(
     query: CallbackQuery, callback_data: AgentCb, app: App, is_admin: bool, reporter: RunReporter
 ) -> None:
@@ -107,3 +101,15 @@ async def admin_action(
     text, kb = await _detail(app, callback_data.idx, is_admin)
     if isinstance(query.message, Message):
         await query.message.edit_text(text, reply_markup=kb)
+
+
+def make_agents_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="agents")
+    router.message.register(list_agents, Command("agents"))
+    router.callback_query.register(turn_page, AgentCb.filter(F.action == "page"))
+    router.callback_query.register(open_agent, AgentCb.filter(F.action == "open"))
+    router.callback_query.register(
+        admin_action, AgentCb.filter(F.action.in_({"run", "enable", "disable"}))
+    )
+    return router

@@ -16,8 +16,6 @@ from bot.views import approval_outcome, approval_text
 from core.app import App
 from core.approvals import ApprovalRecord
 
-approvals_router = Router(name="approvals")
-
 
 def approval_keyboard(approval_id: int) -> InlineKeyboardMarkup:
     """Approve / Deny."""
@@ -62,7 +60,6 @@ class ApprovalMessages:
                 )
 
 
-@approvals_router.message(Command("approvals"))
 async def pending(message: Message, app: App, is_admin: bool) -> None:
     """Pending approvals, each with its buttons (admins only)."""
     if not is_admin:
@@ -76,7 +73,6 @@ async def pending(message: Message, app: App, is_admin: bool) -> None:
         await message.answer(approval_text(record), reply_markup=approval_keyboard(record.id))
 
 
-@approvals_router.callback_query(ApprovalCb.filter())
 async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_admin: bool) -> None:
     """First decision wins; later presses are told what happened."""
     if not is_admin:
@@ -87,3 +83,11 @@ async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_a
         callback_data.approval_id, callback_data.action == "approve", by
     )
     await query.answer(text, show_alert=True)
+
+
+def make_approvals_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="approvals")
+    router.message.register(pending, Command("approvals"))
+    router.callback_query.register(decide, ApprovalCb.filter())
+    return router

@@ -15,8 +15,6 @@ from bot.text import escape
 from bot.views import run_line, trace_text
 from core.app import App
 
-runs_router = Router(name="runs")
-
 
 class UsageError(Exception):
     """A command with wrong arguments: the message is the usage to show."""
@@ -29,7 +27,6 @@ def closest(app: App, name: str) -> str:
     return ", ".join(f"<code>{escape(n)}</code>" for n in pick) or "none configured"
 
 
-@runs_router.message(Command("run"))
 async def run_agent(
     message: Message, command: CommandObject, app: App, is_admin: bool, reporter: RunReporter
 ) -> None:
@@ -49,7 +46,6 @@ async def run_agent(
     )
 
 
-@runs_router.message(Command("runs"))
 async def list_runs(message: Message, command: CommandObject, app: App) -> None:
     """/runs [agent]: recent runs, each with Rerun."""
     name = (command.args or "").strip() or None
@@ -66,7 +62,6 @@ async def list_runs(message: Message, command: CommandObject, app: App) -> None:
     await message.answer("\n".join(run_line(r) for r in runs), reply_markup=kb.as_markup())
 
 
-@runs_router.callback_query(RunCb.filter(F.action == "rerun"))
 async def rerun(
     query: CallbackQuery, callback_data: RunCb, app: App, is_admin: bool, reporter: RunReporter
 ) -> None:
@@ -83,7 +78,6 @@ async def rerun(
     reporter.spawn(chat_id, old.agent, lambda: app.runner.rerun(old.id))
 
 
-@runs_router.callback_query(RunCb.filter(F.action == "details"))
 async def details(query: CallbackQuery, callback_data: RunCb, app: App) -> None:
     """The route trace: every attempt with tier, model, outcome, latency, tokens, cost."""
     run = await app.runner.runs.get(callback_data.run_id)
@@ -98,3 +92,13 @@ async def details(query: CallbackQuery, callback_data: RunCb, app: App) -> None:
     await query.answer()
     if query.message is not None:
         await query.message.answer(trace_text(run, [dict(r) for r in rows]))
+
+
+def make_runs_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="runs")
+    router.message.register(run_agent, Command("run"))
+    router.message.register(list_runs, Command("runs"))
+    router.callback_query.register(rerun, RunCb.filter(F.action == "rerun"))
+    router.callback_query.register(details, RunCb.filter(F.action == "details"))
+    return router

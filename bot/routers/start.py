@@ -8,11 +8,15 @@ from aiogram.types import Message
 
 from bot.views import help_text
 
-start_router = Router(name="start")
 
-
-@start_router.message(CommandStart())
-@start_router.message(Command("help"))
 async def start(message: Message, is_admin: bool) -> None:
     """What the bot does and the commands this user may use."""
     await message.answer(help_text(is_admin))
+
+
+def make_start_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="start")
+    router.message.register(start, CommandStart())
+    router.message.register(start, Command("help"))
+    return router

@@ -12,11 +12,15 @@ from bot.views import status_text
 from core.app import App
 from core.overview import status_snapshot
 
-status_router = Router(name="status")
 
-
-@status_router.message(Command("status"))
 async def status(message: Message, app: App, started_at: float) -> None:
     """The same snapshot as /api/status, as text."""
     snap = await status_snapshot(app, round(time.monotonic() - started_at, 1))
     await message.answer(status_text(snap))
+
+
+def make_status_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="status")
+    router.message.register(status, Command("status"))
+    return router

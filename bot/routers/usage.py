@@ -14,11 +14,9 @@ from bot.routers.runs import UsageError
 from bot.views import model_costs_text, usage_text
 from core.app import App
 
-usage_router = Router(name="usage")
 PERIODS = {"today": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
-@usage_router.message(Command("usage"))
 async def usage(message: Message, command: CommandObject, app: App) -> None:
     """A text table, then the PNG chart."""
     period = (command.args or "7d").strip()
@@ -34,3 +32,10 @@ async def usage(message: Message, command: CommandObject, app: App) -> None:
         BufferedInputFile(png, filename=f"usage-{period}.png"),
         caption=f"Tier share and daily cost, {period}",
     )
+
+
+def make_usage_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="usage")
+    router.message.register(usage, Command("usage"))
+    return router

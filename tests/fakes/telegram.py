@@ -574,6 +574,8 @@ class FakeTelegram:
             _Fault(error_code, description, retry_after) for _ in range(times)
         )
 
+    hang_get_updates = False  # True: getUpdates never answers (until cleared or closed)
+
     def set_down(self, down: bool, plain: bool = False) -> None:
         """While down, every request answers 502 Bad Gateway: Bot-API-shaped JSON, or with
         ``plain`` the HTML page a proxy in front of Telegram answers."""
@@ -832,6 +834,10 @@ class FakeTelegram:
         }
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
+        for _ in range(100_000):  # a stalled connection: no answer while hanging
+            if not self.hang_get_updates or self._closing:
+                break
+            await asyncio.sleep(0.05)
         if self.webhook is not None:
             raise ApiError(
                 409,

@@ -307,6 +307,7 @@ class AgentRunner:
                 max_tokens=agent.max_tokens,
                 run_id=str(run.id),
                 agent=agent.name,
+                keep_lower_on_deny=agent.keep_lower_on_deny,
             ),
             rules=agent.validators,
         )

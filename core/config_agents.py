@@ -73,6 +73,8 @@ class AgentConfig(_Strict):
     subagents: SubagentsConfig | None = None
     catch_up_s: float = Field(default=6 * 3600.0, ge=0)  # 0 = never run a missed fire late
     retry_interrupted: bool = True
+    # Tier 3 denied: deliver the best (validator-failed) lower-tier answer instead of failing
+    keep_lower_on_deny: bool = False
 
 
 class SlackChannelConfig(_Strict):

@@ -197,6 +197,7 @@ class Engine:
         )
         skip_tier: int | None = None
         decisions: dict[int, Decision] = {}
+        fallback: tuple[Attempt, ModelResponse] | None = None
         for cand in p.candidates:
             if cand.tier == skip_tier:
                 continue
@@ -251,8 +252,16 @@ class Engine:
                 ):
                     max_tokens *= 2  # the thinking ate the budget: once more with double
                     continue
+                if resp is not None and resp.content.strip():
+                    fallback = (end.attempt, resp)  # kept, in case a denial ends the climb
                 skip_tier = cand.tier  # unusable: climb
                 break
+        denied = any(a.outcome == "denied" for a in st.attempts)
+        if denied and req.keep_lower_on_deny and fallback is not None and not stream:
+            # the caller prefers a lower tier's imperfect answer to none at all
+            attempt, resp = fallback
+            yield Result(rid, resp.content, attempt, tuple(self._trace(st)), p, resp.finish_reason)
+            return
         raise AllAttemptsFailed(self._trace(st), f"no model could answer {_what(p)}")
 
     @staticmethod

@@ -81,6 +81,8 @@ class ChatRequest:
     run_id: str | None = None
     agent: str | None = None
     caller: str | None = None  # who asked, e.g. the gateway's OpenAI `user` field
+    # an approval denied: answer with the best unusable lower-tier answer instead of failing
+    keep_lower_on_deny: bool = False
 
 
 @dataclass(frozen=True, slots=True)

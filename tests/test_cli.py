@@ -217,6 +217,7 @@ async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, 
     assert "deep/deepseek-chat" in text and "OPENCLAW_TEST_DEEP_KEY is not set" in text
     assert re.search(r"gateway http://127\.0\.0\.1:\d+ \(token from token file .*generated", text)
     assert "openclaw.gateway-token" in text
+    assert "Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)" in text
 
 
 async def test_serve_refuses_a_public_host_without_token(cli_env: dict[str, str]) -> None:

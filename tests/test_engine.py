@@ -390,3 +390,21 @@ async def test_a_cancelled_call_keeps_its_row_and_frees_the_probe(
     (row,) = await r.rows()
     assert row["outcome"] == "cancelled" and row["model"] == "qwen3:14b"
     assert "local/qwen3:14b" not in r.engine.health.snapshot(0).blocked
+
+
+async def test_a_denial_can_keep_the_best_lower_answer(rig: RigFactory) -> None:
+    r = await rig(approver=RecordingApprover(False))
+    r.fake.script("deepseek-chat", Reply(text="a short answer"))
+    req = ask(task="analysis")
+    rules = {"min_chars": 100}
+    from core.config_common import Validators
+
+    with pytest.raises(AllAttemptsFailed, match="denied by test-admin"):
+        await r.engine.complete(req, rules=Validators(**rules))
+    r.fake.script("deepseek-chat", Reply(text="a short answer"))
+    kept = await r.engine.complete(
+        ChatRequest(req.messages, task="analysis", keep_lower_on_deny=True),
+        rules=Validators(**rules),
+    )
+    assert kept.content == "a short answer" and kept.answered_by.outcome == "unusable"
+    assert [a.outcome for a in kept.attempts][-1] == "denied"

@@ -23,6 +23,7 @@ from core.delivery import Outbox
 from core.engine import Engine
 from core.errors import AllAttemptsFailed, OpenClawError, RoutingError
 from core.inputs import InputError, gather_inputs
+from core.logs import RUN_ID
 from core.runs import Run, Runs
 from core.sessions import Sessions, child_session_id, session_id
 from core.templating import TemplateError, Templates
@@ -156,6 +157,29 @@ class AgentRunner:
                 taken += 1
         return taken
 
+    async def recover(self) -> list[int]:
+        """After a crash: runs a dead process left queued or running become ``interrupted``;
+        each is queued again once (trigger ``recovery``) if its agent allows. Returns the
+        new run ids (queued, unowned: the adoption loop takes them)."""
+        requeued = []
+        for run in await self.runs.orphans(self.owner):
+            await self.runs.finish(
+                run.id, "interrupted", error="the process running it stopped before it finished"
+            )
+            agent = self.config.agent(run.agent)
+            if agent is None or not agent.retry_interrupted or run.trigger == "recovery":
+                continue
+            requeued.append(
+                await self.runs.create(
+                    run.agent,
+                    "recovery",
+                    parent_run=run.id,
+                    message=run.message,
+                    scheduled_for=run.scheduled_for,
+                )
+            )
+        return requeued
+
     def _track(self, run_id: int, task: asyncio.Task[Run]) -> None:
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
@@ -195,6 +219,7 @@ class AgentRunner:
 
     async def execute(self, run_id: int, *, late: bool = False) -> Run:
         """Carry out a run this process owns: slot, session, work, outcome, delivery."""
+        RUN_ID.set(str(run_id))  # log lines of this task name the run (the task's own context)
         run = await self.runs.get(run_id)
         if run is None:
             raise AgentError(f"no run {run_id}")

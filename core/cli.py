@@ -18,6 +18,7 @@ from core.config import Config, load_config
 from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
 from core.ledger import GROUPS, UsageReport, parse_since
+from core.logs import setup_logging
 from core.runs import Run
 from core.serve import Extension, serve
 from core.settings import Settings
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--db", type=Path, help="SQLite path (default: $OPENCLAW_DB or ./openclaw.db)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines on stderr: text (default) or one JSON object per line",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="start the engine and the gateway; run until SIGTERM")
@@ -67,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check the config and probe every provider")
 
+    status = sub.add_parser("status", help="ask the running serve for its status")
+    status.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
     sub.add_parser("agents", help="agents: schedule, next fire, last status, cost today")
     run = sub.add_parser("run", help="run an agent now")
     run.add_argument("agent")
@@ -101,17 +110,14 @@ def _print_config_error(e: ConfigError, path: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `openclaw` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     settings = Settings()
+    redact = setup_logging(args.log_level, args.log_format, _secrets(settings))
     path: Path | None = None
     try:
         if args.command == "config":
             return _config_check(args, settings)
         config, path = _load(args, settings)
+        redact.secrets += [v for v in _config_secrets(config, settings) if len(v) >= 6]
         args.base_dir = path.resolve().parent  # inputs and templates/ are relative to it
         return _run(_COMMANDS[args.command](args, settings, config, path))
     except ConfigError as e:
@@ -129,6 +135,27 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [
+        settings.openclaw_gateway_token,
+        settings.telegram_bot_token,
+        settings.gemini_api_key,
+        settings.deepseek_api_key,
+        settings.anthropic_api_key,
+    ]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def _config_secrets(config: Config, settings: Settings) -> list[str]:
+    """Every secret the config names by variable: provider keys, webhook URLs."""
+    names = [p.api_key_env for p in config.providers.values() if p.api_key_env]
+    names += [c.webhook_url_env for c in config.channels.slack.values()]
+    names += [c.url_env for c in config.channels.webhook.values() if c.url_env]
+    names.append(config.telegram.webhook_secret_env)
+    values = [settings.secret(n) for n in names]
+    return [v.get_secret_value() for v in values if v is not None]
 
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -410,6 +437,75 @@ async def _run_show(
     return 0
 
 
+async def _status(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    import aiohttp
+
+    from core.gateway.auth import is_loopback
+
+    host = config.gateway.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.gateway.port}/api/status"
+    token = settings.openclaw_gateway_token
+    value = (
+        token.get_secret_value()
+        if token
+        else await asyncio.to_thread(_read_token_file, settings.token_file())
+    )
+    if not value:
+        how = "" if is_loopback(config.gateway.host) else " (a remote gateway needs it)"
+        print(f"openclaw status: no token: set OPENCLAW_GATEWAY_TOKEN{how}", file=sys.stderr)
+        return 2
+    try:
+        async with (
+            aiohttp.ClientSession(trust_env=False) as session,
+            session.get(
+                url,
+                headers={"Authorization": f"Bearer {value}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as r,
+        ):
+            body = await r.json(content_type=None)
+            if r.status != 200:
+                print(
+                    f"openclaw status: {url} answered {r.status}: "
+                    f"{body.get('error', {}).get('message', body)}",
+                    file=sys.stderr,
+                )
+                return 1
+    except (aiohttp.ClientError, TimeoutError) as e:
+        print(
+            f"openclaw status: the gateway at {url} is down ({type(e).__name__}); start it "
+            "with `openclaw serve` (or check the service: `openclaw service status`)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"openclaw {body['version']} up {body['uptime_s']:.0f}s at {url.rsplit('/api', 1)[0]}")
+    for tier in body["tiers"]:
+        print(f"tier {tier['level']}: {tier['state']}")
+        for m in body["models"]:
+            if m["tier"] == tier["level"]:
+                lat = f", last {m['last_latency_ms']:.0f} ms" if m["last_latency_ms"] else ""
+                err = f" ({m['last_error']})" if m["last_error"] else ""
+                print(f"  {m['model']:<36} {m['state']}{lat}{err}")
+    q = body["queues"]
+    print(
+        f"queues: agents {q['agents_running']} running, {q['agents_waiting']} waiting; "
+        f"outbox {q['outbox_pending']} pending; approvals {body['pending_approvals']} pending"
+    )
+    print(f"telegram: {body['telegram']['mode']}, {body['telegram']['state']}")
+    return 0
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
 _COMMANDS = {
     "serve": _serve,
     "ask": _ask,
@@ -420,6 +516,7 @@ _COMMANDS = {
     "run": _run_agent,
     "runs": _runs,
     "run-show": _run_show,
+    "status": _status,
 }
 
 if __name__ == "__main__":  # pragma: no cover

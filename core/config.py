@@ -130,6 +130,7 @@ class RoutingConfig(_Strict):
     failure_threshold: int = Field(default=1, ge=1)  # consecutive failures that open a breaker
     cooldowns_s: list[float] = Field(default_factory=lambda: [30.0, 60.0, 300.0], min_length=1)
     fatal_cooldown_s: float = Field(default=900.0, gt=0)
+    probe_interval_s: float = Field(default=60.0, ge=0)  # serve probes providers; 0 = never
 
 
 class ApprovalsConfig(_Strict):

@@ -49,6 +49,16 @@ class HealthBoard:
     def _get(self, ref: str) -> Breaker:
         return self._breakers.setdefault(ref, Breaker())
 
+    def state(self, ref: str, now: float) -> State:
+        """The breaker state of one model (closed if never touched)."""
+        b = self._breakers.get(ref)
+        return b.state(now) if b else "closed"
+
+    def last_outcome(self, ref: str) -> str:
+        """The outcome of the last call or probe ("" if none)."""
+        b = self._breakers.get(ref)
+        return b.last_outcome if b else ""
+
     def mark_unavailable(self, ref: str, reason: str) -> None:
         """Take a model out of routing for good (e.g. its API key is not set)."""
         self._get(ref).unavailable = reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +39,33 @@ class Run:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+def owner_alive(owner: str, me: str) -> bool:
+    """Is the process named by an owner id (``host:pid:start``) still running here?
+
+    ``me`` is this process's own id: the same pid with another start time is an earlier
+    process whose pid was reused. Another host's process cannot be checked: it counts
+    as alive, so its runs are never taken from under it.
+    """
+    if owner == me:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname():
+        return True
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Runs:
@@ -131,6 +160,18 @@ class Runs:
             (agent, before),
         )
         return rows[0][0] if rows else None
+
+    async def orphans(self, me: str) -> list[Run]:
+        """Queued or running runs whose owning process is gone (on this host)."""
+        rows = await self.store.fetchall(
+            "SELECT * FROM runs WHERE status IN ('queued', 'running') AND owner IS NOT NULL"
+            " ORDER BY id"
+        )
+        return [
+            run
+            for run in (Run(**dict(r)) for r in rows)
+            if run.owner is not None and not owner_alive(run.owner, me)
+        ]
 
     async def unclaimed(self) -> list[int]:
         """Queued runs no process has taken (queued by the CLI or the API of another process)."""

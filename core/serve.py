@@ -12,25 +12,32 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core import __version__
-from core.app import App
+from core.app import App, missing_keys
 from core.gateway import Gateway, PortInUse
+from core.probes import Prober
 
 log = logging.getLogger("openclaw.serve")
 SHUTDOWN_GRACE_S = 25.0  # under launchd's ExitTimeOut
 ADOPT_INTERVAL_S = 1.0
 
 
-def route_table(app: App) -> str:
-    """Tiers with the state of each model, and the task map."""
+def route_table(app: App, verdicts: dict[str, str] | None = None) -> str:
+    """Tiers with each model's state after the start-up probe — and, for each one that is
+    down, how to bring it up — then the task map."""
     cfg = app.config
+    verdicts = verdicts or {}
     lines = ["Tiers:"]
-    blocked = app.health.snapshot(0.0).blocked
     for t in sorted(cfg.tiers, key=lambda t: t.level):
         flag = "  (requires approval)" if t.requires_approval else ""
         lines.append(f"  tier {t.level}{flag}")
+        up = 0
         for ref in t.models:
-            state = f"unavailable: {blocked[ref]}" if ref in blocked else "routable"
+            verdict = verdicts.get(ref.split("/", 1)[0], "not probed")
+            up += verdict == "ok"
+            state = "ready" if verdict == "ok" else f"unavailable: {verdict}"
             lines.append(f"    {ref:<40} {state}")
+        if not up:
+            lines.append(f"    → tier {t.level} is unavailable until one of these is fixed")
     lines.append("Tasks:")
     for name in sorted(cfg.tasks, key=lambda n: (cfg.task_tier(n), n)):
         lines.append(f"  {name:<16} → tier {cfg.task_tier(name)}")
@@ -96,11 +103,18 @@ async def serve(
             print(f"openclaw serve: {e}", file=sys.stderr)
             return 1
         await app.start_embedded()
+        # recovery: what a crash left behind
+        requeued = await app.runner.recover()
         released = await app.outbox.release_stale()
-        await app.approvals.expire_abandoned()
+        expired = await app.approvals.expire_abandoned()
+        prober = Prober(
+            app.config, app.providers, app.health, missing_keys(app.config, app.settings)
+        )
+        verdicts = await prober.probe_all()
         await app.scheduler.start()
         tasks.append(asyncio.create_task(app.delivery.run(stop)))
         tasks.append(asyncio.create_task(_adopt_forever(app, stop)))
+        tasks.append(asyncio.create_task(prober.run(stop)))
         for ext in extensions:
             await ext.start()
             started.append(ext)
@@ -108,8 +122,13 @@ async def serve(
             f"openclaw {__version__} serving; config {config_path}; db {app.store.path}", flush=True
         )
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
-        print(route_table(app), flush=True)
-        print("(`openclaw doctor` probes each provider)", flush=True)
+        print(route_table(app, verdicts), flush=True)
+        if requeued or released or expired:
+            print(
+                f"Recovered: {len(requeued)} interrupted runs queued again, {released} "
+                f"outbox rows resumed, {expired} abandoned approvals expired",
+                flush=True,
+            )
         for model in app.embedded.values():
             d = model.describe()
             print(
@@ -118,11 +137,7 @@ async def serve(
                 flush=True,
             )
         agents = app.scheduler.scheduled_agents()
-        print(
-            f"Agents: {len(app.config.agents)} configured, {len(agents)} scheduled"
-            + (f"; {released} outbox rows resumed" if released else ""),
-            flush=True,
-        )
+        print(f"Agents: {len(app.config.agents)} configured, {len(agents)} scheduled", flush=True)
         for agent in agents:
             print(
                 f"  {agent.name:<24} {agent.schedule} ({agent.timezone}) next "
@@ -140,6 +155,8 @@ async def serve(
         await stop.wait()
         print("openclaw: shutting down", flush=True)
     finally:
+        # stop taking new work (schedules, chat, the gateway), let running work finish
+        # within the grace period, interrupt the rest; app.close() then flushes the store
         stop.set()
         app.scheduler.stop()
         for ext in reversed(started):
@@ -147,9 +164,9 @@ async def serve(
                 await ext.stop()
             except Exception:
                 log.exception("stopping an extension failed")
+        await gateway.stop()
         await app.runner.shutdown(SHUTDOWN_GRACE_S)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await gateway.stop()
     return 0

@@ -167,7 +167,10 @@ class Gateway:
 
     async def start(self) -> None:
         """Bind and serve. Raises PortInUse with what to do."""
-        runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        # on shutdown, requests in flight get a few seconds; agent runs are waited for apart
+        runner = web.AppRunner(
+            self.web_app, access_log=None, handle_signals=False, shutdown_timeout=10.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:

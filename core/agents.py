@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from core.inputs import InputError, gather_inputs
 from core.logs import RUN_ID
 from core.runs import Run, Runs
 from core.sessions import Sessions, child_session_id, session_id
+from core.store import utcnow_iso
 from core.templating import TemplateError, Templates
 from core.types import ChatRequest, Message
 
@@ -158,14 +159,19 @@ class AgentRunner:
         return taken
 
     async def recover(self) -> list[int]:
-        """After a crash: runs a dead process left queued or running become ``interrupted``;
-        each is queued again once (trigger ``recovery``) if its agent allows. Returns the
-        new run ids (queued, unowned: the adoption loop takes them)."""
-        requeued = []
+        """At start: runs a dead process left queued or running become ``interrupted``;
+        then every recently interrupted run (by a crash or a shutdown's grace running out)
+        is queued again once (trigger ``recovery``) if its agent allows. Returns the new
+        run ids (queued and unowned: the adoption loop takes them)."""
         for run in await self.runs.orphans(self.owner):
             await self.runs.finish(
                 run.id, "interrupted", error="the process running it stopped before it finished"
             )
+        since = utcnow_iso(
+            datetime.now(UTC) - timedelta(seconds=self.config.serve.recover_within_s)
+        )
+        requeued = []
+        for run in await self.runs.interrupted_without_retry(since):
             agent = self.config.agent(run.agent)
             if agent is None or not agent.retry_interrupted or run.trigger == "recovery":
                 continue

@@ -40,6 +40,11 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 _Strict = StrictModel
 
 
+class ServeConfig(_Strict):
+    shutdown_grace_s: float = Field(default=25.0, ge=0)  # under launchd's ExitTimeOut (30)
+    recover_within_s: float = Field(default=86400.0, ge=0)  # requeue runs interrupted since
+
+
 class GatewayConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)  # 0: any free port (tests)
@@ -142,6 +147,7 @@ class Config(_Strict):
     """The whole TOML file, validated."""
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

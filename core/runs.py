@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from core.store import Store, utcnow_iso
 
-Trigger = Literal["schedule", "chat", "cli", "api", "rerun"]
+Trigger = Literal["schedule", "chat", "cli", "api", "rerun", "recovery"]
 Status = Literal["queued", "running", "ok", "failed", "late", "missed", "interrupted"]
 DONE = ("ok", "failed", "late", "missed", "interrupted")
 
@@ -172,6 +172,16 @@ class Runs:
             for run in (Run(**dict(r)) for r in rows)
             if run.owner is not None and not owner_alive(run.owner, me)
         ]
+
+    async def interrupted_without_retry(self, since: str) -> list[Run]:
+        """Runs interrupted since ``since`` that no later run retries yet."""
+        rows = await self.store.fetchall(
+            "SELECT * FROM runs r WHERE status = 'interrupted' AND finished_at >= ?"
+            " AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.parent_run = r.id"
+            " AND c.trigger = 'recovery') ORDER BY id",
+            (since,),
+        )
+        return [Run(**dict(r)) for r in rows]
 
     async def unclaimed(self) -> list[int]:
         """Queued runs no process has taken (queued by the CLI or the API of another process)."""

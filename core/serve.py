@@ -17,7 +17,6 @@ from core.gateway import Gateway, PortInUse
 from core.probes import Prober
 
 log = logging.getLogger("openclaw.serve")
-SHUTDOWN_GRACE_S = 25.0  # under launchd's ExitTimeOut
 ADOPT_INTERVAL_S = 1.0
 
 
@@ -165,7 +164,7 @@ async def serve(
             except Exception:
                 log.exception("stopping an extension failed")
         await gateway.stop()
-        await app.runner.shutdown(SHUTDOWN_GRACE_S)
+        await app.runner.shutdown(app.config.serve.shutdown_grace_s)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

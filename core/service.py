@@ -156,15 +156,23 @@ def render_plist(paths: ServicePaths, logs: Path, template: Path) -> bytes:
     return plistlib.dumps(rendered, sort_keys=False)
 
 
-def _systemd_value(value: str, *, exec_arg: bool = False) -> str:
-    """One word for a unit file: specifiers (and, in ExecStart, variables) escaped, quoted
-    where it holds a space, a quote or a backslash."""
+def _systemd_word(value: str) -> str:
+    """One word for a unit file: specifiers escaped, quoted where it holds a space, a quote or
+    a backslash."""
     value = value.replace("%", "%%")
-    if exec_arg:
-        value = value.replace("$", "$$")
     if re.search(r"[\s\"'\\]", value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
+
+
+def _systemd_executable(path: Path) -> str:
+    # systemd refuses these in an executable's name however they are escaped (checked with
+    # systemd-analyze verify); it leaves "$" there alone, so "$" needs no escape
+    if re.search(r"[\"'\\]", str(path)):
+        raise ServiceError(
+            f"systemd cannot run {path}: its path holds a quote or a backslash; move the virtualenv"
+        )
+    return _systemd_word(str(path))
 
 
 def render_unit(paths: ServicePaths, template: Path) -> str:
@@ -173,9 +181,9 @@ def render_unit(paths: ServicePaths, template: Path) -> str:
         # WorkingDirectory= and EnvironmentFile= take the rest of the line: no quoting
         "working_dir": str(paths.working_dir).replace("%", "%%"),
         "env_file": str(paths.env_file).replace("%", "%%"),
-        "openclaw": _systemd_value(str(paths.openclaw), exec_arg=True),
-        "config_env": _systemd_value(f"OPENCLAW_CONFIG={paths.config}"),
-        "db_env": _systemd_value(f"OPENCLAW_DB={paths.db}"),
+        "openclaw": _systemd_executable(paths.openclaw),
+        "config_env": _systemd_word(f"OPENCLAW_CONFIG={paths.config}"),
+        "db_env": _systemd_word(f"OPENCLAW_DB={paths.db}"),
     }
     try:
         return Template(_read_template(template).decode()).substitute(values)

@@ -1,0 +1,264 @@
+"""`openclaw serve` as a real process: readiness, SIGTERM mid-run, kill -9 mid-run and
+mid-delivery, a taken port. Upstreams are the loopback fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.llm import FakeLLM, Reply, echo
+from tests.fakes.receiver import Answer, FakeReceiver
+
+CONFIG = """
+[gateway]
+port = {port}
+
+[serve]
+shutdown_grace_s = 0.5
+
+[routing]
+default_task = "chat"
+probe_interval_s = 0
+
+[delivery]
+claim_timeout_s = 1
+poll_interval_s = 0.2
+
+[channels.webhook.hook]
+url = "{hook}"
+
+[providers.local]
+api = "ollama"
+base_url = "{ollama}"
+timeout_s = 30
+
+[models."local/m"]
+
+[[tiers]]
+level = 0
+models = ["local/m"]
+
+[tasks]
+chat = 0
+
+[[agents]]
+name = "slow"
+message = "slow work"
+deliver = ["webhook:hook"]
+
+[[agents]]
+name = "quick"
+message = "quick {{{{ message }}}}"
+deliver = ["webhook:hook"]
+"""
+TOKEN = "tok-life"
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[FakeReceiver]:
+    async with FakeReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def env(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> dict[str, str]:
+    return write_env(fake_llm, hook, tmp_path, 0)
+
+
+def write_env(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path, port: int) -> dict[str, str]:
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text(
+        CONFIG.format(port=port, hook=hook.url + "/hook", ollama=fake_llm.base_url("ollama")),
+        encoding="utf-8",
+    )
+    out = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+    return out | {
+        "OPENCLAW_CONFIG": str(cfg),
+        "OPENCLAW_DB": str(tmp_path / "life.db"),
+        "OPENCLAW_GATEWAY_TOKEN": TOKEN,
+    }
+
+
+class Serve:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, lines: list[str]) -> None:
+        self.proc, self.url, self.lines = proc, url, lines
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+
+    async def run(self, agent: str, message: str | None = None) -> int:
+        async with self.client() as c:
+            r = await c.post(f"/api/agents/{agent}/run", json={"message": message})
+            assert r.status_code == 202, r.text
+            return int(r.json()["run_id"])
+
+    async def wait_run(self, run_id: int, statuses: tuple[str, ...]) -> dict[str, Any]:
+        async with self.client() as c:
+            for _ in range(400):
+                run: dict[str, Any] = (await c.get(f"/api/runs/{run_id}")).json()
+                if run.get("status") in statuses:
+                    return run
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+
+async def start_serve(env: dict[str, str]) -> Serve:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.cli",
+        "serve",
+        env=env,
+        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    url = None
+    for _ in range(200):
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line, f"serve exited early: {''.join(lines)}"
+        lines.append(line)
+        m = re.search(r"gateway (http://127\.0\.0\.1:\d+)", line)
+        url = m.group(1) if m else url
+        if line.startswith("Telegram bot:"):
+            break
+    assert url is not None
+    serve = Serve(proc, url, lines)
+    asyncio.get_running_loop().create_task(_drain(proc))
+    return serve
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdout is not None
+    while await proc.stdout.readline():
+        pass
+
+
+async def test_ready_and_clean_stop(env: dict[str, str]) -> None:
+    serve = await start_serve(env)
+    try:
+        async with httpx.AsyncClient(base_url=serve.url) as c:
+            for _ in range(100):  # bounded poll of readiness
+                r = await c.get("/readyz")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200 and r.json()["ready"] is True
+    finally:
+        assert await serve.stop() == 0
+
+
+async def test_sigterm_mid_run_interrupts_then_requeues(
+    fake_llm: FakeLLM, env: dict[str, str]
+) -> None:
+    fake_llm.script("m", Reply(hang=True))
+    serve = await start_serve(env)
+    rid = await serve.run("slow")
+    await serve.wait_run(rid, ("running",))
+    assert await serve.stop() == 0  # graceful: exits 0 after the grace period
+    fake_llm.default = echo
+    serve = await start_serve(env)
+    try:
+        assert any("1 interrupted runs queued again" in line for line in serve.lines)
+        old = await serve.wait_run(rid, ("interrupted",))
+        assert "stopped before it finished" in old["error"]
+        async with serve.client() as c:
+            runs = (await c.get("/api/runs", params={"agent": "slow"})).json()["runs"]
+        retry = next(r for r in runs if r["parent_run"] == rid)
+        done = await serve.wait_run(retry["id"], ("ok",))
+        assert done["trigger"] == "recovery" and done["output"] == "slow work"
+    finally:
+        await serve.stop()
+
+
+async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
+    fake_llm: FakeLLM, hook: FakeReceiver, env: dict[str, str]
+) -> None:
+    fake_llm.default = echo
+    serve = await start_serve(env)
+    first = await serve.run("quick", "one")  # delivered before the crash
+    for _ in range(200):
+        if hook.at("/hook"):
+            break
+        await asyncio.sleep(0.05)
+    assert len(hook.at("/hook")) == 1
+    hook.script("/hook", Answer(delay_s=30))  # the next delivery hangs: killed mid-send
+    second = await serve.run("quick", "two")
+    for _ in range(200):
+        if len(hook.at("/hook")) == 2:
+            break
+        await asyncio.sleep(0.05)
+    fake_llm.script("m", Reply(hang=True))
+    third = await serve.run("slow")  # killed mid-run
+    await serve.wait_run(third, ("running",))
+    assert await serve.stop(signal.SIGKILL) == -signal.SIGKILL
+    fake_llm.default = echo
+    serve = await start_serve(env)
+    try:
+        assert any("1 interrupted runs queued again" in line for line in serve.lines)
+        for _ in range(200):  # the claim of the half-sent row expires (1 s), then it is sent
+            if len(hook.at("/hook")) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        bodies = [r.body["text"] for r in hook.at("/hook")]
+        assert bodies.count("quick one") == 1  # confirmed before the crash: never again
+        assert bodies.count("quick two") == 2  # the documented window: sent, not confirmed
+        assert bodies.count("slow work") == 1  # the interrupted run, retried and delivered
+        async with serve.client() as c:
+            status = (await c.get("/api/status")).json()
+            runs = (await c.get("/api/runs")).json()["runs"]
+        assert status["queues"]["outbox_pending"] == 0
+        by_id = {r["id"]: r for r in runs}
+        assert by_id[first]["status"] == by_id[second]["status"] == "ok"
+        assert by_id[third]["status"] == "interrupted"
+    finally:
+        await serve.stop()
+
+
+async def test_port_in_use_is_named(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> None:
+    serve = await start_serve(write_env(fake_llm, hook, tmp_path, 0))
+    try:
+        port = int(serve.url.rsplit(":", 1)[1])
+        other = tmp_path / "other"
+        other.mkdir()
+        env2 = write_env(fake_llm, hook, other, port)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "core.cli",
+            "serve",
+            env=env2,
+            cwd=other,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 1
+        assert f"port {port} on 127.0.0.1 is already in use" in err.decode()
+        assert "--port" in err.decode()
+    finally:
+        await serve.stop()

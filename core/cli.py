@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check the config and probe every provider")
 
+    svc = sub.add_parser(
+        "service", help="run serve as a launchd agent (macOS) or systemd user unit (Linux)"
+    )
+    svc.add_argument("action", choices=["install", "uninstall", "status"])
+    svc.add_argument("--systemd", action="store_true", help="a systemd user unit (Linux)")
+    svc.add_argument(
+        "--dry-run", action="store_true", help="print the file and the commands; change nothing"
+    )
     status = sub.add_parser("status", help="ask the running serve for its status")
     status.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
     sub.add_parser("agents", help="agents: schedule, next fire, last status, cost today")
@@ -116,6 +124,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_check(args, settings)
+        if args.command == "service":
+            from core.service import service_command
+
+            # the configured paths, never the example fallback: a service must not run on it
+            return service_command(
+                args.action,
+                systemd=args.systemd,
+                dry_run=args.dry_run,
+                config_path=args.config or settings.openclaw_config,
+                db_path=args.db or settings.openclaw_db,
+                env_file=Path(".env"),
+                venv_bin=Path(sys.executable).parent,
+            )
         config, path = _load(args, settings)
         redact.secrets += [v for v in _config_secrets(config, settings) if len(v) >= 6]
         args.base_dir = path.resolve().parent  # inputs and templates/ are relative to it

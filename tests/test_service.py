@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import plistlib
 import stat
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.service import (
     parse_systemctl_show,
     render_plist,
     render_unit,
+    run_command,
     service_command,
 )
 
@@ -374,22 +376,46 @@ def test_install_writes_the_unit_and_enables_it(project: Project) -> None:
     _no_secrets(project.unit.read_text())
 
 
-def test_the_unit_quotes_and_escapes_odd_paths(project: Project, tmp_path: Path) -> None:
+def test_the_unit_quotes_and_escapes_odd_paths(tmp_path: Path) -> None:
+    # what systemd-analyze verify accepts: systemd refuses quotes in an executable's name
+    venv = tmp_path / "my venv 100% $HOME" / "bin"
     odd = tmp_path / 'my "bots" 100%'
-    (odd / "bin").mkdir(parents=True)
     paths = ServicePaths.resolve(
         config_path=odd / "openclaw.toml",
         db_path=odd / "db",
         env_file=odd / ".env",
-        venv_bin=odd / "bin",
+        venv_bin=venv,
     )
     text = render_unit(paths, TEMPLATE_DIR / "openclaw.service")
     escaped = str(odd).replace("%", "%%")
     quoted = escaped.replace('"', '\\"')
-    assert f'ExecStart="{quoted}/bin/openclaw" serve' in text
-    assert f'Environment="OPENCLAW_CONFIG={quoted}/openclaw.toml"' in text
+    assert f'ExecStart="{tmp_path}/my venv 100%% $HOME/bin/openclaw" serve\n' in text
+    assert f'Environment="OPENCLAW_CONFIG={quoted}/openclaw.toml"\n' in text
+    assert f'Environment="OPENCLAW_DB={quoted}/db"\n' in text
     assert f"WorkingDirectory={escaped}\n" in text
     assert f"EnvironmentFile=-{escaped}/.env\n" in text
+
+
+def test_systemd_cannot_run_a_venv_whose_path_holds_a_quote(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    venv = tmp_path / "bob's" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "openclaw").write_text("")
+    code = service_command(
+        "install",
+        systemd=True,
+        dry_run=True,
+        config_path=project.root / "openclaw.toml",
+        db_path=project.root / "db",
+        env_file=project.root / ".env",
+        venv_bin=venv,
+        runner=FakeRunner(),
+        home=project.home,
+        uid=UID,
+    )
+    assert code == 1
+    assert "move the virtualenv" in capsys.readouterr().err
 
 
 def test_a_failed_enable_points_to_the_journal(
@@ -489,3 +515,46 @@ def test_an_unknown_action_is_a_usage_error(
 ) -> None:
     assert project.run("restart", FakeRunner()) == 2
     assert "install, uninstall, status" in capsys.readouterr().err
+
+
+def test_launchd_warns_when_the_env_file_is_not_where_serve_reads_it(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = service_command(
+        "install",
+        systemd=False,
+        dry_run=True,
+        config_path=project.root / "openclaw.toml",
+        db_path=project.root / "db",
+        env_file=tmp_path / "elsewhere.env",
+        venv_bin=project.venv_bin,
+        runner=FakeRunner(),
+        home=project.home,
+        uid=UID,
+    )
+    assert code == 0
+    assert f"reads secrets from {project.root / '.env'}" in capsys.readouterr().out
+
+
+def test_run_command_captures_output_and_never_raises() -> None:
+    done = run_command([sys.executable, "-c", "import sys; print('hi'); sys.exit(3)"])
+    assert (done.returncode, done.stdout) == (3, "hi\n")
+    assert run_command(["openclaw-no-such-command"]).returncode == 127
+
+
+def test_cli_service_dry_run_prints_the_plist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli import main
+
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text("", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENCLAW_GATEWAY_TOKEN", "never-in-a-plist-123")
+    assert main(["--config", str(cfg), "service", "install", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "<string>ai.openclaw.gateway</string>" in out and str(cfg) in out
+    assert "never-in-a-plist-123" not in out
+    assert main(["--config", str(cfg), "service", "install", "--systemd", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "RestartPreventExitStatus=78" in out and "never-in-a-plist-123" not in out

@@ -15,6 +15,7 @@ import aiohttp
 from core.agent_state import AgentStates
 from core.agents import AgentRunner
 from core.approvals import ApprovalBroker
+from core.budget import BudgetGuard
 from core.config import Config, split_model_ref
 from core.delivery import (
     Channel,
@@ -120,6 +121,18 @@ class App:
         ledger = Ledger(store, config)
         metrics = Metrics(health, time.monotonic)
         approvals = ApprovalBroker(store, config.approvals)
+        outbox_ref: list[Outbox] = []
+
+        async def budget_alert(text: str) -> None:
+            if outbox_ref:
+                await outbox_ref[0].enqueue(
+                    None,
+                    "alert",
+                    config.alerts.deliver,
+                    {"agent": "budget", "run_id": None, "status": "alert", "text": text},
+                )
+
+        budget = BudgetGuard(store, config, budget_alert) if config.budgets.any else None
         engine = Engine(
             config,
             providers,
@@ -127,11 +140,13 @@ class App:
             ledger=ledger,
             approver=approvals,
             observers=[metrics.observe_attempt],
+            budget=budget,
         )
         base = base_dir or Path(".")
         # the operator's templates/ (beside the config) first, then the shipped defaults
         templates = Templates(base / "templates", BUNDLED_TEMPLATES)
         outbox = Outbox(store, templates, config.delivery)
+        outbox_ref.append(outbox)
         http = _Http()
         owner = process_owner()
         runner = AgentRunner(

@@ -17,9 +17,11 @@ from pydantic import Field, ValidationError
 from core.config_agents import (
     AgentConfig,
     AlertsConfig,
+    BudgetsConfig,
     ChannelsConfig,
     DeliveryConfig,
     check_agents,
+    check_budgets,
 )
 from core.config_common import StrictModel, Validators
 from core.embedded_models import check_embedded
@@ -160,6 +162,7 @@ class Config(_Strict):
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
 
     def agent(self, name: str) -> AgentConfig | None:
         """The agent with this name, if configured."""
@@ -326,6 +329,9 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
                     'add base_url = "https://…/v1"',
                 )
             )
+    problems += check_budgets(
+        cfg.budgets, set(levels), set(cfg.models), {a.name for a in cfg.agents}
+    )
     problems += check_agents(cfg.agents, cfg.channels, cfg.alerts, set(cfg.tasks), set(levels))
     # raise thinking models to the token floor: under it they answer nothing
     floor = cfg.routing.reasoning_floor

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
+from core.budget import BudgetGuard, estimate_input_tokens
 from core.config import Config, split_model_ref
 from core.config_common import Validators
 from core.errors import AllAttemptsFailed, ProviderError
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price
 from core.providers.base import Provider
-from core.routing import BudgetState, Candidate, Plan, plan
+from core.routing import Candidate, Plan, plan
 from core.types import Attempt, ChatRequest, ModelCall, ModelResponse, StreamDelta, Usage
 from core.validators import validate
 
@@ -136,18 +137,19 @@ class Engine:
         health: HealthBoard,
         ledger: Ledger | None = None,
         approver: Approver | None = None,
-        budget: Callable[[], BudgetState] | None = None,
         clock: Callable[[], float] = time.monotonic,
         observers: Sequence[Callable[[RequestMeta, Attempt], None]] = (),
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
         self.health = health
         self.ledger = ledger
         self.approver: Approver = approver or PolicyApprover(config.approvals)
-        self._budget = budget or BudgetState
+
         self._clock = clock
         self.observers = list(observers)  # e.g. metrics; called for every ledger row
+        self.budget = budget  # spend caps: None when none are configured
 
     def plan(
         self, task: str | None = None, tier: int | None = None, max_tokens: int | None = None
@@ -159,7 +161,6 @@ class Engine:
             tier=tier,
             max_tokens=max_tokens,
             health=self.health.snapshot(self._clock()),
-            budget=self._budget(),
         )
 
     async def complete(self, request: ChatRequest, rules: Validators | None = None) -> Result:
@@ -220,12 +221,33 @@ class Engine:
             max_tokens = cand.max_tokens
             for retry in (False, True):
                 end: _End | None = None
-                async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
-                    async for part in parts:
-                        if isinstance(part, _End):
-                            end = part
-                        else:
-                            yield part
+                reservation = None
+                if self.budget is not None:  # reserve the worst case, or skip: over budget
+                    worst = price(
+                        self.config,
+                        cand.ref,
+                        Usage(estimate_input_tokens(req.messages), max_tokens),
+                    )
+                    reservation, over = await self.budget.reserve(
+                        cand.tier, cand.ref, req.agent, worst
+                    )
+                    if over:
+                        st.attempts.append(
+                            Attempt(cand.tier, cand.provider, cand.model, "skipped", over)
+                        )
+                        break
+                try:
+                    async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
+                        async for part in parts:
+                            if isinstance(part, _End):
+                                end = part
+                            else:
+                                yield part
+                finally:
+                    if reservation is not None and self.budget is not None:
+                        await asyncio.shield(
+                            self.budget.settle(reservation, cand.tier, cand.ref, req.agent)
+                        )
                 assert end is not None
                 st.attempts.append(end.attempt)
                 if end.error is not None:
@@ -408,8 +430,9 @@ class Engine:
             await self.ledger.record(st.meta, attempt)
 
     async def _approve(self, req: ChatRequest, st: _State, cand: Candidate) -> Decision:
-        chars = sum(len(m.content) for m in req.messages)
-        estimate = price(self.config, cand.ref, Usage(chars // 4 + 1, cand.max_tokens))
+        estimate = price(
+            self.config, cand.ref, Usage(estimate_input_tokens(req.messages), cand.max_tokens)
+        )
         tried = [a for a in st.attempts if a.outcome not in ("skipped",)]
         why = "; ".join(
             f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason else "")

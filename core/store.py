@@ -7,7 +7,8 @@ times, no SQLite-only functions where it matters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,34 @@ async def _m004_approvals(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX approvals_status ON approvals (status)")
 
 
+async def _m005_budgets(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            tier INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            agent TEXT,
+            amount_usd REAL NOT NULL
+        )"""
+    )
+    await db.execute(
+        """CREATE TABLE budget_alerts (
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            threshold REAL NOT NULL,
+            ts TEXT NOT NULL,
+            PRIMARY KEY (scope, period, threshold)
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
     ("003_agents", _m003_agents),
     ("004_approvals", _m004_approvals),
+    ("005_budgets", _m005_budgets),
 ]
 
 
@@ -230,6 +254,19 @@ class Store:
         """Run one write per row, committed together."""
         async with self._write_lock:
             await self._transaction([(sql, list(rows))])
+
+    @contextlib.asynccontextmanager
+    async def immediate(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction that takes the database lock at once (BEGIN IMMEDIATE):
+        what it reads cannot change, in this process or another, before it commits."""
+        async with self._write_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
 
     async def insert(self, sql: str, row: Sequence[Any]) -> None:
         """Write one row, committed when this returns (group commit).

@@ -27,6 +27,7 @@ from bot.middlewares import AccessMiddleware
 from bot.reporter import RunReporter
 from bot.routers.agents import make_agents_router
 from bot.routers.approvals import ApprovalMessages, make_approvals_router
+from bot.routers.budget import make_budget_router
 from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
@@ -98,6 +99,7 @@ class TelegramBot:
             make_usage_router(),
             make_status_router(),
             make_approvals_router(),
+            make_budget_router(),
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
         self.mode = "webhook" if cfg.webhook_url else "polling"

@@ -29,9 +29,10 @@ ADMIN_COMMANDS = [
     ("usage", "usage per tier and model: /usage [today|7d|30d]"),
     ("status", "provider health, queues, pending approvals"),
     ("approvals", "pending Tier-3 approvals"),
+    ("budget", "spend caps, what is left, the month-end forecast"),
     ("help", "what this bot does"),
 ]
-READ_ONLY = {"agents", "runs", "usage", "status", "help"}
+READ_ONLY = {"agents", "runs", "usage", "status", "budget", "help"}
 
 
 def help_text(is_admin: bool) -> str:
@@ -220,3 +221,20 @@ def approval_outcome(rec: ApprovalRecord) -> str:
     outcome = icon.get(rec.status, rec.status)
     by = f" by {escape(rec.decided_by)}" if rec.decided_by and rec.status != "expired" else ""
     return f"{approval_text(rec)}\n\n<b>{outcome}{by}</b>"
+
+
+def budget_text(rows: list[dict[str, Any]], timezone: str) -> str:
+    """/budget: one line per cap."""
+    if not rows:
+        return "No spend caps are configured (<code>[budgets]</code>)."
+    lines = [f"<b>Budgets</b> ({escape(timezone)})"]
+    for r in rows:
+        icon = "🟥" if r["used_pct"] >= 100 else "🟧" if r["used_pct"] >= 80 else "🟩"
+        line = (
+            f"{icon} {escape(r['label'])}: ${r['spent_usd']:.2f} spent, "
+            f"${r['reserved_usd']:.2f} reserved, ${r['remaining_usd']:.2f} left"
+        )
+        if r["period"] == "month":
+            line += f" · forecast ${r['forecast_usd']:.2f}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", help="ask the running serve for its status")
     status.add_argument("--json", action="store_true", help="print the raw /api/status JSON")
+    sub.add_parser("budget", help="spend caps: spent, reserved, remaining, forecast")
     sub.add_parser("agents", help="agents: schedule, next fire, last status, cost today")
     run = sub.add_parser("run", help="run an agent now")
     run.add_argument("agent")
@@ -527,6 +528,27 @@ def _read_token_file(path: Path) -> str:
         return ""
 
 
+async def _budget(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    app = await _with_app(args, settings, config)
+    try:
+        rows = await app.engine.budget.report() if app.engine.budget else []
+    finally:
+        await app.close()
+    if not rows:
+        print("no spend caps configured (add [budgets]; see README)")
+        return 0
+    print(
+        f"{'cap':<36} {'spent $':>9} {'reserved':>9} {'left $':>9} {'used':>6} {'forecast $':>10}"
+    )
+    for r in rows:
+        forecast = f"{r['forecast_usd']:>10.4f}" if r["period"] == "month" else f"{'':>10}"
+        print(
+            f"{r['label']:<36} {r['spent_usd']:>9.4f} {r['reserved_usd']:>9.4f} "
+            f"{r['remaining_usd']:>9.4f} {r['used_pct']:>5.1f}% {forecast}"
+        )
+    return 0
+
+
 _COMMANDS = {
     "serve": _serve,
     "ask": _ask,
@@ -538,6 +560,7 @@ _COMMANDS = {
     "runs": _runs,
     "run-show": _run_show,
     "status": _status,
+    "budget": _budget,
 }
 
 if __name__ == "__main__":  # pragma: no cover

@@ -331,3 +331,11 @@ async def rerun(request: web.Request) -> web.Response:
     except (AgentError, UnknownAgent) as e:
         raise GatewayError(404, str(e), code="not_found") from None
     return _json({"run_id": rid, "status": "queued", "parent_run": old}, 202)
+
+
+async def budget(request: web.Request) -> web.Response:
+    """Caps with spent, reserved, remaining and a period-end forecast."""
+    app = request.app[STATE].app
+    guard = app.engine.budget
+    rows = await guard.report() if guard is not None else []
+    return _json({"timezone": app.config.budgets.timezone, "caps": rows})

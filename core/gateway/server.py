@@ -135,6 +135,7 @@ def create_app(
     r.add_get("/api/status", h.status)
     r.add_get("/api/usage", h.usage)
     r.add_get("/api/route", h.route)
+    r.add_get("/api/budget", h.budget)
     r.add_get("/metrics", h.metrics)
     r.add_get("/v1/models", h.models)
     r.add_post("/v1/chat/completions", h.chat_completions)

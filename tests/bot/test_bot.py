@@ -39,6 +39,7 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
         "runs",
         "usage",
         "status",
+        "budget",
         "help",
     }
     assert "approvals" in {c["command"] for c in rig.tg.commands(f"chat:{ADMIN}")}
@@ -314,3 +315,11 @@ async def test_webhook_mode_on_the_gateway(make_rig: RigFactory, monkeypatch: An
         await rig.said(ADMIN, "OpenClaw")
     finally:
         await gateway.stop()
+
+
+async def test_budget_command(make_rig: RigFactory) -> None:
+    rig = await make_rig(budgets={"total": {"month": 40.0}, "tier": {"3": {"day": 2.0}}})
+    rig.tg.user_message(VIEWER, "/budget")
+    msg = await rig.said(VIEWER, "Budgets</b> (UTC)")
+    assert "total month cap $40.00: $0.00 spent" in msg["text"] and "forecast $0.00" in msg["text"]
+    assert "tier 3 day cap $2.00" in msg["text"]

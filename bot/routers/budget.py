@@ -1,0 +1,23 @@
+"""/budget: caps, spent, reserved, remaining, and the month-end forecast."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot.views import budget_text
+from core.app import App
+
+
+async def budget(message: Message, app: App) -> None:
+    """The same figures as GET /api/budget."""
+    rows = await app.engine.budget.report() if app.engine.budget else []
+    await message.answer(budget_text(rows, app.config.budgets.timezone))
+
+
+def make_budget_router() -> Router:
+    """A fresh router (a router can belong to one dispatcher only)."""
+    router = Router(name="budget")
+    router.message.register(budget, Command("budget"))
+    return router

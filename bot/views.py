@@ -6,7 +6,7 @@ from typing import Any
 
 from bot.text import escape, truncate
 from core.approvals import ApprovalRecord
-from core.ledger import UsageReport
+from core.ledger import TARGET_SHARE, UsageReport
 from core.runs import Run
 from core.types import Attempt
 
@@ -19,8 +19,6 @@ STATUS_ICON = {
     "queued": "⏳",
     "running": "⏳",
 }
-# the pyramid the operator aims for: share of answered requests per tier, in %
-TARGET_SHARE = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
 
 ADMIN_COMMANDS = [
     ("agents", "agents, their schedules and last runs"),

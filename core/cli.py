@@ -17,7 +17,7 @@ from core.app import App, missing_keys
 from core.config import Config, load_config
 from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
-from core.ledger import GROUPS, UsageReport, parse_since
+from core.ledger import GROUPS, TARGET_SHARE, UsageReport, parse_since
 from core.logs import setup_logging
 from core.runs import Run
 from core.serve import Extension, serve
@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="usage per tier/model/agent/day, tier shares, savings")
     usage.add_argument("--since", default="7d", help="period: 30m, 24h, 7d, 4w (default 7d)")
     usage.add_argument("--group", default="tier", choices=GROUPS)
+    usage.add_argument(
+        "--what-if",
+        type=Path,
+        metavar="FILE.toml",
+        help="re-price the period under another config's tiers, tasks, prices",
+    )
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -294,16 +300,40 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
     except ValueError as e:
         print(f"openclaw usage: {e}", file=sys.stderr)
         return 2
+    other = None
+    if args.what_if is not None:
+        try:
+            other = await asyncio.to_thread(load_config, args.what_if)
+        except ConfigError as e:
+            _print_config_error(e, args.what_if)
+            return EX_CONFIG
     app = await _with_app(args, settings, config, path)
     try:
         print(format_usage(await app.ledger.report(since, args.group), args.since))
+        if other is not None:
+            from core.whatif import what_if
+
+            w = await what_if(app.store, other, since)
+            print(
+                f"\nWhat if {args.what_if} had applied: {w.requests} answered requests, "
+                f"{w.known} priced ({w.moved} would have started on another tier)."
+            )
+            print(
+                f"  recorded ${w.actual_usd:.4f} -> what-if ${w.what_if_usd:.4f} "
+                f"(difference {w.difference_usd:+.4f} USD)"
+            )
+            for tier, n in sorted(w.unknown.items()):
+                print(
+                    f"  {n} requests would have started on tier {tier}, where they never "
+                    "ran: not priced (no guessing)"
+                )
         return 0
     finally:
         await app.close()
 
 
 def format_usage(r: UsageReport, period: str) -> str:
-    """The usage report as a plain-text table."""
+    """The usage report as a plain-text table, with tier shares and savings."""
     head = (
         f"{r.group:<28} {'requests':>8} {'attempts':>8} {'answered':>8} {'in tok':>9}"
         f" {'out tok':>9} {'reasoning':>9} {'cost $':>10}"
@@ -317,12 +347,19 @@ def format_usage(r: UsageReport, period: str) -> str:
         )
     if not r.rows:
         lines.append("(no requests in this period)")
-    share = ", ".join(f"tier {t}: {pct:.1f}%" for t, pct in r.tier_share.items()) or "-"
-    lines.append(f"Requests: {r.requests}, answered: {r.answered}. Tier share of answers: {share}")
+    share = ", ".join(
+        f"tier {t}: {r.tier_share.get(t, 0.0):.1f}% (target {target}%)"
+        for t, target in TARGET_SHARE.items()
+        if r.answered
+    )
+    lines.append(
+        f"Requests: {r.requests}, answered: {r.answered}. Tier share of answers: {share or '-'}"
+    )
     lines.append(
         f"Cost: ${r.cost_usd:.4f}. Cloud-only would cost ${r.cloud_only_usd:.4f} "
-        f"(saved ${r.savings_vs_cloud_usd:.4f}); all-top-tier ${r.all_top_tier_usd:.4f} "
-        f"(saved ${r.savings_vs_top_usd:.4f})."
+        f"(saved ${r.savings_vs_cloud_usd:.4f}, {r.savings_vs_cloud_pct:.1f}%); "
+        f"all-top-tier ${r.all_top_tier_usd:.4f} (saved ${r.savings_vs_top_usd:.4f}, "
+        f"{r.savings_vs_top_pct:.1f}%)."
     )
     return "\n".join(lines)
 

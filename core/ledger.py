@@ -14,6 +14,9 @@ from core.config import Config, Cost
 from core.store import Store, utcnow_iso
 from core.types import Attempt, Usage
 
+# the pyramid an operator aims for: share of answered requests per tier, in %
+TARGET_SHARE: dict[int, str] = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
+
 Group = Literal["tier", "model", "agent", "day", "task"]
 GROUPS: tuple[str, ...] = ("tier", "model", "agent", "day", "task")
 _GROUP_SQL: dict[str, str] = {
@@ -86,6 +89,20 @@ class UsageReport:
     @property
     def savings_vs_top_usd(self) -> float:
         return self.all_top_tier_usd - self.cost_usd
+
+    @property
+    def savings_vs_cloud_pct(self) -> float:
+        """Share of the cloud-only cost saved, in %."""
+        return 100 * self.savings_vs_cloud_usd / self.cloud_only_usd if self.cloud_only_usd else 0.0
+
+    @property
+    def savings_vs_top_pct(self) -> float:
+        """Share of the all-top-tier cost saved, in %."""
+        return (
+            100 * self.savings_vs_top_usd / self.all_top_tier_usd
+            if (self.all_top_tier_usd)
+            else 0.0
+        )
 
 
 def _primary_cost(config: Config, at_least: int) -> Cost | None:

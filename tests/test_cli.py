@@ -116,7 +116,7 @@ async def test_ask_explain_and_usage(fake_llm: FakeLLM, cli_env: dict[str, str])
 
     code, out, err = await openclaw(cli_env, "usage", "--since", "1d")
     assert code == 0, err
-    assert "Tier share of answers: tier 1: 100.0%" in out
+    assert "tier 1: 100.0% (target 15–20%)" in out and "tier 0: 0.0% (target 60–70%)" in out
     cost = 1000 * 0.3e-6 + 200 * 2.5e-6
     assert f"Cost: ${cost:.4f}" in out
     code, out, _ = await openclaw(cli_env, "usage", "--group", "model")
@@ -163,6 +163,11 @@ async def test_doctor_probes_and_advises(fake_llm: FakeLLM, cli_env: dict[str, s
     fake_llm.models = ["llama3"]
     code, out, _ = await openclaw(cli_env, "doctor")
     assert "not offered: qwen3:14b (`ollama pull qwen3:14b`)" in out
+
+
+def copy_with(src: Path, dst: Path, old: str, new: str) -> None:
+    """A copy of a config with one text replaced."""
+    dst.write_text(src.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
 
 
 def rewrite(config: Path, pattern: str, replacement: str) -> None:
@@ -227,3 +232,21 @@ async def test_serve_refuses_a_public_host_without_token(cli_env: dict[str, str]
     code, _, err = await openclaw(cli_env, "serve")
     assert code == 78
     assert "OPENCLAW_GATEWAY_TOKEN: not set, and gateway.host = '0.0.0.0'" in err
+
+
+async def test_usage_what_if(fake_llm: FakeLLM, cli_env: dict[str, str], tmp_path: Path) -> None:
+    fake_llm.script("qwen3:14b", Reply(status=503))
+    fake_llm.script("gemini-flash", Reply(text="x", input_tokens=1000, output_tokens=100))
+    code, _, err = await openclaw(cli_env, "ask", "q")
+    assert code == 0, err
+    other = tmp_path / "other.toml"
+    copy_with(
+        Path(cli_env["OPENCLAW_CONFIG"]),
+        other,
+        "input = 0.3, output = 2.5",
+        "input = 0.6, output = 5.0",
+    )
+    code, out, err = await openclaw(cli_env, "usage", "--what-if", str(other))
+    assert code == 0, err
+    assert "What if" in out and "1 answered requests, 1 priced" in out
+    assert "difference +0.0006 USD" in out

@@ -128,3 +128,47 @@ async def test_report_rejects_unknown_group(store: Store) -> None:
 def test_baselines_without_cloud_tier_above() -> None:
     cloud, top = baselines(CFG, {3: (1_000_000, 0)})
     assert cloud == pytest.approx(5.0) and top == pytest.approx(5.0)
+
+
+async def test_what_if_reprices_only_what_was_recorded(store: Store) -> None:
+    from core.whatif import what_if
+    from tests.configs import pyramid
+
+    ledger = Ledger(store, CFG)
+    # r1: summarize (min tier 1) answered by flash; it never ran on tier 0
+    await ledger.record(
+        RequestMeta("r1", 1, "summarize"), att(1, "flash/gemini-flash", tin=1000, tout=100)
+    )
+    # r2: chat, tier 0 unusable, then flash
+    await ledger.record(
+        RequestMeta("r2", 0, "chat"), att(0, "local/qwen3:14b", "unusable", tin=50, tout=50)
+    )
+    await ledger.record(
+        RequestMeta("r2", 0, "chat"), att(1, "flash/gemini-flash", tin=2000, tout=200)
+    )
+    # r3: chat answered locally; r4 never answered
+    await ledger.record(RequestMeta("r3", 0, "chat"), att(0, "local/qwen3:14b", tin=10, tout=5))
+    await ledger.record(RequestMeta("r4", 0, "chat"), att(0, "local/qwen3:14b", "fatal"))
+    doc = pyramid()
+    doc["tasks"]["summarize"] = 0  # "what if summarize went to tier 0?"
+    doc["models"]["flash/gemini-flash"]["cost"] = {"input": 0.6, "output": 5.0}  # and dearer
+    from core.config import parse_config
+
+    other = parse_config(doc, warnings=[])
+    w = await what_if(store, other, timedelta(days=1))
+    assert (w.requests, w.known) == (3, 2)
+    assert dict(w.unknown) == {0: 1}  # r1 never ran on tier 0: counted, not guessed
+    assert w.actual_usd == pytest.approx(2000 * 0.3e-6 + 200 * 2.5e-6)
+    assert w.what_if_usd == pytest.approx(2000 * 0.6e-6 + 200 * 5.0e-6)
+    assert w.difference_usd == pytest.approx(w.actual_usd)  # twice the price
+    assert w.moved == 0
+
+
+def test_savings_percentages() -> None:
+    from core.ledger import UsageReport
+
+    r = UsageReport(
+        "", "tier", [], 1, 1, {}, cost_usd=1.0, cloud_only_usd=4.0, all_top_tier_usd=10.0
+    )
+    assert r.savings_vs_cloud_pct == pytest.approx(75.0)
+    assert r.savings_vs_top_pct == pytest.approx(90.0)

@@ -23,7 +23,7 @@ from core.gateway.openai_api import (
     parse_chat,
     route_names,
 )
-from core.ledger import GROUPS, parse_since
+from core.ledger import GROUPS, TARGET_SHARE, parse_since
 from core.metrics import Metrics
 from core.overview import agents_overview, status_snapshot, tier_health
 from core.types import StreamDelta
@@ -104,6 +104,9 @@ async def usage(request: web.Request) -> web.Response:
             "requests": r.requests,
             "answered": r.answered,
             "tier_share_pct": {str(k): round(v, 2) for k, v in r.tier_share.items()},
+            "tier_share_target_pct": {str(k): v for k, v in TARGET_SHARE.items()},
+            "savings_vs_cloud_pct": round(r.savings_vs_cloud_pct, 2),
+            "savings_vs_top_pct": round(r.savings_vs_top_pct, 2),
             "cost_usd": r.cost_usd,
             "cloud_only_usd": r.cloud_only_usd,
             "savings_vs_cloud_usd": r.savings_vs_cloud_usd,

@@ -107,10 +107,17 @@ class Cost(_Strict):
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)  # cache reads; None: as input
 
-    def price(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost in USD of the given token counts."""
-        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+    def price(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """Cost in USD of the given token counts (``cached_tokens`` is part of the input)."""
+        cached = min(cached_tokens, input_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (input_tokens - cached) * self.input
+            + cached * cached_rate
+            + output_tokens * self.output
+        ) / 1_000_000
 
 
 class ModelConfig(_Strict):

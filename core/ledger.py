@@ -42,7 +42,7 @@ def price(config: Config, ref: str, usage: Usage) -> float:
     """USD cost of ``usage`` on model ``ref`` (reasoning is billed as output)."""
     model = config.models.get(ref)
     cost = model.cost if model else Cost()
-    return cost.price(usage.input_tokens, usage.output_tokens)
+    return cost.price(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +147,8 @@ class Ledger:
         await self.store.insert(
             "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
             " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
-            " reasoning_tokens, cost_usd, streamed, caller)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " reasoning_tokens, cost_usd, streamed, caller, cached_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 utcnow_iso(when),
                 meta.request_id,
@@ -169,6 +169,7 @@ class Ledger:
                 attempt.cost_usd,
                 int(meta.streamed),
                 meta.caller,
+                u.cached_input_tokens,
             ),
         )
 

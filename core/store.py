@@ -170,12 +170,17 @@ async def _m005_budgets(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m006_attempts_cached_tokens(db: aiosqlite.Connection) -> None:
+    await db.execute("ALTER TABLE attempts ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
     ("003_agents", _m003_agents),
     ("004_approvals", _m004_approvals),
     ("005_budgets", _m005_budgets),
+    ("006_attempts_cached_tokens", _m006_attempts_cached_tokens),
 ]
 
 

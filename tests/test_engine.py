@@ -408,3 +408,24 @@ async def test_a_denial_can_keep_the_best_lower_answer(rig: RigFactory) -> None:
     )
     assert kept.content == "a short answer" and kept.answered_by.outcome == "unusable"
     assert [a.outcome for a in kept.attempts][-1] == "denied"
+
+
+@pytest.mark.parametrize("model", ["gemini-flash", "deepseek-chat", "claude-opus"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_cached_input_is_priced_at_its_own_rate(
+    rig: RigFactory, model: str, stream: bool
+) -> None:
+    from tests.configs import pyramid
+
+    models = pyramid()["models"]
+    for m in models.values():
+        m["cost"] = {"input": 2.0, "output": 10.0, "cached_input": 0.5}
+    r = await rig(models=models, approver=RecordingApprover(True))
+    r.fake.script(model, Reply(text="x", input_tokens=1000, output_tokens=100, cached_tokens=800))
+    tier = {"gemini-flash": 1, "deepseek-chat": 2, "claude-opus": 3}[model]
+    req = ask(tier=tier)
+    res = (await collect(r.engine, req))[1] if stream else await r.engine.complete(req)
+    assert res.usage.input_tokens == 1000 and res.usage.cached_input_tokens == 800
+    assert res.cost_usd == pytest.approx((200 * 2.0 + 800 * 0.5 + 100 * 10.0) / 1e6)
+    (row,) = await r.rows()
+    assert row["cached_tokens"] == 800

@@ -61,6 +61,9 @@ def _usage(chunk: Chunk, usage: Any) -> None:
             as_count(usage.get(k), f"usage.{k}")
             for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         )
+        chunk.cached_tokens = as_count(
+            usage.get("cache_read_input_tokens"), "usage.cache_read_input_tokens"
+        )
     if "output_tokens" in usage:
         chunk.output_tokens = as_count(usage.get("output_tokens"), "usage.output_tokens")
 

@@ -59,6 +59,7 @@ class Chunk:
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cached_tokens: int | None = None  # input read from the provider's prompt cache
     finish_reason: str | None = None
     done: bool = False  # the terminal event of a stream was seen
     end: bool = False  # nothing more will come: stop reading
@@ -89,6 +90,7 @@ class Accumulator:
         self._input = 0
         self._output = 0
         self._reasoning_tokens = 0
+        self._cached = 0
         self.finish_reason: str | None = None
         self.done = False
 
@@ -101,6 +103,8 @@ class Accumulator:
             self._output = chunk.output_tokens
         if chunk.reasoning_tokens is not None:
             self._reasoning_tokens = chunk.reasoning_tokens
+        if chunk.cached_tokens is not None:
+            self._cached = chunk.cached_tokens
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         self.done = self.done or chunk.done
@@ -113,7 +117,7 @@ class Accumulator:
 
     def response(self, status: int, model: str) -> ModelResponse:
         """The final response, content and reasoning aggregated."""
-        usage = Usage(self._input, self._output, self._reasoning_tokens)
+        usage = Usage(self._input, self._output, self._reasoning_tokens, self._cached)
         return ModelResponse(
             "".join(self._content),
             "".join(self._reasoning),

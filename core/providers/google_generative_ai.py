@@ -64,6 +64,7 @@ def _usage(chunk: Chunk, meta: Any) -> None:
         thoughts
     )
     chunk.reasoning_tokens = thoughts
+    chunk.cached_tokens = as_count(meta.get("cachedContentTokenCount"), "cachedContentTokenCount")
 
 
 def _raise_if_error(data: dict[str, Any]) -> None:

@@ -35,6 +35,10 @@ def _usage(chunk: Chunk, usage: Any) -> None:
         as_dict(details, "completion_tokens_details").get("reasoning_tokens"),
         "usage.completion_tokens_details.reasoning_tokens",
     )
+    prompt = as_dict(usage.get("prompt_tokens_details") or {}, "prompt_tokens_details")
+    chunk.cached_tokens = as_count(
+        prompt.get("cached_tokens"), "usage.prompt_tokens_details.cached_tokens"
+    )
 
 
 def _raise_if_error(data: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None  # the visible answer only; reasoning is counted apart
     reasoning_tokens: int | None = None
+    cached_tokens: int = 0  # of the input, read from the prompt cache (reported per format)
 
 
 @dataclass
@@ -133,6 +134,17 @@ class _Answer:
     def billed_output(self) -> int:
         return self.output_tokens + self.reasoning_tokens
 
+    @property
+    def cached(self) -> int:
+        return min(self.reply.cached_tokens, self.input_tokens)
+
+    def anthropic_input(self) -> dict[str, int]:
+        """Anthropic reports cache reads beside input_tokens, not inside it."""
+        usage = {"input_tokens": self.input_tokens - self.cached}
+        if self.cached:
+            usage["cache_read_input_tokens"] = self.cached
+        return usage
+
 
 # -- per-format bodies ----------------------------------------------------------------
 
@@ -186,11 +198,14 @@ def _openai_usage(a: _Answer) -> dict[str, Any]:
         "completion_tokens": a.billed_output,
         "total_tokens": a.input_tokens + a.billed_output,
         "completion_tokens_details": {"reasoning_tokens": a.reasoning_tokens},
+        "prompt_tokens_details": {"cached_tokens": a.cached},
     }
 
 
 def _google_usage(a: _Answer, *, final: bool = True) -> dict[str, Any]:
     usage: dict[str, Any] = {"promptTokenCount": a.input_tokens}
+    if a.cached:
+        usage["cachedContentTokenCount"] = a.cached
     if final:
         usage["candidatesTokenCount"] = a.output_tokens
         if a.reasoning_tokens:
@@ -226,7 +241,7 @@ def _complete_body(api: str, a: _Answer) -> dict[str, Any]:
             "content": blocks,
             "stop_reason": finish or "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": a.input_tokens, "output_tokens": a.billed_output},
+            "usage": {**a.anthropic_input(), "output_tokens": a.billed_output},
         }
     if api == GOOGLE:
         parts: list[dict[str, Any]] = []
@@ -292,7 +307,7 @@ def _stream_frames(api: str, a: _Answer) -> tuple[list[bytes], list[bytes], list
                 "model": a.model,
                 "content": [],
                 "stop_reason": None,
-                "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+                "usage": {**a.anthropic_input(), "output_tokens": 1},
             },
         }
         head = [_sse(start, "message_start"), _sse({"type": "ping"}, "ping")]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.llm import FakeLLM, Reply
+from tests.procs import run_cli as openclaw
+from tests.procs import start_serve
 
 CONFIG = """
 [gateway]
@@ -82,22 +82,6 @@ def cli_env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
         "OPENCLAW_TEST_FLASH_KEY": "flash-secret-key",
     }
     return env
-
-
-async def openclaw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        *args,
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,  # no stray .env from the checkout
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_ask_explain_and_usage(fake_llm: FakeLLM, cli_env: dict[str, str]) -> None:
@@ -191,33 +175,9 @@ async def test_doctor_says_what_to_do_when_nothing_listens(cli_env: dict[str, st
 
 
 async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, str]) -> None:
-    import signal
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "serve",
-        env=cli_env,
-        cwd=Path(cli_env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    try:
-        lines = []
-        while not any(line.startswith("Tasks:") for line in lines):
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert line, "serve exited early"
-            lines.append(line.decode())
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = "".join(lines) + out.decode()
-    assert proc.returncode == 0
+    served = await start_serve(cli_env)
+    assert await served.stop() == 0
+    text = "".join(served.lines)
     assert "tier 0" in text and "local/qwen3:14b" in text
     assert "deep/deepseek-chat" in text
     assert "unavailable: set OPENCLAW_TEST_DEEP_KEY to enable it" in text

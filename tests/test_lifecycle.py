@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest
 
 from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.receiver import Answer, FakeReceiver
+from tests.procs import Served, start_serve
 
 CONFIG = """
 [gateway]
@@ -88,9 +88,8 @@ def write_env(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path, port: int) 
     }
 
 
-class Serve:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str, lines: list[str]) -> None:
-        self.proc, self.url, self.lines = proc, url, lines
+class Serve(Served):
+    """A served process with the API calls these tests need."""
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -112,54 +111,14 @@ class Serve:
                 await asyncio.sleep(0.05)
         raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
 
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        assert self.proc.returncode is not None
-        return self.proc.returncode
 
-
-async def start_serve(env: dict[str, str]) -> Serve:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "serve",
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    url = None
-    for _ in range(200):
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert line, f"serve exited early: {''.join(lines)}"
-        lines.append(line)
-        m = re.search(r"gateway (http://127\.0\.0\.1:\d+)", line)
-        url = m.group(1) if m else url
-        if line.startswith("Telegram bot:"):
-            break
-    assert url is not None
-    serve = Serve(proc, url, lines)
-    asyncio.get_running_loop().create_task(_drain(proc))
-    return serve
-
-
-async def _drain(proc: asyncio.subprocess.Process) -> None:
-    assert proc.stdout is not None
-    while await proc.stdout.readline():
-        pass
+async def start(env: dict[str, str]) -> Serve:
+    served = await start_serve(env)
+    return Serve(served.proc, served.url, served.lines, served._drain)
 
 
 async def test_ready_and_clean_stop(env: dict[str, str]) -> None:
-    serve = await start_serve(env)
+    serve = await start(env)
     try:
         async with httpx.AsyncClient(base_url=serve.url) as c:
             for _ in range(100):  # bounded poll of readiness
@@ -176,12 +135,12 @@ async def test_sigterm_mid_run_interrupts_then_requeues(
     fake_llm: FakeLLM, env: dict[str, str]
 ) -> None:
     fake_llm.script("m", Reply(hang=True))
-    serve = await start_serve(env)
+    serve = await start(env)
     rid = await serve.run("slow")
     await serve.wait_run(rid, ("running",))
     assert await serve.stop() == 0  # graceful: exits 0 after the grace period
     fake_llm.default = echo
-    serve = await start_serve(env)
+    serve = await start(env)
     try:
         assert any("1 interrupted runs queued again" in line for line in serve.lines)
         old = await serve.wait_run(rid, ("interrupted",))
@@ -199,7 +158,7 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
     fake_llm: FakeLLM, hook: FakeReceiver, env: dict[str, str]
 ) -> None:
     fake_llm.default = echo
-    serve = await start_serve(env)
+    serve = await start(env)
     first = await serve.run("quick", "one")  # delivered before the crash
     for _ in range(200):
         if hook.at("/hook"):
@@ -217,7 +176,7 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
     await serve.wait_run(third, ("running",))
     assert await serve.stop(signal.SIGKILL) == -signal.SIGKILL
     fake_llm.default = echo
-    serve = await start_serve(env)
+    serve = await start(env)
     try:
         assert any("1 interrupted runs queued again" in line for line in serve.lines)
         for _ in range(200):  # the claim of the half-sent row expires (1 s), then it is sent
@@ -240,7 +199,7 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
 
 
 async def test_port_in_use_is_named(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> None:
-    serve = await start_serve(write_env(fake_llm, hook, tmp_path, 0))
+    serve = await start(write_env(fake_llm, hook, tmp_path, 0))
     try:
         port = int(serve.url.rsplit(":", 1)[1])
         other = tmp_path / "other"

@@ -116,7 +116,8 @@ async def test_status_cli_when_the_gateway_is_down(tmp_path: Path) -> None:
 async def test_status_cli_reads_the_running_gateway(
     json_flag: bool, tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
-    from tests.agents.test_cli_api import CONFIG, serve, stop
+    from tests.agents.test_cli_api import CONFIG
+    from tests.procs import start_serve
 
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama")), encoding="utf-8")
@@ -126,7 +127,8 @@ async def test_status_cli_reads_the_running_gateway(
         "OPENCLAW_DB": str(tmp_path / "s.db"),
         "OPENCLAW_GATEWAY_TOKEN": "tok-123",
     }
-    proc, url = await serve(env)
+    served = await start_serve(env)
+    url = served.url
     try:
         port = url.rsplit(":", 1)[1]
         cfg.write_text(
@@ -151,4 +153,4 @@ async def test_status_cli_reads_the_running_gateway(
         else:
             assert "tier 0:" in text and "local/qwen3:14b" in text and "telegram: off" in text
     finally:
-        await stop(proc)
+        await served.stop()

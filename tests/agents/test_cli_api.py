@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,8 @@ import httpx
 import pytest
 
 from tests.fakes.llm import FakeLLM, Reply, echo
+from tests.procs import run_cli as openclaw
+from tests.procs import start_serve
 
 CONFIG = """
 [gateway]
@@ -61,22 +61,6 @@ def env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
     }
 
 
-async def openclaw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        *args,
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_run_wait_runs_and_shows(fake_llm: FakeLLM, env: dict[str, str]) -> None:
     fake_llm.default = echo
     code, out, err = await openclaw(env, "run", "hello", "--wait", "-m", "world")
@@ -109,37 +93,6 @@ async def test_bad_names_and_ids(env: dict[str, str]) -> None:
     assert code == 2 and "no run 99" in err
 
 
-async def serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "serve",
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    for _ in range(100):
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert line, "serve exited early"
-        m = re.search(r"gateway (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            return proc, m.group(1)
-    raise AssertionError("no gateway line")
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 async def poll_run(client: httpx.AsyncClient, run_id: int) -> dict[str, Any]:
     for _ in range(300):
         run: dict[str, Any] = (await client.get(f"/api/runs/{run_id}")).json()
@@ -153,7 +106,8 @@ async def test_serve_runs_agents_from_the_api_and_from_the_cli_queue(
     fake_llm: FakeLLM, env: dict[str, str]
 ) -> None:
     fake_llm.default = echo
-    proc, url = await serve(env)
+    served = await start_serve(env)
+    url = served.url
     try:
         async with httpx.AsyncClient(
             base_url=url, timeout=10, headers={"Authorization": "Bearer tok-123"}
@@ -189,5 +143,4 @@ async def test_serve_runs_agents_from_the_api_and_from_the_cli_queue(
                 status = (await c.get("/api/status")).json()
             assert status["queues"]["outbox_pending"] == 0
     finally:
-        await stop(proc)
-    assert proc.returncode == 0
+        assert await served.stop() == 0

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ from core.embedded_models import check_embedded
 from core.settings import Settings
 from core.types import ChatRequest, Message
 from tests.fakes.llm import FakeLLM, Reply
+from tests.procs import run_cli as cli
+from tests.procs import start_serve
 
 QUESTION = "What is the capital of France? Answer with one word."
 CONFIG = """
@@ -71,22 +71,6 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        *args,
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_ask_through_the_cli(env: dict[str, str]) -> None:
     code, out, err = await cli(env, "ask", "--explain", QUESTION)
     assert code == 0, err
@@ -97,37 +81,12 @@ async def test_ask_through_the_cli(env: dict[str, str]) -> None:
 
 @pytest.fixture
 async def served(env: dict[str, str]) -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "serve",
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    url = None
+    serve = await start_serve(env)
     try:
-        for _ in range(200):
-            line = (await asyncio.wait_for(proc.stdout.readline(), 90)).decode()
-            assert line, "serve exited early"
-            m = re.search(r"gateway (http://127\.0\.0\.1:\d+)", line)
-            url = m.group(1) if m else url
-            if line.startswith("Embedded model embedded: running"):
-                break
-        assert url is not None
-        yield url
+        assert any(line.startswith("Embedded model embedded: running") for line in serve.lines)
+        yield serve.url
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-    assert proc.returncode == 0
+        assert await serve.stop() == 0
 
 
 async def test_serve_answers_through_the_gateway_and_an_agent(served: str) -> None:

@@ -6,6 +6,7 @@ every problem is reported with its key and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tomllib
 from collections.abc import Mapping
@@ -185,19 +186,23 @@ class Config(_Strict):
     def levels(self) -> list[int]:
         return sorted(t.level for t in self.tiers)
 
+    @functools.cached_property
+    def _task_table(self) -> dict[str, TaskConfig]:
+        # built once: the router looks tasks up on every request
+        return {
+            name: TaskConfig(tier=v) if isinstance(v, int) else v for name, v in self.tasks.items()
+        }
+
     def task(self, name: str) -> TaskConfig | None:
         """The task's settings (a bare tier number becomes a TaskConfig)."""
-        value = self.tasks.get(name)
-        if value is None:
-            return None
-        return TaskConfig(tier=value) if isinstance(value, int) else value
+        return self._task_table.get(name)
 
     def task_tier(self, name: str) -> int:
         """The minimum tier of a configured task."""
         value = self.tasks[name]
         return value if isinstance(value, int) else value.tier
 
-    @property
+    @functools.cached_property
     def default_task(self) -> str | None:
         """The task of requests that name none: [routing] default_task, else the cheapest."""
         if self.routing.default_task:

@@ -83,6 +83,7 @@ class Metrics:
         self.cost = Counter("openclaw_cost_usd", "Cost in USD by model", ["model"], registry=r)
         r.register(_BreakerCollector(health, clock))
         self._attempt_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe_attempt(self, meta: RequestMeta, attempt: Attempt) -> None:
         """Count one attempt (called by the engine for every ledger row)."""
@@ -102,8 +103,15 @@ class Metrics:
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one gateway request."""
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per series
+            children = self._request_children[key] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

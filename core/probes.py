@@ -51,20 +51,14 @@ class Prober:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await provider.list_models()
-        except (ProviderError, TimeoutError) as e:
-            err = e if isinstance(e, ProviderError) else ProviderError("timeout", name, "")
-            latency = (time.perf_counter() - t0) * 1000
-            now = time.monotonic()
-            for ref in self._refs(name):
-                if self.health.state(ref, now) == "closed":  # open it; don't stretch it
-                    self.health.failure(ref, err, latency, now)
-            self.last[name] = advice(err, provider, self.config.providers[name].api_key_env)
-            if provider.api == "ollama":
-                pulls = " and ".join(
-                    f"`ollama pull {split_model_ref(r)[1]}`" for r in self._refs(name)
-                )
-                self.last[name] += f"; then {pulls}" if pulls else ""
-            return self.last[name]
+        except ProviderError as e:
+            if e.kind in ("not_found", "malformed"):
+                # it answered HTTP: up, just without a model list (many small servers)
+                self.last[name] = "ok"
+                return "ok"
+            return self._down(name, provider, e, t0)
+        except TimeoutError:
+            return self._down(name, provider, ProviderError("timeout", name, ""), t0)
         now = time.monotonic()
         latency = (time.perf_counter() - t0) * 1000
         for ref in self._refs(name):
@@ -76,6 +70,19 @@ class Prober:
                 self.health.success(ref, latency, now)
         self.last[name] = "ok"
         return "ok"
+
+    def _down(self, name: str, provider: Provider, err: ProviderError, t0: float) -> str:
+        """The provider is down (or refuses the key): open its breakers, keep the advice."""
+        latency = (time.perf_counter() - t0) * 1000
+        now = time.monotonic()
+        for ref in self._refs(name):
+            if self.health.state(ref, now) == "closed":  # open it; don't stretch it
+                self.health.failure(ref, err, latency, now)
+        self.last[name] = advice(err, provider, self.config.providers[name].api_key_env)
+        if provider.api == "ollama":
+            pulls = " and ".join(f"`ollama pull {split_model_ref(r)[1]}`" for r in self._refs(name))
+            self.last[name] += f"; then {pulls}" if pulls else ""
+        return self.last[name]
 
     async def probe_all(self) -> dict[str, str]:
         """Probe every provider at once."""

@@ -304,6 +304,7 @@ class Engine:
         rules = st.rules
         hold = rules.strict
         committed = False
+        sent_chars = 0  # streamed to the caller: what a broken stream is billed at least
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock())
         resp: ModelResponse | None = None
@@ -321,9 +322,11 @@ class Engine:
                             resp = item
                         elif committed:
                             if item.content:
+                                sent_chars += len(item.content)
                                 yield StreamDelta(item.content)
                         elif item.content.strip() and not hold:
                             committed = True
+                            sent_chars += len(item.content)
                             yield self._started(st, cand)
                             yield StreamDelta(item.content.lstrip())
                 if resp is None:
@@ -334,23 +337,28 @@ class Engine:
                         "stream ended without a final response",
                     )
         except ProviderError as e:
-            yield await self._failed(st, cand, e, t0, max_tokens, committed)
+            yield await self._failed(
+                st, cand, e, t0, max_tokens, committed, self._streamed(req, committed, sent_chars)
+            )
             return
         except (asyncio.CancelledError, GeneratorExit):
             # the caller went away mid-call: free a half-open probe slot, and keep the
             # row, since the upstream may bill for what it already generated
             self.health.abandon(cand.ref)
             latency = (time.perf_counter() - t0) * 1000
+            # what it generated is unknown: count the worst case, so that budgets hold
+            # and the ledger never shows a paid call as free
+            usage = Usage(estimate_input_tokens(req.messages), max_tokens)
             gone = Attempt(
                 cand.tier,
                 cand.provider,
                 cand.model,
                 "cancelled",
-                "the caller cancelled the request",
+                "the caller cancelled the request; cost counted at the worst case",
                 None,
                 latency,
-                Usage(),
-                0.0,
+                usage,
+                price(self.config, cand.ref, usage),
                 max_tokens,
             )
             with contextlib.suppress(Exception):
@@ -359,7 +367,9 @@ class Engine:
         except Exception as e:  # an adapter bug must not lose the attempt row
             log.exception("adapter %s raised unexpectedly", cand.provider)
             err = ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
-            yield await self._failed(st, cand, err, t0, max_tokens, committed)
+            yield await self._failed(
+                st, cand, err, t0, max_tokens, committed, self._streamed(req, committed, sent_chars)
+            )
             return
         latency = (time.perf_counter() - t0) * 1000
         self.health.success(cand.ref, latency, self._clock())
@@ -390,6 +400,13 @@ class Engine:
         calls = sum(1 for a in st.attempts if a.outcome not in ("skipped", "denied"))
         return Started(st.request_id, cand.tier, cand.ref, calls)
 
+    @staticmethod
+    def _streamed(req: ChatRequest, committed: bool, sent_chars: int) -> Usage | None:
+        """A stream that broke after it began was billed for what it sent, at least."""
+        if not committed:
+            return None
+        return Usage(estimate_input_tokens(req.messages), sent_chars // 4 + 1)
+
     async def _failed(
         self,
         st: _State,
@@ -398,6 +415,7 @@ class Engine:
         t0: float,
         max_tokens: int,
         committed: bool,
+        usage: Usage | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
         cooldown = self.health.failure(cand.ref, e, latency, self._clock())
@@ -416,8 +434,8 @@ class Engine:
             reason,
             e.status,
             latency,
-            Usage(),
-            0.0,
+            usage or Usage(),
+            price(self.config, cand.ref, usage) if usage else 0.0,
             max_tokens,
         )
         await self._record(st, attempt)

@@ -265,11 +265,11 @@ class Store:
         """One write transaction that takes the database lock at once (BEGIN IMMEDIATE):
         what it reads cannot change, in this process or another, before it commits."""
         async with self._write_lock:
-            await self.db.execute("BEGIN IMMEDIATE")
             try:
+                await self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
             except BaseException:
-                await self.db.execute("ROLLBACK")
+                await self._rollback()
                 raise
             await self.db.execute("COMMIT")
 
@@ -323,14 +323,22 @@ class Store:
             _settle(fut, None)
 
     async def _transaction(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-        await self.db.execute("BEGIN")
         try:
+            await self.db.execute("BEGIN")
             for sql, rows in groups:
                 await self.db.executemany(sql, rows)
         except BaseException:
-            await self.db.execute("ROLLBACK")
+            await self._rollback()
             raise
         await self.db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        # a cancelled await does not stop aiosqlite from running the queued BEGIN: check
+        # the connection itself, and finish the rollback even if we are being cancelled
+        with contextlib.suppress(Exception):  # statements run in order: the BEGIN is done
+            await asyncio.shield(self.db.execute("SELECT 1"))
+        if self.db.in_transaction:
+            await asyncio.shield(self.db.execute("ROLLBACK"))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Run a query and return every row."""

@@ -429,3 +429,21 @@ async def test_cached_input_is_priced_at_its_own_rate(
     assert res.cost_usd == pytest.approx((200 * 2.0 + 800 * 0.5 + 100 * 10.0) / 1e6)
     (row,) = await r.rows()
     assert row["cached_tokens"] == 800
+
+
+async def test_a_cancelled_paid_call_counts_its_worst_case(rig: RigFactory) -> None:
+    import asyncio
+
+    r = await rig()
+    r.fake.script("gemini-flash", Reply(hang=True))
+    task = asyncio.create_task(r.engine.complete(ask(tier=1)))
+    for _ in range(500):  # until the call reached the fake (bounded)
+        if r.calls("gemini-flash"):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (row,) = await r.rows()
+    worst = ((len("be brief") + len("hello")) // 4 + 1) * 0.3e-6 + 512 * 2.5e-6
+    assert row["outcome"] == "cancelled" and row["cost_usd"] == pytest.approx(worst)

@@ -72,3 +72,23 @@ async def test_close_waits_for_pending_rows(tmp_path: Path) -> None:
         assert await count(s) == 20
     finally:
         await s.close()
+
+
+async def test_a_cancelled_transaction_never_leaves_one_open(store: Store) -> None:
+    async def hold() -> None:
+        async with store.immediate() as db:
+            await db.execute("INSERT INTO t (n) VALUES (1)")
+            await asyncio.sleep(10)  # cancelled here
+
+    for _ in range(5):
+        task = asyncio.create_task(hold())
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not store.db.in_transaction
+    await store.insert(SQL, (2,))  # autocommit writes still commit
+    async with store.immediate() as db:  # and new transactions start
+        await db.execute("INSERT INTO t (n) VALUES (3)")
+    rows = await store.fetchall("SELECT n FROM t ORDER BY n")
+    assert [r[0] for r in rows] == [2, 3]

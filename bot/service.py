@@ -120,7 +120,10 @@ class TelegramBot:
         self.app.approvals.closers.append(self.approvals.close)
         self.app.engine.observers.append(self.reporter.observe)
         self.app.status_hooks["telegram"] = self.status
-        await self._register_commands()
+        try:
+            await self._register_commands()
+        except Exception as e:  # Telegram down at boot must not take serve down with it
+            log.warning("Telegram: could not register commands (%s); going on", e)
         if self.mode == "webhook":
             cfg = self.app.config.telegram
             secret = self.app.settings.secret(cfg.webhook_secret_env)
@@ -131,12 +134,19 @@ class TelegramBot:
                 )
             self._secret = secret.get_secret_value()
             assert cfg.webhook_url is not None
-            await self.bot.set_webhook(
-                cfg.webhook_url, secret_token=self._secret, drop_pending_updates=False
-            )
-            self.state = "ok"
+            try:
+                await self.bot.set_webhook(
+                    cfg.webhook_url, secret_token=self._secret, drop_pending_updates=False
+                )
+                self.state = "ok"
+            except Exception as e:
+                self.state = f"webhook not set: {e}"
+                log.error("Telegram: could not set the webhook: %s", e)
             return
-        await self.bot.delete_webhook(drop_pending_updates=False)
+        try:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+        except Exception as e:  # polling retries with backoff on its own
+            log.warning("Telegram: deleteWebhook failed (%s); polling anyway", e)
         self._start_polling()
         self._watchdog = asyncio.create_task(self._watch())
 
@@ -160,21 +170,27 @@ class TelegramBot:
         self.state = "ok"
 
     async def _watch(self) -> None:
-        """getUpdates silent for longer than its timeout plus a margin: reconnect."""
+        """getUpdates silent for longer than its timeout plus a margin, or the polling task
+        gone (aiogram ends it when getMe fails at start): reconnect."""
         cfg = self.app.config.telegram
         limit = cfg.polling_timeout_s + cfg.watchdog_margin_s
         while True:
             await asyncio.sleep(min(5.0, limit / 4))
-            started = self.watch.started
-            if started is None or time.monotonic() - started <= limit:
-                continue
-            self.state = "stalled, reconnecting"
-            self.reconnects += 1
-            log.warning("Telegram getUpdates silent for %.0fs: reconnecting", limit)
-            await self._stop_polling()
-            await self.bot.session.close()  # drop the stuck connection; a new one opens
-            self.watch.started = None
-            self._start_polling()
+            try:
+                started = self.watch.started
+                stalled = started is not None and time.monotonic() - started > limit
+                dead = self._polling is not None and self._polling.done()
+                if not (stalled or dead):
+                    continue
+                self.state = "stalled, reconnecting" if stalled else "polling ended, restarting"
+                self.reconnects += 1
+                log.warning("Telegram: %s", self.state)
+                await self._stop_polling()
+                await self.bot.session.close()  # drop a stuck connection; a new one opens
+                self.watch.started = None
+                self._start_polling()
+            except Exception:  # the watchdog itself must not die
+                log.exception("Telegram watchdog")
 
     async def _stop_polling(self) -> None:
         if self._polling is not None:

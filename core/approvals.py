@@ -9,6 +9,7 @@ waits for the first decision or the timeout (then denied, marked expired).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -156,20 +157,24 @@ class ApprovalBroker:
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), self.config.timeout_s)
             except TimeoutError:
-                await self._close(aid, "expired", "timeout")
+                if not await self._close(aid, "expired", "timeout"):
+                    # a decision landed just as time ran out: the row is the truth
+                    record = await self.get(aid)
+                    if record is not None and record.status in ("approved", "denied"):
+                        return Decision(record.status == "approved", record.decided_by or "")
                 return Decision(
                     False, "timeout", f"expired after {self.config.timeout_s:g}s without a decision"
                 )
         finally:
             self._waiting.pop(aid, None)
+            if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._close(aid, "expired", "abandoned"))
 
     async def resolve(self, approval_id: int, approved: bool, by: str) -> tuple[bool, str]:
         """Record a decision; the first one wins. Returns (taken, what to tell the person)."""
         status = "approved" if approved else "denied"
-        if await self._close(approval_id, status, by):
-            fut = self._waiting.get(approval_id)
-            if fut is not None and not fut.done():
-                fut.set_result(Decision(approved, by))
+        if await self._close(approval_id, status, by, wake=Decision(approved, by)):
             return True, f"{status} — thanks"
         record = await self.get(approval_id)
         if record is None:
@@ -178,7 +183,9 @@ class ApprovalBroker:
             return False, "this approval has expired"
         return False, f"already {record.status} by {record.decided_by}"
 
-    async def _close(self, approval_id: int, status: str, by: str) -> bool:
+    async def _close(
+        self, approval_id: int, status: str, by: str, wake: Decision | None = None
+    ) -> bool:
         changed, _ = await self.store.write(
             "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
             " AND status = 'pending'",
@@ -186,6 +193,9 @@ class ApprovalBroker:
         )
         if changed != 1:
             return False
+        fut = self._waiting.get(approval_id)
+        if wake is not None and fut is not None and not fut.done():
+            fut.set_result(wake)  # the waiting run goes on before the messages are edited
         record = await self.get(approval_id)
         if record is not None:
             for close in self.closers:

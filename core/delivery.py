@@ -27,6 +27,7 @@ import aiohttp
 from core.config import Config
 from core.config_agents import DeliveryConfig
 from core.errors import OpenClawError
+from core.runs import alive_here
 from core.settings import Settings
 from core.store import Store, utcnow_iso
 from core.templating import Templates
@@ -308,15 +309,25 @@ class Outbox:
         return str(current[0][0]) if current else "gone"
 
     async def release_stale(self, older_than_s: float | None = None) -> int:
-        """Claims older than the timeout go back to pending (their process died)."""
+        """Claims older than the timeout go back to pending — unless their process is alive
+        on this host (a slow send, e.g. waiting out Telegram's 429s, is not a dead one)."""
         limit = self.config.claim_timeout_s if older_than_s is None else older_than_s
         cutoff = utcnow_iso(datetime.now(UTC) - timedelta(seconds=limit))
-        changed, _ = await self.store.write(
-            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
-            " WHERE status = 'sending' AND claimed_at <= ?",
+        rows = await self.store.fetchall(
+            "SELECT id, claimed_by FROM outbox WHERE status = 'sending' AND claimed_at <= ?",
             (cutoff,),
         )
-        return changed
+        released = 0
+        for row in rows:
+            if row[1] and alive_here(str(row[1])):
+                continue
+            changed, _ = await self.store.write(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                " WHERE id = ? AND status = 'sending' AND claimed_at <= ?",
+                (row[0], cutoff),
+            )
+            released += changed
+        return released
 
     async def pending_count(self) -> int:
         """Rows not yet delivered nor failed."""

@@ -477,6 +477,9 @@ class Engine:
             return Decision(
                 False, "timeout", f"no decision within {self.config.approvals.timeout_s:.0f}s"
             )
+        except Exception as e:  # an approver that breaks must deny, not crash the request
+            log.exception("the approver failed")
+            return Decision(False, "error", f"the approver failed: {type(e).__name__}")
 
 
 def _what(p: Plan) -> str:

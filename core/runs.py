@@ -41,6 +41,21 @@ class Run:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+def alive_here(owner: str) -> bool:
+    """Is the owner a live process on this host? (Other hosts' cannot be checked: False.)"""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def owner_alive(owner: str, me: str) -> bool:
     """Is the process named by an owner id (``host:pid:start``) still running here?
 

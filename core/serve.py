@@ -18,6 +18,7 @@ from core.probes import Prober
 
 log = logging.getLogger("openclaw.serve")
 ADOPT_INTERVAL_S = 1.0
+DRAIN_ON_STOP_S = 5.0  # the last delivery pass at shutdown (inside launchd's ExitTimeOut)
 
 
 def route_table(app: App, verdicts: dict[str, str] | None = None) -> str:
@@ -93,7 +94,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[None]] = []
+    intake: list[asyncio.Task[None]] = []  # taking new work: adopting queued runs, probes
+    delivering = asyncio.Event()  # set: the delivery worker stops
+    delivery: asyncio.Task[None] | None = None
     started: list[Extension] = []
     try:
         try:
@@ -111,11 +114,15 @@ async def serve(
         )
         verdicts = await prober.probe_all()
         await app.scheduler.start()
-        tasks.append(asyncio.create_task(app.delivery.run(stop)))
-        tasks.append(asyncio.create_task(_adopt_forever(app, stop)))
-        tasks.append(asyncio.create_task(prober.run(stop)))
+        delivery = asyncio.create_task(app.delivery.run(delivering))
+        intake.append(asyncio.create_task(_adopt_forever(app, stop)))
+        intake.append(asyncio.create_task(prober.run(stop)))
         for ext in extensions:
-            await ext.start()
+            try:
+                await ext.start()
+            except Exception:  # serve keeps running without it; the log says why
+                log.exception("an extension failed to start")
+                continue
             started.append(ext)
         print(
             f"openclaw {__version__} serving; config {config_path}; db {app.store.path}", flush=True
@@ -154,18 +161,26 @@ async def serve(
         await stop.wait()
         print("openclaw: shutting down", flush=True)
     finally:
-        # stop taking new work (schedules, chat, the gateway), let running work finish
-        # within the grace period, interrupt the rest; app.close() then flushes the store
+        # 1. stop taking new work: schedules, the gateway, adoption and probes
         stop.set()
         app.scheduler.stop()
+        await gateway.stop()
+        for task in intake:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # 2. running runs finish within the grace period (the bot can still approve them
+        # and report them), then the rest are interrupted
+        await app.runner.shutdown(app.config.serve.shutdown_grace_s)
+        # 3. a last delivery pass for what they produced, then the worker and the bot stop
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(app.delivery.drain(), DRAIN_ON_STOP_S)
+        delivering.set()
+        if delivery is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivery
         for ext in reversed(started):
             try:
                 await ext.stop()
             except Exception:
                 log.exception("stopping an extension failed")
-        await gateway.stop()
-        await app.runner.shutdown(app.config.serve.shutdown_grace_s)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     return 0

@@ -447,3 +447,33 @@ async def test_a_cancelled_paid_call_counts_its_worst_case(rig: RigFactory) -> N
     (row,) = await r.rows()
     worst = ((len("be brief") + len("hello")) // 4 + 1) * 0.3e-6 + 512 * 2.5e-6
     assert row["outcome"] == "cancelled" and row["cost_usd"] == pytest.approx(worst)
+
+
+async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.approvals import ApprovalBroker, ApprovalRequest
+    from core.config import ApprovalsConfig
+
+    store = await Store.open(tmp_path / "a.db")
+    try:
+        broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
+
+        async def notify(record: Any) -> list[tuple[int, int]]:
+            return [(1, 1)]
+
+        broker.notifiers.append(notify)
+        req = ApprovalRequest("r", "strategy", 3, "opus/claude-opus", "why", 0.1)
+        task = asyncio.create_task(broker.decide(req))
+        for _ in range(100):
+            if await broker.pending():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        record = await broker.get(1)
+        assert record is not None and record.status == "expired"
+        assert await broker.resolve(1, True, "@late") == (False, "this approval has expired")
+    finally:
+        await store.close()

@@ -323,3 +323,11 @@ async def test_budget_command(make_rig: RigFactory) -> None:
     msg = await rig.said(VIEWER, "Budgets</b> (UTC)")
     assert "total month cap $40.00: $0.00 spent" in msg["text"] and "forecast $0.00" in msg["text"]
     assert "tier 3 day cap $2.00" in msg["text"]
+
+
+async def test_telegram_down_at_boot_does_not_stop_the_bot(make_rig: RigFactory, tg: Any) -> None:
+    tg.set_down(True)
+    rig = await make_rig([agent("a")], telegram={"polling_timeout_s": 1, "watchdog_margin_s": 0.5})
+    tg.set_down(False)
+    rig.tg.user_message(ADMIN, "/help")
+    await rig.said(ADMIN, "OpenClaw", timeout_s=30)

@@ -185,6 +185,8 @@ class BudgetGuard:
     async def _alert_once(
         self, scope: Scope, spent: float, now: datetime, full: bool = False
     ) -> None:
+        """Alert once per cap, period and threshold. ``full``: a call was just refused — the
+        cap is exhausted even if reservations, not yet spending, filled it."""
         period = utcnow_iso(period_start(scope.period, now, self.zone))[:10]
         for threshold in sorted(self.config.budgets.alert_at):
             reached = spent >= threshold * scope.cap - 1e-12 or (full and threshold >= 1.0)
@@ -196,7 +198,13 @@ class BudgetGuard:
                 (scope.ident, period, threshold, utcnow_iso(now)),
             )
             if changed and self.alert is not None:
-                text = f"budget: {scope.label} reached {threshold:.0%} (${spent:.2f} spent)"
+                if full and threshold >= 1.0:
+                    text = (
+                        f"budget: {scope.label} is exhausted: calls are refused "
+                        f"(${spent:.2f} spent or reserved)"
+                    )
+                else:
+                    text = f"budget: {scope.label} reached {threshold:.0%} (${spent:.2f} spent)"
                 log.warning("%s", text)
                 await self.alert(text)
 

@@ -191,7 +191,7 @@ async def test_alerts_fire_once_per_threshold_and_period(app_factory: Any) -> No
     _, why = await guard.reserve(2, "deep/deepseek-chat", None, 0.2)
     assert why is not None
     _, why = await guard.reserve(2, "deep/deepseek-chat", None, 0.2)
-    assert len(alerts) == 2 and "reached 100%" in alerts[1]
+    assert len(alerts) == 2 and "is exhausted: calls are refused" in alerts[1]
     now[0] += timedelta(days=1)
     await spend(0.9)
     assert len(alerts) == 3  # a new day: the 80% alert again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 
@@ -172,6 +173,8 @@ async def test_wait_turn_sleeps_for_the_reserved_delay() -> None:
 
 
 async def test_wait_turn_with_the_real_clock() -> None:
-    limiter = SendLimiter(per_chat_interval_s=0.01)
+    limiter = SendLimiter(per_chat_interval_s=0.2)
     await wait_turn(limiter, 1)
     await wait_turn(limiter, 1)
+    # both slots were booked on the real clock: the next one is a whole interval later
+    assert limiter.reserve(1, time.monotonic()) > 0

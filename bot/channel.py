@@ -69,4 +69,6 @@ class TelegramChannel:
                     f"Telegram rejected the message: {e.message}", permanent=True
                 ) from None
             except (TelegramServerError, TelegramNetworkError) as e:
-                raise DeliveryError(f"Telegram unavailable: {e}") from None
+                # network errors may quote the request URL, which holds the bot token
+                text = str(e).replace(self.bot.token, "<token>")
+                raise DeliveryError(f"Telegram unavailable: {text}") from None

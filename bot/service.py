@@ -243,7 +243,10 @@ class TelegramBot:
                 given.encode(), self._secret.encode()
             ):
                 return web.json_response({"ok": False}, status=401)
-            update = await request.json()
+            try:
+                update = await request.json()
+            except ValueError:
+                return web.json_response({"ok": False, "error": "not JSON"}, status=400)
             # answer Telegram at once; the handlers run on their own
             task = asyncio.create_task(self.dp.feed_webhook_update(self.bot, update))
             self._webhook_tasks.add(task)

@@ -387,7 +387,10 @@ class AgentRunner:
                 await self.sessions.append(csid, "assistant", result.content)
                 return {"index": index, "item": item, "output": result.content, "error": None}
 
-        results = list(await asyncio.gather(*(child(i, it) for i, it in enumerate(items))))
+        # a TaskGroup: if one child fails unexpectedly, its siblings stop spending too
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(child(i, it)) for i, it in enumerate(items)]
+        results = [t.result() for t in tasks]
         if results and all(r["error"] for r in results):
             raise AgentError(f"every subagent failed; the first: {results[0]['error']}")
         return results

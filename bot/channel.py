@@ -29,11 +29,12 @@ class TelegramChannel:
         self.bot = bot
         self.limiter = limiter or SendLimiter()
 
-    async def send(self, name: str, body: str) -> str:
+    async def send(self, name: str, body: str, sent: str = "") -> str:
         """Send ``body`` (Telegram HTML) to chat ``name``, split at 4096 UTF-16 units.
 
-        A 429 waits the given time and retries the same part, so a long digest is
-        not sent twice from its start; 403 (blocked, kicked) fails for good.
+        ``sent`` lists the message ids of parts an earlier try delivered: those are not
+        sent again. A 429 waits the given time and retries the same part; 403 (blocked,
+        kicked) fails for good.
         """
         try:
             chat_id = int(name)
@@ -41,10 +42,14 @@ class TelegramChannel:
             raise DeliveryError(
                 f"telegram target {name!r} is not a chat id", permanent=True
             ) from None
-        ids = []
-        for part in split_html(body):
-            ids.append(await self._send_part(chat_id, part))
-        return ",".join(str(i) for i in ids)
+        ids = [i for i in sent.split(",") if i]
+        for part in split_html(body)[len(ids) :]:
+            try:
+                ids.append(str(await self._send_part(chat_id, part)))
+            except DeliveryError as e:
+                e.sent = ",".join(ids)  # resume here next time, not from the first part
+                raise
+        return ",".join(ids)
 
     async def _send_part(self, chat_id: int, part: str) -> int:
         while True:

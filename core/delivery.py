@@ -48,11 +48,17 @@ class DeliveryError(OpenClawError):
     """A send failed. ``permanent`` ones are not retried; ``retry_after_s`` is honoured."""
 
     def __init__(
-        self, message: str, *, permanent: bool = False, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after_s: float | None = None,
+        sent: str = "",
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after_s = retry_after_s
+        self.sent = sent  # confirmations of the parts that did go out (a split message)
 
 
 class ChannelUnavailable(OpenClawError):
@@ -60,9 +66,10 @@ class ChannelUnavailable(OpenClawError):
 
 
 class Channel(Protocol):
-    async def send(self, name: str, body: str) -> str:
+    async def send(self, name: str, body: str, sent: str = "") -> str:
         """Send ``body`` to ``name`` (chat id, Slack name, webhook name); return a confirmation
-        id. Raise DeliveryError or ChannelUnavailable."""
+        id. ``sent`` holds the confirmations of parts an earlier try already delivered, for
+        channels that split a message. Raise DeliveryError or ChannelUnavailable."""
         ...
 
 
@@ -74,7 +81,7 @@ def process_owner() -> str:
 class LogChannel:
     """Writes the message to the log (always available)."""
 
-    async def send(self, name: str, body: str) -> str:
+    async def send(self, name: str, body: str, sent: str = "") -> str:
         """Log it; the confirmation is ``log``."""
         log.info("deliver log: %s", body)
         return "log"
@@ -147,7 +154,7 @@ class SlackChannel:
         self.settings = settings
         self.session = session
 
-    async def send(self, name: str, body: str) -> str:
+    async def send(self, name: str, body: str, sent: str = "") -> str:
         """POST ``{"text": body}`` (Slack mrkdwn); confirmed by Slack's 200."""
         cfg = self.config.channels.slack.get(name)
         if cfg is None:  # removed from the config since the row was written: wait, don't drop
@@ -173,7 +180,7 @@ class WebhookChannel:
         self.settings = settings
         self.session = session
 
-    async def send(self, name: str, body: str) -> str:
+    async def send(self, name: str, body: str, sent: str = "") -> str:
         """POST the stored JSON body; any 2xx confirms."""
         cfg = self.config.channels.webhook.get(name)
         if cfg is None:
@@ -280,6 +287,7 @@ class Outbox:
         permanent: bool,
         retry_after_s: float | None,
         count: bool = True,
+        sent: str = "",
     ) -> str:
         """Back to pending with a backoff, or failed for good; returns the new status.
 
@@ -299,9 +307,18 @@ class Outbox:
         when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
         changed, _ = await self.store.write(
             "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
-            " claimed_by = NULL, claimed_at = NULL"
+            " claimed_by = NULL, claimed_at = NULL, external_id = COALESCE(?, external_id)"
             " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
-            (status, attempts, error[:500], when, row["id"], row["claimed_by"], row["claimed_at"]),
+            (
+                status,
+                attempts,
+                error[:500],
+                when,
+                sent or None,
+                row["id"],
+                row["claimed_by"],
+                row["claimed_at"],
+            ),
         )
         if changed:
             return status
@@ -385,7 +402,7 @@ class DeliveryWorker:
         try:
             if channel is None:
                 raise ChannelUnavailable(f"no {kind} channel is running")
-            external_id = await channel.send(name, str(row["body"]))
+            external_id = await channel.send(name, str(row["body"]), str(row["external_id"] or ""))
         except ChannelUnavailable as e:
             await self.outbox.failed_attempt(
                 row, str(e), permanent=False, retry_after_s=None, count=False
@@ -393,7 +410,7 @@ class DeliveryWorker:
             return
         except DeliveryError as e:
             status = await self.outbox.failed_attempt(
-                row, str(e), permanent=e.permanent, retry_after_s=e.retry_after_s
+                row, str(e), permanent=e.permanent, retry_after_s=e.retry_after_s, sent=e.sent
             )
             log.warning("delivery %s to %s failed (%s): %s", row["id"], row["target"], status, e)
             return

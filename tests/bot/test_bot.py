@@ -331,3 +331,34 @@ async def test_telegram_down_at_boot_does_not_stop_the_bot(make_rig: RigFactory,
     tg.set_down(False)
     rig.tg.user_message(ADMIN, "/help")
     await rig.said(ADMIN, "OpenClaw", timeout_s=30)
+
+
+async def test_a_split_message_resumes_where_it_broke(make_rig: RigFactory) -> None:
+    from aiogram.exceptions import TelegramServerError
+    from aiogram.methods import SendMessage
+
+    rig = await make_rig([agent("long", deliver=[f"telegram:{ADMIN}"])])
+    text = "\n\n".join(f"Paragraph {i}: " + "a line of the digest. " * 40 for i in range(12))
+    rig.llm.script("qwen3:14b", Reply(text=text))
+    await rig.app.runner.run("long", "cli")
+    calls = {"n": 0}
+    real_send = rig.bot.bot.send_message
+
+    async def flaky(*args: Any, **kw: Any) -> Any:  # the second part fails once
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise TelegramServerError(
+                method=SendMessage(chat_id=ADMIN, text="x"), message="Bad Gateway"
+            )
+        return await real_send(*args, **kw)
+
+    rig.bot.bot.send_message = flaky  # type: ignore[method-assign]
+    assert await rig.app.delivery.drain() == 1
+    (row,) = await rig.app.store.fetchall("SELECT status, external_id FROM outbox")
+    assert row[0] == "pending" and len(row[1].split(",")) == 1  # part one went out
+    await rig.app.store.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z'")
+    assert await rig.app.delivery.drain() == 1
+    (row,) = await rig.app.store.fetchall("SELECT status, external_id FROM outbox")
+    parts = [m["text"] for m in rig.tg.sent(ADMIN)]
+    assert len(parts) >= 3 and row[0] == "delivered"
+    assert len(row[1].split(",")) == len(parts) == len(set(parts))  # none sent twice

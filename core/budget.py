@@ -174,6 +174,15 @@ class BudgetGuard:
         await self._alert_once(scope, used, now, full=True)
         return None, f"over budget: {scope.label}, spent ${used:.2f}"
 
+    async def check(self, tier: int, ref: str, agent: str | None, worst_usd: float) -> str | None:
+        """Why a call would be refused now (read-only; reserve() decides for real)."""
+        now = self.clock()
+        for scope in scopes_for(self.config, tier, ref, agent):
+            spent, reserved = await self._sums(self.store.db, scope, now)
+            if worst_usd > 0 and spent + reserved + worst_usd > scope.cap + 1e-12:
+                return f"over budget: {scope.label}, spent ${spent + reserved:.2f}"
+        return None
+
     async def settle(self, reservation_id: int, tier: int, ref: str, agent: str | None) -> None:
         """The ledger has the actual cost now: drop the reservation, then check alerts."""
         await self.store.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))

@@ -202,6 +202,19 @@ class Engine:
         for cand in p.candidates:
             if cand.tier == skip_tier:
                 continue
+            if cand.requires_approval and self.budget is not None:
+                # no admin is asked to approve a call the budget would refuse anyway
+                worst = price(
+                    self.config,
+                    cand.ref,
+                    Usage(estimate_input_tokens(req.messages), cand.max_tokens),
+                )
+                over = await self.budget.check(cand.tier, cand.ref, req.agent, worst)
+                if over:
+                    st.attempts.append(
+                        Attempt(cand.tier, cand.provider, cand.model, "skipped", over)
+                    )
+                    continue
             if cand.requires_approval:
                 if cand.tier not in decisions:
                     decisions[cand.tier] = await self._approve(req, st, cand)

@@ -131,6 +131,13 @@ class Scheduler:
 
     async def fire(self, name: str, scheduled_for: datetime | None = None) -> None:
         """A scheduled fire: remember it, then run the agent unless it is disabled."""
+        agent_cfg = self.config.agent(name)
+        if scheduled_for is None and agent_cfg is not None and agent_cfg.schedule:
+            # APScheduler does not say which fire this is: the latest one due by now (a
+            # late start of the job must not shift the recorded fire time)
+            now = self.clock()
+            due = fires_between(trigger_for(agent_cfg), now - timedelta(days=1), now)
+            scheduled_for = due[-1] if due else None
         when = scheduled_for or self.clock().replace(second=0, microsecond=0)
         state = await self.states.get(name)
         agent = self.config.agent(name)

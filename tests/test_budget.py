@@ -218,3 +218,21 @@ def test_cli_budget_table(
     assert main(["--config", str(cfg), "--db", str(tmp_path / "x.db"), "budget"]) == 0
     out = capsys.readouterr().out
     assert "total month cap $40.00" in out and "tier 0 day cap $1.50" in out
+
+
+async def test_no_admin_is_asked_to_approve_a_call_over_budget(
+    app_factory: Any, fake_llm: FakeLLM
+) -> None:
+    asked: list[Any] = []
+
+    app = await app_factory(budgets={"tier": {"3": {"day": 0.0}}})
+
+    class Approver:
+        async def decide(self, request: Any) -> Any:
+            asked.append(request)
+            raise AssertionError("must not be asked")
+
+    app.engine.approver = Approver()
+    with pytest.raises(AllAttemptsFailed, match="over budget: tier 3 day cap"):
+        await app.engine.complete(ChatRequest((Message("user", "hi"),), tier=3))
+    assert asked == []

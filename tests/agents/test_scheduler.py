@@ -169,3 +169,15 @@ async def test_the_repeated_dst_hour_fires_a_daily_job_once(
     await app.scheduler.fire("d", datetime(2026, 10, 25, 2, 30, tzinfo=BERLIN))  # CEST
     await app.scheduler.fire("d", datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=BERLIN))  # CET
     assert len(await app.runner.runs.recent("d")) == 1
+
+
+async def test_a_late_job_records_the_fire_it_belongs_to(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([hourly("a")])
+    now = datetime(2026, 11, 25, 10, 7, 30, tzinfo=UTC)  # APScheduler ran it 7 minutes late
+    app.scheduler.clock = lambda: now
+    await app.scheduler.fire("a")
+    (run,) = await app.runner.runs.recent("a")
+    assert run.scheduled_for == utcnow_iso(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))

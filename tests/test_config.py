@@ -213,3 +213,19 @@ def test_a_valid_agent_loads() -> None:
     cfg = parse_config(doc, warnings=[])
     a = cfg.agent("a")
     assert a is not None and a.validators is not None and a.validators.json_
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it() -> None:
+    doc = pyramid()
+    pasted = "sk-live-0123456789abcdef"
+    doc["providers"]["deep"]["api_key_env"] = pasted
+    (line,) = problems(doc)
+    assert line.startswith("providers.deep.api_key_env: is not an environment variable name")
+    assert 'api_key_env = "DEEPSEEK_API_KEY"' in line
+    assert pasted not in line and "sk-live" not in line
+
+
+def test_an_env_var_name_in_api_key_env_is_fine() -> None:
+    doc = pyramid()
+    doc["providers"]["deep"]["api_key_env"] = "MY_DEEPSEEK_KEY_2"
+    parse_config(doc, warnings=[])

@@ -78,6 +78,9 @@ async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_a
     if not is_admin:
         await query.answer("Only admins can approve or deny.", show_alert=True)
         return
+    if callback_data.action not in ("approve", "deny"):  # crafted: never read it as a deny
+        await query.answer("Unknown action; use the Approve or Deny button.", show_alert=True)
+        return
     by = f"@{query.from_user.username}" if query.from_user.username else str(query.from_user.id)
     _, text = await app.approvals.resolve(
         callback_data.approval_id, callback_data.action == "approve", by

@@ -26,10 +26,12 @@ def is_loopback(host: str) -> bool:
 
 
 def token_matches(header: str | None, token: str) -> bool:
-    """Check an ``Authorization: Bearer …`` header in constant time."""
-    if not header or not header.startswith("Bearer "):
+    """Check an ``Authorization: Bearer …`` header in constant time (the scheme name is
+    case-insensitive, as HTTP has it)."""
+    scheme, _, given_text = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
         return False
-    given = header[len("Bearer ") :].strip().encode()
+    given = given_text.strip().encode()
     return hmac.compare_digest(given, token.encode())
 
 

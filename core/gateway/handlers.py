@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,10 +53,12 @@ class GatewayState:
 STATE = web.AppKey("openclaw_gateway", GatewayState)
 
 
+# one encoder for every answer: json.dumps with options builds a new one on each call
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        data, status=status, headers=headers, dumps=lambda o: json.dumps(o, separators=(",", ":"))
-    )
+    return web.json_response(data, status=status, headers=headers, dumps=_encode_json)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -177,6 +179,8 @@ async def _body(request: web.Request) -> Any:
         return json.loads(raw)
     except ValueError as e:
         raise GatewayError(400, f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # nesting deeper than the parser's stack: not a server fault
+        raise GatewayError(400, "the body is not valid JSON: nested too deeply") from None
 
 
 def _route_headers(rid: str, route_line: str) -> dict[str, str]:
@@ -257,12 +261,17 @@ async def _stream(
         raise GatewayError(400, str(e), param="model") from None
     except ProviderError as e:  # broke after the first byte: say so in the stream
         assert resp is not None
-        await resp.write(ChunkWriter.error(f"the upstream stream broke: {e}", "stream_interrupted"))
+        # the client may have gone while the upstream stalled: nobody is left to tell
+        with suppress(ConnectionError):
+            await resp.write(
+                ChunkWriter.error(f"the upstream stream broke: {e}", "stream_interrupted")
+            )
     except ConnectionError:  # the client went away; the engine recorded what it had
         assert resp is not None
         return resp
     assert resp is not None
-    await resp.write_eof()
+    with suppress(ConnectionError):  # gone after the last chunk: nothing is lost
+        await resp.write_eof()
     return resp
 
 

@@ -437,6 +437,8 @@ class Provider(ABC):
         self, model: str, response: aiohttp.ClientResponse, body: bytes
     ) -> ProviderError:
         status = response.status
+        if self._api_key:  # before error_detail cuts the text: a cut key would go unredacted
+            body = body.replace(self._api_key.encode(), REDACTED.encode())
         return self._error(
             kind_for_status(status),
             model,

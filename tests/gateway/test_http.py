@@ -286,6 +286,9 @@ def test_loopback_generates_a_private_token_once(tmp_path: Path) -> None:
 
 def test_token_check() -> None:
     assert token_matches("Bearer abc", "abc")
+    assert token_matches("bearer abc", "abc")  # the scheme is case-insensitive
+    assert not token_matches("Bearer", "abc")
+    assert not token_matches("Basic abc", "abc")
     assert not token_matches("Bearer abd", "abc")
     assert not token_matches("abc", "abc")
     assert not token_matches(None, "abc")

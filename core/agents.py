@@ -32,6 +32,8 @@ from core.templating import TemplateError, Templates
 from core.types import ChatRequest, Message
 
 log = logging.getLogger("openclaw.agents")
+# a run interrupted again and again (a crash loop it may cause itself) stops being retried
+MAX_RECOVERIES = 3
 
 
 class AgentError(OpenClawError):
@@ -158,11 +160,16 @@ class AgentRunner:
         return taken
 
     async def recover(self) -> list[int]:
-        """At start: runs a dead process left queued or running become ``interrupted``;
-        then every recently interrupted run (by a crash or a shutdown's grace running out)
-        is queued again once (trigger ``recovery``) if its agent allows. Returns the new
-        run ids (queued and unowned: the adoption loop takes them)."""
+        """At start: runs a dead process left running become ``interrupted`` (those it
+        left queued, never started, are queued again unowned); then every recently
+        interrupted run (by a crash or a shutdown's grace running out) is queued again
+        (trigger ``recovery``, linked to it) if its agent allows and the same work was not
+        already retried ``MAX_RECOVERIES`` times. Returns the new run ids (queued and
+        unowned: the adoption loop takes them)."""
         for run in await self.runs.orphans(self.owner):
+            # never started: nothing was interrupted, so it simply waits its turn again
+            if run.status == "queued" and await self.runs.release(run.id, str(run.owner)):
+                continue
             await self.runs.finish(
                 run.id, "interrupted", error="the process running it stopped before it finished"
             )
@@ -172,7 +179,12 @@ class AgentRunner:
         requeued = []
         for run in await self.runs.interrupted_without_retry(since):
             agent = self.config.agent(run.agent)
-            if agent is None or not agent.retry_interrupted or run.trigger == "recovery":
+            if agent is None or not agent.retry_interrupted:
+                continue
+            if await self._recoveries(run) >= MAX_RECOVERIES:
+                log.warning(
+                    "run %s: interrupted %d times in a row; not retried", run.id, 1 + MAX_RECOVERIES
+                )
                 continue
             requeued.append(
                 await self.runs.create(
@@ -184,6 +196,16 @@ class AgentRunner:
                 )
             )
         return requeued
+
+    async def _recoveries(self, run: Run) -> int:
+        """How many retries after an interruption led to ``run`` (0: it is the original)."""
+        depth = 0
+        while run.trigger == "recovery" and run.parent_run is not None and depth < MAX_RECOVERIES:
+            parent = await self.runs.get(run.parent_run)
+            if parent is None:
+                break
+            depth, run = depth + 1, parent
+        return depth
 
     def _track(self, run_id: int, task: asyncio.Task[Run]) -> None:
         self._tasks[run_id] = task
@@ -266,7 +288,14 @@ class AgentRunner:
                     log.exception("agent %s run %s crashed", agent.name, run_id)
                     error = f"{type(e).__name__}: {e}"
                 status = "failed" if error else ("late" if late else "ok")
-                await self.runs.finish(run_id, status, output=output, error=error, route=route)
+                # the messages are written with the outcome: a crash between the two
+                # would leave a finished run whose digest is never sent
+                messages = await self._messages(agent, run_id, status, output, error)
+                await self.runs.finish(
+                    run_id, status, output=output, error=error, route=route, also=messages
+                )
+                if messages:
+                    self.outbox.notify()
                 await self._after(agent, run_id, status, output, error)
         return await self._reload(run_id)
 
@@ -394,17 +423,28 @@ class AgentRunner:
             raise AgentError(f"every subagent failed; the first: {results[0]['error']}")
         return results
 
-    async def _after(
+    async def _messages(
         self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
-    ) -> None:
-        if error is None:
-            await self.states.record_result(agent.name, True)
-            await self.outbox.enqueue(
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The outbox rows of a successful run, rendered (not yet written)."""
+        if error is not None:
+            return []
+        try:
+            return await self.outbox.prepare(
                 run_id,
                 "result",
                 agent.deliver,
                 {"agent": agent.name, "run_id": run_id, "status": status, "text": output or ""},
             )
+        except Exception:  # a broken channel template must not lose the run's record
+            log.exception("agent %s run %s: rendering its messages failed", agent.name, run_id)
+            return []
+
+    async def _after(
+        self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
+    ) -> None:
+        if error is None:
+            await self.states.record_result(agent.name, True)
             return
         streak = await self.states.record_result(agent.name, False)
         alerts = self.config.alerts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -130,6 +131,15 @@ class Runs:
         )
         return changed == 1
 
+    async def release(self, run_id: int, owner: str) -> bool:
+        """Give back a queued run that ``owner`` took but never started (its process died
+        while it waited for a slot): unowned again, the adoption loop takes it."""
+        changed, _ = await self.store.write(
+            "UPDATE runs SET owner = NULL WHERE id = ? AND status = 'queued' AND owner = ?",
+            (run_id, owner),
+        )
+        return changed == 1
+
     async def start(self, run_id: int, session_id: str) -> None:
         """The run got its slot and its session."""
         await self.store.execute(
@@ -145,14 +155,26 @@ class Runs:
         output: str | None = None,
         error: str | None = None,
         route: str | None = None,
+        also: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> None:
-        """Record the outcome; the cost is what the ledger holds for the run."""
-        await self.store.execute(
+        """Record the outcome; the cost is what the ledger holds for the run.
+
+        ``also`` are writes committed in the same transaction (the run's outbox rows), so
+        that a crash never leaves a finished run without its messages.
+        """
+        sql = (
             "UPDATE runs SET status = ?, finished_at = ?, output = ?, error = ?, route = ?,"
             " cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
-            " WHERE run_id = ?) WHERE id = ?",
-            (status, utcnow_iso(), output, error, route, str(run_id), run_id),
+            " WHERE run_id = ?) WHERE id = ?"
         )
+        params = (status, utcnow_iso(), output, error, route, str(run_id), run_id)
+        if not also:
+            await self.store.execute(sql, params)
+            return
+        async with self.store.immediate() as db:
+            await db.execute(sql, params)
+            for more_sql, more_params in also:
+                await db.execute(more_sql, more_params)
 
     async def get(self, run_id: int) -> Run | None:
         """One run."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -588,6 +588,121 @@ async def test_two_workers_draining_at_once_send_each_row_once(
             await other.close()
 
 
+class GateChannel:
+    """Holds sends to ``slow*`` names until ``open`` is set; counts the sends in flight."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.sent: list[str] = []
+        self.in_flight = self.peak = 0
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def send(self, name: str, body: str, sent: str = "") -> str:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.changed.set()
+        try:
+            if name.startswith("slow"):
+                await self.open.wait()
+            await asyncio.sleep(0)
+            self.sent.append(name)
+            return name
+        finally:
+            self.in_flight -= 1
+            self.changed.set()
+
+
+async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: Store) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. a chat at its flood limit
+    for run_id in range(2, 52):
+        await outbox.enqueue(run_id, "digest", [f"log:fast{run_id}"], CTX)
+    gate = GateChannel()
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    try:
+        await gate.until(lambda: len(gate.sent) == 50)  # a batch waiting for "slow" would stall
+        assert "slow" not in gate.sent
+        gate.open.set()
+        assert await asyncio.wait_for(drain, DEADLINE_S) == 51
+    finally:
+        drain.cancel()
+    assert {r["status"] for r in await all_rows(store)} == {"delivered"}
+
+
+async def test_sends_in_flight_stay_within_the_cap(store: Store) -> None:
+    outbox = make_outbox(store)
+    gate = GateChannel()
+    gate.open.set()
+    for run_id in range(1, 31):
+        await outbox.enqueue(run_id, "digest", [f"log:slow{run_id}"], CTX)
+    worker = DeliveryWorker(outbox, {"log": gate}, "proc-a", max_in_flight=4)
+    assert await worker.drain() == 30
+    assert gate.peak == 4 and len(gate.sent) == 30
+
+
+def count_claims(outbox: Outbox, delay_s: float = 0.0) -> list[float]:
+    """Record when each claim starts; each one takes at least ``delay_s`` (a big backlog)."""
+    claim, started = outbox.claim, []
+
+    async def counted(*args: Any, **kw: Any) -> list[dict[str, Any]]:
+        started.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(delay_s)
+        return await claim(*args, **kw)
+
+    outbox.claim = counted  # type: ignore[method-assign]
+    return started
+
+
+async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: Store) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["log:slow"], CTX)
+    claims = count_claims(outbox)
+    gate = GateChannel()
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    await gate.until(lambda: gate.in_flight == 1)
+    await asyncio.sleep(0.2)
+    assert len(claims) == 1  # nothing finished: nothing to top up
+    gate.open.set()
+    assert await asyncio.wait_for(drain, DEADLINE_S) == 1
+
+
+async def test_slow_claims_are_paced_while_sends_are_in_flight(store: Store) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["log:slow"], CTX)
+    for run_id in range(2, 12):  # one target: each row is claimable once the last is sent
+        await outbox.enqueue(run_id, "digest", ["log:fast"], CTX | {"run_id": run_id})
+    claims = count_claims(outbox, delay_s=0.05)
+    gate = GateChannel()
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    await gate.until(lambda: gate.sent == ["fast"])
+    await asyncio.sleep(0.3)
+    # a claim after every finished send would have made six by now; a paced one waits
+    # nine times as long as the last claim took
+    assert len(claims) <= 2
+    gate.open.set()
+    assert await asyncio.wait_for(drain, DEADLINE_S) == 11
+    assert gate.sent.count("fast") == 10
+
+
+async def test_cancelling_drain_stops_the_sends_in_flight(store: Store) -> None:
+    outbox = make_outbox(store)
+    gate = GateChannel()
+    for run_id in range(1, 4):
+        await outbox.enqueue(run_id, "digest", [f"log:slow{run_id}"], CTX)
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    await gate.until(lambda: gate.in_flight == 3)
+    drain.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    assert gate.in_flight == 0  # no send goes on behind the cancelled drain
+
+
 # -- the worker loop -----------------------------------------------------------------------
 
 
@@ -674,3 +789,27 @@ async def test_cancelling_run_leaves_no_tasks_behind(
     await asyncio.sleep(0)
     waiters = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Event.wait"]
     assert waiters == []
+
+
+async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+) -> None:
+    # the first message to /hook fails and waits out its backoff; the second one to /hook
+    # must not overtake it, while /other is not held up
+    receiver.script("/hook", Answer(502))
+    outbox = make_outbox(store, backoff_s=[0.3])
+    await outbox.enqueue(1, "digest", ["webhook:hook"], CTX | {"run_id": 1})
+    await outbox.enqueue(2, "digest", ["webhook:hook", "webhook:other"], CTX | {"run_id": 2})
+    worker = make_worker(outbox, receiver, http)
+
+    assert await worker.drain() == 2  # row 1 (fails) and row 3; row 2 waits behind row 1
+    assert [r["status"] for r in await all_rows(store)] == ["pending", "pending", "delivered"]
+    await wait_until_due(store, 1)
+    assert await worker.drain() == 2
+    assert [r["status"] for r in await all_rows(store)] == ["delivered"] * 3
+    assert [(r.path, r.body["run_id"]) for r in receiver.received] == [
+        ("/hook", 1),
+        ("/other", 2),
+        ("/hook", 1),
+        ("/hook", 2),
+    ]

@@ -16,6 +16,7 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramConflictError,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
@@ -234,6 +235,22 @@ async def test_down_and_up(fake: FakeTelegram, bot: Bot) -> None:
     fake.set_down(False)
     await bot.send_message(CHAT, "hi")
     assert [c.error_code for c in fake.calls] == [502, 502, None]
+
+
+async def test_hanging_outage_times_out_and_carries_nothing_out(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    fake.set_down(True, hang=True)
+    with pytest.raises(TelegramNetworkError):
+        await bot.send_message(CHAT, "lost in the outage", request_timeout=0.2)
+    held = asyncio.create_task(bot.send_message(CHAT, "held", request_timeout=30))
+    await fake.wait_for(lambda f: len(f.calls_of("sendMessage")) == 2)
+    assert not held.done()
+    fake.set_down(False)  # the held request is answered 502, and was never carried out
+    with pytest.raises(TelegramServerError, match="Bad Gateway"):
+        await held
+    await bot.send_message(CHAT, "after")
+    assert [m["text"] for m in fake.sent()] == ["after"]
 
 
 async def test_wrong_token_and_unknown_method(fake: FakeTelegram) -> None:

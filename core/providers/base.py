@@ -473,6 +473,9 @@ class Provider(ABC):
                 json=call.body,
                 params=call.params or None,
                 headers=self.auth_headers(),
+                # a 3xx means the base_url is off; following it would also carry a key
+                # header (x-api-key, x-goog-api-key) to wherever the redirect points
+                allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             if isinstance(e, ValueError) and not isinstance(e, aiohttp.ClientError):

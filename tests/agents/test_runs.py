@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.agents import UnknownAgent
+from core.agents import MAX_RECOVERIES, UnknownAgent
 from tests.agents.conftest import AppFactory, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 
@@ -274,3 +275,68 @@ async def test_queued_runs_from_another_process_are_adopted(
     assert await app.runner.adopt_unclaimed() == 0  # claimed once only
     run = await wait_done(app, rid)
     assert run.status == "ok" and run.owner == app.owner
+
+
+async def test_recovery_requeues_a_run_a_dead_process_never_started(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    # a dead process (pid 999999 on this host) had taken two runs: one was running, the
+    # other still waited for a slot when it died
+    fake_llm.default = echo
+    app = await make_app([agent("q")])
+    dead = f"{socket.gethostname()}:999999:1"
+    running = await app.runner.runs.create("q", "schedule", owner=dead)
+    await app.runner.runs.start(running, "s-1")
+    waiting = await app.runner.runs.create("q", "recovery", parent_run=running, owner=dead)
+
+    requeued = await app.runner.recover()
+
+    # the running one was interrupted and is retried; the waiting one (itself a retry,
+    # which is never retried again) was not interrupted: it is queued again, unowned
+    assert (await app.runner.runs.get(running)).status == "interrupted"  # type: ignore[union-attr]
+    again = await app.runner.runs.get(waiting)
+    assert again is not None and (again.status, again.owner) == ("queued", None)
+    assert requeued == []  # `running` already has a retry: `waiting`
+    assert await app.runner.adopt_unclaimed() == 1
+    assert (await wait_done(app, waiting)).status == "ok"
+
+
+async def test_a_run_outcome_and_its_messages_are_written_together(
+    make_app: AppFactory, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([agent("d", deliver=["log"])])
+    seen: list[tuple[str, list[str]]] = []
+    finish = app.runner.runs.finish
+
+    async def finish_then_look(run_id: int, status: str, **kw: Any) -> None:
+        await finish(run_id, status, **kw)
+        # a kill -9 right here must not lose the digest: it is stored with the outcome
+        seen.append((status, [r["target"] for r in await outbox(app, "result")]))
+
+    monkeypatch.setattr(app.runner.runs, "finish", finish_then_look)
+    run = await app.runner.run("d", "cli")
+    assert run.status == "ok" and seen == [("ok", ["log"])]
+
+
+async def test_a_retry_interrupted_again_is_retried_up_to_the_limit(
+    make_app: AppFactory,
+) -> None:
+    app = await make_app([agent("q")])
+    runs = app.runner.runs
+
+    async def chain(length: int) -> list[int]:
+        ids = [await runs.create("q", "schedule", status="interrupted")]
+        for _ in range(length):
+            ids.append(await runs.create("q", "recovery", status="interrupted", parent_run=ids[-1]))
+        return ids
+
+    short = await chain(1)  # the original and one retry, both interrupted
+    spent = await chain(MAX_RECOVERIES)  # retried as often as allowed
+
+    requeued = await app.runner.recover()
+
+    assert len(requeued) == 1
+    again = await runs.get(requeued[0])
+    assert again is not None and (again.trigger, again.parent_run) == ("recovery", short[-1])
+    assert not [r for r in await runs.recent("q", 50) if r.parent_run == spent[-1]]

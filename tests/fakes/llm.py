@@ -41,12 +41,18 @@ class Reply:
     error_message: str = ""  # the message inside that error body
     retry_after: float | None = None  # sets the Retry-After header
     delay_s: float = 0.0  # before sending headers
-    hang: bool = False  # never answer (until the server closes)
+    hang: bool = False  # never answer (until the client gives up or the server closes)
+    stall: bool = False  # send part of the answer (JSON: half the body; streams: one piece),
+    # then go quiet until the client gives up: a read timeout mid-answer
+    cut_body: bool = False  # JSON: half the body, then the connection drops
+    frame_delay_s: float = 0.0  # streaming: a pause before each frame after the first
     malformed: bool = False  # 200 with a body that is not JSON (streams: a garbage event)
     content_type: str | None = None  # override the response content-type
     cut_stream: bool = False  # streaming: one content piece, then a clean end, no terminal event
     abort_stream: bool = False  # streaming: one content piece, then the connection is dropped
     stream_error: str | None = None  # streaming: after one piece, an in-stream error of this type
+    error_body: bool = False  # JSON: HTTP 200 carrying the format's error body (a proxy's habit)
+    redirect: bool = False  # 307 to the same path at another origin (localhost, not 127.0.0.1)
     finish_reason: str | None = None  # in the format's own words; default: its "stop"
     input_tokens: int | None = None
     output_tokens: int | None = None  # the visible answer only; reasoning is counted apart
@@ -524,16 +530,23 @@ class FakeLLM:
         rec = self._record(request, api, model, body, bool(stream))
         reply = self._next_reply(rec)
         if reply.hang:
-            await self._wait_closing(None)
+            await self._wait_gone(request)
             return web.Response(status=503, text="closing")
         if reply.delay_s:
             await self._wait_closing(reply.delay_s)
         headers = {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
+        if reply.redirect:
+            port = self.url.rsplit(":", 1)[1]
+            location = f"http://localhost:{port}{request.path_qs}"
+            return web.Response(status=307, headers=headers | {"Location": location})
         if reply.status != 200:
             message = reply.error_message or f"fake error {reply.status}"
             return web.json_response(
                 _error_body(api, reply.status, message), status=reply.status, headers=headers
             )
+        if reply.error_body and not rec.stream:
+            message = reply.error_message or "fake error inside a 200"
+            return web.json_response(_error_body(api, 500, message), headers=headers)
         answer = _Answer.of(reply, rec)
         if rec.stream:
             return await self._stream(request, api, answer)
@@ -541,7 +554,36 @@ class FakeLLM:
         if reply.malformed:
             return web.Response(text='{"not json', content_type=content_type)
         text = json.dumps(_complete_body(api, answer))
+        if reply.stall or reply.cut_body:
+            return await self._partial_body(request, text.encode(), content_type, reply.stall)
         return web.Response(text=text, content_type=content_type)
+
+    async def _partial_body(
+        self, request: web.Request, data: bytes, content_type: str, stall: bool
+    ) -> web.StreamResponse:
+        """Announce the whole body's length, send half of it, then stall or drop."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        if stall:
+            await self._wait_gone(request)
+        elif request.transport is not None:
+            request.transport.abort()
+        return response
+
+    async def _wait_gone(self, request: web.Request) -> None:
+        """Wait until the client hung up (or the server closes).
+
+        Polled: a handler is not cancelled when its client goes away, and a hanging
+        handler must not keep its connection open for the rest of a long test.
+        """
+        assert self._closing is not None
+        while not self._closing.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await self._wait_closing(0.05)
 
     async def _stream(self, request: web.Request, api: str, a: _Answer) -> web.StreamResponse:
         reply = a.reply
@@ -551,7 +593,7 @@ class FakeLLM:
         await response.prepare(request)
         head, body, tail = _stream_frames(api, a)
         frames = [*head, *body, *tail]
-        if reply.cut_stream or reply.abort_stream:
+        if reply.cut_stream or reply.abort_stream or reply.stall:
             frames = [*head, *body[:1]]
         elif reply.malformed:
             garbage = b"{not json\n" if api == OLLAMA else b"data: {not json\n\n"
@@ -564,8 +606,15 @@ class FakeLLM:
                 else _sse(error, "error" if api == ANTHROPIC else None)
             )
             frames = [*head, *body[:1], frame]
-        for frame in frames:
+        for i, frame in enumerate(frames):
+            if i and reply.frame_delay_s:
+                await self._wait_closing(reply.frame_delay_s)
+                if request.transport is None or request.transport.is_closing():
+                    return response  # the client stopped listening
             await response.write(frame)
+        if reply.stall:
+            await self._wait_gone(request)
+            return response
         if reply.abort_stream and request.transport is not None:
             request.transport.abort()  # mid-body: the client sees an incomplete chunked read
             return response

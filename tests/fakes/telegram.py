@@ -404,7 +404,9 @@ class FakeTelegram:
         self._open_queries: dict[str, dict[str, Any]] = {}
         self._files: dict[str, _File] = {}
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
-        self._down: str | None = None  # None, "api" (Bot-API-shaped 502) or "plain"
+        self._down: str | None = None  # None, "api" (Bot-API-shaped 502), "plain", "hang"
+        self._up = asyncio.Event()  # set while not hanging: wakes the requests held
+        self._up.set()
         self._limits: tuple[float, float] | None = None
         self._last_send: dict[int, float] = {}
         self._recent_sends: deque[float] = deque()
@@ -430,6 +432,7 @@ class FakeTelegram:
     async def close(self) -> None:
         self._closing = True
         self._wake()  # long polls answer [] at once
+        self._up.set()  # held requests answer 502 at once
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -576,10 +579,16 @@ class FakeTelegram:
 
     hang_get_updates = False  # True: getUpdates never answers (until cleared or closed)
 
-    def set_down(self, down: bool, plain: bool = False) -> None:
+    def set_down(self, down: bool, plain: bool = False, hang: bool = False) -> None:
         """While down, every request answers 502 Bad Gateway: Bot-API-shaped JSON, or with
-        ``plain`` the HTML page a proxy in front of Telegram answers."""
-        self._down = ("plain" if plain else "api") if down else None
+        ``plain`` the HTML page a proxy in front of Telegram answers. With ``hang`` no
+        request is answered at all (the client times out); each one held is answered 502
+        when the outage ends, without being carried out: Telegram never saw it."""
+        self._down = ("hang" if hang else "plain" if plain else "api") if down else None
+        if self._down == "hang":
+            self._up.clear()
+        else:
+            self._up.set()
 
     def enforce_rate_limits(self, per_chat_per_s: float = 1.0, global_per_s: float = 30.0) -> None:
         """From now on, sends (sendMessage, sendPhoto) faster than this answer 429."""
@@ -612,6 +621,9 @@ class FakeTelegram:
         try:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
+            if self._down == "hang":
+                await self._up.wait()
+                raise ApiError(502, "Bad Gateway")
             if self._down == "plain":
                 call.error_code, call.description, call.done = 502, "Bad Gateway", True
                 html = "<html><body><h1>502 Bad Gateway</h1></body></html>"

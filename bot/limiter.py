@@ -4,7 +4,9 @@ Telegram allows about one message a second to one chat, twenty a minute to one g
 or channel, and thirty a second across all chats; going over earns a 429 with a
 ``retry_after``. :class:`SendLimiter` hands out send slots in the order asked for:
 each call reserves the earliest moment that keeps every limit and returns how long
-to wait for it, so concurrent senders queue up instead of racing.
+to wait for it, so concurrent senders queue up instead of racing. Telegram counts a
+send when it arrives, which may be later than its slot: :meth:`SendLimiter.settle` and
+:class:`AnswerWindow` keep the limits from the answers, which come after the arrivals.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import bisect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 GROUP_WINDOW_S = 60.0
@@ -64,12 +67,27 @@ class SendLimiter:
         self._next_sweep = -math.inf
 
     @property
+    def global_count(self) -> int:
+        """Sends allowed in one global window."""
+        return self._global_count
+
+    @property
+    def global_window_s(self) -> float:
+        """The global window: ``global_count`` sends in any this many seconds."""
+        return self._global_window_s
+
+    @property
     def tracked_chats(self) -> int:
         """How many chats the limiter holds state for: those active in the last minute or two."""
         return len(self._chats)
 
     def reserve(self, chat_id: int, now: float) -> float:
         """Reserve the next send slot for ``chat_id``; return the seconds to wait for it (>= 0)."""
+        return self.reserve_slot(chat_id, now) - now
+
+    def reserve_slot(self, chat_id: int, now: float) -> float:
+        """Reserve the next send slot for ``chat_id``; return the slot itself (>= ``now``),
+        the value :meth:`settle` is given back."""
         self._forget(now)
         chat = self._chats.setdefault(chat_id, _ChatState())
         earliest = max(now, chat.last_slot + self.per_chat_interval_s, chat.blocked_until)
@@ -83,7 +101,29 @@ class SendLimiter:
             while len(chat.recent) > self.group_per_minute:
                 chat.recent.popleft()
         bisect.insort(self._global_slots, slot)
-        return slot - now
+        return slot
+
+    def settle(self, chat_id: int, slot: float, now: float) -> None:
+        """Record that the send reserved for ``slot`` was answered at ``now``.
+
+        Telegram counts a send when it arrives, somewhere between the slot and the answer;
+        a send held up on the way arrives late and would crowd the next window. From the
+        answer on, limits are kept from ``now`` instead, which is never too early. Only a
+        chat's latest slot moves: a later one reserved meanwhile was spaced from the slot.
+        """
+        if now <= slot:
+            return
+        slots = self._global_slots
+        at = bisect.bisect_left(slots, slot)
+        if at < len(slots) and slots[at] == slot:
+            del slots[at]
+            bisect.insort(slots, now)
+        chat = self._chats.get(chat_id)
+        if chat is None or chat.last_slot != slot:
+            return
+        chat.last_slot = now
+        if chat.recent and chat.recent[-1] == slot:
+            chat.recent[-1] = now
 
     def penalize(self, chat_id: int, retry_after_s: float, now: float) -> None:
         """Record a 429 for ``chat_id``: it gets no slot before ``now + retry_after_s``."""
@@ -125,13 +165,42 @@ class SendLimiter:
             del self._chats[chat_id]
 
 
+class AnswerWindow:
+    """At most ``count`` sends in any ``window_s`` as the server counts them, however late
+    each one arrives.
+
+    Telegram counts a send when it arrives, which may be any time until its answer comes
+    back, so slots booked ahead cannot promise that on their own. Here a send holds one of
+    ``count`` permits from before it leaves until ``window_s`` after its answer: two sends
+    on one permit arrive at least ``window_s`` apart, so no window holds ``count + 1``.
+    """
+
+    def __init__(self, count: int, window_s: float) -> None:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.window_s = window_s
+        self._free = asyncio.Semaphore(count)
+
+    @asynccontextmanager
+    async def send(self) -> AsyncIterator[None]:
+        """Hold a permit around one send; it comes free ``window_s`` after the answer."""
+        await self._free.acquire()
+        try:
+            yield
+        finally:
+            asyncio.get_running_loop().call_later(self.window_s, self._free.release)
+
+
 async def wait_turn(
     limiter: SendLimiter,
     chat_id: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> None:
-    """Reserve a slot for ``chat_id`` on ``limiter`` and sleep until it comes."""
-    delay = limiter.reserve(chat_id, clock())
-    if delay > 0:
-        await sleep(delay)
+) -> float:
+    """Reserve a slot for ``chat_id`` on ``limiter`` and sleep until it comes; the slot
+    (for :meth:`SendLimiter.settle` once the send is answered)."""
+    now = clock()
+    slot = limiter.reserve_slot(chat_id, now)
+    if slot > now:
+        await sleep(slot - now)
+    return slot

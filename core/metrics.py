@@ -82,24 +82,41 @@ class Metrics:
         )
         self.cost = Counter("openclaw_cost_usd", "Cost in USD by model", ["model"], registry=r)
         r.register(_BreakerCollector(health, clock))
-        self._attempt_children: dict[tuple[str, str, str, str], Counter] = {}
+        # labels() takes a lock, validates and builds a tuple on every call: look each
+        # series' child up once, then keep it (a handful of series per model)
+        self._attempt_children: dict[tuple[str, str, int, str], Counter] = {}
+        self._token_children: dict[tuple[str, str], Counter] = {}
+        self._cost_children: dict[str, Counter] = {}
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe_attempt(self, meta: RequestMeta, attempt: Attempt) -> None:
         """Count one attempt (called by the engine for every ledger row)."""
-        self.attempts.labels(
-            attempt.provider, attempt.model, str(attempt.tier), attempt.outcome
-        ).inc()
+        key = (attempt.provider, attempt.model, attempt.tier, attempt.outcome)
+        child = self._attempt_children.get(key)
+        if child is None:
+            child = self._attempt_children[key] = self.attempts.labels(
+                attempt.provider, attempt.model, str(attempt.tier), attempt.outcome
+            )
+        child.inc()
         u = attempt.usage
         ref = attempt.ref
         if u.input_tokens:
-            self.tokens.labels(ref, "input").inc(u.input_tokens)
+            self._tokens(ref, "input").inc(u.input_tokens)
         if u.output_tokens:
-            self.tokens.labels(ref, "output").inc(u.output_tokens)
+            self._tokens(ref, "output").inc(u.output_tokens)
         if u.reasoning_tokens:
-            self.tokens.labels(ref, "reasoning").inc(u.reasoning_tokens)
+            self._tokens(ref, "reasoning").inc(u.reasoning_tokens)
         if attempt.cost_usd:
-            self.cost.labels(ref).inc(attempt.cost_usd)
+            cost = self._cost_children.get(ref)
+            if cost is None:
+                cost = self._cost_children[ref] = self.cost.labels(ref)
+            cost.inc(attempt.cost_usd)
+
+    def _tokens(self, ref: str, kind: str) -> Counter:
+        child = self._token_children.get((ref, kind))
+        if child is None:
+            child = self._token_children[ref, kind] = self.tokens.labels(ref, kind)
+        return child
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one gateway request."""

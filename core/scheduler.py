@@ -49,6 +49,24 @@ def fires_between(trigger: CronTrigger, after: datetime, until: datetime) -> lis
     return out
 
 
+# how far back to look for the fire a job runs for: near first (nearly always enough), a
+# day at most; walking a whole day of a minutely cron takes ~1,440 trigger steps
+LOOK_BACK = (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1))
+
+
+def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The last scheduled fire at or before ``now`` within a day (None: none in that day).
+
+    Every agent asks this at every fire, so the look-back widens only when the narrower
+    window holds no fire: a thousand minutely agents must not walk a day each.
+    """
+    for span in LOOK_BACK:
+        due = fires_between(trigger, now - span, now)
+        if due:
+            return due[-1]
+    return None
+
+
 def same_wall_time(a: datetime, b: datetime, zone: ZoneInfo) -> bool:
     """True when two instants show the same local time (the repeated DST hour)."""
     return a.astimezone(zone).replace(tzinfo=None) == b.astimezone(zone).replace(tzinfo=None)
@@ -135,9 +153,7 @@ class Scheduler:
         if scheduled_for is None and agent_cfg is not None and agent_cfg.schedule:
             # APScheduler does not say which fire this is: the latest one due by now (a
             # late start of the job must not shift the recorded fire time)
-            now = self.clock()
-            due = fires_between(trigger_for(agent_cfg), now - timedelta(days=1), now)
-            scheduled_for = due[-1] if due else None
+            scheduled_for = latest_fire(trigger_for(agent_cfg), self.clock())
         when = scheduled_for or self.clock().replace(second=0, microsecond=0)
         state = await self.states.get(name)
         agent = self.config.agent(name)

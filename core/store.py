@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,14 +324,12 @@ class Store:
             _settle(fut, None)
 
     async def _transaction(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-        try:
-            await self.db.execute("BEGIN")
-            for sql, rows in groups:
-                await self.db.executemany(sql, rows)
-        except BaseException:
-            await self._rollback()
-            raise
-        await self.db.execute("COMMIT")
+        # one trip to the SQLite thread for BEGIN, the rows and COMMIT (or ROLLBACK), not
+        # one per statement: each trip costs a future, a thread wake-up and a GIL hand-off
+        # (measured: ~5 µs of CPU per gateway request at c=64). Run there as one function,
+        # the transaction also cannot be left half open by a cancelled caller. aiosqlite
+        # has no public way to run a function on its thread; _execute is what it uses.
+        await self.db._execute(_write_groups, self.db._conn, groups)  # type: ignore[no-untyped-call]
 
     async def _rollback(self) -> None:
         # a cancelled await does not stop aiosqlite from running the queued BEGIN: check
@@ -358,6 +357,19 @@ class Store:
         if self._flusher is not None:
             await self._flusher
         await self.db.close()
+
+
+def _write_groups(conn: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+    """Write every group's rows in one transaction; on the SQLite thread."""
+    conn.execute("BEGIN")
+    try:
+        for sql, rows in groups:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
+_HOLD_MAX = max(len(OPEN_TAG), len(CLOSE_TAG)) - 1  # the longest tail a tag's start can be
 
 
 def _partial_tag_len(text: str, tags: tuple[str, ...]) -> int:
     """Length of the longest tail of ``text`` that could be the start of one of ``tags``."""
+    # every tag starts with "<": with none in the last few characters (almost every
+    # piece of text), no tail can be a tag's start, and the slicing below is skipped
+    if "<" not in text[-_HOLD_MAX:]:
+        return 0
     longest = 0
     for tag in tags:
         for n in range(min(len(tag) - 1, len(text)), longest, -1):

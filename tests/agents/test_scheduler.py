@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from core.scheduler import fires_between, plan_catch_up
+from core.scheduler import fires_between, latest_fire, plan_catch_up
 from core.store import utcnow_iso
 from tests.agents.conftest import AppFactory, wait_done
 from tests.fakes.llm import FakeLLM, echo
@@ -62,6 +62,38 @@ def test_fires_between(
         t.astimezone(UTC).strftime("%Y-%m-%d %H:%M") for t in fires_between(trigger, after, until)
     ]
     assert got == expected_utc
+
+
+@pytest.mark.parametrize(
+    ("cron", "now", "expected_utc"),
+    [
+        ("* * * * *", utc(2026, 11, 25, 10, 7, 0, 5), "2026-11-25 10:07"),  # on time
+        ("0 * * * *", utc(2026, 11, 25, 10, 7, 30), "2026-11-25 10:00"),  # 7 minutes late
+        ("0 7 * * *", utc(2026, 11, 25, 20), "2026-11-25 06:00"),  # 07:00 Berlin, hours ago
+        ("0 7 1 1 *", utc(2026, 11, 25, 20), None),  # nothing within the last day
+    ],
+)
+def test_latest_fire(cron: str, now: datetime, expected_utc: str | None) -> None:
+    when = latest_fire(CronTrigger.from_crontab(cron, timezone=BERLIN), now)
+    assert (when and when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")) == expected_utc
+
+
+class CountingTrigger(CronTrigger):
+    steps = 0
+
+    def get_next_fire_time(self, previous: Any, now: datetime) -> datetime | None:
+        CountingTrigger.steps += 1
+        result: datetime | None = super().get_next_fire_time(previous, now)
+        return result
+
+
+def test_latest_fire_of_a_minutely_job_takes_a_few_steps_not_a_day() -> None:
+    # every agent asks at every fire: 1,000 minutely agents walking a day each kept the
+    # event loop busy for tens of seconds a minute and made every fire that late
+    trigger = CountingTrigger.from_crontab("* * * * *", timezone=UTC)
+    CountingTrigger.steps = 0
+    assert latest_fire(trigger, utc(2026, 11, 25, 10, 7, 0, 5)) == utc(2026, 11, 25, 10, 7)
+    assert 0 < CountingTrigger.steps <= 4
 
 
 def test_sub_hourly_jobs_fire_through_the_repeated_hour() -> None:

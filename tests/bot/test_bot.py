@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiogram.methods import SendMessage
+
 from bot.callbacks import AgentCb, ApprovalCb, RunCb
+from bot.channel import TelegramChannel
+from bot.limiter import SendLimiter
 from tests.bot.conftest import ADMIN, STRANGER, VIEWER, BotRig, RigFactory
 from tests.fakes.llm import Reply, echo
 
@@ -232,6 +236,42 @@ async def test_429_is_waited_out_and_403_fails_for_good(make_rig: RigFactory) ->
     )
     assert len(failed) == 2 and "blocked by the user" in failed[0][0]
     assert all(r[1] == 1 for r in failed)  # no retry storm
+
+
+def numbered(n: int) -> dict[str, Any]:
+    return {"agent": "a", "run_id": None, "status": "ok", "text": f"message #{n}"}
+
+
+async def test_a_send_that_arrives_late_earns_no_429(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    rig.tg.enforce_rate_limits(per_chat_per_s=2.0, global_per_s=1.0)
+    limiter = SendLimiter(per_chat_interval_s=0.5, global_per_s=1.0)
+    rig.app.delivery.channels["telegram"] = TelegramChannel(rig.bot.bot, limiter)
+    held: list[int] = []
+
+    async def hold_the_first(make_request: Any, bot: Any, method: Any) -> Any:
+        if isinstance(method, SendMessage) and not held:
+            held.append(1)
+            await asyncio.sleep(0.3)  # held up on the way: Telegram counts it late
+        return await make_request(bot, method)
+
+    rig.bot.bot.session.middleware(hold_the_first)
+    for n, chat in enumerate([ADMIN, VIEWER, ADMIN], 1):
+        await rig.app.outbox.enqueue(None, "result", [f"telegram:{chat}"], numbered(n))
+    assert await rig.app.delivery.drain() == 3
+    # slots booked before the late arrival would have crowded its window: spaced from answers
+    assert rig.tg.rate_limited == 0
+    assert [t.rsplit(" ", 1)[-1] for t in rig.texts(ADMIN)] == ["#1", "#3"]
+
+
+async def test_rows_to_one_chat_keep_their_order_across_a_429(make_rig: RigFactory) -> None:
+    rig = await make_rig()
+    rig.tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    for n in (1, 2, 3):
+        await rig.app.outbox.enqueue(None, "result", [f"telegram:{ADMIN}"], numbered(n))
+    assert await rig.app.delivery.drain() == 3
+    # the first waits out its 429 and still goes first: one send at a time per chat
+    assert [t.rsplit(" ", 1)[-1] for t in rig.texts(ADMIN)] == ["#1", "#2", "#3"]
 
 
 async def test_delivery_resumes_after_an_outage(make_rig: RigFactory) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import time
 
 import pytest
 
-from bot.limiter import SendLimiter, wait_turn
+from bot.limiter import AnswerWindow, SendLimiter, wait_turn
 
 T0 = 1000.0
 
@@ -126,6 +127,69 @@ def test_a_penalty_before_any_send_holds_too() -> None:
     assert limiter.reserve(-100, T0 + 1) == 29.0
 
 
+def test_settle_spaces_the_next_slot_from_the_answer() -> None:
+    limiter = SendLimiter()
+    assert limiter.reserve(42, T0) == 0.0
+    limiter.settle(42, T0, T0 + 0.3)  # answered 0.3 s on: it may have arrived that late
+    assert limiter.reserve(42, T0 + 0.3) == pytest.approx(1.0)
+
+
+def test_settle_takes_the_slot_reserve_slot_returned() -> None:
+    limiter = SendLimiter(global_per_s=1.0)
+    now = T0 + 0.1  # slots that are not round numbers: matched exactly, not recomputed
+    first = limiter.reserve_slot(42, now)
+    second = limiter.reserve_slot(42, now)
+    assert (first, second) == (now, now + 1.0)
+    limiter.settle(42, second, second + 0.37)
+    assert limiter.reserve_slot(7, second) == second + 0.37 + 1.0  # global, from the answer
+    assert limiter.reserve_slot(42, second) >= second + 0.37 + 1.0  # per chat, too
+
+
+def test_settle_moves_the_global_slot_too() -> None:
+    limiter = SendLimiter(global_per_s=1.0)
+    assert limiter.reserve(1, T0) == 0.0
+    limiter.settle(1, T0, T0 + 0.4)
+    assert limiter.reserve(2, T0 + 0.4) == pytest.approx(1.0)  # a window after the answer
+
+
+def test_settle_keeps_a_later_reservation_of_the_chat() -> None:
+    limiter = SendLimiter()
+    limiter.reserve(42, T0)
+    assert limiter.reserve(42, T0) == 1.0
+    limiter.settle(42, T0, T0 + 0.5)  # the slot booked at T0 + 1 stays; the next follows it
+    assert limiter.reserve(42, T0 + 0.5) == pytest.approx(1.5)
+
+
+def test_an_early_or_unknown_settle_changes_nothing() -> None:
+    limiter = SendLimiter()
+    limiter.reserve(42, T0)
+    limiter.settle(42, T0, T0)
+    limiter.settle(7, T0 - 5, T0)  # no such slot, no such chat
+    assert limiter.reserve(42, T0) == 1.0
+    assert limiter.tracked_chats == 1
+
+
+async def test_answer_window_frees_a_permit_a_window_after_the_answer() -> None:
+    window = AnswerWindow(2, 0.2)
+    answered: list[float] = []
+    started: list[float] = []
+
+    async def send() -> None:
+        async with window.send():
+            started.append(time.monotonic())
+            await asyncio.sleep(0.05)  # the round trip
+            answered.append(time.monotonic())
+
+    await asyncio.gather(*(send() for _ in range(3)))
+    assert started[1] - started[0] < 0.1  # two go at once
+    assert started[2] >= answered[0] + 0.2 - 0.005  # the third waits for a permit
+
+
+def test_answer_window_checks_its_count() -> None:
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        AnswerWindow(0, 1.0)
+
+
 def test_old_chats_are_forgotten() -> None:
     limiter = SendLimiter()
     for chat_id in range(1, 1001):
@@ -167,9 +231,9 @@ async def test_wait_turn_sleeps_for_the_reserved_delay() -> None:
     async def sleep(delay: float) -> None:
         slept.append(delay)
 
-    for _ in range(3):
-        await wait_turn(limiter, 42, clock=lambda: T0, sleep=sleep)
+    slots = [await wait_turn(limiter, 42, clock=lambda: T0, sleep=sleep) for _ in range(3)]
     assert slept == [1.0, 2.0]  # the first goes at once, without sleeping
+    assert slots == [T0, T0 + 1.0, T0 + 2.0]  # what settle() is told about
 
 
 async def test_wait_turn_with_the_real_clock() -> None:

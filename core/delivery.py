@@ -275,14 +275,10 @@ class Outbox:
         failed for good, and none of them overtakes it.
         """
         now = utcnow_iso()
-        only_run = " AND run_id = ?" if run_id is not None else ""
         params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
         await self.store.execute(
             "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
-            " (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            f"{only_run} AND id IN (SELECT MIN(id) FROM outbox"
-            " WHERE status IN ('pending', 'sending') GROUP BY target)"
-            f" ORDER BY id LIMIT {int(limit)})",
+            f" ({claimable_sql(limit, run_id is not None)})",
             params,
         )
         rows = await self.store.fetchall(
@@ -379,6 +375,20 @@ class Outbox:
             "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')"
         )
         return int(rows[0][0])
+
+
+def claimable_sql(limit: int, only_run: bool = False) -> str:
+    """The ids of due rows that head their target's queue (params: now[, run_id]).
+
+    The per-target MIN(id) is read from the ``outbox_open`` index alone.
+    """
+    return (
+        "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+        + (" AND run_id = ?" if only_run else "")
+        + " AND id IN (SELECT MIN(id) FROM outbox"
+        " WHERE status IN ('pending', 'sending') GROUP BY target)"
+        f" ORDER BY id LIMIT {int(limit)}"
+    )
 
 
 class DeliveryWorker:

@@ -26,6 +26,7 @@ from core.delivery import (
     Outbox,
     SlackChannel,
     WebhookChannel,
+    claimable_sql,
 )
 from core.settings import Settings
 from core.store import Store, utcnow_iso
@@ -813,3 +814,9 @@ async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
         ("/hook", 1),
         ("/hook", 2),
     ]
+
+
+async def test_the_claim_reads_each_targets_head_from_its_index(store: Store) -> None:
+    plan = await store.fetchall("EXPLAIN QUERY PLAN " + claimable_sql(20), (utcnow_iso(),))
+    details = " | ".join(str(row[-1]) for row in plan)
+    assert "COVERING INDEX outbox_open" in details, details

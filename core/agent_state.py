@@ -36,7 +36,12 @@ class AgentStates:
 
     async def set_last_fire(self, agent: str, when: str) -> None:
         """Remember the newest scheduled fire that was handled (run or recorded missed)."""
-        await self.store.execute(
+        await self.store.execute(*self.last_fire_statement(agent, when))
+
+    @staticmethod
+    def last_fire_statement(agent: str, when: str) -> tuple[str, tuple[str, str]]:
+        """The write of :meth:`set_last_fire`, to commit with the run it starts."""
+        return (
             "INSERT INTO agent_state (agent, last_fire) VALUES (?, ?)"
             " ON CONFLICT (agent) DO UPDATE SET last_fire = excluded.last_fire",
             (agent, when),

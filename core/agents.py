@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -117,11 +117,13 @@ class AgentRunner:
         parent_run: int | None = None,
         scheduled_for: str | None = None,
         late: bool = False,
+        also: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> Run:
         """Create a run owned by this process and carry it out; returns the finished run.
 
         The run is a tracked task, so shutdown waits for it (or interrupts it) even when
-        whoever awaited it here (a scheduler job, a request) has gone away.
+        whoever awaited it here (a scheduler job, a request) has gone away. ``also`` are
+        writes committed with the run row (see :meth:`Runs.create`).
         """
         self.agent(name)
         rid = await self.runs.create(
@@ -131,6 +133,7 @@ class AgentRunner:
             parent_run=parent_run,
             scheduled_for=scheduled_for,
             owner=self.owner,
+            also=also,
         )
         task = asyncio.create_task(self.execute(rid, late=late))
         self._track(rid, task)

@@ -101,10 +101,49 @@ class Runs:
         message: str | None = None,
         owner: str | None = None,
         error: str | None = None,
+        also: Sequence[tuple[str, Sequence[Any]]] = (),
     ) -> int:
-        """Insert a run row; returns its id."""
+        """Insert a run row; returns its id.
+
+        ``also`` are writes committed in the same transaction (a scheduler's record of
+        the fire it handles), so a crash never keeps one without the other.
+        """
+        sql, params = self.insert_statement(
+            agent,
+            trigger,
+            status=status,
+            parent_run=parent_run,
+            scheduled_for=scheduled_for,
+            message=message,
+            owner=owner,
+            error=error,
+        )
+        if not also:
+            _, rid = await self.store.write(sql, params)
+        else:
+            async with self.store.immediate() as db:
+                async with db.execute(sql, params) as cur:
+                    rid = cur.lastrowid
+                for more_sql, more_params in also:
+                    await db.execute(more_sql, more_params)
+        assert rid is not None
+        return rid
+
+    @staticmethod
+    def insert_statement(
+        agent: str,
+        trigger: str,
+        *,
+        status: str = "queued",
+        parent_run: int | None = None,
+        scheduled_for: str | None = None,
+        message: str | None = None,
+        owner: str | None = None,
+        error: str | None = None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The INSERT of a run row, for :meth:`create` or another write's transaction."""
         now = utcnow_iso()
-        _, rid = await self.store.write(
+        return (
             "INSERT INTO runs (agent, trigger, parent_run, status, scheduled_for, created_at,"
             " message, owner, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -120,8 +159,6 @@ class Runs:
                 now if status in DONE else None,
             ),
         )
-        assert rid is not None
-        return rid
 
     async def claim(self, run_id: int, owner: str) -> bool:
         """Take a queued run nobody owns; True if this process got it."""
@@ -171,10 +208,7 @@ class Runs:
         if not also:
             await self.store.execute(sql, params)
             return
-        async with self.store.immediate() as db:
-            await db.execute(sql, params)
-            for more_sql, more_params in also:
-                await db.execute(more_sql, more_params)
+        await self.store.write_all([(sql, params), *also])
 
     async def get(self, run_id: int) -> Run | None:
         """One run."""

@@ -7,9 +7,10 @@ the stored last fire, the trigger and ``now``, so it is tested with plain tables
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -19,6 +20,7 @@ from core.agent_state import AgentStates
 from core.agents import AgentRunner
 from core.config import Config
 from core.config_agents import AgentConfig
+from core.runs import Runs
 from core.store import utcnow_iso
 
 log = logging.getLogger("openclaw.scheduler")
@@ -166,11 +168,18 @@ class Scheduler:
         ):
             log.info("agent %s: %s already fired (repeated DST hour); skipped", name, when)
             return
-        await self.states.set_last_fire(name, utcnow_iso(when))
         if state.disabled:
+            await self.states.set_last_fire(name, utcnow_iso(when))
             log.info("agent %s is disabled (%s); fire skipped", name, state.disabled_reason)
             return
-        await self.runner.run(name, "schedule", scheduled_for=utcnow_iso(when))
+        # the fire is recorded with its run row, in one transaction: a crash between the
+        # two would otherwise lose the fire (recorded, so catch-up skips it; no run)
+        await self.runner.run(
+            name,
+            "schedule",
+            scheduled_for=utcnow_iso(when),
+            also=[self.states.last_fire_statement(name, utcnow_iso(when))],
+        )
 
     async def catch_up(self, now: datetime) -> list[int]:
         """Handle fires missed while no process was running; returns the late runs started."""
@@ -184,6 +193,9 @@ class Scheduler:
                 continue
             fires = fires_between(trigger_for(agent), datetime.fromisoformat(state.last_fire), now)
             plan = plan_catch_up(fires, now, agent.catch_up_s)
+            # the missed record, the new last fire and the late run commit together: a
+            # crash in between must neither lose the late run nor record the misses twice
+            writes: list[tuple[str, Sequence[Any]]] = []
             if plan.missed:
                 first, last = plan.missed[0], plan.missed[-1]
                 span = (
@@ -191,20 +203,28 @@ class Scheduler:
                     if first == last
                     else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
                 )
-                await self.runner.runs.create(
-                    agent.name,
-                    "schedule",
-                    status="missed",
-                    scheduled_for=utcnow_iso(last),
-                    error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was not "
-                    f"running ({span}); catch_up_s = {agent.catch_up_s:g}",
+                writes.append(
+                    Runs.insert_statement(
+                        agent.name,
+                        "schedule",
+                        status="missed",
+                        scheduled_for=utcnow_iso(last),
+                        error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was "
+                        f"not running ({span}); catch_up_s = {agent.catch_up_s:g}",
+                    )
                 )
             if fires:
-                await self.states.set_last_fire(agent.name, utcnow_iso(fires[-1]))
+                writes.append(self.states.last_fire_statement(agent.name, utcnow_iso(fires[-1])))
             if plan.late is not None:
                 started.append(
                     await self.runner.start(
-                        agent.name, "schedule", scheduled_for=utcnow_iso(plan.late), late=True
+                        agent.name,
+                        "schedule",
+                        scheduled_for=utcnow_iso(plan.late),
+                        late=True,
+                        also=writes,
                     )
                 )
+            elif writes:
+                await self.states.store.write_all(writes)
         return started

@@ -268,6 +268,12 @@ class Store:
         async with self._write_lock:
             await self._transaction([(sql, list(rows))])
 
+    async def write_all(self, writes: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Several writes, committed together or not at all."""
+        async with self.immediate() as db:
+            for sql, params in writes:
+                await db.execute(sql, params)
+
     @contextlib.asynccontextmanager
     async def immediate(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction that takes the database lock at once (BEGIN IMMEDIATE):

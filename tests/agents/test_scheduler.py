@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -191,6 +192,27 @@ async def test_fire_records_and_runs(make_app: AppFactory, fake_llm: FakeLLM) ->
     (run,) = await app.runner.runs.recent("a")
     assert (run.trigger, run.status, run.scheduled_for) == ("schedule", "ok", utcnow_iso(when))
     assert (await app.runner.states.get("a")).last_fire == utcnow_iso(when)
+
+
+async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory) -> None:
+    """A crash between the two writes must not leave the fire recorded and no run: catch-up
+    would then skip it. A failing run insert stands in for the crash."""
+    app = await make_app([hourly("a"), hourly("b")])
+    await app.store.execute(
+        "CREATE TRIGGER no_runs BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'crash'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        await app.scheduler.fire("a", utc(2026, 11, 25, 11))
+    assert (await app.runner.states.get("a")).last_fire is None
+    # the same holds for catch-up's late run, missed record and new last fire
+    now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    before = utcnow_iso(now - timedelta(hours=3))
+    await app.runner.states.set_last_fire("b", before)
+    with pytest.raises(sqlite3.IntegrityError):
+        await app.scheduler.catch_up(now)
+    assert (await app.runner.states.get("b")).last_fire == before
+    await app.store.execute("DROP TRIGGER no_runs")
+    assert len(await app.scheduler.catch_up(now)) == 1  # nothing was lost: it runs now
 
 
 async def test_the_repeated_dst_hour_fires_a_daily_job_once(

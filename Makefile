@@ -38,8 +38,12 @@ test: lint typecheck pytest
 test-reliability: $(STAMP)
 	OPENCLAW_RELIABILITY=full $(BIN)/pytest -q -m reliability tests/reliability
 
+# Every benchmark, one after another (about 20 minutes; LiteLLM installs into
+# bench/.litellm-venv on first use). Each prints its table and writes bench/results/.
+BENCHES := gateway_overhead outage_penalty delivery scheduler_fires idle_serve
+
 bench: $(STAMP)
-	$(BIN)/python bench/gateway_overhead.py
+	rc=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || rc=1; done; exit $$rc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,17 @@ async def serve_upstream() -> None:
     app.router.add_post("/v1/chat/completions", _upstream_chat)
     app.router.add_post("/chat/completions", _upstream_chat)
     app.router.add_get("/v1/models", _upstream_models)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await serve_until_signalled(app)
+
+
+async def serve_until_signalled(
+    app: web.Application, on_stop: Callable[[], None] | None = None, shutdown_timeout: float = 60.0
+) -> None:
+    """Serve ``app`` on a free loopback port, print ``upstream-port N``, and run until
+    SIGTERM/SIGINT; ``on_stop`` runs first on the way out (to release hung handlers)."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
@@ -89,6 +99,8 @@ async def serve_upstream() -> None:
     try:
         await stopped.wait()
     finally:
+        if on_stop is not None:
+            on_stop()
         await runner.cleanup()
 
 

@@ -85,7 +85,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -109,6 +108,7 @@ from _common import (
     child_env,
     machine_info,
     pct,
+    serve_until_signalled,
     start_gateway,
     start_upstream,
     stop,
@@ -235,21 +235,7 @@ async def _serve_tier0(mode: str) -> None:
     app.router.add_get("/models", models)
     app.router.add_post("/__hang", hang)
     app.router.add_get("/__stats", stats)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    port = next(int(a[1]) for a in runner.addresses if isinstance(a, tuple))
-    print(f"upstream-port {port}", flush=True)
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopped.set)
-    try:
-        await stopped.wait()
-    finally:
-        release.set()
-        await runner.cleanup()
+    await serve_until_signalled(app, on_stop=release.set, shutdown_timeout=2.0)
 
 
 def _start_tier0(workdir: Path, mode: str, deadline: float) -> tuple[subprocess.Popen[bytes], int]:

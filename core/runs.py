@@ -95,29 +95,16 @@ class Runs:
         agent: str,
         trigger: str,
         *,
-        status: str = "queued",
-        parent_run: int | None = None,
-        scheduled_for: str | None = None,
-        message: str | None = None,
-        owner: str | None = None,
-        error: str | None = None,
         also: Sequence[tuple[str, Sequence[Any]]] = (),
+        **fields: Any,
     ) -> int:
-        """Insert a run row; returns its id.
+        """Insert a run row (``fields`` as :meth:`insert_statement` takes them); returns
+        its id.
 
         ``also`` are writes committed in the same transaction (a scheduler's record of
         the fire it handles), so a crash never keeps one without the other.
         """
-        sql, params = self.insert_statement(
-            agent,
-            trigger,
-            status=status,
-            parent_run=parent_run,
-            scheduled_for=scheduled_for,
-            message=message,
-            owner=owner,
-            error=error,
-        )
+        sql, params = self.insert_statement(agent, trigger, **fields)
         if not also:
             _, rid = await self.store.write(sql, params)
         else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,19 +44,31 @@ class Run:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+# an owner id records the time just after its process started, to the second
+START_SLACK_S = 2.0
+
+
 def alive_here(owner: str) -> bool:
-    """Is the owner a live process on this host? (Other hosts' cannot be checked: False.)"""
+    """Is the owner a live process on this host? (Other hosts' cannot be checked: False.)
+
+    A live pid is the owner's only if that process started by the time the owner id
+    recorded: after a reboot or a long uptime the pid may belong to another program.
+    """
     host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    pid_text, _, started_text = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
+    pid = int(pid_text)
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # another user's process: it exists
+    if not started_text.isdigit():
+        return True  # no start time to compare with: assume the owner
+    started = process_started_at(pid)
+    return started is None or started <= int(started_text) + START_SLACK_S
 
 
 def owner_alive(owner: str, me: str) -> bool:
@@ -67,21 +81,49 @@ def owner_alive(owner: str, me: str) -> bool:
     if owner == me:
         return True
     host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
     if host != socket.gethostname():
         return True
-    if not pid_text.isdigit():
+    if rest.partition(":")[0] == str(os.getpid()):
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return alive_here(owner)
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), or None where that cannot be told."""
+    try:  # Linux: ticks after boot, and the boot time
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return ps_started_at(pid)
+
+
+def ps_started_at(pid: int) -> float | None:
+    """``process_started_at`` where there is no /proc (macOS): from ps's elapsed time."""
+    try:  # [[dd-]hh:]mm:ss
+        out = subprocess.run(
+            ["ps", "-o", "etime=", "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _elapsed_to_start(out, time.time())
+
+
+def _elapsed_to_start(etime: str, now: float) -> float | None:
+    days, _, clock = etime.rpartition("-")
+    parts = clock.split(":")
+    if not etime or not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return now - seconds - int(days or 0) * 86400
 
 
 class Runs:

@@ -317,7 +317,9 @@ class Engine:
         rules = st.rules
         hold = rules.strict
         committed = False
-        sent_chars = 0  # streamed to the caller: what a broken stream is billed at least
+        # generated so far (answer and reasoning, sent on or held back): the upstream
+        # bills a stream that breaks for what it generated, so the ledger does too
+        received_chars = 0
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock())
         resp: ModelResponse | None = None
@@ -333,13 +335,13 @@ class Engine:
                     async for item in it:
                         if isinstance(item, ModelResponse):
                             resp = item
-                        elif committed:
+                            continue
+                        received_chars += len(item.content) + len(item.reasoning)
+                        if committed:
                             if item.content:
-                                sent_chars += len(item.content)
                                 yield StreamDelta(item.content)
                         elif item.content.strip() and not hold:
                             committed = True
-                            sent_chars += len(item.content)
                             yield self._started(st, cand)
                             yield StreamDelta(item.content.lstrip())
                 if resp is None:
@@ -351,7 +353,7 @@ class Engine:
                     )
         except ProviderError as e:
             yield await self._failed(
-                st, cand, e, t0, max_tokens, committed, self._streamed(req, committed, sent_chars)
+                st, cand, e, t0, max_tokens, committed, self._streamed(req, received_chars)
             )
             return
         except (asyncio.CancelledError, GeneratorExit):
@@ -381,7 +383,7 @@ class Engine:
             log.exception("adapter %s raised unexpectedly", cand.provider)
             err = ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
             yield await self._failed(
-                st, cand, err, t0, max_tokens, committed, self._streamed(req, committed, sent_chars)
+                st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
             )
             return
         latency = (time.perf_counter() - t0) * 1000
@@ -414,11 +416,13 @@ class Engine:
         return Started(st.request_id, cand.tier, cand.ref, calls)
 
     @staticmethod
-    def _streamed(req: ChatRequest, committed: bool, sent_chars: int) -> Usage | None:
-        """A stream that broke after it began was billed for what it sent, at least."""
-        if not committed:
+    def _streamed(req: ChatRequest, received_chars: int) -> Usage | None:
+        """A stream that broke after it began generating is billed for what it generated
+        (estimated: the prompt, and a token per 4 characters); one that broke before any
+        token came is free, like a refused call."""
+        if not received_chars:
             return None
-        return Usage(estimate_input_tokens(req.messages), sent_chars // 4 + 1)
+        return Usage(estimate_input_tokens(req.messages), received_chars // 4 + 1)
 
     async def _failed(
         self,

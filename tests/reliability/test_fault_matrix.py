@@ -14,7 +14,8 @@ each case:
 - the ledger holds exactly one row per call made, with the right outcomes, and the total
   cost is what the calls legitimately cost: answers priced by their usage, an unusable
   answer (empty, reasoning only) priced by the usage it reported, a failed call free —
-  except a stream that broke after its first byte, billed for what it sent (at least);
+  except a stream that broke after it began generating (reasoning or answer), billed
+  at the engine's estimate of what had arrived;
 - the breaker opens on a failure (``failure_threshold`` defaults to 1; a fatal one for
   ``fatal_cooldown_s``), stays closed on an unusable answer (the provider works),
   honours Retry-After, and spares the next request the faulty model;
@@ -311,6 +312,26 @@ def assert_rows_match(rows: list[dict[str, Any]], attempts: list[Attempt], rid: 
         assert row["cost_usd"] == pytest.approx(a.cost_usd)
 
 
+def began_generating(fault: Fault, stream: bool) -> bool:
+    """Did each faulty call stream reasoning before it broke? Then it is billed for it."""
+    reply = fault.reply
+    return stream and reply is not None and bool(reply.reasoning) and fault.outcome == "unavailable"
+
+
+def billed_for_what_arrived(r: Rig, fault: Fault, rows: list[dict[str, Any]]) -> float:
+    """Each row of a call that broke mid-stream is billed at the engine's estimate of what
+    had arrived: the prompt, and a token per 4 characters. Returns their total."""
+    assert fault.reply is not None
+    most = (len(fault.reply.reasoning) + len(fault.reply.text)) // 4 + 1
+    for x in rows:
+        assert x["input_tokens"] == estimate_input_tokens(MESSAGES)
+        assert 0 < x["output_tokens"] <= most
+        billed = Usage(x["input_tokens"], x["output_tokens"])
+        ref = f"{x['provider']}/{x['model']}"
+        assert x["cost_usd"] == pytest.approx(price(r.config, ref, billed)) and x["cost_usd"] > 0
+    return sum(float(x["cost_usd"]) for x in rows)
+
+
 # a hang costs its timeout on every call: the short run tries each slow fault on one
 # format (taking turns), the full run (OPENCLAW_RELIABILITY=full) on all four
 SLOW = {"hang", "stall-mid-answer"}
@@ -350,15 +371,19 @@ async def test_a_fault_fails_over_to_the_later_model(
     assert r.calls(LATER) == 1
     assert all(req.headers["host"].startswith("127.0.0.1") for req in r.fake.requests)
 
-    # one row per call, nothing charged twice, a failed call free
+    # one row per call, nothing charged twice, a failed call free unless it had begun
+    # generating: a stream that broke after its reasoning came is billed for that
     rows = await r.rows()
     assert_rows_match(rows, tried, res.request_id)
     answer_cost = price(r.config, LATER, Usage(11, 5))
     fault_cost = price(r.config, FIRST, fault.usage) * fault.calls
+    broke_mid_stream = began_generating(fault, stream)
+    if broke_mid_stream:
+        fault_cost = billed_for_what_arrived(r, fault, rows[:-1])
     assert rows[-1]["cost_usd"] == pytest.approx(answer_cost) and answer_cost > 0
     assert sum(x["cost_usd"] for x in rows) == pytest.approx(answer_cost + fault_cost)
     assert res.cost_usd == pytest.approx(answer_cost + fault_cost)
-    if fault.outcome in ("unavailable", "fatal"):
+    if fault.outcome in ("unavailable", "fatal") and not broke_mid_stream:
         assert all(x["cost_usd"] == 0 and x["output_tokens"] == 0 for x in rows[:-1])
     assert all(x["streamed"] == int(stream) for x in rows)
 
@@ -410,6 +435,8 @@ async def test_every_model_failing_is_a_clear_all_failed_error(
     charged = fault.calls * (
         price(r.config, FIRST, fault.usage) + price(r.config, LATER, fault.usage)
     )
+    if began_generating(fault, stream):
+        charged = billed_for_what_arrived(r, fault, rows)
     assert sum(x["cost_usd"] for x in rows) == pytest.approx(charged)
     for ref in (FIRST, LATER):
         state = r.breaker(ref)["state"]

@@ -11,12 +11,10 @@ the confirmation was stored — and it is as narrow as one database write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
-import os
-import socket
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -27,7 +25,7 @@ import aiohttp
 from core.config import Config
 from core.config_agents import DeliveryConfig
 from core.errors import OpenClawError
-from core.runs import alive_here
+from core.runs import alive_here, owner_id
 from core.settings import Settings
 from core.store import Store, utcnow_iso
 from core.templating import Templates
@@ -82,8 +80,8 @@ class Channel(Protocol):
 
 
 def process_owner() -> str:
-    """An id for this process, for claims: host, pid and start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+    """An id for this process, for claims and runs (see :func:`core.runs.owner_id`)."""
+    return owner_id()
 
 
 class LogChannel:
@@ -242,14 +240,22 @@ class Outbox:
         """The rendered rows for ``targets`` as INSERT statements, for a caller that commits
         them together with its own write (a run's outcome), then calls :meth:`notify`."""
         now = utcnow_iso()
-        return [
-            (
-                "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, kind, target, await self.render(target, context), "pending", now, now),
+        rows = []
+        for target in targets:
+            try:
+                body, status, error = await self.render(target, context), "pending", None
+            except Exception as e:  # a broken channel template: keep the message, failed
+                log.error("outbox: rendering a %s message for %s failed: %s", kind, target, e)
+                body = str(context.get("text", ""))
+                status, error = "failed", f"rendering its template failed: {e}"
+            rows.append(
+                (
+                    "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
+                    " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, kind, target, body, status, now, now, error),
+                )
             )
-            for target in targets
-        ]
+        return rows
 
     def notify(self) -> None:
         """Rows were written: wake the worker."""
@@ -359,7 +365,8 @@ class Outbox:
         )
         released = 0
         for row in rows:
-            if row[1] and alive_here(str(row[1])):
+            # off the event loop: on macOS telling a live owner from a reused pid runs ps
+            if row[1] and await asyncio.to_thread(alive_here, str(row[1])):
                 continue
             changed, _ = await self.store.write(
                 "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
@@ -368,6 +375,15 @@ class Outbox:
             )
             released += changed
         return released
+
+    async def release(self, row_id: int, owner: str) -> bool:
+        """Give back a row ``owner`` claimed and did not settle: pending again, due now."""
+        changed, _ = await self.store.write(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+            " WHERE id = ? AND status = 'sending' AND claimed_by = ?",
+            (row_id, owner),
+        )
+        return changed > 0
 
     async def pending_count(self) -> int:
         """Rows not yet delivered nor failed."""
@@ -409,27 +425,41 @@ class DeliveryWorker:
     async def drain(self, run_id: int | None = None) -> int:
         """Send everything due now (only ``run_id``'s rows if given); returns rows handled.
 
-        Up to ``max_in_flight`` rows are sent at once, topped up as they finish: a row
-        that waits (a chat's flood limit, a slow receiver) holds up only itself, not a
-        whole batch behind it. While some are in flight, claims take at most about a
-        tenth of the time (see ``TOP_UP_PAUSE_FACTOR``). An error escaping a send stops
-        the claiming; it is raised once the rows in flight are done.
+        Up to ``max_in_flight`` rows are sent at once, topped up as they finish, and at
+        least every poll interval while none finishes (new rows, other chats): a row that
+        waits (a chat's flood limit, a slow receiver) holds up only itself. While some
+        are in flight, claims take at most about a tenth of the time (see
+        ``TOP_UP_PAUSE_FACTOR``), and stale claims are released every poll interval (a
+        long drain must not keep a dead process's rows, and the chats behind them,
+        stuck). An error (a send's, or the store's) stops the claiming; it is raised once
+        the rows in flight are done.
         """
         handled = 0
         sending: set[asyncio.Task[None]] = set()
         error: BaseException | None = None
         loop = asyncio.get_running_loop()
+        interval = self.outbox.config.poll_interval_s
         next_top_up = -math.inf
+        last_claim = last_release = loop.time()  # run() released just before draining
         finished = False  # a send finished since the last claim: there may be room and rows
         try:
             while True:
                 room = self.max_in_flight - len(sending)
                 top_up = room > 0 and error is None
-                if top_up and (not sending or (finished and loop.time() >= next_top_up)):
-                    started = loop.time()
-                    rows = await self.outbox.claim(self.owner, limit=room, run_id=run_id)
-                    pause = (loop.time() - started) * TOP_UP_PAUSE_FACTOR
-                    next_top_up = loop.time() + min(pause, TOP_UP_PAUSE_MAX_S)
+                now = loop.time()
+                due = now >= next_top_up and (finished or now - last_claim >= interval)
+                if top_up and (not sending or due):
+                    try:
+                        if sending and now - last_release >= interval:
+                            last_release = now
+                            await self.outbox.release_stale()
+                        rows = await self.outbox.claim(self.owner, limit=room, run_id=run_id)
+                    except Exception as e:  # the store: finish what is in flight, then raise
+                        error, rows = e, []
+                    last_claim = loop.time()
+                    next_top_up = last_claim + min(
+                        (last_claim - now) * TOP_UP_PAUSE_FACTOR, TOP_UP_PAUSE_MAX_S
+                    )
                     finished = False
                     sending.update(asyncio.create_task(self._send(row)) for row in rows)
                     handled += len(rows)
@@ -437,16 +467,20 @@ class DeliveryWorker:
                     if error is not None:
                         raise error
                     return handled
-                # woken by the next finished send, or once a top-up it made room for is due
-                wait_s = max(0.0, next_top_up - loop.time()) if top_up and finished else None
+                # woken by the next finished send, or once a top-up is due
+                wait_s = None
+                if top_up:
+                    wake = next_top_up if finished else max(next_top_up, last_claim + interval)
+                    wait_s = max(0.0, wake - loop.time())
                 done, sending = await asyncio.wait(
                     sending, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 finished = finished or bool(done)
                 for task in done:
-                    if error is None and task.exception() is not None:
-                        error = task.exception()
-        finally:  # cancelled: the sends in flight stop too, as a gather's would
+                    exc = None if task.cancelled() else task.exception()  # all retrieved
+                    if error is None and exc is not None:
+                        error = exc
+        finally:  # cancelled: the sends in flight stop too (and release their rows)
             for task in sending:
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
@@ -476,6 +510,19 @@ class DeliveryWorker:
                     w.cancel()
 
     async def _send(self, row: Mapping[str, Any]) -> None:
+        settled = False
+        try:
+            await self._send_row(row)
+            settled = True
+        finally:
+            if not settled:
+                # cancelled, or the store failed to record the outcome: give the row back
+                # now, or this live process would hold it (and its chat) until a restart.
+                # Sent but not confirmed, it goes again: the at-least-once window.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.outbox.release(int(row["id"]), self.owner))
+
+    async def _send_row(self, row: Mapping[str, Any]) -> None:
         kind, _, name = str(row["target"]).partition(":")
         channel = self.channels.get(kind)
         try:

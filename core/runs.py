@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -48,14 +49,39 @@ class Run:
 START_SLACK_S = 2.0
 
 
+def owner_id() -> str:
+    """This process's owner id for runs and claims: ``host:pid:start[:token]``.
+
+    ``start`` is the Unix time, ``token`` (Linux) the boot id and the process's start in
+    clock ticks after boot: unlike the wall clock, they do not move when NTP steps it.
+    """
+    token = start_token(os.getpid())
+    base = f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+    return f"{base}:{token}" if token else base
+
+
+def start_token(pid: int) -> str | None:
+    """``bootid-ticks`` for a process (Linux), None where /proc cannot tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()[:8]
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    return f"{boot}-{ticks}"
+
+
 def alive_here(owner: str) -> bool:
     """Is the owner a live process on this host? (Other hosts' cannot be checked: False.)
 
-    A live pid is the owner's only if that process started by the time the owner id
-    recorded: after a reboot or a long uptime the pid may belong to another program.
+    A live pid is the owner's only if it is the same process: the same boot id and start
+    ticks where the id has them (Linux), else a process started by the time the id
+    recorded. After a reboot or a long uptime the pid may belong to another program.
     """
     host, _, rest = owner.partition(":")
-    pid_text, _, started_text = rest.partition(":")
+    pid_text, _, rest = rest.partition(":")
+    started_text, _, token = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
@@ -65,6 +91,10 @@ def alive_here(owner: str) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
+    if token:
+        live = start_token(pid)
+        if live is not None:
+            return live == token
     if not started_text.isdigit():
         return True  # no start time to compare with: assume the owner
     started = process_started_at(pid)
@@ -267,11 +297,11 @@ class Runs:
             "SELECT * FROM runs WHERE status IN ('queued', 'running') AND owner IS NOT NULL"
             " ORDER BY id"
         )
-        return [
-            run
-            for run in (Run(**dict(r)) for r in rows)
-            if run.owner is not None and not owner_alive(run.owner, me)
-        ]
+        runs = [Run(**dict(r)) for r in rows]
+        owners = {run.owner for run in runs if run.owner is not None}
+        # off the event loop: on macOS telling a live owner from a reused pid runs ps
+        alive = await asyncio.to_thread(lambda: {o for o in owners if owner_alive(o, me)})
+        return [run for run in runs if run.owner is not None and run.owner not in alive]
 
     async def interrupted_without_retry(self, since: str) -> list[Run]:
         """Runs interrupted since ``since`` that no later run retries yet."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -702,6 +703,64 @@ async def test_cancelling_drain_stops_the_sends_in_flight(store: Store) -> None:
     with pytest.raises(asyncio.CancelledError):
         await drain
     assert gate.in_flight == 0  # no send goes on behind the cancelled drain
+    # and their rows are given back at once, not held by this live process until a restart
+    assert {r["status"] for r in await all_rows(store)} == {"pending"}
+
+
+async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: Store) -> None:
+    outbox = make_outbox(store, poll_interval_s=0.05)
+    await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. waiting out a long 429
+    gate = GateChannel()
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    try:
+        await gate.until(lambda: gate.in_flight == 1)
+        await outbox.enqueue(2, "digest", ["log:fast"], CTX | {"run_id": 2})
+        await gate.until(lambda: gate.sent == ["fast"])  # not after "slow" is done
+        gate.open.set()
+        assert await asyncio.wait_for(drain, DEADLINE_S) == 2
+    finally:
+        drain.cancel()
+
+
+async def test_a_store_error_while_claiming_strands_no_row(store: Store) -> None:
+    outbox = make_outbox(store, poll_interval_s=0.05)
+    await outbox.enqueue(1, "digest", ["log:slow"], CTX)
+    gate = GateChannel()
+    claim, calls, failed = outbox.claim, [], asyncio.Event()
+
+    async def failing(*args: Any, **kw: Any) -> list[dict[str, Any]]:
+        calls.append(1)
+        if len(calls) > 1:
+            failed.set()
+            raise sqlite3.OperationalError("database is locked")
+        return await claim(*args, **kw)
+
+    outbox.claim = failing  # type: ignore[method-assign]
+    drain = asyncio.create_task(DeliveryWorker(outbox, {"log": gate}, "proc-a").drain())
+    await asyncio.wait_for(failed.wait(), DEADLINE_S)  # the top-up failed, "slow" in flight
+    gate.open.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await asyncio.wait_for(drain, DEADLINE_S)
+    # the send in flight finished and was recorded: nothing is left claimed by a live owner
+    assert [(r["target"], r["status"]) for r in await all_rows(store)] == [
+        ("log:slow", "delivered")
+    ]
+
+
+async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(store: Store) -> None:
+    outbox = make_outbox(store)
+    await outbox.enqueue(1, "digest", ["log:a"], CTX)
+
+    async def broken(*args: Any, **kw: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    outbox.delivered = broken  # type: ignore[method-assign]
+    gate = GateChannel()
+    gate.open.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await DeliveryWorker(outbox, {"log": gate}, "proc-a").drain()
+    (row,) = await all_rows(store)
+    assert row["status"] == "pending" and row["claimed_by"] is None  # due again, not stranded
 
 
 # -- the worker loop -----------------------------------------------------------------------
@@ -820,3 +879,21 @@ async def test_the_claim_reads_each_targets_head_from_its_index(store: Store) ->
     plan = await store.fetchall("EXPLAIN QUERY PLAN " + claimable_sql(20), (utcnow_iso(),))
     details = " | ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX outbox_open" in details, details
+
+
+async def test_a_message_whose_template_breaks_is_kept_as_failed(store: Store) -> None:
+    outbox = make_outbox(store)
+    render = outbox.render
+
+    async def broken_for_slack(target: str, context: dict[str, Any]) -> str:
+        if target.startswith("slack:"):
+            raise ValueError("'items' is undefined")
+        return await render(target, context)
+
+    outbox.render = broken_for_slack  # type: ignore[method-assign]
+    await outbox.enqueue(7, "result", ["slack:ops", "log:x"], CTX)
+    rows = {r["target"]: r for r in await all_rows(store)}
+    assert rows["log:x"]["status"] == "pending"
+    slack = rows["slack:ops"]
+    assert slack["status"] == "failed" and slack["body"] == CTX["text"]
+    assert slack["last_error"] == "rendering its template failed: 'items' is undefined"

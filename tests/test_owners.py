@@ -16,8 +16,10 @@ from core.runs import (
     _elapsed_to_start,
     alive_here,
     owner_alive,
+    owner_id,
     process_started_at,
     ps_started_at,
+    start_token,
 )
 
 HOST = socket.gethostname()
@@ -89,3 +91,30 @@ def test_dead_and_foreign_owners(child: tuple[subprocess.Popen[bytes], float, fl
 def test_elapsed_time_parsing(etime: str, expected_age_s: int | None) -> None:
     start = _elapsed_to_start(etime, 1_000_000.0)
     assert start == (None if expected_age_s is None else 1_000_000.0 - expected_age_s)
+
+
+LINUX_PROC = os.path.exists("/proc/self/stat") and os.path.exists("/proc/sys/kernel/random/boot_id")
+
+
+@pytest.mark.skipif(not LINUX_PROC, reason="the start token needs Linux's /proc")
+def test_the_start_token_decides_even_when_the_wall_clock_was_stepped(
+    child: tuple[subprocess.Popen[bytes], float, float],
+) -> None:
+    proc, before, _ = child
+    token = start_token(proc.pid)
+    assert token is not None
+    # an NTP step forward after start makes the recorded time look early: the token,
+    # counted in ticks after boot, still names the process
+    assert alive_here(f"{HOST}:{proc.pid}:{int(before) - 3600}:{token}")
+    # the same pid with another start (reused): not the owner, whatever the times say
+    boot, ticks = token.rsplit("-", 1)
+    assert not alive_here(f"{HOST}:{proc.pid}:{int(before)}:{boot}-{int(ticks) - 1}")
+
+
+def test_this_process_id_names_itself() -> None:
+    me = owner_id()
+    host, pid, started, *token = me.split(":")
+    assert (host, pid) == (HOST, str(os.getpid()))
+    assert started.isdigit() and int(started) <= time.time()
+    assert token == ([start_token(os.getpid())] if LINUX_PROC else [])
+    assert alive_here(me) and owner_alive(me, me)

@@ -461,6 +461,12 @@ async def _run_agent(
         run = await app.runner.run(args.agent, "cli", message=args.message)
         await app.delivery.drain(run_id=run.id)
         _print_run(run, full=True)
+        for target, status, error in await app.outbox.of_run(run.id):
+            # e.g. an earlier message to the same chat still backing off goes first
+            later = (
+                " (a running `openclaw serve` sends it)" if status in ("pending", "sending") else ""
+            )
+            print(f"delivery to {target}: {status}{later}" + (f" — {error}" if error else ""))
         return 0 if run.status in ("ok", "late") else 1
     finally:
         await app.close()

@@ -385,6 +385,14 @@ class Outbox:
         )
         return changed > 0
 
+    async def of_run(self, run_id: int) -> list[tuple[str, str, str | None]]:
+        """A run's messages: (target, status, last error), in the order queued."""
+        rows = await self.store.fetchall(
+            "SELECT target, status, last_error FROM outbox WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
     async def pending_count(self) -> int:
         """Rows not yet delivered nor failed."""
         rows = await self.store.fetchall(

@@ -66,6 +66,7 @@ async def test_run_wait_runs_and_shows(fake_llm: FakeLLM, env: dict[str, str]) -
     code, out, err = await openclaw(env, "run", "hello", "--wait", "-m", "world")
     assert code == 0, err
     assert "run 1: hello [cli] ok" in out and "hello world" in out
+    assert "delivery to log: delivered" in out
     code, out, _ = await openclaw(env, "runs")
     assert "run 1: hello [cli] ok" in out
     code, out, _ = await openclaw(env, "run-show", "1")

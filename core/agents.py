@@ -253,6 +253,8 @@ class AgentRunner:
         run = await self.runs.get(run_id)
         if run is None:
             raise AgentError(f"no run {run_id}")
+        # also a catch-up run handed back by recovery, which lost the caller's flag
+        late = late or run.created_late
         agent = self.config.agent(run.agent)
         if agent is None:
             await self.runs.finish(

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from core.store import Store, utcnow_iso
@@ -16,6 +17,7 @@ from core.store import Store, utcnow_iso
 Trigger = Literal["schedule", "chat", "cli", "api", "rerun", "recovery"]
 Status = Literal["queued", "running", "ok", "failed", "late", "missed", "interrupted"]
 DONE = ("ok", "failed", "late", "missed", "interrupted")
+LATE_AFTER_S = 60.0  # a scheduled run created later than this after its fire ran late
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,14 @@ class Run:
     @property
     def done(self) -> bool:
         return self.status in DONE
+
+    @property
+    def created_late(self) -> bool:
+        """A scheduled run created more than ``LATE_AFTER_S`` after its fire: a catch-up."""
+        if self.trigger != "schedule" or not self.scheduled_for:
+            return False
+        created = datetime.fromisoformat(self.created_at)
+        return (created - datetime.fromisoformat(self.scheduled_for)).total_seconds() > LATE_AFTER_S
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.agents import MAX_RECOVERIES, UnknownAgent
+from core.store import utcnow_iso
 from tests.agents.conftest import AppFactory, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 
@@ -299,6 +301,21 @@ async def test_recovery_requeues_a_run_a_dead_process_never_started(
     assert requeued == []  # `running` already has a retry: `waiting`
     assert await app.runner.adopt_unclaimed() == 1
     assert (await wait_done(app, waiting)).status == "ok"
+
+
+async def test_a_catch_up_run_handed_back_by_recovery_still_ends_late(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([agent("q")])
+    dead = f"{socket.gethostname()}:999999:1"
+    an_hour_ago = utcnow_iso(datetime.now(UTC) - timedelta(hours=1))
+    late = await app.runner.runs.create("q", "schedule", scheduled_for=an_hour_ago, owner=dead)
+    on_time = await app.runner.runs.create("q", "schedule", scheduled_for=utcnow_iso(), owner=dead)
+    await app.runner.recover()
+    assert await app.runner.adopt_unclaimed() == 2
+    assert (await wait_done(app, late)).status == "late"
+    assert (await wait_done(app, on_time)).status == "ok"
 
 
 async def test_a_run_outcome_and_its_messages_are_written_together(

@@ -38,7 +38,7 @@ test: lint typecheck pytest
 test-reliability: $(STAMP)
 	OPENCLAW_RELIABILITY=full $(BIN)/pytest -q -m reliability tests/reliability
 
-# Every benchmark, one after another (about 20 minutes; LiteLLM installs into
+# Every benchmark, one after another (about 15 minutes; LiteLLM installs into
 # bench/.litellm-venv on first use). Each prints its table and writes bench/results/.
 BENCHES := gateway_overhead outage_penalty delivery scheduler_fires idle_serve
 

@@ -38,7 +38,7 @@ from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.telegram import FakeTelegram
 from tests.procs import Served, clean_env, start_serve
 from tests.reliability import secrets
-from tests.reliability.scale import scale
+from tests.reliability.scale import FULL, scale
 
 KILLS = scale(3, 20)
 SEED = 20_26_11_26
@@ -101,7 +101,20 @@ name = "ticker"
 schedule = "* * * * *"
 message = "tick {{{{ now.isoformat() }}}}"
 deliver = ["webhook:hook"]
+{more_tickers}"""
+# more agents on the minute, so that a minute boundary inside the drills starts several
+# scheduled runs at once (and a restart across one, catch-up runs) for the kills to hit
+TICKERS = ("ticker", "ticker2", "ticker3", "ticker4")
+MORE_TICKERS = "".join(
+    f"""
+[[agents]]
+name = "{name}"
+schedule = "* * * * *"
+message = "tick {name} {{{{ now.isoformat() }}}}"
+deliver = ["webhook:hook", "telegram:{CHAT_QUICK}"]
 """
+    for name in TICKERS[1:]
+)
 
 
 @pytest.fixture
@@ -169,6 +182,7 @@ async def test_kill_9_at_random_points_loses_no_run_and_no_message(
             ollama=fake_llm.base_url("ollama"),
             chat_quick=CHAT_QUICK,
             chat_slow=CHAT_SLOW,
+            more_tickers=MORE_TICKERS,
         ),
         encoding="utf-8",
     )
@@ -242,12 +256,14 @@ async def test_kill_9_at_random_points_loses_no_run_and_no_message(
 
     runs = {r["id"]: r for r in _rows(db, "SELECT * FROM runs ORDER BY id")}
     outbox = _rows(db, "SELECT * FROM outbox ORDER BY id")
-    agents = {"quick", "slow", "ticker"}
+    agents = {"quick", "slow", *TICKERS}
     targets = {
         "quick": {"webhook:hook", f"telegram:{CHAT_QUICK}"},
         "slow": {"webhook:hook", f"telegram:{CHAT_SLOW}"},
         "ticker": {"webhook:hook"},
-    }
+    } | {name: {"webhook:hook", f"telegram:{CHAT_QUICK}"} for name in TICKERS[1:]}
+    if FULL:  # two minutes of drills cross a minute boundary: scheduled runs were hit too
+        assert any(r["trigger"] == "schedule" for r in runs.values())
 
     # -- runs: none lost ------------------------------------------------------------------
     assert set(accepted) <= set(runs), "an accepted run has no row"
@@ -267,7 +283,7 @@ async def test_kill_9_at_random_points_loses_no_run_and_no_message(
             if depth < MAX_RECOVERIES:  # beyond that, the crash-loop guard gives up
                 assert len(retries[run["id"]]) == 1, f"run {run['id']} interrupted, not retried"
         if run["status"] == "missed":
-            assert run["agent"] == "ticker" and run["trigger"] == "schedule"
+            assert run["agent"] in TICKERS and run["trigger"] == "schedule"
     for parent, children in retries.items():
         assert len(children) == 1, f"run {parent} retried {len(children)} times"
         assert runs[parent]["status"] == "interrupted"

@@ -104,12 +104,19 @@ async def serve_until_signalled(
         await runner.cleanup()
 
 
-def start_upstream(workdir: Path, deadline: float) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the loopback upstream (log in ``workdir/upstream.log``); the process and its port."""
-    log = workdir / "upstream.log"
+def start_upstream(
+    workdir: Path,
+    deadline: float,
+    argv: Sequence[str] = (str(Path(__file__).resolve()), "upstream"),
+    log_name: str = "upstream.log",
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a loopback upstream (``python ARGV``, by default this module's fixed answer),
+    which prints ``upstream-port N``; the process and its port. Its log: ``workdir/log_name``.
+    """
+    log = workdir / log_name
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "upstream"],
+            [sys.executable, *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,

@@ -105,14 +105,12 @@ from _common import (
     UPSTREAM_BODY,
     UPSTREAM_MODEL,
     chat_body,
-    child_env,
     machine_info,
     pct,
     serve_until_signalled,
     start_gateway,
     start_upstream,
     stop,
-    wait_for_line,
     wait_ready,
     write_results,
 )
@@ -239,21 +237,8 @@ async def _serve_tier0(mode: str) -> None:
 
 
 def _start_tier0(workdir: Path, mode: str, deadline: float) -> tuple[subprocess.Popen[bytes], int]:
-    log = workdir / f"tier0-{mode}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--tier0-upstream", mode],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=child_env({}),
-        )
-    try:
-        port = int(wait_for_line(proc, log, "upstream-port ", deadline).split()[1])
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port
+    argv = (str(Path(__file__).resolve()), "--tier0-upstream", mode)
+    return start_upstream(workdir, deadline, argv, f"tier0-{mode}.log")
 
 
 def _closed_port() -> int:

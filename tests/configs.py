@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from core.config import Config, parse_config
+
+# the pyramid's providers and the wire format each speaks
+PYRAMID_APIS = {
+    "local": "ollama",
+    "flash": "google-generative-ai",
+    "deep": "openai-completions",
+    "deep2": "openai-completions",
+    "opus": "anthropic-messages",
+}
+
+
+def pyramid_urls(base_url: Callable[[str], str]) -> dict[str, str]:
+    """Each pyramid provider's URL on one fake server (``FakeLLM.base_url``)."""
+    return {name: base_url(api) for name, api in PYRAMID_APIS.items()}
 
 
 def pyramid(base_urls: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -24,11 +39,8 @@ def pyramid(base_urls: dict[str, str] | None = None, **overrides: Any) -> dict[s
         "routing": {"default_task": "chat"},
         "approvals": {"default": "approve", "timeout_s": 5},
         "providers": {
-            "local": {"api": "ollama", "base_url": urls["local"], "timeout_s": 1},
-            "flash": {"api": "google-generative-ai", "base_url": urls["flash"], "timeout_s": 1},
-            "deep": {"api": "openai-completions", "base_url": urls["deep"], "timeout_s": 1},
-            "deep2": {"api": "openai-completions", "base_url": urls["deep2"], "timeout_s": 1},
-            "opus": {"api": "anthropic-messages", "base_url": urls["opus"], "timeout_s": 1},
+            name: {"api": api, "base_url": urls[name], "timeout_s": 1}
+            for name, api in PYRAMID_APIS.items()
         },
         "models": {
             "local/qwen3:14b": {"reasoning": True, "max_tokens": 1024},

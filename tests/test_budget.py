@@ -17,16 +17,9 @@ from core.errors import AllAttemptsFailed
 from core.ledger import RequestMeta
 from core.settings import Settings
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
-from tests.configs import make_config
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 BERLIN = ZoneInfo("Europe/Berlin")
 # deep/deepseek-chat: 0.28 in, 0.42 out per 1M; max_tokens 512; prompt "hi" → 1 token
 WORST = (1 * 0.28 + 512 * 0.42) / 1e6
@@ -37,7 +30,7 @@ async def app_factory(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Any]:
     opened: list[App] = []
 
     async def make(**overrides: Any) -> App:
-        base = {name: fake_llm.base_url(api) for name, api in API.items()}
+        base = pyramid_urls(fake_llm.base_url)
         app = await App.open(
             make_config(base, **overrides),
             Settings(_env_file=None),  # type: ignore[call-arg]

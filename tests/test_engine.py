@@ -24,16 +24,8 @@ from core.ledger import Ledger
 from core.providers import build_provider
 from core.store import Store
 from core.types import ChatRequest, Message, StreamDelta
-from tests.configs import make_config
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
-
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 
 
 def closed_port_url() -> str:
@@ -78,7 +70,7 @@ async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
     async def make(
         urls: dict[str, str] | None = None, approver: Any = None, **overrides: Any
     ) -> Rig:
-        base = {name: fake_llm.base_url(api) for name, api in API.items()} | (urls or {})
+        base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
         store = await Store.open(tmp_path / f"engine{len(made)}.db")
         providers = {n: build_provider(n, p) for n, p in cfg.providers.items()}

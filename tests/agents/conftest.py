@@ -12,16 +12,8 @@ import pytest
 from core.app import App
 from core.runs import Run
 from core.settings import Settings
-from tests.configs import make_config
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
-
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 
 AppFactory = Callable[..., Awaitable[App]]
 
@@ -31,7 +23,7 @@ async def make_app(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[AppFactor
     opened: list[App] = []
 
     async def make(agents: list[dict[str, Any]], **overrides: Any) -> App:
-        base = {name: fake_llm.base_url(api) for name, api in API.items()}
+        base = pyramid_urls(fake_llm.base_url)
         cfg = make_config(base, agents=agents, **overrides)
         app = await App.open(
             cfg,

@@ -12,18 +12,11 @@ import pytest
 from bot.service import TelegramBot
 from core.app import App
 from core.settings import Settings
-from tests.configs import make_config
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 from tests.fakes.telegram import FakeTelegram
 
 ADMIN, VIEWER, STRANGER = 1001, 2002, 3003
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 
 
 @dataclass
@@ -72,7 +65,7 @@ async def make_rig(
         telegram: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> BotRig:
-        base = {name: fake_llm.base_url(api) for name, api in API.items()}
+        base = pyramid_urls(fake_llm.base_url)
         tg_cfg = {
             "admins": [ADMIN],
             "allowed_users": [VIEWER],

@@ -13,17 +13,10 @@ import pytest
 from core.app import App
 from core.gateway import Gateway
 from core.settings import Settings
-from tests.configs import make_config
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 
 TOKEN = "test-gateway-token-0123456789"
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 
 
 @dataclass
@@ -57,7 +50,7 @@ async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Gate
         port: int = 0,
         **overrides: Any,
     ) -> Running:
-        base = {name: fake_llm.base_url(api) for name, api in API.items()} | (urls or {})
+        base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
         settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
         app = await App.open(cfg, settings, tmp_path / f"gw{len(started)}.db")

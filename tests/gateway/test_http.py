@@ -13,9 +13,9 @@ from core.errors import ConfigError
 from core.gateway import Gateway, PortInUse
 from core.gateway.auth import FailureLimiter, is_loopback, resolve_token, token_matches
 from core.settings import Settings
-from tests.configs import pyramid
+from tests.configs import pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
-from tests.gateway.conftest import API, TOKEN, GatewayFactory, Running
+from tests.gateway.conftest import TOKEN, GatewayFactory, Running
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -141,7 +141,7 @@ async def test_status_has_health_and_no_secrets(
     start_gateway: GatewayFactory, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENCLAW_TEST_KEY", "sk-super-secret-123")
-    providers = pyramid({name: fake_llm.base_url(api) for name, api in API.items()})["providers"]
+    providers = pyramid(pyramid_urls(fake_llm.base_url))["providers"]
     providers["deep"]["api_key_env"] = "OPENCLAW_TEST_KEY"
     gw = await start_gateway(providers=providers)
     gw.fake.script("qwen3:14b", Reply(status=500))

@@ -30,7 +30,7 @@ from core.gateway import auth as gateway_auth
 from core.gateway.server import OPEN_PATHS
 from core.settings import Settings
 from core.templating import TemplateError, Templates
-from tests.configs import make_config, pyramid
+from tests.configs import make_config, pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, echo
 from tests.procs import clean_env, run_cli
 from tests.reliability import secrets
@@ -38,13 +38,6 @@ from tests.reliability.conftest import find_leaks
 from tests.reliability.sec_util import TRACEBACK_MARKERS, free_port, write_config
 
 TOKEN = secrets.GATEWAY_TOKEN
-API = {
-    "local": "ollama",
-    "flash": "google-generative-ai",
-    "deep": "openai-completions",
-    "deep2": "openai-completions",
-    "opus": "anthropic-messages",
-}
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -71,7 +64,7 @@ async def start_gw(
         monkeypatch.setenv(var, value)
 
     async def start(**overrides: Any) -> Gw:
-        providers = pyramid({n: fake_llm.base_url(a) for n, a in API.items()})["providers"]
+        providers = pyramid(pyramid_urls(fake_llm.base_url))["providers"]
         for name, var in (
             ("flash", "GEMINI_API_KEY"),
             ("deep", "DEEPSEEK_API_KEY"),
@@ -481,7 +474,7 @@ async def test_an_agent_with_a_linked_prompt_fails_without_sending_the_file(
         {"name": "inline", "message": '{% include "prompts/linked.j2" %}', "task": "chat"},
         {"name": "fine", "prompt": "prompts/fine.j2", "task": "chat"},
     ]
-    cfg = make_config({n: fake_llm.base_url(a) for n, a in API.items()}, agents=agents)
+    cfg = make_config(pyramid_urls(fake_llm.base_url), agents=agents)
     app = await App.open(
         cfg,
         Settings(_env_file=None),  # type: ignore[call-arg]

@@ -20,8 +20,8 @@ from bot.service import TelegramBot
 from core.app import App
 from core.gateway import Gateway
 from core.settings import Settings
-from tests.bot.conftest import ADMIN, API, STRANGER, VIEWER, BotRig
-from tests.configs import make_config
+from tests.bot.conftest import ADMIN, STRANGER, VIEWER, BotRig
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.telegram import FakeTelegram
 from tests.reliability import secrets
@@ -49,7 +49,7 @@ async def make_rig(
             "polling_timeout_s": 1,
             **overrides.pop("telegram", {}),
         }
-        base = {name: fake_llm.base_url(api) for name, api in API.items()}
+        base = pyramid_urls(fake_llm.base_url)
         cfg = make_config(base, agents=agents, telegram=telegram, **overrides)
         app = await App.open(
             cfg,

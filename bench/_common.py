@@ -57,6 +57,28 @@ UPSTREAM_BODY = json.dumps(
 ).encode()
 
 
+def one_tier_config(upstream_port: int, model: str = UPSTREAM_MODEL) -> str:
+    """An OpenClaw config: the gateway on a free port, one tier of one model on the
+    loopback upstream (the benchmarks append their own tables)."""
+    return f"""\
+[gateway]
+port = 0
+[routing]
+default_task = "chat"
+[providers.up]
+api = "openai-completions"
+base_url = "http://{HOST}:{upstream_port}/v1"
+timeout_s = 30
+[models."up/{model}"]
+max_tokens = 64
+[[tiers]]
+level = 0
+models = ["up/{model}"]
+[tasks]
+chat = 0
+"""
+
+
 # -- the loopback upstream (its own process) ------------------------------------------------
 
 

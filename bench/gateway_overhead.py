@@ -38,6 +38,7 @@ from _common import (
     Phase,
     exit_on_sigterm,
     machine_info,
+    one_tier_config,
     rss_kib,
     run_phase,
     start_gateway,
@@ -55,24 +56,6 @@ TARGET_RATIO_C1 = 4.0  # LiteLLM's added p50 over OpenClaw's, at c=1
 TARGET_RATIO_C64 = 10.0  # LiteLLM's added p99 over OpenClaw's, at c=64
 RESULTS_PATH = RESULTS_DIR / "gateway_overhead.json"
 TARGETS = ("direct", "openclaw", "litellm")
-
-CONFIG_TEMPLATE = """\
-[gateway]
-port = 0
-[routing]
-default_task = "chat"
-[providers.up]
-api = "openai-completions"
-base_url = "http://127.0.0.1:{upstream_port}/v1"
-timeout_s = 30
-[models."up/{model}"]
-max_tokens = 64
-[[tiers]]
-level = 0
-models = ["up/{model}"]
-[tasks]
-chat = 0
-"""
 
 
 @dataclass
@@ -341,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     litellm_version: str | None = None
     try:
         procs["upstream"], upstream_port = start_upstream(tmp, deadline)
-        config = CONFIG_TEMPLATE.format(upstream_port=upstream_port, model=UPSTREAM_MODEL)
+        config = one_tier_config(upstream_port)
         procs["openclaw"], gateway_port = start_gateway(config, tmp, token, deadline)
         servers = [
             Server(

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    UPSTREAM_MODEL,
     cpu_s,
     machine_info,
+    one_tier_config,
     pct,
     rss_kib,
     start_gateway,
@@ -48,23 +48,6 @@ RESULTS_PATH = Path(__file__).resolve().parent / "results" / "scheduler_fires.js
 SETTLE_S = 50.0  # after the last measured fire: time for its runs to finish
 SAMPLE_S = 1.0
 
-CONFIG_HEAD = """\
-[gateway]
-port = 0
-[routing]
-default_task = "chat"
-[providers.up]
-api = "openai-completions"
-base_url = "http://127.0.0.1:{port}/v1"
-timeout_s = 30
-[models."up/{model}"]
-max_tokens = 64
-[[tiers]]
-level = 0
-models = ["up/{model}"]
-[tasks]
-chat = 0
-"""
 AGENT = """
 [[agents]]
 name = "tick-{i:04d}"
@@ -79,7 +62,7 @@ deliver = ["log"]
 
 
 def make_config(upstream_port: int, agents: int) -> str:
-    head = CONFIG_HEAD.format(port=upstream_port, model=UPSTREAM_MODEL)
+    head = one_tier_config(upstream_port)
     return head + "".join(AGENT.format(i=i) for i in range(agents))
 
 

@@ -70,16 +70,25 @@ def owner_id() -> str:
     return f"{base}:{token}" if token else base
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When a process started, in clock ticks after boot (Linux's /proc), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # the command name in parentheses may hold spaces: count fields after it
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def start_token(pid: int) -> str | None:
     """``bootid-ticks`` for a process (Linux), None where /proc cannot tell."""
+    ticks = _start_ticks(pid)
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()[:8]
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+    except OSError:
         return None
-    return f"{boot}-{ticks}"
+    return None if ticks is None else f"{boot}-{ticks}"
 
 
 def alive_here(owner: str) -> bool:
@@ -130,14 +139,15 @@ def owner_alive(owner: str, me: str) -> bool:
 
 def process_started_at(pid: int) -> float | None:
     """When process ``pid`` started (Unix time), or None where that cannot be told."""
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        return ps_started_at(pid)
     try:  # Linux: ticks after boot, and the boot time
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
         with open("/proc/stat", "rb") as f:
             btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
-        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError, StopIteration):
         return ps_started_at(pid)
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def ps_started_at(pid: int) -> float | None:

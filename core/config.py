@@ -125,6 +125,9 @@ class Cost(_Strict):
 class ModelConfig(_Strict):
     reasoning: bool = False
     max_tokens: int = Field(default=1024, ge=1)
+    # the model's own output limit: a request asking for more is capped here, so one
+    # careless max_tokens never earns a 400 (or, worse, opens the model's breaker)
+    max_output_tokens: int | None = Field(default=None, ge=1)
     cost: Cost = Field(default_factory=Cost)
 
 

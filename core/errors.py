@@ -94,3 +94,10 @@ class AllAttemptsFailed(OpenClawError):
         if not self.attempts:
             lines.append("  (no model could be tried)")
         super().__init__("\n".join(lines))
+
+
+class StoreUnavailable(OpenClawError):
+    """The store cannot take writes (read-only file, disk full, I/O error).
+
+    Interfaces answer 503 and workers back off; nothing is sent upstream or to a
+    channel while the record of it cannot be kept."""

@@ -5,12 +5,12 @@ The engine (the caller) records; adapters never touch the ledger.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from core.config import Config, Cost
+from core.parsing import parse_since as parse_since  # gateway and CLI: use core.parsing
 from core.store import Store, utcnow_iso
 from core.types import Attempt, Usage
 
@@ -26,16 +26,6 @@ _GROUP_SQL: dict[str, str] = {
     "day": "SUBSTR(ts, 1, 10)",
     "task": "COALESCE(task, '-')",
 }
-_SINCE = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str) -> timedelta:
-    """``"7d"`` → 7 days. Units: m (minutes), h, d, w."""
-    m = _SINCE.match(text)
-    if not m:
-        raise ValueError(f"invalid period {text!r}: use a number and a unit m/h/d/w, e.g. 7d")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
 def price(config: Config, ref: str, usage: Usage) -> float:

@@ -181,6 +181,12 @@ async def _m007_outbox_open_by_target(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX outbox_open ON outbox (status, target, id)")
 
 
+async def _m008_attempts_in_flight(db: aiosqlite.Connection) -> None:
+    # a call is a 'pending' row before it leaves; the owner tells recovery whose it was
+    await db.execute("ALTER TABLE attempts ADD COLUMN owner TEXT")
+    await db.execute("CREATE INDEX attempts_pending ON attempts (id) WHERE outcome = 'pending'")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -189,6 +195,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_budgets", _m005_budgets),
     ("006_attempts_cached_tokens", _m006_attempts_cached_tokens),
     ("007_outbox_open_by_target", _m007_outbox_open_by_target),
+    ("008_attempts_in_flight", _m008_attempts_in_flight),
 ]
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from core.config_agents import (
     AgentConfig,
@@ -25,7 +24,15 @@ from core.config_agents import (
     check_agents,
     check_budgets,
 )
-from core.config_common import StrictModel, Validators
+from core.config_common import (
+    ENV_NAME,
+    HeadersEnv,
+    HttpUrl,
+    PositiveSeconds,
+    StrictModel,
+    Validators,
+    check_header_overlap,
+)
 from core.embedded_models import check_embedded
 from core.errors import ConfigError, ConfigProblem
 
@@ -68,7 +75,7 @@ class TelegramConfig(_Strict):
     default_chat: int | None = None
     polling_timeout_s: int = Field(default=25, ge=1, le=50)  # getUpdates long-poll
     watchdog_margin_s: float = Field(default=30.0, gt=0)  # no answer for timeout + this → reconnect
-    webhook_url: str | None = None  # set: webhook mode on the gateway's port instead of polling
+    webhook_url: HttpUrl | None = None  # set: webhook mode on the gateway's port instead of polling
     webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
     page_size: int = Field(default=8, ge=1, le=50)  # agents per page in /agents
 
@@ -92,11 +99,18 @@ class ProviderConfig(_Strict):
 
     api: ApiKind
     embedded: EmbeddedConfig | None = None
-    base_url: str | None = None
+    base_url: HttpUrl | None = None
     api_key_env: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    # header name -> the variable holding its value: a secret header stays out of the file
+    headers_env: HeadersEnv = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _headers_once(self) -> ProviderConfig:
+        check_header_overlap(self.headers, self.headers_env)
+        return self
 
     @property
     def resolved_base_url(self) -> str:
@@ -147,7 +161,9 @@ class RoutingConfig(_Strict):
     default_task: str | None = None  # used when a request names neither task nor tier
     reasoning_floor: int = Field(default=1024, ge=1)
     failure_threshold: int = Field(default=1, ge=1)  # consecutive failures that open a breaker
-    cooldowns_s: list[float] = Field(default_factory=lambda: [30.0, 60.0, 300.0], min_length=1)
+    cooldowns_s: list[PositiveSeconds] = Field(
+        default_factory=lambda: [30.0, 60.0, 300.0], min_length=1
+    )
     fatal_cooldown_s: float = Field(default=900.0, gt=0)
     probe_interval_s: float = Field(default=60.0, ge=0)  # serve probes providers; 0 = never
 
@@ -242,7 +258,9 @@ def _key(loc: tuple[int | str, ...], data: Any) -> str:
     return ".".join(parts)
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = ENV_NAME
+# errors whose message already says everything; their input may be a secret, never echoed
+_OWN_MESSAGE = frozenset({"http_url", "env_name", "finite_number"})
 
 
 def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
@@ -262,6 +280,12 @@ def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
         return ConfigProblem(key, "unknown key", "remove it or check its spelling (see README)")
     if etype == "missing":
         return ConfigProblem(key, "missing", "add it (see openclaw.example.toml)")
+    if etype == "finite_number":
+        return ConfigProblem(
+            key, f"must be a finite number, got {err.get('input')!r}", "give a number like 60"
+        )
+    if etype in _OWN_MESSAGE or "headers" in loc or "headers_env" in loc:
+        return ConfigProblem(key, str(err["msg"]).removeprefix("Value error, "))
     return ConfigProblem(
         key, f"{err['msg']} (got {err.get('input')!r})", "see openclaw.example.toml"
     )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from core.config_common import StrictModel, Validators
+from core.config_common import (
+    FiniteFloat,
+    HeadersEnv,
+    HttpUrl,
+    NonNegativeSeconds,
+    StrictModel,
+    Validators,
+    check_header_overlap,
+)
 from core.errors import ConfigProblem
 
 AgentKind = Literal["agentTurn", "systemEvent"]
@@ -19,7 +27,7 @@ _Strict = StrictModel
 class InputConfig(_Strict):
     """One named input, gathered before the prompt renders: exactly one of http/command/file."""
 
-    http: str | list[str] | None = None  # GET; RSS/Atom → items, JSON → parsed, else text
+    http: HttpUrl | list[HttpUrl] | None = None  # GET; RSS/Atom → items, JSON → parsed, else text
     command: list[str] | None = Field(default=None, min_length=1)  # argv, no shell
     file: str | None = None
     timeout_s: float = Field(default=15.0, gt=0)
@@ -79,18 +87,22 @@ class AgentConfig(_Strict):
 
 class SlackChannelConfig(_Strict):
     webhook_url_env: str  # the incoming-webhook URL is a secret: it lives in the environment
+    headers_env: HeadersEnv = Field(default_factory=dict)  # header name -> variable name
 
 
 class WebhookChannelConfig(_Strict):
-    url: str | None = None
+    url: HttpUrl | None = None
     url_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # header name -> the variable holding its value: a secret header stays out of the file
+    headers_env: HeadersEnv = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _one_url(self) -> WebhookChannelConfig:
         if (self.url is None) == (self.url_env is None):
             raise ValueError("a webhook needs exactly one of url or url_env")
+        check_header_overlap(self.headers, self.headers_env)
         return self
 
 
@@ -101,7 +113,7 @@ class ChannelsConfig(_Strict):
 
 class DeliveryConfig(_Strict):
     max_attempts: int = Field(default=8, ge=1)
-    backoff_s: list[float] = Field(
+    backoff_s: list[NonNegativeSeconds] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0], min_length=1
     )
     poll_interval_s: float = Field(default=1.0, gt=0)
@@ -262,7 +274,9 @@ class BudgetsConfig(_Strict):
     """Spend caps per calendar day and month, in ``timezone``."""
 
     timezone: str = "UTC"
-    alert_at: list[float] = Field(default_factory=lambda: [0.8, 1.0])  # fractions of a cap
+    alert_at: list[Annotated[FiniteFloat, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.8, 1.0]
+    )  # fractions of a cap
     total: Caps = Field(default_factory=Caps)
     tier: dict[str, Caps] = Field(default_factory=dict)  # "3" → caps
     model: dict[str, Caps] = Field(default_factory=dict)  # "provider/model" → caps

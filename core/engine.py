@@ -1,10 +1,18 @@
 """Runs a routing plan: calls models in order, fails over, escalates, records every attempt.
 
 Outcomes (see DESIGN.md): ``ok`` answers; ``unavailable`` (refused, timeout, 5xx,
-429, malformed) tries the next model, same tier first; ``fatal`` (401/403/400/404)
-does too but opens the breaker for long; ``unusable`` (empty, reasoning spent,
-validator failed) climbs to the next tier — after one retry with double the token
-budget when a thinking model spent it all on reasoning.
+429, malformed) tries the next model, same tier first; ``fatal`` (401/403/404, an
+unknown model) does too but opens the breaker for long; ``rejected`` (a 400/413/422
+caused by the request itself: a prompt over the context, a parameter out of range)
+fails the request and touches no breaker, so one careless caller cannot push everyone
+to pricier tiers; ``unusable`` (empty, reasoning spent, validator failed) climbs to the
+next tier — after one retry with double the token budget when a thinking model spent it
+all on reasoning.
+
+Every call is in the ledger before it leaves (a ``pending`` row, turned into its outcome
+when it ends): a crash mid-call leaves a row that recovery prices at the worst case, so
+usage and budgets never miss a call a provider may bill, and a store that cannot take
+the row stops the request before any upstream is paid.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
 from core.budget import BudgetGuard, estimate_input_tokens
 from core.config import Config, split_model_ref
 from core.config_common import Validators
-from core.errors import AllAttemptsFailed, ProviderError
+from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price
 from core.providers.base import Provider
@@ -266,6 +274,8 @@ class Engine:
                 if end.error is not None:
                     if end.committed:
                         raise end.error
+                    if end.attempt.outcome == "rejected":  # the request's own fault
+                        raise RequestRejected(self._trace(st), end.error)
                     break  # next model
                 if end.attempt.outcome == "ok":
                     assert end.response is not None
@@ -285,8 +295,10 @@ class Engine:
                     and not resp.content.strip()
                     and (resp.reasoning or resp.usage.reasoning_tokens)
                 ):
-                    max_tokens *= 2  # the thinking ate the budget: once more with double
-                    continue
+                    doubled = cand.budget(max_tokens * 2)
+                    if doubled > max_tokens:  # the thinking ate the budget: once more, doubled
+                        max_tokens = doubled
+                        continue
                 if resp is not None and resp.content.strip():
                     fallback = (end.attempt, resp)  # kept, in case a denial ends the climb
                 skip_tier = cand.tier  # unusable: climb
@@ -320,6 +332,8 @@ class Engine:
         # generated so far (answer and reasoning, sent on or held back): the upstream
         # bills a stream that breaks for what it generated, so the ledger does too
         received_chars = 0
+        # in the ledger before it leaves: raises (StoreUnavailable) before anything is paid
+        await self._begin(st, cand, req, max_tokens)
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock())
         resp: ModelResponse | None = None
@@ -435,7 +449,12 @@ class Engine:
         usage: Usage | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
-        cooldown = self.health.failure(cand.ref, e, latency, self._clock())
+        if e.outcome == "rejected":  # the model is fine; this request is not
+            self.health.abandon(cand.ref)
+            cooldown = 0.0
+            log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)
+        else:
+            cooldown = self.health.failure(cand.ref, e, latency, self._clock())
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
         if e.detail:
             reason += f": {e.detail}"
@@ -458,11 +477,25 @@ class Engine:
         await self._record(st, attempt)
         return _End(attempt, None, e, committed)
 
+    async def _begin(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int) -> None:
+        if self.ledger is not None:
+            await self.ledger.begin(
+                st.meta,
+                Attempt(
+                    cand.tier,
+                    cand.provider,
+                    cand.model,
+                    "pending",
+                    usage=Usage(estimate_input_tokens(req.messages), max_tokens),
+                    max_tokens=max_tokens,
+                ),
+            )
+
     async def _record(self, st: _State, attempt: Attempt) -> None:
         for observe in self.observers:
             observe(st.meta, attempt)
         if self.ledger is not None:
-            await self.ledger.record(st.meta, attempt)
+            await self.ledger.finish(st.meta, attempt)
 
     async def _approve(self, req: ChatRequest, st: _State, cand: Candidate) -> Decision:
         estimate = price(

@@ -17,14 +17,16 @@ ErrorKind = Literal[
     "server_error",  # 5xx
     "rate_limited",  # 429
     "auth",  # 401 / 403
-    "bad_request",  # 400 / 422: our request or the config is wrong
-    "not_found",  # 404: unknown model or wrong base_url
+    "bad_request",  # 400 / 413 / 422: this request is refused (too long, over a limit)
+    "not_found",  # 404 (or a 400 naming an unknown model): unknown model or wrong base_url
+    "misconfigured",  # the provider's config cannot work (e.g. base_url is not a URL)
     "malformed",  # the body could not be parsed, or had the wrong content-type
     "stream_cut",  # the stream ended before its final event
     "unavailable",  # no key configured, or otherwise not usable
 ]
 
-FATAL_KINDS: frozenset[str] = frozenset({"auth", "bad_request", "not_found"})
+# configuration faults: the model cannot answer anyone until the operator fixes it
+FATAL_KINDS: frozenset[str] = frozenset({"auth", "not_found", "misconfigured"})
 
 
 class OpenClawError(Exception):
@@ -73,9 +75,12 @@ class ProviderError(OpenClawError):
         super().__init__(f"{where}: {kind}{code}" + (f": {detail}" if detail else ""))
 
     @property
-    def outcome(self) -> Literal["unavailable", "fatal"]:
-        """fatal = a config problem (next model, long cooldown); else just unavailable."""
-        return "fatal" if self.kind in FATAL_KINDS else "unavailable"
+    def outcome(self) -> Literal["unavailable", "fatal", "rejected"]:
+        """fatal = a config problem (next model, long cooldown); rejected = this request's
+        own fault (no breaker; the request fails); else just unavailable."""
+        if self.kind in FATAL_KINDS:
+            return "fatal"
+        return "rejected" if self.kind == "bad_request" else "unavailable"
 
 
 class RoutingError(OpenClawError):
@@ -94,6 +99,16 @@ class AllAttemptsFailed(OpenClawError):
         if not self.attempts:
             lines.append("  (no model could be tried)")
         super().__init__("\n".join(lines))
+
+
+class RequestRejected(AllAttemptsFailed):
+    """An upstream refused the request itself (HTTP 400/413/422: a prompt over the model's
+    context, a parameter out of range). Nothing is wrong with the model, so no breaker
+    opens and no pricier tier is tried: the caller must change the request."""
+
+    def __init__(self, attempts: Sequence[Attempt], error: ProviderError) -> None:
+        self.error = error
+        super().__init__(attempts, f"{error.provider}/{error.model} refused the request")
 
 
 class StoreUnavailable(OpenClawError):

@@ -5,12 +5,14 @@ The engine (the caller) records; adapters never touch the ledger.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from core.config import Config, Cost
 from core.parsing import parse_since as parse_since  # gateway and CLI: use core.parsing
+from core.runs import owner_alive, owner_id
 from core.store import Store, utcnow_iso
 from core.types import Attempt, Usage
 
@@ -122,33 +124,77 @@ def baselines(
     return cloud, top_total
 
 
+_INSERT = (
+    "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
+    " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
+    " reasoning_tokens, cost_usd, streamed, caller, cached_tokens, owner)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# a request has at most one call in flight, so its pending row is found by request id
+_FINISH = (
+    "UPDATE attempts SET outcome = ?, reason = ?, status = ?, latency_ms = ?,"
+    " input_tokens = ?, output_tokens = ?, reasoning_tokens = ?, cost_usd = ?,"
+    " cached_tokens = ?, owner = NULL WHERE request_id = ? AND outcome = 'pending'"
+)
+INTERRUPTED = "the process stopped during the call; cost counted at the worst case"
+
+
 class Ledger:
     """Records attempts and answers usage questions."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, owner: str | None = None) -> None:
         self.store = store
         self.config = config
+        self.owner = owner or owner_id()  # whose pending rows these are, for recovery
+
+    def _row(
+        self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
+    ) -> tuple[Any, ...]:
+        u = attempt.usage
+        return (
+            utcnow_iso(when),
+            meta.request_id,
+            meta.run_id,
+            meta.agent,
+            meta.task,
+            meta.min_tier,
+            attempt.tier,
+            attempt.provider,
+            attempt.model,
+            attempt.outcome,
+            attempt.reason[:500],
+            attempt.status,
+            round(attempt.latency_ms, 3),
+            u.input_tokens,
+            u.output_tokens,
+            u.reasoning_tokens,
+            attempt.cost_usd,
+            int(meta.streamed),
+            meta.caller,
+            u.cached_input_tokens,
+            owner,
+        )
 
     async def record(
         self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None
     ) -> None:
-        """Write one attempt row (committed when this returns)."""
+        """Write one finished attempt row (committed when this returns)."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, when, None))
+
+    async def begin(self, meta: RequestMeta, attempt: Attempt) -> None:
+        """Write the row of a call about to leave: outcome ``pending``, the estimated usage
+        (prompt and the whole token budget) and no cost yet: a live call's worst case is
+        held by its budget reservation, and :meth:`recover` prices it if we die.
+
+        Raises (StoreUnavailable) when the row cannot be written: then nothing is sent."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, None, self.owner))
+
+    async def finish(self, meta: RequestMeta, attempt: Attempt) -> None:
+        """Turn the request's pending row into the attempt's outcome."""
         u = attempt.usage
         await self.store.insert(
-            "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
-            " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
-            " reasoning_tokens, cost_usd, streamed, caller, cached_tokens)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _FINISH,
             (
-                utcnow_iso(when),
-                meta.request_id,
-                meta.run_id,
-                meta.agent,
-                meta.task,
-                meta.min_tier,
-                attempt.tier,
-                attempt.provider,
-                attempt.model,
                 attempt.outcome,
                 attempt.reason[:500],
                 attempt.status,
@@ -157,11 +203,34 @@ class Ledger:
                 u.output_tokens,
                 u.reasoning_tokens,
                 attempt.cost_usd,
-                int(meta.streamed),
-                meta.caller,
                 u.cached_input_tokens,
+                meta.request_id,
             ),
         )
+
+    async def recover(self) -> int:
+        """Price the calls a dead process left in flight at their worst case (the estimate
+        written before they left) and mark them ``interrupted``; returns how many.
+
+        The upstream may have billed them: usage and budgets count them rather than
+        under-count. Rows of live owners (another instance, this process) are left alone."""
+        rows = await self.store.fetchall(
+            "SELECT id, provider, model, input_tokens, output_tokens, owner FROM attempts"
+            " WHERE outcome = 'pending'"
+        )
+        owners = {r["owner"] for r in rows if r["owner"]}
+        me = self.owner
+        alive = await asyncio.to_thread(lambda: {o for o in owners if owner_alive(o, me)})
+        dead = [r for r in rows if r["owner"] not in alive]
+        for r in dead:
+            ref = f"{r['provider']}/{r['model']}"
+            cost = price(self.config, ref, Usage(r["input_tokens"], r["output_tokens"]))
+            await self.store.insert(
+                "UPDATE attempts SET outcome = 'interrupted', reason = ?, cost_usd = ?,"
+                " owner = NULL WHERE id = ? AND outcome = 'pending'",
+                (INTERRUPTED, cost, r["id"]),
+            )
+        return len(dead)
 
     async def report(
         self, since: timedelta, group: str = "tier", now: datetime | None = None

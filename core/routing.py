@@ -30,10 +30,15 @@ class Candidate:
     max_tokens: int
     reasoning: bool
     requires_approval: bool
+    output_limit: int | None = None  # the model's max_output_tokens: no budget goes over it
 
     @property
     def ref(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def budget(self, tokens: int) -> int:
+        """``tokens`` capped at the model's output limit (the double-budget retry too)."""
+        return tokens if self.output_limit is None else min(tokens, self.output_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,12 @@ def plan(
             tokens = max_tokens or mcfg.max_tokens
             if mcfg.reasoning:
                 tokens = max(tokens, floor)
-            cand = Candidate(t.level, provider, model, tokens, mcfg.reasoning, t.requires_approval)
+            limit = mcfg.max_output_tokens
+            if limit is not None:  # the model's own limit beats the floor: over it is a 400
+                tokens = min(tokens, limit)
+            cand = Candidate(
+                t.level, provider, model, tokens, mcfg.reasoning, t.requires_approval, limit
+            )
             if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))
                 if ref in health.cooling:

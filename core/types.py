@@ -6,7 +6,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
-Outcome = Literal["ok", "unusable", "unavailable", "fatal", "skipped", "denied", "cancelled"]
+# rejected: the upstream refused this request itself (400/413/422), not the model's config;
+# interrupted: the process died during the call (recorded at the worst case at recovery)
+Outcome = Literal[
+    "pending",  # in the ledger while the call is in flight
+    "ok",
+    "unusable",
+    "unavailable",
+    "fatal",
+    "rejected",
+    "skipped",
+    "denied",
+    "cancelled",
+    "interrupted",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,14 @@ tier 3, approval).
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +23,12 @@ import pytest
 from core.approvals import ApprovalRequest, Decision
 from core.config import Config
 from core.engine import Engine, Result, Started
-from core.errors import AllAttemptsFailed, ProviderError
+from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
 from core.health import HealthBoard
-from core.ledger import Ledger
+from core.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.providers import build_provider
 from core.store import Store
-from core.types import ChatRequest, Message, StreamDelta
+from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 
@@ -123,7 +128,7 @@ FAULTS: list[tuple[str, Reply, str]] = [
     ("malformed", Reply(malformed=True, text=""), "unavailable"),  # garbage before content
     ("wrong content-type", Reply(content_type="text/html"), "unavailable"),
     ("401", Reply(status=401), "fatal"),
-    ("400", Reply(status=400), "fatal"),
+    ("404", Reply(status=404), "fatal"),  # unknown model
     ("empty", Reply(text=""), "unusable"),
 ]
 
@@ -469,3 +474,138 @@ async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
         assert await broker.resolve(1, True, "@late") == (False, "this approval has expired")
     finally:
         await store.close()
+
+
+# -- a request's own 400 is not an outage (issue 13) ------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_requests_own_400_fails_it_without_opening_a_breaker(
+    rig: RigFactory, status: int, stream: bool
+) -> None:
+    """A 300 KB prompt over the context, say: before, the model's breaker opened for 900 s
+    for everyone and every request went to pricier tiers."""
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(status=status, error_message="prompt is too long"))
+    with pytest.raises(RequestRejected) as info:
+        if stream:
+            await collect(r.engine, ask(task="chat"))
+        else:
+            await r.engine.complete(ask(task="chat"))
+    assert outcomes(info.value) == [("local/qwen3:14b", "rejected")]
+    assert "prompt is too long" in str(info.value.error)
+    assert not r.calls("gemini-flash")  # no pricier tier paid for a request that can't work
+    assert r.engine.health.snapshot(0).blocked == {}
+    r.fake.script("qwen3:14b", Reply(text="fine"))
+    res = await r.engine.complete(ask(task="chat"))  # the next caller is not affected
+    assert outcomes(res) == [("local/qwen3:14b", "ok")]
+    assert [x["outcome"] for x in await r.rows()] == ["rejected", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "message", "fallback"),
+    [
+        # DeepSeek answers an unknown model with 400 "Model Not Exist"
+        ("deepseek-chat", "analysis", "Model Not Exist", "deepseek-backup"),
+        # Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID
+        ("gemini-flash", "summarize", "API key not valid. Please pass a valid API key.", None),
+    ],
+)
+async def test_a_400_that_names_a_config_fault_is_fatal_and_fails_over(
+    rig: RigFactory, model: str, task: str, message: str, fallback: str | None
+) -> None:
+    r = await rig()
+    r.fake.script(model, Reply(status=400, error_message=message))
+    for name in ("deepseek-backup", "deepseek-chat"):
+        if name != model:
+            r.fake.script(name, Reply(text="an answer long enough to pass"))
+    res = await r.engine.complete(ask(task=task))
+    assert res.attempts[0].outcome == "fatal"
+    assert res.answered_by.outcome == "ok"
+    if fallback:
+        assert res.answered_by.model == fallback
+    blocked = r.engine.health.snapshot(0).blocked
+    assert any(ref.endswith(model) for ref in blocked)  # the long breaker opened
+
+
+def _capped_models(limit: int) -> dict[str, Any]:
+    return {
+        "local/qwen3:14b": {"reasoning": True, "max_tokens": 1024, "max_output_tokens": limit},
+        "flash/gemini-flash": {"max_tokens": 512, "max_output_tokens": limit},
+        "deep/deepseek-chat": {"max_tokens": 512, "max_output_tokens": limit},
+        "deep2/deepseek-backup": {"max_tokens": 512},
+        "opus/claude-opus": {"max_tokens": 512},
+    }
+
+
+async def test_max_tokens_is_capped_at_the_models_output_limit(rig: RigFactory) -> None:
+    r = await rig(models=_capped_models(4096))
+    r.fake.script("deepseek-chat", Reply(text="an answer"))
+    res = await r.engine.complete(ask(task="analysis", max_tokens=10**30))
+    assert res.answered_by.max_tokens == 4096
+    (call,) = r.calls("deepseek-chat")
+    assert call.body["max_tokens"] == 4096
+    assert r.engine.plan("analysis", max_tokens=10**30).candidates[0].max_tokens == 4096
+
+
+async def test_the_double_budget_retry_stays_under_the_output_limit(rig: RigFactory) -> None:
+    """A thinking model at its limit already: no retry that would ask for more, climb."""
+    r = await rig(models=_capped_models(1024))
+    r.fake.script("qwen3:14b", Reply(text="", reasoning="long thoughts", reasoning_tokens=1024))
+    r.fake.script("gemini-flash", Reply(text="from flash"))
+    res = await r.engine.complete(ask(task="chat"))
+    assert outcomes(res) == [("local/qwen3:14b", "unusable"), ("flash/gemini-flash", "ok")]
+    (call,) = r.calls("qwen3:14b")
+    assert call.body["options"]["num_predict"] == 1024
+
+
+# -- nothing billed goes unrecorded (issue 13) ------------------------------------------
+
+
+async def test_a_call_is_in_the_ledger_before_it_leaves(rig: RigFactory) -> None:
+    r = await rig()
+    r.fake.script("qwen3:14b", Reply(hang=True))
+    task = asyncio.create_task(r.engine.complete(ask(task="chat", max_tokens=2000)))
+    await r.fake.wait_for_requests(1)
+    (row,) = await r.rows()  # the upstream has the call: the ledger has its row
+    assert row["outcome"] == "pending"
+    assert row["owner"] == r.engine.ledger.owner  # type: ignore[union-attr]
+    assert row["output_tokens"] == 2000 and row["input_tokens"] > 0  # the worst case
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (row,) = await r.rows()
+    assert row["outcome"] == "cancelled" and row["owner"] is None
+
+
+def dead_owner() -> str:
+    """An owner id of this host whose process has exited."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{socket.gethostname()}:{int(proc.stdout)}:{int(time.time()) - 5}"
+
+
+async def test_recovery_prices_calls_a_dead_process_left_in_flight(rig: RigFactory) -> None:
+    r = await rig()
+    meta = RequestMeta("req-dead", 1, "summarize")
+    dead = Ledger(r.store, r.config, owner=dead_owner())
+    await dead.begin(meta, Attempt(1, "flash", "gemini-flash", "pending", usage=Usage(1000, 512)))
+    live = Ledger(r.store, r.config)
+    await live.begin(
+        RequestMeta("req-live", 1),
+        Attempt(1, "flash", "gemini-flash", "pending", usage=Usage(9, 9)),
+    )
+    assert await live.recover() == 1
+    rows = {x["request_id"]: x for x in await r.rows()}
+    gone = rows["req-dead"]
+    assert (gone["outcome"], gone["reason"]) == ("interrupted", INTERRUPTED)
+    assert gone["cost_usd"] == pytest.approx(1000 * 0.3e-6 + 512 * 2.5e-6)  # the worst case
+    assert rows["req-live"]["outcome"] == "pending"  # a live owner's call is its own
+    report = await live.report(timedelta(days=1), "model")
+    assert report.cost_usd == pytest.approx(gone["cost_usd"])
+    assert await live.recover() == 0  # once

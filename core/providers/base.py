@@ -13,6 +13,7 @@ into deltas and the final :class:`ModelResponse`.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager, contextmanager, suppress
@@ -138,8 +139,24 @@ class Accumulator:
 # -- pure helpers ----------------------------------------------------------------
 
 
-def kind_for_status(status: int) -> ErrorKind:
-    """The error kind of a non-2xx HTTP status."""
+# a 400 that names an unknown model (DeepSeek answers "Model Not Exist" with 400) or a bad
+# key (Gemini answers API_KEY_INVALID with 400) is the config's fault, not the request's
+_UNKNOWN_MODEL = re.compile(
+    r"model[^.]{0,80}(not exist|not found|does not exist|unknown|not supported)"
+    r"|(unknown|invalid|unsupported) model",
+    re.IGNORECASE,
+)
+_BAD_KEY = re.compile(r"API_KEY_INVALID|api key not valid|invalid api key", re.IGNORECASE)
+
+
+def kind_for_status(status: int, detail: str = "") -> ErrorKind:
+    """The error kind of a non-2xx HTTP status (``detail``: the provider's message, which
+    tells a config fault inside a 400 from the request's own)."""
+    if status in (400, 422) and detail:
+        if _BAD_KEY.search(detail):
+            return "auth"
+        if _UNKNOWN_MODEL.search(detail):
+            return "not_found"
     if status == 429:
         return "rate_limited"
     if status in (401, 403):
@@ -151,7 +168,7 @@ def kind_for_status(status: int) -> ErrorKind:
     if status >= 500:
         return "server_error"
     if status >= 400:
-        return "bad_request"  # 400, 422, 413 …: the request or the config is wrong
+        return "bad_request"  # 400, 422, 413 …: this request is refused
     return "malformed"  # 1xx/3xx: redirects are not followed, so the base_url is off
 
 
@@ -427,7 +444,7 @@ class Provider(ABC):
         if isinstance(exc, aiohttp.ClientConnectorError):
             return self._error("refused", model, what)
         if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-            return self._error("bad_request", model, f"{what}: check base_url")
+            return self._error("misconfigured", model, f"{what}: check base_url")
         if in_stream:
             return self._error("stream_cut", model, what)
         # the connection broke before any response: the server side failed
@@ -439,10 +456,11 @@ class Provider(ABC):
         status = response.status
         if self._api_key:  # before error_detail cuts the text: a cut key would go unredacted
             body = body.replace(self._api_key.encode(), REDACTED.encode())
+        detail = error_detail(body) or response.reason or ""
         return self._error(
-            kind_for_status(status),
+            kind_for_status(status, detail),
             model,
-            error_detail(body) or response.reason or "",
+            detail,
             status=status,
             retry_after_s=parse_retry_after(response.headers, datetime.now(UTC)),
         )
@@ -457,7 +475,7 @@ class Provider(ABC):
         except UpstreamError as e:
             # reported inside a 200 answer: no HTTP status of its own. ``from None``:
             # the cause would carry the unredacted text into logged tracebacks
-            raise self._error(kind_for_status(e.status), model, e.detail) from None
+            raise self._error(kind_for_status(e.status, e.detail), model, e.detail) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(model, e, in_stream=in_stream) from e
 
@@ -479,7 +497,9 @@ class Provider(ABC):
             )
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             if isinstance(e, ValueError) and not isinstance(e, aiohttp.ClientError):
-                raise self._error("bad_request", model, f"invalid URL: {e}: check base_url") from e
+                raise self._error(
+                    "misconfigured", model, f"invalid URL: {e}: check base_url"
+                ) from e
             raise self._transport_error(model, e, in_stream=False) from e
         try:
             if not 200 <= response.status < 300:

@@ -398,6 +398,7 @@ class FakeLLM:
         self._queues: defaultdict[str, deque[Reply]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
+        self._arrived = asyncio.Condition()
 
     async def __aenter__(self) -> FakeLLM:
         return await self.start()
@@ -410,6 +411,11 @@ class FakeLLM:
         api = _SHORT.get(api, api)
         suffix = {OPENAI: "/v1", ANTHROPIC: "", GOOGLE: "/v1beta", OLLAMA: ""}[api]
         return self.url + suffix
+
+    async def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> None:
+        """Wait until ``count`` requests have arrived in all (a test's bound, not a pace)."""
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
 
     def script(self, model: str, *replies: Reply) -> None:
         """Queue replies for ``model``, consumed in order; then ``default`` answers."""
@@ -511,7 +517,12 @@ class FakeLLM:
         headers = {k.lower(): v for k, v in request.headers.items()}
         rec = RecordedRequest(api, model, request.path_qs, headers, body, stream)
         self.requests.append(rec)
+        asyncio.get_running_loop().create_task(self._notify())
         return rec
+
+    async def _notify(self) -> None:
+        async with self._arrived:
+            self._arrived.notify_all()
 
     def _next_reply(self, rec: RecordedRequest) -> Reply:
         queue = self._queues.get(rec.model)

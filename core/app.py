@@ -38,10 +38,9 @@ from core.scheduler import Scheduler
 from core.sessions import Sessions
 from core.settings import Settings
 from core.store import Store
-from core.templating import Templates
+from core.templating import BUNDLED_TEMPLATES, Templates
 
 log = logging.getLogger("openclaw.app")
-BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def missing_keys(config: Config, settings: Settings) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 from core import __version__
 from core.app import App, missing_keys
 from core.config import Config, load_config
+from core.config_common import mask_url
 from core.engine import Result
 from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
 from core.ledger import GROUPS, TARGET_SHARE, UsageReport, parse_since
@@ -182,8 +183,14 @@ def _config_secrets(config: Config, settings: Settings) -> list[str]:
     names += [c.webhook_url_env for c in config.channels.slack.values()]
     names += [c.url_env for c in config.channels.webhook.values() if c.url_env]
     names.append(config.telegram.webhook_secret_env)
+    names += _headers_env_names(config)
     values = [settings.secret(n) for n in names]
-    return [v.get_secret_value() for v in values if v is not None]
+    # header values written in the file may be secrets too (a token before headers_env)
+    headers = [p.headers for p in config.providers.values()]
+    headers += [c.headers for c in config.channels.webhook.values()]
+    return [v.get_secret_value() for v in values if v is not None] + [
+        value for h in headers for value in h.values()
+    ]
 
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -209,8 +216,39 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     }
     for env, value in secrets.items():
         print(f"# {env}: {'set (hidden)' if value else 'not set'}")
-    print(json.dumps(config.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+    for env in _headers_env_names(config):
+        print(f"# {env}: {'set (hidden)' if settings.secret(env) else 'not set'}")
+    dumped = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # allow_nan=False: the config has no infinite numbers (refused at load); if one slipped
+    # through, fail here rather than print "Infinity", which no JSON reader accepts
+    print(json.dumps(masked(dumped), indent=2, allow_nan=False))
     return 0
+
+
+# keys whose value is a URL (or a list of URLs) wherever they appear in the config
+_URL_KEYS = frozenset({"base_url", "url", "webhook_url", "http"})
+
+
+def masked(node: Any, key: str = "") -> Any:
+    """The dumped config as ``config check`` prints it: every header value and a URL's
+    password and query values replaced by ``***`` (variable names, ``*_env``, are shown)."""
+    if isinstance(node, dict):
+        if key == "headers":
+            return {name: "***" for name in node}
+        return {k: masked(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [masked(v, key) for v in node]
+    if isinstance(node, str) and key in _URL_KEYS:
+        return mask_url(node)
+    return node
+
+
+def _headers_env_names(config: Config) -> list[str]:
+    """The variables every ``headers_env`` names (providers and channels), sorted."""
+    tables = [p.headers_env for p in config.providers.values()]
+    tables += [c.headers_env for c in config.channels.slack.values()]
+    tables += [c.headers_env for c in config.channels.webhook.values()]
+    return sorted({env for table in tables for env in table.values()})
 
 
 async def _with_app(args: argparse.Namespace, settings: Settings, config: Config) -> App:

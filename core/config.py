@@ -23,6 +23,7 @@ from core.config_agents import (
     DeliveryConfig,
     check_agents,
     check_budgets,
+    check_prompt_files,
 )
 from core.config_common import (
     ENV_NAME,
@@ -443,12 +444,35 @@ def load_config(path: Path, warnings: list[str] | None = None) -> Config:
                 )
             ]
         ) from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "OPENCLAW_CONFIG",
+                    f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} on line {line})",
+                    "save the file as UTF-8 (TOML files are UTF-8)",
+                )
+            ]
+        ) from None
     except OSError as e:
-        raise ConfigError([ConfigProblem("OPENCLAW_CONFIG", f"cannot read {path}: {e}")]) from None
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "OPENCLAW_CONFIG",
+                    f"cannot read {path}: {e.strerror or e}",
+                    "point OPENCLAW_CONFIG (or --config) at a readable TOML file",
+                )
+            ]
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(
             [ConfigProblem(str(path), f"not valid TOML: {e}", "fix the syntax at that line")]
         ) from None
-    return parse_config(data, warnings)
+    cfg = parse_config(data, warnings)
+    problems = check_prompt_files(cfg.agents, path.resolve().parent)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -151,6 +152,38 @@ def is_relative_template(name: str) -> bool:
     return ".." not in name.split("/")
 
 
+def _inline_template(key: str, source: str | None) -> list[ConfigProblem]:
+    """A jinja2 syntax error in an inline template, found at load instead of at its first run."""
+    from core.templating import syntax_error
+
+    why = syntax_error(source) if source is not None else None
+    if why is None:
+        return []
+    return [ConfigProblem(key, f"the template does not compile: {why}", "fix the jinja2 syntax")]
+
+
+def check_prompt_files(agents: list[AgentConfig], base_dir: Path) -> list[ConfigProblem]:
+    """Every ``prompt`` file exists under ``templates/`` (beside the config, else the shipped
+    ones) and compiles: found at load, not when the schedule first fires."""
+    from core.templating import BUNDLED_TEMPLATES, Templates
+
+    templates = Templates(base_dir / "templates", BUNDLED_TEMPLATES)
+    problems = []
+    for i, a in enumerate(agents):
+        if a.prompt is None or not is_relative_template(a.prompt):
+            continue  # the traversal check reports it
+        why = templates.check_file(a.prompt)
+        if why is not None:
+            problems.append(
+                ConfigProblem(
+                    f"agents[{i}].prompt",
+                    f"agent {a.name}: template {a.prompt!r} cannot be used: {why}",
+                    "fix the file's jinja2 syntax, or the path (relative to templates/)",
+                )
+            )
+    return problems
+
+
 def check_agents(
     agents: list[AgentConfig],
     channels: ChannelsConfig,
@@ -194,6 +227,11 @@ def check_agents(
                     'add message = "…" or prompt = "prompts/x.j2"',
                 )
             )
+        for field, source in (("message", a.message), ("system", a.system)):
+            problems += _inline_template(f"{key}.{field}", source)
+        if a.subagents is not None:
+            problems += _inline_template(f"{key}.subagents.prompt", a.subagents.prompt)
+            problems += _inline_template(f"{key}.subagents.system", a.subagents.system)
         if a.prompt is not None and not is_relative_template(a.prompt):
             problems.append(
                 ConfigProblem(

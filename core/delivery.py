@@ -152,6 +152,19 @@ async def _post(
         raise DeliveryError(message.rstrip(": ")) from None
 
 
+def secret_headers(settings: Settings, headers_env: Mapping[str, str]) -> dict[str, str]:
+    """A channel's ``headers_env``: header name → the value of the variable it names, read
+    through Settings. An unset variable makes the channel wait (ChannelUnavailable): sent
+    without its credential, the message would only be refused."""
+    out = {}
+    for header, env in headers_env.items():
+        value = settings.secret(env)
+        if value is None:
+            raise ChannelUnavailable(f"{env} is not set (headers_env of {header!r})")
+        out[header] = value.get_secret_value()
+    return out
+
+
 class SlackChannel:
     """Slack incoming webhooks; the URL (a secret) comes from the environment."""
 
@@ -172,7 +185,10 @@ class SlackChannel:
             self.session,
             url.get_secret_value(),
             data=json.dumps({"text": body}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                **secret_headers(self.settings, cfg.headers_env),
+            },
             timeout_s=15,
         )
         return f"slack:{status}"
@@ -203,7 +219,11 @@ class WebhookChannel:
             self.session,
             url,
             data=body.encode(),
-            headers={"Content-Type": "application/json", **cfg.headers},
+            headers={
+                "Content-Type": "application/json",
+                **cfg.headers,
+                **secret_headers(self.settings, cfg.headers_env),
+            },
             timeout_s=cfg.timeout_s,
         )
         return f"http:{status}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -229,3 +230,199 @@ def test_an_env_var_name_in_api_key_env_is_fine() -> None:
     doc = pyramid()
     doc["providers"]["deep"]["api_key_env"] = "MY_DEEPSEEK_KEY_2"
     parse_config(doc, warnings=[])
+
+
+# -- issue 13: accepted at load but broken at run time ---------------------------------
+
+
+def _agent_doc(**agent: object) -> dict[str, object]:
+    doc = pyramid()
+    doc["agents"] = [{"name": "a", "message": "hi", **agent}]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["providers"]["local"].update(timeout_s=float("inf")),
+            "providers.local.timeout_s: must be a finite number, got inf",
+        ),
+        (
+            lambda d: d["routing"].update(fatal_cooldown_s=float("nan")),
+            "routing.fatal_cooldown_s: must be a finite number, got nan",
+        ),
+        (
+            lambda d: d["routing"].update(cooldowns_s=[-5]),
+            "routing.cooldowns_s[0]: Input should be greater than 0 (got -5)",
+        ),
+        (
+            lambda d: d["routing"].update(cooldowns_s=[30, float("inf")]),
+            "routing.cooldowns_s[1]: must be a finite number",
+        ),
+        (
+            lambda d: d["providers"]["deep"].update(base_url="not a url"),
+            "providers.deep.base_url: 'not a url' is not an http(s) URL with a host",
+        ),
+        (
+            lambda d: d["providers"]["deep"].update(base_url="file:///etc/passwd"),
+            "providers.deep.base_url: 'file:///etc/passwd' is not an http(s) URL with a host",
+        ),
+        (
+            lambda d: d.update(channels={"webhook": {"h": {"url": "ftp://u:hunter22@h/x"}}}),
+            "channels.webhook.h.url: 'ftp://u:***@h/x' is not an http(s) URL",
+        ),
+        (
+            lambda d: d.update(delivery={"backoff_s": [5, float("inf")]}),
+            "delivery.backoff_s[1]: must be a finite number",
+        ),
+        (
+            lambda d: d.update(budgets={"total": {"day": float("inf")}}),
+            "budgets.total.day: must be a finite number",
+        ),
+    ],
+)
+def test_values_that_break_at_run_time_are_refused_at_load(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
+    doc = pyramid()
+    mutate(doc)
+    found = problems(doc)
+    assert any(expected in p for p in found), found
+    assert "hunter22" not in "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        ({"message": "Hello {{ name"}, "agents[0].message: the template does not compile: line 1"),
+        ({"message": "{% if x %}open"}, "agents[0].message: the template does not compile"),
+        ({"system": "{{ x | nosuchfilter }}"}, "agents[0].system: the template does not compile"),
+        (
+            {"subagents": {"over": "inputs.x", "prompt": "{% for %}"}},
+            "agents[0].subagents.prompt: the template does not compile",
+        ),
+    ],
+)
+def test_an_inline_template_with_a_syntax_error_is_refused(
+    agent: dict[str, object], expected: str
+) -> None:
+    found = problems(_agent_doc(**agent))
+    assert any(expected in p for p in found), found
+
+
+def _toml_value(v: object) -> str:
+    return f'"{v}"' if isinstance(v, str) else str(v)
+
+
+def test_a_prompt_file_with_a_syntax_error_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "templates" / "prompts").mkdir(parents=True)
+    (tmp_path / "templates" / "prompts" / "bad.j2").write_text(
+        "Line one\n{% for x in items %}\n{{ x }\n", encoding="utf-8"
+    )
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text(
+        ROOT.joinpath("openclaw.example.toml").read_text(encoding="utf-8")
+        + '\n[[agents]]\nname = "broken"\ntask = "chat"\nprompt = "prompts/bad.j2"\n'
+        + '\n[[agents]]\nname = "gone"\ntask = "chat"\nprompt = "prompts/nope.j2"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    found = [str(p) for p in info.value.problems]
+    assert any(
+        p.startswith("agents[")
+        and "agent broken: template 'prompts/bad.j2' cannot be used: prompts/bad.j2 line 3" in p
+        for p in found
+    ), found
+    assert any("agent gone: template 'prompts/nope.j2' cannot be used" in p for p in found)
+
+
+def test_config_check_refuses_inf_with_exit_78(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "openclaw.toml"
+    text = ROOT.joinpath("openclaw.example.toml").read_text(encoding="utf-8")
+    cfg.write_text(text.replace("timeout_s = 120", "timeout_s = inf", 1), encoding="utf-8")
+    assert main(["--config", str(cfg), "config", "check"]) == EX_CONFIG
+    captured = capsys.readouterr()
+    assert "Infinity" not in captured.out
+    assert "providers.ollama.timeout_s: must be a finite number, got inf" in captured.err
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_bytes(b'[gateway]\nhost = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"OPENCLAW_CONFIG: .* is not UTF-8 text"):
+        load_config(cfg)
+    assert main(["--config", str(cfg), "config", "check"]) == EX_CONFIG
+    assert main(["--config", str(cfg), "route"]) == EX_CONFIG
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- issue 13: config check masks every secret; headers_env --------------------------
+
+
+def test_config_check_masks_headers_and_url_credentials(
+    tmp_path: Path,
+    capsys,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOOK_AUTH", "Bearer hook-secret-from-env")
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text(
+        ROOT.joinpath("openclaw.example.toml")
+        .read_text(encoding="utf-8")
+        .replace(
+            'base_url = "http://127.0.0.1:11434"',
+            'base_url = "http://ollama-user:ollama-pass-123@127.0.0.1:11434/?key=q-secret-456"\n'
+            'headers = { "X-Api-Key" = "provider-header-secret" }\n'
+            'headers_env = { "Authorization" = "HOOK_AUTH" }',
+            1,
+        )
+        + '\n[channels.webhook.hook]\nurl = "https://hooks.example/in?token=url-token-789"\n'
+        'headers = { "X-Token" = "webhook-header-secret" }\n'
+        'headers_env = { "Authorization" = "HOOK_AUTH" }\n',
+        encoding="utf-8",
+    )
+    assert main(["--config", str(cfg), "config", "check"]) == 0
+    out = capsys.readouterr().out
+    for secret in (
+        "ollama-pass-123",
+        "q-secret-456",
+        "provider-header-secret",
+        "url-token-789",
+        "webhook-header-secret",
+        "hook-secret-from-env",
+    ):
+        assert secret not in out
+    assert "# HOOK_AUTH: set (hidden)" in out
+    body = json.loads(out[out.index("{") :])
+    ollama = body["providers"]["ollama"]
+    assert ollama["base_url"] == "http://ollama-user:***@127.0.0.1:11434/?key=***"
+    assert ollama["headers"] == {"X-Api-Key": "***"}
+    assert ollama["headers_env"] == {"Authorization": "HOOK_AUTH"}  # names are not secrets
+    assert body["channels"]["webhook"]["hook"]["url"] == "https://hooks.example/in?token=***"
+
+
+@pytest.mark.parametrize("where", ["provider", "webhook", "slack"])
+def test_headers_env_must_name_a_variable_and_not_repeat_a_header(where: str) -> None:
+    doc = pyramid()
+    pasted = "sk-live-pasted-value"
+    if where == "provider":
+        table = doc["providers"]["deep"]
+        key = "providers.deep"
+    elif where == "webhook":
+        table = {"url": "https://h/x"}
+        doc["channels"] = {"webhook": {"h": table}}
+        key = "channels.webhook.h"
+    else:
+        table = {"webhook_url_env": "SLACK_OPS"}
+        doc["channels"] = {"slack": {"ops": table}}
+        key = "channels.slack.ops"
+    table["headers_env"] = {"Authorization": pasted}
+    (line,) = problems(doc)
+    assert line.startswith(f"{key}.headers_env: the variable for header 'Authorization'")
+    assert pasted not in line
+    table["headers_env"] = {"Authorization": "GOOD_NAME"}
+    if where != "slack":
+        table["headers"] = {"authorization": "x"}
+        (line,) = problems(doc)
+        assert "'authorization' is in both headers and headers_env" in line

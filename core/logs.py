@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import Iterable
 
+from core.redaction import REDACTED, redact
+
 RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("openclaw_run", default=None)
-REDACTED = "***"
+__all__ = ["REDACTED", "RUN_ID", "RedactFilter", "setup_logging"]
 
 
 class RunIdFilter(logging.Filter):
@@ -22,7 +24,7 @@ class RunIdFilter(logging.Filter):
 
 
 class RedactFilter(logging.Filter):
-    """Replaces known secret values wherever they would appear in a line."""
+    """Replaces known secret values, and pieces of them, wherever they would appear."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -34,11 +36,8 @@ class RedactFilter(logging.Filter):
         text = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        exc = record.exc_text or ""
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-            exc = exc.replace(secret, REDACTED)
-        record.msg, record.args = text, None
+        exc = redact(record.exc_text or "", self.secrets)
+        record.msg, record.args = redact(text, self.secrets), None
         if record.exc_text:
             record.exc_text = exc
         return True

@@ -27,10 +27,10 @@ import aiohttp
 from core.config import ProviderConfig
 from core.errors import ErrorKind, ProviderError
 from core.providers.think import ThinkSplitter
+from core.redaction import REDACTED, redact
 from core.types import ModelCall, ModelResponse, StreamDelta, Usage
 
 DETAIL_MAX_CHARS = 300
-REDACTED = "***"
 
 
 class Malformed(Exception):
@@ -431,8 +431,8 @@ class Provider(ABC):
         status: int | None = None,
         retry_after_s: float | None = None,
     ) -> ProviderError:
-        if self._api_key:
-            detail = detail.replace(self._api_key, REDACTED)
+        if self._api_key:  # pieces too: errors quote keys cut or masked
+            detail = redact(detail, (self._api_key,))
         return ProviderError(
             kind, self.name, model, detail, status=status, retry_after_s=retry_after_s
         )

@@ -1,0 +1,71 @@
+"""Secrets and the pieces of them that errors quote never reach output or logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from core.errors import ProviderError
+from core.logs import RedactFilter
+from core.redaction import REDACTED, redact
+from core.types import Message, ModelCall
+from tests.conftest import ProviderFactory
+from tests.fakes.llm import APIS, FakeLLM, Reply
+
+KEY = "sk-proj-Abc123XYZ987qwertyuiopLMNOP4567"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"bad key {KEY}", "bad key ***"),
+        # OpenAI's own masking keeps the prefix and the last four
+        (
+            "Incorrect API key provided: sk-proj-****************4567.",
+            "Incorrect API key provided: ***.",
+        ),
+        ("key …LMNOP4567 refused", "key …*** refused"),
+        # an error detail cut to a length cuts the key too
+        ("invalid x-api-key: sk-proj-Abc123XYZ98", "invalid x-api-key: ***"),
+        ("key=Abc123XYZ987qwe(cut)", "key=***(cut)"),
+        # ordinary text is left alone, masks included
+        ("model qwen3:14b answered... in 12 ms", "model qwen3:14b answered... in 12 ms"),
+        (
+            "see https://platform.example/account/api-keys...",
+            "see https://platform.example/account/api-keys...",
+        ),
+    ],
+)
+def test_pieces_of_a_secret_are_redacted(text: str, expected: str) -> None:
+    assert redact(text, [KEY]) == expected
+
+
+def test_the_log_filter_redacts_pieces_in_messages_and_tracebacks() -> None:
+    f = RedactFilter([KEY])
+    try:
+        raise RuntimeError(f"upstream said: key {KEY[:20]} is wrong")
+    except RuntimeError:
+        rec = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "got %s", (KEY[5:30],), sys.exc_info()
+        )
+    f.filter(rec)
+    assert KEY[5:30] not in rec.getMessage() and REDACTED in rec.getMessage()
+    assert rec.exc_text is not None and KEY[:20] not in rec.exc_text
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_provider_error_quoting_part_of_the_key_does_not_leak_it(
+    make_provider: ProviderFactory, fake_llm: FakeLLM, api: str
+) -> None:
+    fake_llm.script(
+        "m",
+        Reply(status=401, error_message=f"Incorrect API key provided: {KEY[:12]}****{KEY[-4:]}"),
+    )
+    provider = make_provider(api, api_key=KEY)
+    with pytest.raises(ProviderError) as info:
+        await provider.complete("m", ModelCall((Message("user", "hi"),), 16))
+    text = str(info.value)
+    assert KEY[:12] not in text and KEY[-4:] not in text, text
+    assert info.value.kind == "auth"

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
+from core.config import ProviderConfig
 from core.errors import ProviderError
 from core.logs import RedactFilter
+from core.providers import build_provider
 from core.redaction import REDACTED, redact
 from core.types import Message, ModelCall
 from tests.conftest import ProviderFactory
@@ -69,3 +71,26 @@ async def test_a_provider_error_quoting_part_of_the_key_does_not_leak_it(
     text = str(info.value)
     assert KEY[:12] not in text and KEY[-4:] not in text, text
     assert info.value.kind == "auth"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_headers_env_values_are_sent_and_kept_out_of_errors(
+    fake_llm: FakeLLM, api: str
+) -> None:
+    """A provider's ``headers_env`` header goes on every call; an error quoting it is
+    redacted like the key."""
+    token = "hdr-Secret-0123456789abcdef"
+    cfg = ProviderConfig(
+        api=api, base_url=fake_llm.base_url(api), headers_env={"X-Proxy-Auth": "PROXY_AUTH"}
+    )
+    provider = build_provider(f"fake-{api}", cfg, "sk-test-key", {"X-Proxy-Auth": token})
+    try:
+        fake_llm.script("m", Reply(text="fine"))
+        await provider.complete("m", ModelCall((Message("user", "hi"),), 16))
+        assert fake_llm.requests[-1].headers["x-proxy-auth"] == token
+        fake_llm.script("m", Reply(status=403, error_message=f"proxy refused {token[:14]}"))
+        with pytest.raises(ProviderError) as info:
+            await provider.complete("m", ModelCall((Message("user", "hi"),), 16))
+    finally:
+        await provider.aclose()
+    assert token[:14] not in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aiohttp
 
 from core.config import ProviderConfig
@@ -18,15 +20,21 @@ PROVIDER_CLASSES: dict[str, type[Provider]] = {
 __all__ = ["PROVIDER_CLASSES", "Provider", "build_provider"]
 
 
-def build_provider(name: str, config: ProviderConfig, api_key: str | None = None) -> Provider:
+def build_provider(
+    name: str,
+    config: ProviderConfig,
+    api_key: str | None = None,
+    secret_headers: Mapping[str, str] | None = None,
+) -> Provider:
     """The adapter for ``config.api``, with its own pooled HTTP client.
 
     aiohttp's client, not httpx: measured on a loopback upstream it costs 0.23 ms
     per call against httpx's 0.48 ms, and aiohttp is here anyway (it serves the
     gateway). TCP connect timeout is ``connect_timeout_s``; waiting for a pooled
     connection and each read are bounded by ``timeout_s``. ``config.headers`` go on
-    every request; proxies from the environment are not used. The session opens on
-    the first call; close it with ``aclose()``.
+    every request, and so do ``secret_headers`` (the values ``headers_env`` names, which,
+    like the key, are redacted from errors); proxies from the environment are not used.
+    The session opens on the first call; close it with ``aclose()``.
     """
     cls = PROVIDER_CLASSES[config.api]  # config validation guarantees a known api
 
@@ -43,4 +51,4 @@ def build_provider(name: str, config: ProviderConfig, api_key: str | None = None
             trust_env=False,
         )
 
-    return cls(name, config, client=session, api_key=api_key)
+    return cls(name, config, client=session, api_key=api_key, secret_headers=secret_headers)

@@ -320,6 +320,7 @@ class Provider(ABC):
         *,
         client: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession],
         api_key: str | None = None,
+        secret_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -330,6 +331,9 @@ class Provider(ABC):
         self._session = client if isinstance(client, aiohttp.ClientSession) else None
         self._make_session = client if not isinstance(client, aiohttp.ClientSession) else None
         self._api_key = api_key
+        # headers_env values: sent like config.headers, kept out of errors like the key
+        self._secret_headers = dict(secret_headers or {})
+        self._secrets = tuple(v for v in (api_key, *self._secret_headers.values()) if v)
 
     @property
     def _client(self) -> aiohttp.ClientSession:
@@ -343,6 +347,11 @@ class Provider(ABC):
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the key (and API version) on every request."""
         return {}
+
+    def _headers(self) -> dict[str, str]:
+        if not self._secret_headers:
+            return self.auth_headers()
+        return self._secret_headers | self.auth_headers()
 
     @abstractmethod
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
@@ -431,8 +440,8 @@ class Provider(ABC):
         status: int | None = None,
         retry_after_s: float | None = None,
     ) -> ProviderError:
-        if self._api_key:  # pieces too: errors quote keys cut or masked
-            detail = redact(detail, (self._api_key,))
+        if self._secrets:  # pieces too: errors quote keys cut or masked
+            detail = redact(detail, self._secrets)
         return ProviderError(
             kind, self.name, model, detail, status=status, retry_after_s=retry_after_s
         )
@@ -454,8 +463,8 @@ class Provider(ABC):
         self, model: str, response: aiohttp.ClientResponse, body: bytes
     ) -> ProviderError:
         status = response.status
-        if self._api_key:  # before error_detail cuts the text: a cut key would go unredacted
-            body = body.replace(self._api_key.encode(), REDACTED.encode())
+        for secret in self._secrets:  # before error_detail cuts the text: a cut key would
+            body = body.replace(secret.encode(), REDACTED.encode())  # go unredacted
         detail = error_detail(body) or response.reason or ""
         return self._error(
             kind_for_status(status, detail),
@@ -490,7 +499,7 @@ class Provider(ABC):
                 url,
                 json=call.body,
                 params=call.params or None,
-                headers=self.auth_headers(),
+                headers=self._headers(),
                 # a 3xx means the base_url is off; following it would also carry a key
                 # header (x-api-key, x-goog-api-key) to wherever the redirect points
                 allow_redirects=False,

@@ -110,6 +110,7 @@ async def serve(
         requeued = await app.runner.recover()
         released = await app.outbox.release_stale()
         expired = await app.approvals.expire_abandoned()
+        priced = await app.ledger.recover()  # calls a kill left in flight: billed, maybe
         prober = Prober(
             app.config, app.providers, app.health, missing_keys(app.config, app.settings)
         )
@@ -130,10 +131,11 @@ async def serve(
         )
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
         print(route_table(app, verdicts), flush=True)
-        if requeued or released or expired:
+        if requeued or released or expired or priced:
             print(
                 f"Recovered: {len(requeued)} interrupted runs queued again, {released} "
-                f"outbox rows resumed, {expired} abandoned approvals expired",
+                f"outbox rows resumed, {expired} abandoned approvals expired, {priced} calls "
+                "cut off mid-flight recorded at their worst-case cost",
                 flush=True,
             )
         for model in app.embedded.values():

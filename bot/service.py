@@ -32,6 +32,7 @@ from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
 from bot.routers.usage import make_usage_router
+from bot.sending import SendPath
 from bot.views import ADMIN_COMMANDS, READ_ONLY
 from core.app import App
 
@@ -88,6 +89,9 @@ class TelegramBot:
         )
         self.watch = PollWatch()
         self.bot.session.middleware(self.watch)
+        # every send and edit of the bot (replies, digests, approvals) is paced, ordered
+        # and retried here, with one set of budgets
+        self.send_path = SendPath.of(self.bot)
         self.reporter = RunReporter(app, self.bot)
         self.approvals = ApprovalMessages(self.bot, cfg.admins, self.reporter)
         self.dp = Dispatcher(app=app, reporter=self.reporter, started_at=time.monotonic())

@@ -27,11 +27,12 @@ def is_loopback(host: str) -> bool:
 
 def token_matches(header: str | None, token: str) -> bool:
     """Check an ``Authorization: Bearer …`` header in constant time (the scheme name is
-    case-insensitive, as HTTP has it)."""
+    case-insensitive, as HTTP has it). Any bytes are a credential, matching or not."""
     scheme, _, given_text = (header or "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    given = given_text.strip().encode()
+    # aiohttp hands over bytes that are not UTF-8 as surrogates, which .encode() refuses
+    given = given_text.strip().encode("utf-8", "surrogateescape")
     return hmac.compare_digest(given, token.encode())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import aclosing, suppress
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from core import __version__
 from core.agents import AgentError, UnknownAgent
 from core.app import App
 from core.engine import Result, Started, new_request_id
-from core.errors import AllAttemptsFailed, ProviderError, RoutingError
+from core.errors import AllAttemptsFailed, ProviderError, RoutingError, StoreUnavailable
 from core.gateway.auth import FailureLimiter
 from core.gateway.openai_api import (
     ChunkWriter,
@@ -23,10 +24,13 @@ from core.gateway.openai_api import (
     parse_chat,
     route_names,
 )
-from core.ledger import GROUPS, TARGET_SHARE, parse_since
+from core.ledger import GROUPS, TARGET_SHARE
 from core.metrics import Metrics
 from core.overview import agents_overview, status_snapshot, tier_health
+from core.parsing import parse_id, parse_int, parse_since
 from core.types import StreamDelta
+
+log = logging.getLogger("openclaw.gateway")
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -124,9 +128,10 @@ async def route(request: web.Request) -> web.Response:
     tier_raw = request.query.get("tier")
     tier = None
     if tier_raw is not None:
-        if not tier_raw.isdigit():
-            raise GatewayError(400, "tier must be a whole number", param="tier")
-        tier = int(tier_raw)
+        try:
+            tier = parse_int(tier_raw, "tier")
+        except ValueError as e:
+            raise GatewayError(400, str(e), param="tier") from None
     try:
         p = request.app[STATE].app.engine.plan(task=task, tier=tier)
     except RoutingError as e:
@@ -236,9 +241,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request, st: GatewayState, req: Any, include_usage: bool, rid: str
 ) -> web.StreamResponse:
+    """SSE: every stream that began ends with a finish (and ``[DONE]``) or an error event,
+    whatever broke; a failure before the first byte is an ordinary JSON error."""
     resp: web.StreamResponse | None = None
     writer = ChunkWriter(rid, "", include_usage)
     first = True
+    finished = False
     try:
         async with aclosing(st.app.engine.stream(req)) as items:
             async for item in items:
@@ -255,24 +263,64 @@ async def _stream(
                 elif isinstance(item, Result):
                     assert resp is not None
                     await resp.write(writer.finish(item.finish_reason, item.answered_by.usage))
-    except AllAttemptsFailed as e:
-        raise _all_failed(e, rid) from None
-    except RoutingError as e:
-        raise GatewayError(400, str(e), param="model") from None
-    except ProviderError as e:  # broke after the first byte: say so in the stream
-        assert resp is not None
-        # the client may have gone while the upstream stalled: nobody is left to tell
-        with suppress(ConnectionError):
-            await resp.write(
-                ChunkWriter.error(f"the upstream stream broke: {e}", "stream_interrupted")
-            )
-    except ConnectionError:  # the client went away; the engine recorded what it had
-        assert resp is not None
+                    finished = True
+    except Exception as e:
+        if resp is None:
+            raise _before_first_byte(e, rid) from None
+        if isinstance(e, ConnectionError) and client_gone(request):
+            return resp
+        # after [DONE] the client has its answer: the fault is only logged
+        await _end(resp, b"" if finished else _error_event(e, request))
+        if finished:
+            trace = None if isinstance(e, StoreUnavailable) else e
+            log.error("gateway: %s failed after its stream finished: %s", rid, e, exc_info=trace)
+        return resp  # a client that went away was charged for what the engine recorded
+    if resp is None:  # the engine ended without starting: a fault of ours
+        raise RuntimeError("the engine's stream ended before it started")
+    if not finished:
+        log.error("gateway: the engine's stream for %s ended without a result", rid)
+        await _end(resp, ChunkWriter.error("the stream ended without a result", "internal_error"))
         return resp
-    assert resp is not None
-    with suppress(ConnectionError):  # gone after the last chunk: nothing is lost
-        await resp.write_eof()
+    await _end(resp, b"")
     return resp
+
+
+def client_gone(request: web.Request) -> bool:
+    """True when the request's client has closed or reset its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _before_first_byte(e: Exception, rid: str) -> Exception:
+    """What to answer (as JSON) for a failure before the stream began."""
+    if isinstance(e, AllAttemptsFailed):
+        return _all_failed(e, rid)
+    if isinstance(e, RoutingError):
+        return GatewayError(400, str(e), param="model")
+    return e  # the error middleware's: StoreUnavailable → 503, the rest → 500
+
+
+def _error_event(e: Exception, request: web.Request) -> bytes:
+    """The SSE error event for a stream that broke after it began."""
+    if isinstance(e, ProviderError):
+        return ChunkWriter.error(f"the upstream stream broke: {e}", "stream_interrupted")
+    if isinstance(e, AllAttemptsFailed):
+        return ChunkWriter.error(str(e), "all_models_failed")
+    if isinstance(e, StoreUnavailable):
+        log.warning("gateway: a stream on %s stopped: %s", request.path, e)
+        return ChunkWriter.error(
+            "the store cannot take writes; the answer could not be recorded", "store_unavailable"
+        )
+    log.error("gateway: a stream on %s broke", request.path, exc_info=e)
+    return ChunkWriter.error("internal error; see the server log", "internal_error")
+
+
+async def _end(resp: web.StreamResponse, last: bytes) -> None:
+    # the client may have gone while the upstream stalled: nobody is left to tell
+    with suppress(ConnectionError):
+        if last:
+            await resp.write(last)
+        await resp.write_eof()
 
 
 # -- agents and runs ---------------------------------------------------------------------
@@ -284,10 +332,10 @@ async def agents(request: web.Request) -> web.Response:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
-        raise GatewayError(400, "limit must be a number from 1 to 500", param="limit")
-    return int(raw)
+    try:
+        return parse_int(request.query.get("limit", "20"), "limit", 1, 500)
+    except ValueError as e:
+        raise GatewayError(400, str(e), param="limit") from None
 
 
 async def runs(request: web.Request) -> web.Response:
@@ -301,10 +349,10 @@ async def runs(request: web.Request) -> web.Response:
 
 
 def _run_id(request: web.Request) -> int:
-    raw = request.match_info["run_id"]
-    if not raw.isdigit():
-        raise GatewayError(400, "run id must be a number", param="run_id")
-    return int(raw)
+    try:
+        return parse_id(request.match_info["run_id"])
+    except ValueError as e:
+        raise GatewayError(400, str(e), param="run_id") from None
 
 
 async def run_detail(request: web.Request) -> web.Response:

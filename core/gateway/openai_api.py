@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from core.config import Config
+from core.parsing import parse_int
 from core.types import ChatRequest, Message, Role, Usage
 
 ROLES: dict[str, Role] = {
@@ -18,6 +20,8 @@ ROLES: dict[str, Role] = {
     "assistant": "assistant",
 }
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
+# a signed 32-bit int, far over any model's output; the engine caps at the model's own limit
+MAX_TOKENS = 2**31 - 1
 
 
 class GatewayError(Exception):
@@ -32,6 +36,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -40,6 +45,7 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = dict(headers or {})
+        self.close = close  # end the connection after answering (the client is broken)
 
     def body(self) -> dict[str, Any]:
         """``{"error": {"message", "type", "param", "code"}}``."""
@@ -70,8 +76,11 @@ def resolve_model(config: Config, model: Any) -> tuple[str | None, int | None]:
         kind, _, value = model.partition(":")
         if kind == "task" and value in config.tasks:
             return value, None
-        if kind == "tier" and value.isdigit() and config.tier(int(value)) is not None:
-            return None, int(value)
+        if kind == "tier":
+            with suppress(ValueError):  # not a number ("tier:²") is not a model either
+                level = parse_int(value, "tier")
+                if config.tier(level) is not None:
+                    return None, level
     valid = ", ".join(route_names(config))
     raise GatewayError(
         404,
@@ -105,12 +114,12 @@ def _content(value: Any, where: str) -> str:
     raise GatewayError(400, f"{where} must be a string or a list of text parts", param=where)
 
 
-def _positive_int(body: Mapping[str, Any], key: str) -> int | None:
+def _token_count(body: Mapping[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise GatewayError(400, f"{key} must be a positive integer", param=key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+        raise GatewayError(400, f"{key} must be a whole number from 1 to {MAX_TOKENS}", param=key)
     return value
 
 
@@ -146,7 +155,7 @@ def parse_chat(config: Config, body: Any, request_id: str) -> ChatCall:
         messages.append(
             Message(ROLES[m["role"]], _content(m.get("content"), f"messages[{i}].content"))
         )
-    max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    max_tokens = _token_count(body, "max_completion_tokens") or _token_count(body, "max_tokens")
     temperature = body.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool)

@@ -11,14 +11,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from core.app import App
-from core.errors import OpenClawError
+from core.errors import OpenClawError, StoreUnavailable
 from core.gateway import handlers as h
 from core.gateway.auth import FailureLimiter, token_matches
+from core.gateway.limits import BODY_TIMEOUT, Limits, body_deadline
 from core.gateway.openai_api import GatewayError
+from core.gateway.protocol import GatewayRunner
 
 log = logging.getLogger("openclaw.gateway")
 
 OPEN_PATHS = frozenset({"/health", "/readyz"})  # liveness and readiness need no token
+STORE_RETRY_AFTER_S = 10  # what a 503 for an unwritable store asks the client to wait
+CLIENT_GONE = 499  # nginx's "client closed request": in metrics, apart from our 5xx
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -27,7 +31,21 @@ class PortInUse(OpenClawError):
 
 
 def _error_response(e: GatewayError) -> web.Response:
-    return web.json_response(e.body(), status=e.status, headers=e.headers)
+    resp = web.json_response(e.body(), status=e.status, headers=e.headers)
+    if e.close:
+        resp.force_close()
+    return resp
+
+
+def _store_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "the store cannot take writes (read-only or full disk?), so nothing is done until "
+        "it can: see the server log and /readyz",
+        type_="server_error",
+        code="store_unavailable",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
 
 
 def _from_http(e: web.HTTPException) -> GatewayError:
@@ -37,8 +55,14 @@ def _from_http(e: web.HTTPException) -> GatewayError:
         )
     if e.status == 404:
         return GatewayError(404, "no such endpoint (see README for the list)", code="not_found")
-    if e.status == 405:
-        return GatewayError(405, "method not allowed on this endpoint", code="method_not_allowed")
+    if isinstance(e, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(e.allowed_methods))
+        return GatewayError(
+            405,
+            f"method {e.method} is not allowed on this endpoint; allowed: {allowed}",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
     return GatewayError(e.status, e.reason)
 
 
@@ -68,6 +92,18 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         err = _from_http(e)
         status = err.status
         return _error_response(err)
+    except StoreUnavailable as e:
+        log.warning("gateway: %s %s refused: %s", request.method, request.path, e)
+        err = _store_unavailable()
+        status = err.status
+        return _error_response(err)
+    except ConnectionError as e:
+        if not h.client_gone(request):
+            raise  # not the client's connection: a fault of ours, answered as 500 below
+        # the client reset or closed mid-request: its loss, not a server fault
+        log.debug("gateway: client left during %s %s (%s)", request.method, request.path, e)
+        status = CLIENT_GONE
+        return web.Response(status=CLIENT_GONE)  # aiohttp finds the transport closed
     except Exception:
         log.exception("gateway: unexpected error on %s %s", request.method, request.path)
         return _error_response(
@@ -84,9 +120,14 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Everything but liveness/readiness needs the bearer token; guessing gets 429."""
+    """Everything but liveness/readiness needs the bearer token. The token always passes;
+    an address with too many failed credentials gets 429 for them until the window ends."""
     st = request.app[h.STATE]
     if request.path in OPEN_PATHS or request.path in st.self_authenticating:
+        return await handler(request)
+    # the token first: every local process shares 127.0.0.1, so refusing an address
+    # before looking at its token would let any of them lock the operator out
+    if token_matches(request.headers.get("Authorization"), st.token):
         return await handler(request)
     addr = request.remote or "unknown"
     now = time.monotonic()
@@ -99,19 +140,20 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             code="auth_rate_limited",
             headers={"Retry-After": str(math.ceil(wait))},
         )
-    if not token_matches(request.headers.get("Authorization"), st.token):
-        st.limiter.fail(addr, now)
-        raise GatewayError(
-            401,
-            "missing or invalid bearer token: send 'Authorization: Bearer "
-            "<token>' (OPENCLAW_GATEWAY_TOKEN or the token file serve printed)",
-            code="invalid_api_key",
-        )
-    return await handler(request)
+    st.limiter.fail(addr, now)
+    raise GatewayError(
+        401,
+        "missing or invalid bearer token: send 'Authorization: Bearer "
+        "<token>' (OPENCLAW_GATEWAY_TOKEN or the token file serve printed)",
+        code="invalid_api_key",
+    )
 
 
 def create_app(
-    app: App, token: str, extra_routes: Mapping[str, Handler] | None = None
+    app: App,
+    token: str,
+    extra_routes: Mapping[str, Handler] | None = None,
+    limits: Limits | None = None,
 ) -> web.Application:
     """The aiohttp application serving every gateway endpoint.
 
@@ -120,8 +162,10 @@ def create_app(
     """
     cfg = app.config.gateway
     web_app = web.Application(
-        middlewares=[errors_and_metrics, bearer_auth], client_max_size=cfg.max_body_bytes
+        middlewares=[errors_and_metrics, bearer_auth, body_deadline],
+        client_max_size=cfg.max_body_bytes,
     )
+    web_app[BODY_TIMEOUT] = (limits or Limits()).body_timeout_s
     web_app[h.STATE] = h.GatewayState(
         app,
         token,
@@ -160,8 +204,10 @@ class Gateway:
         host: str,
         port: int,
         extra_routes: Mapping[str, Handler] | None = None,
+        limits: Limits | None = None,
     ) -> None:
-        self.web_app = create_app(app, token, extra_routes)
+        self.limits = limits or Limits()
+        self.web_app = create_app(app, token, extra_routes, self.limits)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -169,8 +215,12 @@ class Gateway:
     async def start(self) -> None:
         """Bind and serve. Raises PortInUse with what to do."""
         # on shutdown, requests in flight get a few seconds; agent runs are waited for apart
-        runner = web.AppRunner(
-            self.web_app, access_log=None, handle_signals=False, shutdown_timeout=10.0
+        runner = GatewayRunner(
+            self.web_app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=10.0,
+            **self.limits.protocol_kwargs(),
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

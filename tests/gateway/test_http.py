@@ -62,10 +62,25 @@ async def test_repeated_failures_get_429_with_retry_after(start_gateway: Gateway
         r = await c.get("/api/status")
         assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 60
         assert_openai_error(r.json(), "auth_rate_limited")
-    async with gw.http() as c:  # the same address is locked out, even with the token
-        assert (await c.get("/api/status")).status_code == 429
-    async with gw.http(token=None) as c:  # liveness is never locked
-        assert (await c.get("/health")).status_code == 200
+    async with gw.http(token=None) as c:  # no token at all is a failed credential too
+        assert (await c.get("/v1/models")).status_code == 429
+        assert (await c.get("/health")).status_code == 200  # liveness is never locked
+
+
+async def test_the_token_passes_while_its_address_is_locked_out(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Every local process is 127.0.0.1: ten requests without a token from any of them
+    used to lock the operator's valid token out of every route for a minute."""
+    gw = await start_gateway(gateway={"auth_max_failures": 3, "auth_window_s": 60})
+    async with gw.http(token=None) as c:
+        assert [(await c.get("/v1/models")).status_code for _ in range(4)][-1] == 429
+    async with gw.http() as c:
+        for path in ("/api/status", "/v1/models", "/api/usage", "/api/runs", "/metrics"):
+            assert (await c.get(path)).status_code == 200, path
+        assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    async with gw.http(token="still-wrong") as c:  # the lockout holds for bad credentials
+        assert (await c.get("/v1/models")).status_code == 429
 
 
 async def test_body_over_the_limit_is_413(start_gateway: GatewayFactory) -> None:

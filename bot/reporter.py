@@ -1,21 +1,28 @@
-"""Runs started from the chat: a status message edited as attempts happen, then the result."""
+"""Runs started from the chat: a status message edited as attempts happen, then the result.
+
+The run is created first, before any message about it: nothing the chat does (a 429, a
+502, a deleted status message) can stop it. Reporting runs in a task of its own, through
+the bot's send path; the result goes out split like a digest, whole, with *Rerun* and
+*Details* under its last part.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RunCb
-from bot.text import escape, split_html
+from bot.live import LiveMessage
+from bot.sending import PartialSend, describe, send_parts
+from bot.text import escape
 from bot.views import attempt_line, progress_text, run_result
 from core.app import App
 from core.ledger import RequestMeta
@@ -23,17 +30,16 @@ from core.runs import Run
 from core.types import Attempt
 
 log = logging.getLogger("openclaw.bot")
-EDIT_EVERY_S = 1.0  # Telegram allows about one edit a second per chat
+# pauses before resuming a result whose send failed (after the send path's own retries)
+RESULT_RETRY_S = (2.0, 10.0, 30.0)
 
 
 @dataclass
 class Progress:
-    chat_id: int
-    message_id: int
     agent: str
     run_id: int
+    live: LiveMessage
     lines: list[str] = field(default_factory=list)
-    editing: asyncio.Task[None] | None = None
 
 
 def result_keyboard(run_id: int) -> InlineKeyboardMarkup:
@@ -53,11 +59,17 @@ class RunReporter:
         self.tracked: dict[str, Progress] = {}
         self._tasks: set[asyncio.Task[Run]] = set()
 
-    def spawn(self, chat_id: int, agent: str, start: Callable[[], Awaitable[int]]) -> None:
-        """Report a run from a task of its own: it outlives the update that started it."""
-        task = asyncio.create_task(self.run_in_chat(chat_id, agent, start))
+    async def start(self, chat_id: int, agent: str, start: Callable[[], Awaitable[int]]) -> int:
+        """Create the run (``start`` returns its id), then report it to ``chat_id`` from a
+        task of its own, which outlives the update that started it. Returns the run id."""
+        run_id = await start()
+        # tracked before anything else awaits: the run's first attempt is not missed
+        prog = Progress(agent, run_id, LiveMessage(self.bot, chat_id))
+        self.tracked[str(run_id)] = prog
+        task = asyncio.create_task(self._report(prog))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return run_id
 
     def _done(self, task: asyncio.Task[Run]) -> None:
         self._tasks.discard(task)
@@ -83,49 +95,42 @@ class RunReporter:
             self.note(prog, line)
 
     def note(self, prog: Progress, line: str) -> None:
+        """Add a progress line; the status message shows it within about a second."""
         prog.lines.append(line)
-        if prog.editing is None or prog.editing.done():
-            prog.editing = asyncio.create_task(self._edit_soon(prog))
+        prog.live.show(progress_text(prog.agent, prog.run_id, prog.lines))
 
-    async def _edit_soon(self, prog: Progress) -> None:
-        await asyncio.sleep(EDIT_EVERY_S)  # gather the attempts of a second into one edit
-        with contextlib.suppress(TelegramAPIError):
-            await self.bot.edit_message_text(
-                progress_text(prog.agent, prog.run_id, prog.lines),
-                chat_id=prog.chat_id,
-                message_id=prog.message_id,
-            )
-
-    async def run_in_chat(
-        self, chat_id: int, agent: str, start: Callable[[], Awaitable[int]]
-    ) -> Run:
-        """Post a status message, start the run, keep ``typing`` on, then post the result."""
-        status = await self.bot.send_message(chat_id, progress_text(agent, None, []))
-        async with ChatActionSender.typing(bot=self.bot, chat_id=chat_id):
-            run_id = await start()
-            prog = Progress(chat_id, status.message_id, agent, run_id)
-            self.tracked[str(run_id)] = prog
-            try:
-                with contextlib.suppress(TelegramAPIError):
-                    await self.bot.edit_message_text(
-                        progress_text(agent, run_id, []),
-                        chat_id=chat_id,
-                        message_id=status.message_id,
-                    )
-                run = await self.app.runner.wait(run_id)
-            finally:
-                self.tracked.pop(str(run_id), None)
-                if prog.editing is not None:
-                    prog.editing.cancel()
-        done = "\n".join([f"Run #{run.id} of {agent}: {run.status}", *prog.lines[-8:]])
-        with contextlib.suppress(TelegramAPIError):
-            await self.bot.edit_message_text(
-                escape(done), chat_id=chat_id, message_id=status.message_id
-            )
-        parts = split_html(run_result(run))
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            await self.bot.send_message(
-                chat_id, part, reply_markup=result_keyboard(run.id) if last else None
-            )
+    async def _report(self, prog: Progress) -> Run:
+        """Status message, ``typing`` while the run goes on, the final state, the result."""
+        live = prog.live
+        try:
+            await live.post(progress_text(prog.agent, prog.run_id, prog.lines))
+            async with ChatActionSender.typing(bot=self.bot, chat_id=live.chat_id):
+                run = await self.app.runner.wait(prog.run_id)
+        finally:
+            self.tracked.pop(str(prog.run_id), None)
+        done = "\n".join([f"Run #{run.id} of {prog.agent}: {run.status}", *prog.lines[-8:]])
+        await live.finish(escape(done))
+        await self._send_result(live.chat_id, run)
         return run
+
+    async def _send_result(self, chat_id: int, run: Run) -> None:
+        """The result, whole: a part that fails is resumed, not sent again from the top."""
+        sent: list[int] = []
+        for pause in (*RESULT_RETRY_S, None):
+            try:
+                await send_parts(
+                    self.bot, chat_id, run_result(run), done=sent, markup=result_keyboard(run.id)
+                )
+                return
+            except PartialSend as e:
+                sent, error = e.sent, e.cause
+                if pause is None or isinstance(error, TelegramBadRequest | TelegramForbiddenError):
+                    break
+                await asyncio.sleep(pause)
+        log.warning(
+            "run %s: result not shown in chat %s after %d of its parts: %s",
+            run.id,
+            chat_id,
+            len(sent),
+            describe(self.bot, error),
+        )

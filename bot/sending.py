@@ -189,13 +189,15 @@ _PENDING: Any = object()
 
 
 @dataclass
-class _Press:
+class Press:
+    """A button press being handled: whether its callback query was answered yet."""
+
     query_id: str
     answered: bool = False
 
 
 # the button press being handled in this context (see bot/answering.py)
-PRESS: ContextVar[_Press | None] = ContextVar("openclaw_press", default=None)
+PRESS: ContextVar[Press | None] = ContextVar("openclaw_press", default=None)
 
 
 def chat_key(chat_id: int | str) -> int:
@@ -292,7 +294,9 @@ class SendPath(BaseRequestMiddleware):
             except (TelegramServerError, TelegramNetworkError) as e:
                 if troubles >= len(self.retry.server_backoff_s) or e.message == _TIMEOUT:
                     raise
-                log.info("telegram unavailable for chat %s (%s): retrying", chat_id, e.message)
+                log.info(
+                    "telegram unavailable for chat %s (%s): retrying", chat_id, describe(bot, e)
+                )
                 await self.sleep(self.retry.server_backoff_s[troubles])
                 troubles += 1
             finally:
@@ -327,8 +331,14 @@ class SendPath(BaseRequestMiddleware):
             except TelegramAPIError as e:  # too old, invalid: retrying cannot help
                 error = e
                 break
-        log.warning("could not answer a button press: %s", error.message)
+        log.warning("could not answer a button press: %s", describe(bot, error))
         return False
+
+
+def describe(bot: Bot, error: TelegramAPIError) -> str:
+    """A Bot API error for a log line: a network error may quote the request URL, which
+    holds the bot token."""
+    return str(error).replace(bot.token, "<token>")
 
 
 class PartialSend(Exception):

@@ -16,12 +16,14 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, ErrorEvent
 from aiohttp import web
 
+from bot.answering import AnswerEveryPress
 from bot.channel import TelegramChannel
 from bot.middlewares import AccessMiddleware
 from bot.reporter import RunReporter
@@ -32,7 +34,7 @@ from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
 from bot.routers.usage import make_usage_router
-from bot.sending import SendPath
+from bot.sending import PartialSend, SendPath, describe, send_parts
 from bot.views import ADMIN_COMMANDS, READ_ONLY
 from core.app import App
 
@@ -64,11 +66,20 @@ class PollWatch(BaseRequestMiddleware):
             self.started = None
 
 
-async def _usage_error(event: ErrorEvent) -> None:
+async def _usage_error(event: ErrorEvent, bot: Bot) -> None:
     """Commands with wrong arguments answer with their usage."""
     message = event.update.message
     if message is not None:
-        await message.answer(str(event.exception))
+        await send_parts(bot, message.chat.id, str(event.exception))
+
+
+async def _send_failed(event: ErrorEvent, bot: Bot) -> None:
+    """A reply Telegram refused even after the send path's waits and retries: one log
+    line, no traceback (the handler's work, e.g. a run, is done or going on)."""
+    e = event.exception
+    cause = e.cause if isinstance(e, PartialSend) else e
+    assert isinstance(cause, TelegramAPIError)
+    log.warning("Telegram: a reply was not sent: %s", describe(bot, cause))
 
 
 class TelegramBot:
@@ -96,6 +107,7 @@ class TelegramBot:
         self.approvals = ApprovalMessages(self.bot, cfg.admins, self.reporter)
         self.dp = Dispatcher(app=app, reporter=self.reporter, started_at=time.monotonic())
         self.dp.update.outer_middleware(AccessMiddleware(cfg))
+        self.dp.callback_query.outer_middleware(AnswerEveryPress())
         self.dp.include_routers(
             make_start_router(),
             make_agents_router(),
@@ -106,6 +118,7 @@ class TelegramBot:
             make_budget_router(),
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
+        self.dp.errors.register(_send_failed, ExceptionTypeFilter(TelegramAPIError, PartialSend))
         self.mode = "webhook" if cfg.webhook_url else "polling"
         self.state = "starting"
         self.reconnects = 0

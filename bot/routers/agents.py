@@ -9,6 +9,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import AgentCb
 from bot.reporter import RunReporter
+from bot.text import truncate
 from bot.views import agent_detail, agents_text
 from core.app import App
 from core.overview import agents_overview
@@ -90,14 +91,15 @@ async def admin_action(
         return
     name = app.config.agents[callback_data.idx].name
     if callback_data.action == "run":
-        await query.answer(f"Starting {name}…")
+        # the run starts before the press is answered: a failed answer cannot stop it
         chat_id = query.message.chat.id if query.message else query.from_user.id
-        reporter.spawn(chat_id, name, lambda: app.runner.start(name, "chat"))
+        run_id = await reporter.start(chat_id, name, lambda: app.runner.start(name, "chat"))
+        await query.answer(truncate(f"Started {name} as #{run_id}", 200))
         return
     disabled = callback_data.action == "disable"
     by = f"@{query.from_user.username or query.from_user.id}"
     await app.runner.states.set_disabled(name, disabled, f"disabled from Telegram by {by}")
-    await query.answer(f"{name} {'disabled' if disabled else 'enabled'}")
+    await query.answer(truncate(f"{name} {'disabled' if disabled else 'enabled'}", 200))
     text, kb = await _detail(app, callback_data.idx, is_admin)
     if isinstance(query.message, Message):
         await query.message.edit_text(text, reply_markup=kb)

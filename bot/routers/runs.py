@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import difflib
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RunCb
 from bot.reporter import RunReporter
-from bot.text import escape
+from bot.sending import send_parts
+from bot.text import escape, truncate
 from bot.views import run_line, trace_text
 from core.app import App
+from core.parsing import shown
+
+NAME_SHOWN = 40  # characters of a wrong agent name quoted back; the rest is noise
 
 
 class UsageError(Exception):
@@ -21,10 +25,19 @@ class UsageError(Exception):
 
 
 def closest(app: App, name: str) -> str:
+    """The configured agents closest to ``name`` (else the first few), as HTML."""
     names = [a.name for a in app.config.agents]
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.4) if name else []
+    probe = name[: NAME_SHOWN * 2]  # a 5,000-character name must not make difflib crawl
+    close = difflib.get_close_matches(probe, names, n=3, cutoff=0.4) if probe else []
     pick = close or names[:8]
     return ", ".join(f"<code>{escape(n)}</code>" for n in pick) or "none configured"
+
+
+def split_args(args: str | None) -> tuple[str, str]:
+    """``"<agent> [message]"`` → (agent, message); the name ends at any whitespace, so a
+    message on the next line is the message, not part of the name."""
+    words = (args or "").split(maxsplit=1)
+    return (words[0] if words else ""), (words[1].strip() if len(words) > 1 else "")
 
 
 async def run_agent(
@@ -34,15 +47,14 @@ async def run_agent(
     if not is_admin:
         await message.answer("Only admins can run agents.")
         return
-    args = (command.args or "").strip()
-    name, _, extra = args.partition(" ")
+    name, extra = split_args(command.args)
     if not name or app.config.agent(name) is None:
-        what = f"No agent named <code>{escape(name)}</code>. " if name else ""
+        what = f"No agent named <code>{escape(truncate(name, NAME_SHOWN))}</code>. " if name else ""
         raise UsageError(
             f"{what}Usage: /run &lt;agent&gt; [extra message]\nAgents: {closest(app, name)}"
         )
-    reporter.spawn(
-        message.chat.id, name, lambda: app.runner.start(name, "chat", message=extra.strip() or None)
+    await reporter.start(
+        message.chat.id, name, lambda: app.runner.start(name, "chat", message=extra or None)
     )
 
 
@@ -50,7 +62,10 @@ async def list_runs(message: Message, command: CommandObject, app: App) -> None:
     """/runs [agent]: recent runs, each with Rerun."""
     name = (command.args or "").strip() or None
     if name is not None and app.config.agent(name) is None:
-        raise UsageError(f"Usage: /runs [agent]\nAgents: {closest(app, name)}")
+        raise UsageError(
+            f"No agent named {escape(shown(name))}. Usage: /runs [agent]\n"
+            f"Agents: {closest(app, name)}"
+        )
     runs = await app.runner.runs.recent(name, limit=10)
     if not runs:
         await message.answer("No runs yet.")
@@ -65,7 +80,8 @@ async def list_runs(message: Message, command: CommandObject, app: App) -> None:
 async def rerun(
     query: CallbackQuery, callback_data: RunCb, app: App, is_admin: bool, reporter: RunReporter
 ) -> None:
-    """A new run of the same agent and message; its parent is the old one."""
+    """A new run of the same agent and message; its parent is the old one. The run starts
+    before the press is answered: a failed or late answer cannot stop it."""
     if not is_admin:
         await query.answer("Only admins can rerun.", show_alert=True)
         return
@@ -73,12 +89,12 @@ async def rerun(
     if old is None or app.config.agent(old.agent) is None:
         await query.answer("That run's agent is gone.", show_alert=True)
         return
-    await query.answer(f"Rerunning #{old.id}…")
     chat_id = query.message.chat.id if query.message else query.from_user.id
-    reporter.spawn(chat_id, old.agent, lambda: app.runner.rerun(old.id))
+    run_id = await reporter.start(chat_id, old.agent, lambda: app.runner.rerun(old.id))
+    await query.answer(f"Rerunning #{old.id} as #{run_id}…")
 
 
-async def details(query: CallbackQuery, callback_data: RunCb, app: App) -> None:
+async def details(query: CallbackQuery, callback_data: RunCb, app: App, bot: Bot) -> None:
     """The route trace: every attempt with tier, model, outcome, latency, tokens, cost."""
     run = await app.runner.runs.get(callback_data.run_id)
     if run is None:
@@ -91,7 +107,7 @@ async def details(query: CallbackQuery, callback_data: RunCb, app: App) -> None:
     )
     await query.answer()
     if query.message is not None:
-        await query.message.answer(trace_text(run, [dict(r) for r in rows]))
+        await send_parts(bot, query.message.chat.id, trace_text(run, [dict(r) for r in rows]))
 
 
 def make_runs_router() -> Router:

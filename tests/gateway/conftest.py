@@ -12,6 +12,7 @@ import pytest
 
 from core.app import App
 from core.gateway import Gateway
+from core.gateway.limits import Limits
 from core.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
@@ -48,13 +49,14 @@ async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Gate
         urls: dict[str, str] | None = None,
         settings: Settings | None = None,
         port: int = 0,
+        limits: Limits | None = None,
         **overrides: Any,
     ) -> Running:
         base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
         settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
         app = await App.open(cfg, settings, tmp_path / f"gw{len(started)}.db")
-        gw = Gateway(app, TOKEN, "127.0.0.1", port)
+        gw = Gateway(app, TOKEN, "127.0.0.1", port, limits=limits)
         try:
             await gw.start()
         except BaseException:

@@ -338,6 +338,32 @@ async def test_rate_limits() -> None:
             await b.session.close()
 
 
+async def test_the_group_limit() -> None:
+    now = [100.0]
+    group, supergroup = -4001, -1004002
+    async with FakeTelegram(clock=lambda: now[0]) as fake:
+        b = make_bot(fake)
+        try:
+            fake.enforce_rate_limits()  # Telegram's: 1/s per chat, 30/s, 20/min per group
+            for n in range(20):  # one every 1.5 s: within the per-chat limit
+                await b.send_message(group, f"g{n}")
+                await b.send_message(supergroup, f"s{n}")
+                now[0] += 1.5
+            # 20 in the last 30 s: the 21st waits until the first is a minute old
+            with pytest.raises(TelegramRetryAfter) as caught:
+                await b.send_message(group, "g20")
+            assert caught.value.retry_after == 30
+            with pytest.raises(TelegramRetryAfter):
+                await b.send_message(supergroup, "s20")
+            await b.send_message(7, "a private chat has no such limit")
+            now[0] += 30.0
+            await b.send_message(group, "g20")
+            assert fake.rate_limited == 2
+            assert [s["text"] for s in fake.sent(group)][-1] == "g20"
+        finally:
+            await b.session.close()
+
+
 async def test_get_updates_long_poll_and_offsets(fake: FakeTelegram, bot: Bot) -> None:
     assert await bot.get_updates(timeout=0) == []
 

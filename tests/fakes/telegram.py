@@ -32,6 +32,7 @@ DEFAULT_TOKEN = "123456:TEST-token-abc"
 MAX_TEXT_UTF16 = 4096
 MAX_CAPTION_UTF16 = 1024
 MAX_CALLBACK_DATA_BYTES = 64
+GROUP_WINDOW_S = 60.0  # Telegram: about twenty messages a minute to one group
 
 
 @dataclass
@@ -407,9 +408,10 @@ class FakeTelegram:
         self._down: str | None = None  # None, "api" (Bot-API-shaped 502), "plain", "hang"
         self._up = asyncio.Event()  # set while not hanging: wakes the requests held
         self._up.set()
-        self._limits: tuple[float, float] | None = None
+        self._limits: tuple[float, float, int] | None = None
         self._last_send: dict[int, float] = {}
         self._recent_sends: deque[float] = deque()
+        self._group_sends: defaultdict[int, deque[float]] = defaultdict(deque)  # last minute's
         self._wakeup = asyncio.Event()  # replaced each time it fires
         self._poll_generation = 0
         self._closing = False
@@ -590,9 +592,16 @@ class FakeTelegram:
         else:
             self._up.set()
 
-    def enforce_rate_limits(self, per_chat_per_s: float = 1.0, global_per_s: float = 30.0) -> None:
-        """From now on, sends (sendMessage, sendPhoto) faster than this answer 429."""
-        self._limits = (per_chat_per_s, global_per_s)
+    def enforce_rate_limits(
+        self,
+        per_chat_per_s: float = 1.0,
+        global_per_s: float = 30.0,
+        group_per_minute: int = 20,
+    ) -> None:
+        """From now on, sends (sendMessage, sendPhoto) faster than this answer 429 with a
+        ``retry_after``, as Telegram does: per chat, in all, and to a group, supergroup or
+        channel (``chat_id < 0``) more than ``group_per_minute`` in any 60 s."""
+        self._limits = (per_chat_per_s, global_per_s, group_per_minute)
 
     # ------------------------------------------------------------ HTTP
 
@@ -793,22 +802,29 @@ class FakeTelegram:
     def _check_rate(self, chat_id: int) -> None:
         if self._limits is None:
             return
-        per_chat, per_global = self._limits
+        per_chat, per_global, per_group_minute = self._limits
         now = self._clock()
         while self._recent_sends and now - self._recent_sends[0] >= 1.0:
             self._recent_sends.popleft()
+        group = self._group_sends[chat_id] if chat_id < 0 else None
+        while group and now - group[0] >= GROUP_WINDOW_S:
+            group.popleft()
         wait_s = 0.0
         last = self._last_send.get(chat_id)
         if last is not None and now - last < 1.0 / per_chat:
             wait_s = 1.0 / per_chat - (now - last)
         if len(self._recent_sends) >= per_global:
             wait_s = max(wait_s, 1.0 - (now - self._recent_sends[0]))
+        if group is not None and len(group) >= per_group_minute:
+            wait_s = max(wait_s, GROUP_WINDOW_S - (now - group[-per_group_minute]))
         if wait_s > 0:
             self.rate_limited += 1
             retry_after = max(1, math.ceil(wait_s))
             raise ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
         self._last_send[chat_id] = now
         self._recent_sends.append(now)
+        if group is not None:
+            group.append(now)
 
     def _new_message(self, chat_id: int, content: dict[str, Any]) -> dict[str, Any]:
         message = {

@@ -17,6 +17,7 @@ from core.agents import AgentRunner
 from core.approvals import ApprovalBroker
 from core.budget import BudgetGuard
 from core.config import Config, split_model_ref
+from core.dbpath import unwritable
 from core.delivery import (
     Channel,
     DeliveryWorker,
@@ -28,6 +29,7 @@ from core.delivery import (
 )
 from core.embedded import EmbeddedModel, embedded_models
 from core.engine import Engine
+from core.errors import StoreUnavailable
 from core.health import HealthBoard
 from core.ledger import Ledger
 from core.metrics import Metrics
@@ -47,9 +49,18 @@ def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
     """Providers whose named API key variable is unset → the reason, with the fix."""
     out = {}
     for name, p in config.providers.items():
-        if p.api_key_env and settings.secret(p.api_key_env) is None:
-            out[name] = f"{p.api_key_env} is not set (add it to .env or the environment)"
+        unset = [env for env in (p.api_key_env, *p.headers_env.values()) if env]
+        unset = [env for env in unset if settings.secret(env) is None]
+        if unset:  # a header the upstream needs, sent empty, would only be refused
+            out[name] = f"{unset[0]} is not set (add it to .env or the environment)"
     return out
+
+
+def secret_headers(config_headers_env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """A provider's ``headers_env`` resolved: header name → the value of its variable (the
+    unset ones are left out; :func:`missing_keys` keeps such a provider out of routing)."""
+    values = {h: settings.secret(env) for h, env in config_headers_env.items()}
+    return {h: v.get_secret_value() for h, v in values.items() if v is not None}
 
 
 class _Http:
@@ -106,7 +117,11 @@ class App:
         failing at request time. ``base_dir`` (the CLI passes the config file's folder) is
         where relative input files and ``templates/`` are looked up.
         """
-        store = await Store.open(db_path or settings.openclaw_db)
+        path = db_path or settings.db_path()
+        try:
+            store = await Store.open(path)
+        except StoreUnavailable as e:  # refuse to start: work taken now could not be recorded
+            raise unwritable(path, str(e)) from None
         health = HealthBoard(config.routing)
         missing = missing_keys(config, settings)
         for ref in config.models:
@@ -116,7 +131,12 @@ class App:
         providers: dict[str, Provider] = {}
         for name, pcfg in config.providers.items():
             key = settings.secret(pcfg.api_key_env) if pcfg.api_key_env else None
-            providers[name] = build_provider(name, pcfg, key.get_secret_value() if key else None)
+            providers[name] = build_provider(
+                name,
+                pcfg,
+                key.get_secret_value() if key else None,
+                secret_headers(pcfg.headers_env, settings),
+            )
         ledger = Ledger(store, config)
         metrics = Metrics(health, time.monotonic)
         approvals = ApprovalBroker(store, config.approvals)

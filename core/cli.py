@@ -16,8 +16,16 @@ from core import __version__
 from core.app import App, missing_keys
 from core.config import Config, load_config
 from core.config_common import mask_url
+from core.dbpath import check_db_location
 from core.engine import Result
-from core.errors import EX_CONFIG, AllAttemptsFailed, ConfigError, OpenClawError, RoutingError
+from core.errors import (
+    EX_CONFIG,
+    AllAttemptsFailed,
+    ConfigError,
+    ConfigProblem,
+    OpenClawError,
+    RoutingError,
+)
 from core.ledger import GROUPS, TARGET_SHARE, UsageReport, parse_since
 from core.logs import setup_logging
 from core.runs import Run
@@ -38,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="TOML config (default: $OPENCLAW_CONFIG, ./openclaw.toml, else openclaw.example.toml)",
     )
-    p.add_argument("--db", type=Path, help="SQLite path (default: $OPENCLAW_DB or ./openclaw.db)")
+    p.add_argument("--db", help="SQLite file (default: $OPENCLAW_DB or ./openclaw.db)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
         "--log-format",
@@ -117,7 +125,9 @@ def _load(
 
 
 def _print_config_error(e: ConfigError, path: Path | None) -> None:
-    where = f" in {path}" if path else ""
+    # a problem of the environment (OPENCLAW_DB, a token) is not "in" the TOML file
+    in_file = any(not (p.key.isupper() or p.key.startswith("--")) for p in e.problems)
+    where = f" in {path}" if path and in_file else ""
     print(f"openclaw: invalid configuration{where} ({len(e.problems)} problems):", file=sys.stderr)
     for problem in e.problems:
         print(f"  {problem}", file=sys.stderr)
@@ -132,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_check(args, settings)
+        # checked before anything can use it: serve writes its token file beside it
+        if args.db is not None:
+            args.db = check_db_location(args.db, "--db")
+            settings.openclaw_db = str(args.db)  # the token file lives beside it
+        else:
+            args.db = settings.db_path()
         if args.command == "service":
             from core.service import service_command
 
@@ -141,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 systemd=args.systemd,
                 dry_run=args.dry_run,
                 config_path=args.config or settings.openclaw_config,
-                db_path=args.db or settings.openclaw_db,
+                db_path=args.db,
                 env_file=Path(".env"),
                 venv_bin=Path(sys.executable).parent,
             )
@@ -260,9 +276,24 @@ async def _serve(args: argparse.Namespace, settings: Settings, config: Config, p
 
     host = config.gateway.host
     port = args.port if args.port is not None else config.gateway.port
-    token, token_source = await asyncio.to_thread(resolve_token, settings, host)
+    # the store first: its write probe refuses a read-only database (or mount) before the
+    # token file is written beside it
     app = await _with_app(args, settings, config)
     try:
+        try:
+            token, token_source = await asyncio.to_thread(resolve_token, settings, host)
+        except OSError as e:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "OPENCLAW_TOKEN_FILE",
+                        f"cannot write the gateway token file {settings.token_file()}: "
+                        f"{e.strerror or e}",
+                        "make its directory writable, point OPENCLAW_TOKEN_FILE elsewhere, or "
+                        "set OPENCLAW_GATEWAY_TOKEN",
+                    )
+                ]
+            ) from None
         return await serve(app, token, token_source, host, port, path, _extensions(app))
     finally:
         await app.close()

@@ -22,12 +22,13 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from core.backoff import Backoff
 from core.config import Config
 from core.config_agents import DeliveryConfig
 from core.errors import OpenClawError
 from core.runs import alive_here, owner_id
 from core.settings import Settings
-from core.store import Store, utcnow_iso
+from core.store import Store, unavailable, utcnow_iso
 from core.templating import Templates
 
 log = logging.getLogger("openclaw.delivery")
@@ -514,25 +515,31 @@ class DeliveryWorker:
             await asyncio.gather(*sending, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop: release stale claims, drain, then wait for new rows or the poll interval."""
+        """Loop: release stale claims, drain, then wait for new rows or the poll interval.
+
+        After a failure (the store read-only or full, or a bug) it waits a growing delay
+        (see :class:`core.backoff.Backoff`) instead of the poll interval, and new rows do
+        not cut that wait short: they could not be claimed either."""
         interval = self.outbox.config.poll_interval_s
+        backoff = Backoff("delivery worker", log)
         while not stop.is_set():
             # cleared before draining: a row enqueued during the drain wakes the next wait
             # instead of waiting out the poll interval
             self.outbox.wakeup.clear()
+            wait_s, wake_on_rows = interval, True
             try:
                 # a process that died mid-send (a CLI `run --wait`) leaves claims behind; a
                 # long-running worker must not wait for the next start-up to resend them
                 await self.outbox.release_stale()
                 await self.drain()
-            except Exception:  # the store or a bug: keep the worker alive, rows stay pending
-                log.exception("delivery worker: drain failed")
-            waits = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(self.outbox.wakeup.wait()),
-            ]
+                backoff.succeeded()
+            except Exception as e:  # the store or a bug: keep the worker alive, rows stay pending
+                wait_s, wake_on_rows = backoff.failed(unavailable(e) or e), False
+            waits = [asyncio.ensure_future(stop.wait())]
+            if wake_on_rows:
+                waits.append(asyncio.ensure_future(self.outbox.wakeup.wait()))
             try:
-                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             finally:  # also when run() is cancelled: no waiter task outlives it
                 for w in waits:
                     w.cancel()

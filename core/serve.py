@@ -13,8 +13,10 @@ from typing import Any, Protocol
 
 from core import __version__
 from core.app import App, missing_keys
+from core.backoff import Backoff
 from core.gateway import Gateway, PortInUse
 from core.probes import Prober
+from core.store import unavailable
 
 log = logging.getLogger("openclaw.serve")
 ADOPT_INTERVAL_S = 1.0
@@ -46,14 +48,18 @@ def route_table(app: App, verdicts: dict[str, str] | None = None) -> str:
 
 
 async def _adopt_forever(app: App, stop: asyncio.Event) -> None:
-    """Runs queued by other processes (the CLI) are taken here."""
+    """Runs queued by other processes (the CLI) are taken here; a failing store is retried
+    after a growing wait, with one warning per step."""
+    backoff = Backoff("adopting queued runs", log)
     while not stop.is_set():
+        wait_s = ADOPT_INTERVAL_S
         try:
             await app.runner.adopt_unclaimed()
-        except Exception:
-            log.exception("adopting queued runs failed")
+            backoff.succeeded()
+        except Exception as e:
+            wait_s = backoff.failed(unavailable(e) or e)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ADOPT_INTERVAL_S)
+            await asyncio.wait_for(stop.wait(), wait_s)
 
 
 class Extension(Protocol):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from dotenv import dotenv_values
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EXAMPLE_CONFIG = "openclaw.example.toml"
@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     openclaw_config: Path = Path("openclaw.toml")
-    openclaw_db: Path = Path("openclaw.db")
+    # kept as written: a Path would turn "postgresql://u:p@h/db" into "postgresql:/u:p@h/db",
+    # and the check (core.dbpath) must see a URL to refuse it without echoing its password
+    openclaw_db: str = "openclaw.db"
     openclaw_gateway_token: SecretStr | None = None
     openclaw_token_file: Path | None = None  # where serve keeps a generated gateway token
     telegram_bot_token: SecretStr | None = None
@@ -28,6 +30,18 @@ class Settings(BaseSettings):
     gemini_api_key: SecretStr | None = None
     deepseek_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+
+    @field_validator("openclaw_db", mode="before")
+    @classmethod
+    def _db_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    def db_path(self) -> Path:
+        """The SQLite file OPENCLAW_DB names, checked (a URL, a directory, a missing folder
+        are ConfigErrors naming OPENCLAW_DB and the fix)."""
+        from core.dbpath import check_db_location
+
+        return check_db_location(self.openclaw_db)
 
     def config_path(self) -> Path:
         """The TOML file to load: OPENCLAW_CONFIG, else ./openclaw.toml, else the example."""
@@ -40,7 +54,7 @@ class Settings(BaseSettings):
         """The generated-token file: OPENCLAW_TOKEN_FILE, else beside the database."""
         if self.openclaw_token_file is not None:
             return self.openclaw_token_file
-        return self.openclaw_db.parent / "openclaw.gateway-token"
+        return Path(self.openclaw_db).parent / "openclaw.gateway-token"
 
     def secret(self, env_name: str) -> SecretStr | None:
         """The value of the variable ``env_name`` from the environment or ``.env``; None if unset

@@ -16,7 +16,45 @@ from typing import Any
 
 import aiosqlite
 
+from core.errors import StoreUnavailable
+
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+Opener = Callable[[Path], Awaitable[aiosqlite.Connection]]
+
+# SQLite's primary result codes that mean "this database cannot take writes now" (a read-only
+# file or mount, a full disk, an I/O error, a file that cannot be opened), as opposed to a
+# bad statement or a constraint: callers answer 503 and back off instead of failing a row
+_UNAVAILABLE_CODES = {
+    3: "SQLITE_PERM",
+    8: "SQLITE_READONLY",
+    10: "SQLITE_IOERR",
+    13: "SQLITE_FULL",
+    14: "SQLITE_CANTOPEN",
+}
+
+
+def unavailable(error: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable that ``error`` (an sqlite3 error) amounts to, or None."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if not isinstance(error, sqlite3.Error) or code is None:
+        return None
+    if code & 0xFF not in _UNAVAILABLE_CODES:
+        return None
+    name = getattr(error, "sqlite_errorname", None) or _UNAVAILABLE_CODES[code & 0xFF]
+    return StoreUnavailable(f"the database cannot take writes: {error} ({name})")
+
+
+def _mapped(error: BaseException) -> BaseException:
+    mapped = unavailable(error)
+    if mapped is None:
+        return error
+    mapped.__cause__ = error  # the sqlite3 error stays reachable for logs and tests
+    return mapped
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # autocommit: each write is its own transaction, one trip to the SQLite thread
+    return await aiosqlite.connect(path, isolation_level=None)
 
 
 async def _m001_attempts(db: aiosqlite.Connection) -> None:
@@ -217,23 +255,46 @@ class Store:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the database and apply pending migrations."""
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit: each write is its own transaction, one trip to the SQLite thread
-        db = await aiosqlite.connect(path, isolation_level=None)
+    async def open(cls, path: Path, opener: Opener | None = None) -> Store:
+        """Open (creating the file if needed, never its directory) the database, apply pending
+        migrations and prove it takes writes.
+
+        Raises StoreUnavailable when it cannot be opened or written (a read-only file or
+        mount, a full disk): starting on it would accept work whose record cannot be kept.
+        ``opener`` connects (autocommit); the default is a plain read-write file.
+        """
+        try:
+            db = await (opener or _connect)(path)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"cannot open {path}: {e}") from None
         try:
             db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
             store = cls(db, path)
             await store._migrate()
+            await store._probe_write()
+        except sqlite3.Error as e:
+            await db.close()
+            raise StoreUnavailable(
+                f"cannot write {path}: {e} ({getattr(e, 'sqlite_errorname', '?')})"
+            ) from None
         except BaseException:
             await db.close()
             raise
         return store
+
+    async def _probe_write(self) -> None:
+        # a real write, rolled back: os.access says yes as root on a 0444 file, and a
+        # read-only mount or an immutable file is only found by writing
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES ('~write-probe', '')"
+            )
+        finally:
+            await self.db.execute("ROLLBACK")
 
     async def _migrate(self) -> None:
         await self.db.execute(
@@ -266,14 +327,23 @@ class Store:
         await self.write(sql, params)
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        """Run one write (committed on return); returns (rows changed, last row id)."""
-        async with self._write_lock, self.db.execute(sql, params) as cur:
-            return cur.rowcount, cur.lastrowid
+        """Run one write (committed on return); returns (rows changed, last row id).
+
+        Every write raises StoreUnavailable, not sqlite3's error, when the database cannot
+        take writes (read-only, full, I/O error)."""
+        try:
+            async with self._write_lock, self.db.execute(sql, params) as cur:
+                return cur.rowcount, cur.lastrowid
+        except sqlite3.Error as e:
+            raise _mapped(e) from e
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one write per row, committed together."""
-        async with self._write_lock:
-            await self._transaction([(sql, list(rows))])
+        try:
+            async with self._write_lock:
+                await self._transaction([(sql, list(rows))])
+        except sqlite3.Error as e:
+            raise _mapped(e) from e
 
     async def write_all(self, writes: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Several writes, committed together or not at all."""
@@ -289,10 +359,13 @@ class Store:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as e:
+                await self._rollback()
+                raise _mapped(e) from e
             except BaseException:
                 await self._rollback()
                 raise
-            await self.db.execute("COMMIT")
 
     async def insert(self, sql: str, row: Sequence[Any]) -> None:
         """Write one row, committed when this returns (group commit).
@@ -329,14 +402,15 @@ class Store:
                     groups.setdefault(sql, []).append(row)
                 await self._transaction(list(groups.items()))
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0][2], error)
+            if len(batch) == 1 or unavailable(error):  # no row can land: all fail alike
+                for _, _, fut in batch:
+                    _settle(fut, _mapped(error))
                 return
             for sql, row, fut in batch:  # find the bad row; the others still land
                 try:
                     await self.db.execute(sql, row)
                 except Exception as e:
-                    _settle(fut, e)
+                    _settle(fut, _mapped(e))
                 else:
                     _settle(fut, None)
             return
@@ -360,9 +434,12 @@ class Store:
             await asyncio.shield(self.db.execute("ROLLBACK"))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """Run a query and return every row."""
-        async with self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """Run a query and return every row (StoreUnavailable on an I/O error)."""
+        try:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as e:
+            raise _mapped(e) from e
 
     async def writable(self) -> bool:
         """True when a write goes through (for readiness checks)."""

@@ -11,6 +11,7 @@ import pytest
 from tests.fakes.llm import FakeLLM, Reply
 from tests.procs import run_cli as openclaw
 from tests.procs import start_serve
+from tests.readonly import read_only
 
 CONFIG = """
 [gateway]
@@ -210,3 +211,51 @@ async def test_usage_what_if(fake_llm: FakeLLM, cli_env: dict[str, str], tmp_pat
     assert code == 0, err
     assert "What if" in out and "1 answered requests, 1 priced" in out
     assert "difference +0.0006 USD" in out
+
+
+# -- issue 13: OPENCLAW_DB is a SQLite file that can be written, or serve refuses (78) --
+
+
+async def test_a_database_url_is_refused_and_its_password_never_printed(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = cli_env | {"OPENCLAW_DB": "postgresql://claw:hunter2-pw@db.internal/claw"}
+    for command in (("serve",), ("doctor",), ("status",), ("runs",)):
+        code, out, err = await openclaw(env, *command)
+        assert code == 78, (command, out, err)
+        assert "OPENCLAW_DB: 'postgresql://claw:***@db.internal/claw' is a postgresql URL" in err
+        assert "hunter2-pw" not in out + err and "Traceback" not in err
+    assert not (tmp_path / "postgresql:").exists()  # no directories named after the URL
+    code, _, err = await openclaw(cli_env, "--db", "sqlite:///x.db", "runs")
+    assert code == 78 and "--db: 'sqlite:///x.db' is a sqlite URL" in err
+
+
+@pytest.mark.parametrize(
+    ("db", "expected"),
+    [
+        ("{tmp}", "is a directory — name a file in it"),
+        ("", "OPENCLAW_DB: is empty"),
+        ("/proc/openclaw.db", "is under /proc, a kernel filesystem"),
+        ("{tmp}/missing/dir/x.db", "does not exist — create it (mkdir -p {tmp}/missing/dir)"),
+    ],
+)
+async def test_serve_refuses_an_unusable_database_path_with_exit_78(
+    cli_env: dict[str, str], tmp_path: Path, db: str, expected: str
+) -> None:
+    env = cli_env | {"OPENCLAW_DB": db.format(tmp=tmp_path)}
+    code, out, err = await openclaw(env, "serve")
+    assert code == 78, out + err
+    assert expected.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()  # never created silently
+
+
+async def test_serve_refuses_a_read_only_database(cli_env: dict[str, str]) -> None:
+    code, _, err = await openclaw(cli_env, "runs")  # creates and migrates the database
+    assert code == 0, err
+    db = Path(cli_env["OPENCLAW_DB"])
+    with read_only(db):
+        code, out, err = await openclaw(cli_env, "serve")
+    assert code == 78, out + err
+    assert f"OPENCLAW_DB: cannot write {db}" in err and "Traceback" not in err
+    assert f"make {db} and its directory writable" in err
+    assert "serving" not in out

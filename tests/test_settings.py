@@ -20,7 +20,7 @@ def test_secret_from_env_file_and_environment(
     key = s.secret("DEEPSEEK_API_KEY")
     assert key is not None and key.get_secret_value() == "from-dotenv"
     assert "from-dotenv" not in repr(s.secret("DEEPSEEK_API_KEY"))
-    assert s.openclaw_db == Path("x.db")
+    assert s.db_path() == Path("x.db")
     assert s.secret("EMPTY_KEY") is None  # empty means unset
     monkeypatch.setenv("DEEPSEEK_API_KEY", "from-env")
     assert s.secret("DEEPSEEK_API_KEY").get_secret_value() == "from-env"  # type: ignore[union-attr]

@@ -1,15 +1,20 @@
-"""The store's group commit: concurrent rows share transactions, and none is lost."""
+"""The store's group commit (concurrent rows share transactions, none is lost), and a store
+that cannot take writes (refused at open, StoreUnavailable at run time)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
+from core.errors import StoreUnavailable
 from core.store import Store
+from tests.readonly import open_read_only, read_only
 
 SQL = "INSERT INTO t (n) VALUES (?)"
 
@@ -92,3 +97,72 @@ async def test_a_cancelled_transaction_never_leaves_one_open(store: Store) -> No
         await db.execute("INSERT INTO t (n) VALUES (3)")
     rows = await store.fetchall("SELECT n FROM t ORDER BY n")
     assert [r[0] for r in rows] == [2, 3]
+
+
+# -- issue 13: an unwritable store ---------------------------------------------------
+
+
+async def _made(tmp_path: Path) -> Path:
+    path = tmp_path / "ro.db"
+    s = await Store.open(path)
+    await s.close()
+    return path
+
+
+async def test_open_refuses_a_database_it_cannot_write(tmp_path: Path) -> None:
+    path = await _made(tmp_path)
+    with read_only(path) as how:
+        with pytest.raises(StoreUnavailable, match=f"cannot write {path}") as info:
+            await Store.open(path)
+        assert how and isinstance(info.value, StoreUnavailable)
+
+
+async def test_open_probes_with_a_real_write_not_just_permissions(tmp_path: Path) -> None:
+    path = await _made(tmp_path)
+
+    async def read_only_opener(p: Path) -> aiosqlite.Connection:
+        return await aiosqlite.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
+
+    # os.access says the file is writable (it is; this connection is not): the probe
+    # writes, so it finds out
+    assert os.access(path, os.W_OK)
+    with pytest.raises(StoreUnavailable, match="attempt to write a readonly database"):
+        await Store.open(path, opener=read_only_opener)
+
+
+async def test_open_never_creates_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="unable to open database file"):
+        await Store.open(tmp_path / "no" / "such" / "dir" / "x.db")
+    assert not (tmp_path / "no").exists()
+
+
+async def test_writes_on_a_read_only_store_raise_store_unavailable(tmp_path: Path) -> None:
+    path = await _made(tmp_path)
+    store = await open_read_only(path)
+    try:
+        writes = [
+            store.execute("UPDATE schema_migrations SET applied_at = 'x'"),
+            store.write("UPDATE schema_migrations SET applied_at = 'x'"),
+            store.insert("INSERT INTO schema_migrations (name) VALUES (?)", ("a",)),
+            store.executemany("INSERT INTO schema_migrations (name) VALUES (?)", [("b",)]),
+            store.write_all([("INSERT INTO schema_migrations (name) VALUES (?)", ("c",))]),
+        ]
+        for write in writes:
+            with pytest.raises(StoreUnavailable, match="readonly database") as info:
+                await write
+            assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(StoreUnavailable):
+            async with store.immediate() as db:
+                await db.execute("INSERT INTO schema_migrations (name) VALUES ('d')")
+        assert not store.db.in_transaction
+        assert len(await store.applied_migrations()) > 0  # reads still work
+        assert not await store.writable()
+    finally:
+        await store.close()
+
+
+async def test_a_bad_statement_is_not_store_unavailable(store: Store) -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        await store.execute("INSERT INTO nope VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.executemany(SQL, [(1,), (1,)])

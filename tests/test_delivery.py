@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from core.store import Store, utcnow_iso
 from core.templating import Templates
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
+from tests.readonly import open_read_only
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
 SLACK_ENV = "OPENCLAW_TEST_SLACK"
@@ -897,3 +899,101 @@ async def test_a_message_whose_template_breaks_is_kept_as_failed(store: Store) -
     slack = rows["slack:ops"]
     assert slack["status"] == "failed" and slack["body"] == CTX["text"]
     assert slack["last_error"] == "rendering its template failed: 'items' is undefined"
+
+
+# -- issue 13: secret headers from the environment; a store that cannot take writes ------
+
+
+async def test_headers_env_values_come_from_the_environment(
+    store: Store,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = make_config(
+        channels={
+            "webhook": {
+                "hook": {
+                    "url": receiver.url + "/hook",
+                    "headers": {"X-Plain": "plain"},
+                    "headers_env": {"Authorization": "OPENCLAW_TEST_HOOK_AUTH"},
+                }
+            },
+            "slack": {
+                "ops": {
+                    "webhook_url_env": SLACK_ENV,
+                    "headers_env": {"X-Slack-Extra": "OPENCLAW_TEST_HOOK_AUTH"},
+                }
+            },
+        }
+    )
+    monkeypatch.setenv(SLACK_ENV, receiver.url + "/slack")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    channels: dict[str, Channel] = {
+        "webhook": WebhookChannel(config, settings, http),
+        "slack": SlackChannel(config, settings, http),
+    }
+    outbox = make_outbox(store)
+    worker = DeliveryWorker(outbox, channels, "proc-a")
+    await outbox.enqueue(1, "run", ["webhook:hook", "slack:ops"], CTX)
+    await worker.drain()
+    # unset: the rows wait for the variable (not an attempt), nothing is sent without it
+    assert receiver.at("/hook") == [] and receiver.at("/slack") == []
+    rows = await all_rows(store)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0), ("pending", 0)]
+    assert "OPENCLAW_TEST_HOOK_AUTH is not set" in rows[0]["last_error"]
+    monkeypatch.setenv("OPENCLAW_TEST_HOOK_AUTH", "Bearer hook-secret")
+    await store.execute("UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    await worker.drain()
+    (hook,) = receiver.at("/hook")
+    assert hook.headers["authorization"] == "Bearer hook-secret"
+    assert hook.headers["x-plain"] == "plain"
+    (slack,) = receiver.at("/slack")
+    assert slack.headers["x-slack-extra"] == "Bearer hook-secret"
+
+
+async def test_the_worker_backs_off_a_read_only_store_with_one_warning_per_step(
+    tmp_path: Path,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "ro.db"
+    s = await Store.open(path)
+    outbox = make_outbox(s)
+    await outbox.enqueue(1, "run", ["webhook:hook"], CTX)
+    await s.close()
+    ro = await open_read_only(path)  # the database became read-only under a running serve
+    try:
+        outbox = make_outbox(ro, poll_interval_s=0.01)
+        worker = make_worker(outbox, receiver, http)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        caplog.set_level(logging.WARNING, logger="openclaw.delivery")
+        # at a 10 ms poll interval, the old loop logged ~30 tracebacks in this time; the
+        # first backoff step is 1 s, so there is one warning (bounded: two on a slow host)
+        await asyncio.sleep(0.3)
+        outbox.notify()  # new rows do not cut the backoff short: they could not be claimed
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)
+    finally:
+        await ro.close()
+    records = [r for r in caplog.records if r.name == "openclaw.delivery"]
+    assert 1 <= len(records) <= 2, [r.getMessage() for r in records]
+    first = records[0]
+    assert first.levelno == logging.WARNING and first.exc_info is None
+    assert "readonly database" in first.getMessage()
+    assert "next try in 1 s" in first.getMessage()
+    assert receiver.at("/hook") == []  # nothing sent while its record cannot be kept
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    from core.backoff import Backoff
+    from core.errors import StoreUnavailable
+
+    backoff = Backoff("x", logging.getLogger("test.backoff"), first_s=1.0, cap_s=8.0)
+    error = StoreUnavailable("read-only")
+    assert [backoff.failed(error) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    backoff.succeeded()
+    assert backoff.failed(error) == 1.0

@@ -58,7 +58,8 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
 
     Runs after the token check, so nobody unauthenticated makes us wait for a body. The
     handler's own ``read()`` then returns the bytes read here."""
-    if request.body_exists:
+    # a small body usually comes in the headers' packet: already whole, nothing to wait for
+    if request.body_exists and not request.content.is_eof():
         try:
             async with asyncio.timeout(request.app[BODY_TIMEOUT]):
                 await request.read()

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hmac
 import json
+import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -119,7 +120,7 @@ def served_routes(web_app: web.Application) -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
-BAD_HEADERS = {
+BAD_HEADERS: dict[str, str | bytes | None] = {
     "none": None,
     "empty": "",
     "scheme only": "Bearer",
@@ -131,6 +132,8 @@ BAD_HEADERS = {
     "token extended": f"Bearer {TOKEN}0",
     "token twice": f"Bearer {TOKEN} {TOKEN}",
     "another secret": f"Bearer {secrets.TELEGRAM_TOKEN}",
+    "not utf-8": b"Bearer \xe9t\xe9",  # aiohttp hands these over as surrogates
+    "utf-8 beyond ascii": "Bearer été".encode(),
 }
 
 
@@ -246,6 +249,54 @@ async def test_the_gateway_decides_with_compare_digest(
     async with gw.authed() as c:
         assert (await c.get("/v1/models")).status_code == 200
     assert len(calls) == 2
+
+
+async def test_a_valid_token_is_never_locked_out(start_gw: Callable[..., Any]) -> None:
+    """Any local process (all are 127.0.0.1) failing to authenticate must not lock the
+    operator's token out; the failures themselves stay limited."""
+    gw: Gw = await start_gw(gateway={"auth_max_failures": 3, "auth_window_s": 600})
+    async with gw.http() as c:
+        codes = [(await c.get("/api/status")).status_code for _ in range(10)]
+    assert codes[:3] == [401, 401, 401] and set(codes[3:]) == {429}
+    async with gw.authed() as c:
+        for method, path in served_routes(gw.gateway.web_app):
+            r = await c.request(method, path, json={} if method == "POST" else None)
+            assert r.status_code not in (401, 429), (method, path, r.status_code)
+
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Cookie", "X-Api-Key"])
+async def test_an_over_long_header_never_quotes_the_token(
+    start_gw: Callable[..., Any], caplog: pytest.LogCaptureFixture, header: str
+) -> None:
+    """aiohttp's parser answered a plain-text 400 and logged an ERROR traceback, both
+    quoting the first 100 bytes of the line: ``Bearer `` and the whole token."""
+    caplog.set_level(logging.DEBUG)
+    gw: Gw = await start_gw()
+    value = f"Bearer {TOKEN}" + "x" * 9000
+    raw = await raw_exchange(
+        gw.gateway.port,
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{header}: {value}\r\n\r\n".encode(),
+    )
+    head, _, body = raw.decode("latin-1").partition("\r\n\r\n")
+    assert head.split()[1] in ("400", "431"), head
+    assert "application/json" in head.lower()
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert find_leaks(raw.decode("latin-1"), "answer") == []
+    assert TOKEN[:10] not in raw.decode("latin-1") and TOKEN[:10] not in caplog.text
+    assert find_leaks(caplog.text, "log") == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
 
 # -- bodies --------------------------------------------------------------------------------

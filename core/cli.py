@@ -8,7 +8,8 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,47 @@ from core.errors import (
     OpenClawError,
     RoutingError,
 )
-from core.ledger import GROUPS, TARGET_SHARE, UsageReport, parse_since
+from core.ledger import GROUPS, TARGET_SHARE, UsageReport
 from core.logs import setup_logging
+from core.parsing import parse_id, parse_int, parse_since
 from core.runs import Run
 from core.serve import Extension, serve
 from core.settings import Settings
 from core.types import ChatRequest, Message, StreamDelta
 
 log = logging.getLogger("openclaw")
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from one of core.parsing's parsers: a bad value is a usage error
+    (exit 2, like every argparse error) that says what is accepted, not a traceback."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def _since(text: str) -> tuple[str, timedelta]:
+    try:
+        return text, parse_since(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _prompt(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the prompt is empty: give the text to send")
+    return text
+
+
+_TIER = _arg(lambda t: parse_int(t, "tier", 0, 1000))
+_MAX_RUNS = 500  # as the API's /api/runs?limit=
+# a sanity bound, far above any model's output limit (which caps it anyway): 10**30 is a typo
+MAX_TOKENS = 10_000_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,24 +91,34 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="start the engine and the gateway; run until SIGTERM")
-    serve.add_argument("--port", type=int, help="gateway port (overrides [gateway] port)")
+    serve.add_argument(
+        "--port",
+        type=_arg(lambda t: parse_int(t, "--port", 0, 65535)),
+        help="gateway port (overrides [gateway] port)",
+    )
 
     ask = sub.add_parser("ask", help="send one prompt through the pyramid and print the answer")
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--task", help="task type (its minimum tier comes from [tasks])")
-    where.add_argument("--tier", type=int, help="start at this tier")
+    where.add_argument("--tier", type=_TIER, help="start at this tier")
     ask.add_argument("--system", help="a system prompt")
-    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument(
+        "--max-tokens",
+        type=_arg(lambda t: parse_int(t, "--max-tokens", 1, MAX_TOKENS)),
+        help="a whole number, at least 1 (capped at the model's output limit)",
+    )
     ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     ask.add_argument("--explain", action="store_true", help="print the route trace to stderr")
-    ask.add_argument("prompt")
+    ask.add_argument("prompt", type=_prompt)
 
     route = sub.add_parser("route", help="print the plan for a task without calling anything")
     route.add_argument("task", nargs="?", help="task type (default: the default task)")
-    route.add_argument("--tier", type=int, help="explain an explicit tier instead")
+    route.add_argument("--tier", type=_TIER, help="explain an explicit tier instead")
 
     usage = sub.add_parser("usage", help="usage per tier/model/agent/day, tier shares, savings")
-    usage.add_argument("--since", default="7d", help="period: 30m, 24h, 7d, 4w (default 7d)")
+    usage.add_argument(
+        "--since", default="7d", type=_since, help="period: 30m, 24h, 7d, 4w (default 7d)"
+    )
     usage.add_argument("--group", default="tier", choices=GROUPS)
     usage.add_argument(
         "--what-if",
@@ -111,9 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs = sub.add_parser("runs", help="recent runs (of one agent)")
     runs.add_argument("agent", nargs="?")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument(
+        "--limit", type=_arg(lambda t: parse_int(t, "--limit", 1, _MAX_RUNS)), default=20
+    )
     show = sub.add_parser("run-show", help="one run in full: status, output, error, cost")
-    show.add_argument("run_id", type=int)
+    show.add_argument("run_id", type=_arg(parse_id))
     return p
 
 
@@ -362,11 +408,7 @@ async def _route(args: argparse.Namespace, settings: Settings, config: Config, p
 
 
 async def _usage(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    try:
-        since = parse_since(args.since)
-    except ValueError as e:
-        print(f"openclaw usage: {e}", file=sys.stderr)
-        return 2
+    period, since = args.since
     other = None
     if args.what_if is not None:
         try:
@@ -376,7 +418,7 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
             return EX_CONFIG
     app = await _with_app(args, settings, config)
     try:
-        print(format_usage(await app.ledger.report(since, args.group), args.since))
+        print(format_usage(await app.ledger.report(since, args.group), period))
         if other is not None:
             from core.whatif import what_if
 
@@ -542,13 +584,21 @@ async def _run_agent(
 
 
 async def _runs(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.agents import UnknownAgent
+
     app = await _with_app(args, settings, config)
     try:
+        if args.agent is not None:
+            try:  # as the API: a name that is not configured is an error, not "no runs"
+                app.runner.agent(args.agent)
+            except UnknownAgent as e:
+                print(f"openclaw runs: {e}", file=sys.stderr)
+                return 2
         runs = await app.runner.runs.recent(args.agent, args.limit)
     finally:
         await app.close()
     if not runs:
-        print("no runs yet")
+        print(f"no runs of {args.agent} yet" if args.agent else "no runs yet")
     for run in runs:
         _print_run(run, full=False)
     return 0

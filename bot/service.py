@@ -40,6 +40,7 @@ from core.app import App
 
 log = logging.getLogger("openclaw.bot")
 WEBHOOK_PATH = "/telegram/webhook"
+STOP_POLLING_S = 5.0  # aiogram's stop cancels a long poll at once; this bounds a stuck one
 
 
 class PollWatch(BaseRequestMiddleware):
@@ -210,11 +211,21 @@ class TelegramBot:
                 log.exception("Telegram watchdog")
 
     async def _stop_polling(self) -> None:
-        if self._polling is not None:
-            self._polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._polling
-            self._polling = None
+        """End polling through aiogram's own stop: it cancels its poller and waits for it.
+
+        Cancelling the ``start_polling`` task instead leaves aiogram's inner poller task
+        running: it keeps polling on the side, and once the session or the API is gone it
+        logs "Failed to fetch updates" as an ERROR every backoff step.
+        """
+        task, self._polling = self._polling, None
+        if task is None or task.done():
+            return
+        with contextlib.suppress(RuntimeError, TimeoutError):  # not polling yet; stuck
+            await asyncio.wait_for(self.dp.stop_polling(), STOP_POLLING_S)
+        if not task.done():  # before polling began (getMe), or stuck: nothing inner yet
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     async def stop(self) -> None:
         """Stop polling, reporting and the session."""

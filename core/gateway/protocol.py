@@ -45,6 +45,7 @@ class GatewayProtocol(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        """The answer to a request that failed before or outside the app's middlewares."""
         if not isinstance(exc, HttpProcessingError):  # not the parser's: aiohttp's own way
             return super().handle_error(request, status, exc, message)
         # a client's mistake (or a scanner's): no traceback, and not the bytes it sent

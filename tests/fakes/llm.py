@@ -412,10 +412,16 @@ class FakeLLM:
         suffix = {OPENAI: "/v1", ANTHROPIC: "", GOOGLE: "/v1beta", OLLAMA: ""}[api]
         return self.url + suffix
 
-    async def wait_for_requests(self, count: int, timeout_s: float = 10.0) -> None:
-        """Wait until ``count`` requests have arrived in all (a test's bound, not a pace)."""
+    async def wait_for_requests(
+        self,
+        count: int,
+        timeout_s: float = 10.0,
+        where: Callable[[RecordedRequest], bool] = lambda r: True,
+    ) -> None:
+        """Wait until ``count`` requests (those ``where`` picks) have arrived; ``timeout_s``
+        is a test's bound, not a pace."""
         async with asyncio.timeout(timeout_s), self._arrived:
-            await self._arrived.wait_for(lambda: len(self.requests) >= count)
+            await self._arrived.wait_for(lambda: sum(map(where, self.requests)) >= count)
 
     def script(self, model: str, *replies: Reply) -> None:
         """Queue replies for ``model``, consumed in order; then ``default`` answers."""

@@ -97,14 +97,12 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         err = _store_unavailable()
         status = err.status
         return _error_response(err)
-    except ConnectionError as e:
-        if not h.client_gone(request):
-            raise  # not the client's connection: a fault of ours, answered as 500 below
-        # the client reset or closed mid-request: its loss, not a server fault
-        log.debug("gateway: client left during %s %s (%s)", request.method, request.path, e)
-        status = CLIENT_GONE
-        return web.Response(status=CLIENT_GONE)  # aiohttp finds the transport closed
-    except Exception:
+    except Exception as e:
+        if isinstance(e, ConnectionError) and h.client_gone(request):
+            # the client reset or closed mid-request: its loss, not a server fault
+            log.debug("gateway: client left during %s %s (%s)", request.method, request.path, e)
+            status = CLIENT_GONE
+            return web.Response(status=CLIENT_GONE)  # aiohttp finds the transport closed
         log.exception("gateway: unexpected error on %s %s", request.method, request.path)
         return _error_response(
             GatewayError(

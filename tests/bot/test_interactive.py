@@ -35,9 +35,7 @@ async def delivering(rig: BotRig) -> AsyncIterator[None]:
 def scaled(rig: BotRig, factor: float) -> None:
     """Telegram's limits ``factor`` times as fast, on both sides (keeps long tests short)."""
     rig.tg.enforce_rate_limits(per_chat_per_s=factor, global_per_s=30.0 * factor)
-    rig.bot.send_path.use(
-        SendLimiter(per_chat_interval_s=1.0 / factor, global_per_s=30.0 * factor)
-    )
+    rig.bot.send_path.use(SendLimiter(per_chat_interval_s=1.0 / factor, global_per_s=30.0 * factor))
 
 
 def texts(rig: BotRig, chat_id: int) -> list[str]:
@@ -62,8 +60,9 @@ async def test_run_rerun_and_commands_at_once_all_arrive(make_rig: RigFactory) -
         await rig.said(ADMIN, "#1 alpha ok", timeout_s=30)  # /runs
         await rig.tg.wait_for(lambda tg: any(m.get("photo") for m in tg.sent(ADMIN)), 30)
         await rig.tg.wait_for(lambda tg: len(tg.answered_callbacks()) == 1)
-        while await rig.app.outbox.pending_count():  # both digests, too
-            await asyncio.sleep(0.05)
+        await rig.tg.wait_for(  # both digests, too
+            lambda tg: sum(t.startswith("<b>alpha</b>") for t in texts(rig, ADMIN)) == 2, 30
+        )
     results = [m for m in rig.tg.sent(ADMIN) if (m.get("text") or "").startswith("✅ <b>alpha")]
     assert len(results) == 2 and all(set(buttons(m)) == {"🔁 Rerun", "🧭 Details"} for m in results)
     statuses = await rig.app.store.fetchall("SELECT status FROM outbox")

@@ -15,7 +15,13 @@ from core import __version__
 from core.agents import AgentError, UnknownAgent
 from core.app import App
 from core.engine import Result, Started, new_request_id
-from core.errors import AllAttemptsFailed, ProviderError, RoutingError, StoreUnavailable
+from core.errors import (
+    AllAttemptsFailed,
+    ProviderError,
+    RequestRejected,
+    RoutingError,
+    StoreUnavailable,
+)
 from core.gateway.auth import FailureLimiter
 from core.gateway.openai_api import (
     ChunkWriter,
@@ -194,6 +200,16 @@ def _route_headers(rid: str, route_line: str) -> dict[str, str]:
 
 def _all_failed(e: AllAttemptsFailed, rid: str) -> GatewayError:
     tried = len([a for a in e.attempts if a.outcome not in ("skipped", "denied")])
+    if isinstance(e, RequestRejected):  # the request's own fault: the caller must change it
+        return GatewayError(
+            400,
+            f"{e.error.provider}/{e.error.model} refused the request: {e.error.detail}",
+            code="upstream_rejected",
+            headers={
+                "x-openclaw-request-id": rid,
+                "x-openclaw-route": f"rejected; attempts={tried}",
+            },
+        )
     return GatewayError(
         503,
         str(e),

@@ -185,3 +185,26 @@ async def test_each_request_is_its_own_session(gateway: Running) -> None:
     for rec in gateway.fake.requests:  # no upstream call saw another caller's text
         texts = "".join(rec.texts())
         assert sum(p in texts for p in prompts) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_request_the_upstream_refuses_is_a_400_and_opens_no_breaker(
+    gateway: Running, stream: bool
+) -> None:
+    """Issue 13: one request's own 400 (a prompt over the context) used to open the model's
+    breaker for 900 s and send everyone to pricier tiers; now it fails that request."""
+    gateway.fake.script("qwen3:14b", Reply(status=400, error_message="context length exceeded"))
+    async with client(gateway, max_retries=0) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "x"}], stream=stream
+            )
+        assert "context length exceeded" in info.value.message
+        assert info.value.code == "upstream_rejected"
+        assert info.value.response.headers["x-openclaw-route"] == "rejected; attempts=1"
+        gateway.fake.script("qwen3:14b", Reply(text="fine"))
+        answer = await c.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "y"}]
+        )
+    assert answer.model == "local/qwen3:14b"  # tier 0 still serves everyone else
+    assert [r.model for r in gateway.fake.requests] == ["qwen3:14b", "qwen3:14b"]

@@ -550,9 +550,10 @@ async def _leave_after_first_chunk(r: Rig) -> bytes:
 
 
 async def _wait_rows(r: Rig, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows once they are settled (a call is 'pending' while in flight)."""
     for _ in range(200):  # bounded: the gateway notices the hang-up on its next write
         rows = await r.rows()
-        if len(rows) >= n:
+        if len(rows) >= n and all(x["outcome"] != "pending" for x in rows):
             return rows
         await asyncio.sleep(0.025)
     return await r.rows()

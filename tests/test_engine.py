@@ -23,7 +23,7 @@ import pytest
 from core.approvals import ApprovalRequest, Decision
 from core.config import Config
 from core.engine import Engine, Result, Started
-from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
+from core.errors import AllAttemptsFailed, ProviderError, RequestRejected, StoreUnavailable
 from core.health import HealthBoard
 from core.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.providers import build_provider
@@ -609,3 +609,21 @@ async def test_recovery_prices_calls_a_dead_process_left_in_flight(rig: RigFacto
     report = await live.report(timedelta(days=1), "model")
     assert report.cost_usd == pytest.approx(gone["cost_usd"])
     assert await live.recover() == 0  # once
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_unwritable_store_stops_a_request_before_any_upstream_call(
+    rig: RigFactory, stream: bool
+) -> None:
+    """The row comes first: a store that cannot take it means nothing is sent or paid."""
+    r = await rig()
+    await r.store.db.execute("PRAGMA query_only = ON")  # SQLite refuses every write
+    try:
+        with pytest.raises(StoreUnavailable):
+            if stream:
+                await collect(r.engine, ask(task="chat"))
+            else:
+                await r.engine.complete(ask(task="chat"))
+    finally:
+        await r.store.db.execute("PRAGMA query_only = OFF")
+    assert r.fake.requests == []

@@ -17,7 +17,13 @@ its messages in the order queued. ``--order`` sets how the chats are mixed in th
 ``random`` (default, seeded), ``interleaved`` (round robin) or ``grouped`` (each chat's
 messages back to back).
 
+A second case mixes ``--replies`` interactive replies (``bot.send_message``, as command
+handlers answer) into the same drain: spread over it, to random chats of the same set,
+through the bot's one send path that the channel shares. The allowed rate then covers
+digests and replies together; every reply must arrive, digests still in order.
+
     .venv/bin/python bench/delivery.py [--messages 1000] [--chats 50] [--order random]
+                                       [--replies 100]
 
 Everything listens on 127.0.0.1; the temp dir is removed on the way out and the run is
 bounded by ``--timeout-s``.
@@ -153,7 +159,28 @@ def _seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-async def _bench(args: argparse.Namespace, tmp: Path, server: FakeInThread) -> dict[str, Any]:
+async def _replies(bot: Bot, chats: list[int], count: int, spread_s: float, seed: int) -> int:
+    """Send ``count`` replies spread over ``spread_s``, each as a handler would; how many
+    were accepted."""
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+
+    async def one(n: int) -> bool:
+        await asyncio.sleep(max(0.0, t0 + n * spread_s / count - time.monotonic()))
+        chat = rng.choice(chats)
+        try:
+            await bot.send_message(chat, f"reply {n} for {chat}")
+        except Exception as e:  # counted as lost, reported
+            print(f"reply {n} to {chat} lost: {e}", flush=True)
+            return False
+        return True
+
+    return sum(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def _bench(
+    args: argparse.Namespace, tmp: Path, server: FakeInThread, replies: int = 0
+) -> dict[str, Any]:
     fake = server.fake
     assert fake is not None
     chat_of = plan(args.messages, args.chats, args.order, args.seed)
@@ -178,12 +205,19 @@ async def _bench(args: argparse.Namespace, tmp: Path, server: FakeInThread) -> d
                 },
             )
         worker = DeliveryWorker(outbox, {"telegram": TelegramChannel(bot)}, process_owner())
+        allowed = min(GLOBAL_PER_S, args.chats * PER_CHAT_PER_S)
         t0_wall, t0 = time.time(), time.monotonic()
         worker_task = asyncio.create_task(worker.run(stop))
+        replying = asyncio.create_task(
+            _replies(bot, sorted(set(chat_of)), replies, args.messages / allowed, args.seed)
+        )
+        replies_ok = 0
         while await outbox.pending_count():
             if time.monotonic() - t0 > args.timeout_s:
                 raise TimeoutError(f"not drained within {args.timeout_s:g}s")
             await asyncio.sleep(0.05)
+        replies_ok = await replying
+        replies_done_s = time.monotonic() - t0
         drained_s = time.monotonic() - t0
         rows = [
             dict(r)
@@ -212,15 +246,15 @@ async def _bench(args: argparse.Namespace, tmp: Path, server: FakeInThread) -> d
     for chat, got in per_chat.items():
         if got != list(range(1, seq[chat] + 1)):
             in_order = False
-    allowed = min(GLOBAL_PER_S, args.chats * PER_CHAT_PER_S)
+    total = args.messages + replies
     # the limits allow `allowed` sends in any second, so the first second's go at once and
     # the last goes ceil(N / allowed) - 1 seconds after the first: the shortest drain
-    ideal_s = max(0.0, math.ceil(args.messages / allowed) - 1.0)
+    ideal_s = max(0.0, math.ceil(total / allowed) - 1.0)
     # drained: from the worker's start to the last confirmation as stored (the polling
     # above only notices it up to 50 ms later)
     if done_at:
-        drained_s = done_at[-1]
-    achieved = len(delivered) / drained_s if drained_s else 0.0
+        drained_s = max(done_at[-1], replies_done_s if replies else 0.0)
+    achieved = (len(delivered) + replies_ok) / drained_s if drained_s else 0.0
     # N / drain counts the first second's burst as rate, so a perfect run shows a little
     # over 100%; the ideal drain time against the actual one does not
     share = min(1.0, ideal_s / drained_s) if ideal_s and drained_s else 1.0
@@ -231,6 +265,8 @@ async def _bench(args: argparse.Namespace, tmp: Path, server: FakeInThread) -> d
         "messages": args.messages,
         "chats": args.chats,
         "order": args.order,
+        "replies": replies,
+        "replies_accepted": replies_ok,
         "delivered": len(delivered),
         "failed": sum(r["status"] == "failed" for r in rows),
         "attempts_over_one": sum(int(r["attempts"]) > 1 for r in rows),
@@ -255,11 +291,13 @@ def _report(r: dict[str, Any]) -> bool:
         r["http_429"] == 0
         and r["share_of_allowed"] >= TARGET_SHARE
         and r["delivered"] == r["messages"]
-        and r["sends_accepted"] == r["messages"]
+        and r["sends_accepted"] == r["messages"] + r["replies"]
+        and r["replies_accepted"] == r["replies"]
         and r["per_chat_order_preserved"]
     )
     rows = [
         ("messages / chats / order", f"{r['messages']} / {r['chats']} / {r['order']}"),
+        ("replies mixed in (accepted)", f"{r['replies']} ({r['replies_accepted']})"),
         ("delivered (failed)", f"{r['delivered']} ({r['failed']})"),
         ("sends accepted by the API", r["sends_accepted"]),
         ("HTTP 429 answers", r["http_429"]),
@@ -292,31 +330,44 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the chats' order in the outbox (default random, seeded)",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--replies", type=int, default=100, help="interactive replies in the mixed case")
     p.add_argument("--timeout-s", type=float, default=300.0, help="bound on the drain")
     p.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results path")
     args = p.parse_args(argv)
-    if args.messages < 1 or args.chats < 1:
-        p.error("--messages and --chats must be >= 1")
+    if args.messages < 1 or args.chats < 1 or args.replies < 0:
+        p.error("--messages and --chats must be >= 1, --replies >= 0")
     return args
+
+
+def _case(args: argparse.Namespace, tmp: Path, replies: int) -> dict[str, Any]:
+    """One drain against a fresh fake Bot API (its records and clock start clean)."""
+    server = FakeInThread()
+    try:
+        fake = server.start(10)
+        mixed = f", {replies} interactive replies mixed in" if replies else ""
+        print(
+            f"{args.messages} messages to {args.chats} chats ({args.order} order){mixed} "
+            f"through the fake Bot API at {fake.url}, limits {PER_CHAT_PER_S:g}/s per chat "
+            f"and {GLOBAL_PER_S:g}/s overall",
+            flush=True,
+        )
+        tmp.mkdir(parents=True)
+        return asyncio.run(_bench(args, tmp, server, replies))
+    finally:
+        server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="openclaw-bench-delivery-"))
-    server = FakeInThread()
     try:
-        fake = server.start(10)
-        print(
-            f"{args.messages} messages to {args.chats} chats ({args.order} order) through "
-            f"the fake Bot API at {fake.url}, limits {PER_CHAT_PER_S:g}/s per chat and "
-            f"{GLOBAL_PER_S:g}/s overall",
-            flush=True,
-        )
-        result = asyncio.run(_bench(args, tmp, server))
+        result = _case(args, tmp / "digests", 0)
+        mixed = _case(args, tmp / "mixed", args.replies) if args.replies else None
     finally:
-        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ok = _report(result)
+    if mixed is not None:
+        ok = _report(mixed) and ok
     write_results(
         args.output,
         {
@@ -327,11 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "chats": args.chats,
                 "order": args.order,
                 "seed": args.seed,
+                "replies": args.replies,
                 "per_chat_per_s": PER_CHAT_PER_S,
                 "global_per_s": GLOBAL_PER_S,
                 "target_share": TARGET_SHARE,
             },
             "results": result,
+            "results_with_replies": mixed,
             "target_met": ok,
         },
     )

@@ -251,10 +251,10 @@ class SendPath(BaseRequestMiddleware):
         method: TelegramMethod[TelegramType],
     ) -> Any:
         if isinstance(method, AnswerCallbackQuery):
-            return await self._answer(make_request, bot, method)
+            return await self._answer(make_request, bot, method, method.callback_query_id)
         if isinstance(method, SendChatAction):
             try:  # "typing…" is a nicety: never paced, retried or raised
-                return await make_request(bot, method)
+                return await make_request(bot, method)  # type: ignore[arg-type]
             except TelegramAPIError as e:
                 log.debug("chat action in %s failed: %s", method.chat_id, e.message)
                 return False
@@ -306,12 +306,13 @@ class SendPath(BaseRequestMiddleware):
         self,
         make_request: NextRequestMiddlewareType[TelegramType],
         bot: Bot,
-        method: AnswerCallbackQuery,
+        method: TelegramMethod[TelegramType],
+        query_id: str,
     ) -> Any:
         """A button press's answer: retried briefly; a failure is logged, never raised (the
         press did its work; only the spinner is left)."""
         press = PRESS.get()
-        if press is not None and press.query_id == method.callback_query_id:
+        if press is not None and press.query_id == query_id:
             press.answered = True  # tried: an expired query must not be answered twice
         backoff = iter(self.retry.server_backoff_s)
         while True:

@@ -129,7 +129,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    cfg_sub.add_parser("check", help="validate and print the resolved config (secrets masked)")
+    check = cfg_sub.add_parser(
+        "check", help="validate and print the resolved config (secrets masked)"
+    )
+    check.add_argument(
+        "file", nargs="?", type=Path, help="the TOML file (default: as for every command)"
+    )
 
     sub.add_parser("doctor", help="check the config and probe every provider")
 
@@ -257,7 +262,7 @@ def _config_secrets(config: Config, settings: Settings) -> list[str]:
 
 def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     warnings: list[str] = []
-    path = args.config or settings.config_path()
+    path = args.file or args.config or settings.config_path()
     try:
         config = load_config(path, warnings)
     except ConfigError as e:

@@ -426,3 +426,9 @@ def test_headers_env_must_name_a_variable_and_not_repeat_a_header(where: str) ->
         table["headers"] = {"authorization": "x"}
         (line,) = problems(doc)
         assert "'authorization' is in both headers and headers_env" in line
+
+
+def test_config_check_takes_the_file_as_an_argument(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "check", str(ROOT / "openclaw.example.toml")]) == 0
+    assert capsys.readouterr().out.startswith(f"# {ROOT / 'openclaw.example.toml'}: valid")

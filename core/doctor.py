@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from core.config import Config, split_model_ref
+from core.config_common import mask_url
 from core.errors import ProviderError
 from core.providers.base import Provider
 
@@ -21,7 +22,7 @@ class ProbeResult:
 
 def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str:
     """What the operator should do about a failed probe."""
-    url = provider.base_url
+    url = mask_url(provider.base_url)  # a base_url may carry credentials: never print them
     match error.kind:
         case "refused":
             hint = "run `ollama serve`" if provider.api == "ollama" else "start the server"

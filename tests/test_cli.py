@@ -259,3 +259,15 @@ async def test_serve_refuses_a_read_only_database(cli_env: dict[str, str]) -> No
     assert f"OPENCLAW_DB: cannot write {db}" in err and "Traceback" not in err
     assert f"make {db} and its directory writable" in err
     assert "serving" not in out
+
+
+async def test_doctor_never_prints_the_credentials_of_a_base_url(cli_env: dict[str, str]) -> None:
+    rewrite(
+        Path(cli_env["OPENCLAW_CONFIG"]),
+        r'base_url = "http://127\.0\.0\.1:\d+"\n',
+        'base_url = "http://ops:hunter2-pw@127.0.0.1:9/?token=tok-secret-1"\n',
+    )
+    code, out, err = await openclaw(cli_env, "doctor")
+    assert code == 1
+    assert "nothing answers at http://ops:***@127.0.0.1:9/?token=***" in out
+    assert "hunter2-pw" not in out + err and "tok-secret-1" not in out + err

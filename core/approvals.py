@@ -4,6 +4,12 @@ The engine asks an Approver before calling such a tier. ``PolicyApprover`` appli
 ``[approvals] default`` without asking anyone. ``ApprovalBroker`` asks people: it
 stores a pending row, lets notifiers (the Telegram bot) show it to the admins, and
 waits for the first decision or the timeout (then denied, marked expired).
+
+Every copy shown to someone is recorded the moment it is sent, so a decision closes all
+of them: copies recorded before it are closed with it, a copy recorded after it (still
+being sent when someone decided, or posted later by ``/approvals``) is closed at once.
+If the request reaches nobody, the run is not left waiting for the timeout: the
+``[approvals] default`` applies at once, with that reason, and an alert goes out.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -97,8 +103,20 @@ class ApprovalRecord:
         )
 
 
-Notifier = Callable[[ApprovalRecord], Awaitable[list[tuple[int, int]]]]
-Closer = Callable[[ApprovalRecord], Awaitable[None]]
+Copy = tuple[int, int]  # (chat id, message id) of one copy shown to someone
+CopyShown = Callable[[int, int], Awaitable[None]]
+# Shows a pending approval: calls ``shown(chat, message)`` for each copy as soon as it is
+# sent, and returns why each recipient it could not reach was not reached.
+Notifier = Callable[[ApprovalRecord, CopyShown], Awaitable[list[str]]]
+Alert = Callable[[str], Awaitable[None]]
+MAX_DECIDED_BY = 500  # the reason "nobody could be reached" lives in decided_by
+
+
+class Closer(Protocol):
+    async def __call__(self, record: ApprovalRecord, copies: list[Copy] | None = None) -> None:
+        """The approval was decided or expired: close ``copies`` (None: the decision
+        itself, close every copy in ``record.messages``)."""
+        ...
 
 
 class ApprovalBroker:
@@ -110,12 +128,16 @@ class ApprovalBroker:
     def __init__(self, store: Store, config: ApprovalsConfig) -> None:
         self.store = store
         self.config = config
-        self.notifiers: list[Notifier] = []  # show a pending approval; return its messages
-        self.closers: list[Closer] = []  # an approval was decided or expired: update them
+        self.notifiers: list[Notifier] = []  # show a pending approval to the people
+        self.closers: list[Closer] = []  # an approval was decided or expired: update copies
+        self.alerts: list[Alert] = []  # nobody could be asked: tell the operator
         self._waiting: dict[int, asyncio.Future[Decision]] = {}
+        self._copies_lock = asyncio.Lock()  # messages is read-modified-written
+        self._background: set[asyncio.Task[None]] = set()
 
     async def decide(self, request: ApprovalRequest) -> Decision:
-        """Store a pending approval, notify, wait; expired → denied."""
+        """Store a pending approval, notify, wait; expired → denied; reached nobody →
+        ``[approvals] default`` at once."""
         if not self.notifiers:
             return await PolicyApprover(self.config).decide(request)
         now = datetime.now(UTC)
@@ -145,15 +167,9 @@ class ApprovalBroker:
         try:
             record = await self.get(aid)
             assert record is not None
-            shown: list[tuple[int, int]] = []
-            for notify in self.notifiers:
-                try:
-                    shown += await notify(record)
-                except Exception:
-                    log.exception("approval %s: a notifier failed", aid)
-            await self.store.execute(
-                "UPDATE approvals SET messages = ? WHERE id = ?", (json.dumps(shown), aid)
-            )
+            # Copies go out beside the wait: an admin may decide while another admin's copy
+            # is still being sent (waiting out a 429), and the run goes on at once.
+            self._spawn(self._notify(record))
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), self.config.timeout_s)
             except TimeoutError:
@@ -170,6 +186,80 @@ class ApprovalBroker:
             if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._close(aid, "expired", "abandoned"))
+
+    async def _notify(self, record: ApprovalRecord) -> None:
+        reached = 0
+
+        async def shown(chat_id: int, message_id: int) -> None:
+            nonlocal reached
+            reached += 1
+            await self.add_copy(record.id, chat_id, message_id)
+
+        async def one(notify: Notifier) -> list[str]:
+            try:
+                return await notify(record, shown)
+            except Exception as e:
+                log.exception("approval %s: a notifier failed", record.id)
+                return [f"a notifier failed ({type(e).__name__})"]
+
+        failures = [f for fs in await asyncio.gather(*map(one, self.notifiers)) for f in fs]
+        if reached == 0:
+            await self._reached_nobody(record, failures)
+
+    async def _reached_nobody(self, record: ApprovalRecord, failures: list[str]) -> None:
+        """Nobody can decide, so waiting for the timeout would only delay the same answer:
+        the configured default applies now, and the operator hears of it."""
+        why = "no admin could be reached: " + ("; ".join(failures) or "nobody to ask")
+        default = self.config.default
+        approved = default == "approve"
+        by = f"policy ({why})"[:MAX_DECIDED_BY]
+        decision = Decision(approved, "policy", f"{why}; [approvals] default = {default!r}")
+        status = "approved" if approved else "denied"
+        if not await self._close(record.id, status, by, wake=decision):
+            return  # decided or expired meanwhile: that stands
+        req = record.request
+        who = req.agent or req.caller or "a gateway client"
+        run = f" (run #{req.run_id})" if req.run_id else ""
+        text = (
+            f"Approval #{record.id} for tier {req.tier} ({req.model}) from {who}{run}: {why}."
+            f" [approvals] default = {default!r} applied: {status}."
+        )
+        log.error("%s", text)
+        for alert in self.alerts:
+            try:
+                await alert(text)
+            except Exception:
+                log.exception("approval %s: an alert failed", record.id)
+
+    async def add_copy(self, approval_id: int, chat_id: int, message_id: int) -> None:
+        """Record one copy shown to someone (with buttons). A copy of an approval that was
+        already decided or expired is closed at once: it must not keep live buttons."""
+        async with self._copies_lock:
+            rows = await self.store.fetchall(
+                "SELECT messages FROM approvals WHERE id = ?", (approval_id,)
+            )
+            if not rows:
+                return
+            copies = [*json.loads(rows[0]["messages"]), [chat_id, message_id]]
+            await self.store.execute(
+                "UPDATE approvals SET messages = ? WHERE id = ?", (json.dumps(copies), approval_id)
+            )
+        # Read after the write: a decision either saw this copy when it closed the others,
+        # or its status is already visible here, so no copy escapes both.
+        record = await self.get(approval_id)
+        if record is not None and record.status != "pending":
+            await self._run_closers(record, [(chat_id, message_id)])
+
+    async def close_copy(self, approval_id: int, chat_id: int, message_id: int) -> bool:
+        """Close one recorded copy of a decided approval again (a press on a copy whose
+        closing failed). False when it is still pending or not one of its copies."""
+        record = await self.get(approval_id)
+        if record is None or record.status == "pending":
+            return False
+        if (chat_id, message_id) not in record.messages:
+            return False  # never edit a message that is not a copy of this approval
+        await self._run_closers(record, [(chat_id, message_id)])
+        return True
 
     async def resolve(self, approval_id: int, approved: bool, by: str) -> tuple[bool, str]:
         """Record a decision; the first one wins. Returns (taken, what to tell the person)."""
@@ -198,12 +288,31 @@ class ApprovalBroker:
             fut.set_result(wake)  # the waiting run goes on before the messages are edited
         record = await self.get(approval_id)
         if record is not None:
-            for close in self.closers:
-                try:
-                    await close(record)
-                except Exception:
-                    log.exception("approval %s: a closer failed", approval_id)
+            # Edits may wait out rate limits: the person who decided is answered first.
+            self._spawn(self._run_closers(record, None))
         return True
+
+    async def _run_closers(self, record: ApprovalRecord, copies: list[Copy] | None) -> None:
+        for close in self.closers:
+            try:
+                await close(record, copies)
+            except Exception:
+                log.exception("approval %s: a closer failed", record.id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for copies still being sent or closed; cancel what is left.
+        For shutdown, so no task is left behind on a closing loop."""
+        if not self._background:
+            return
+        _, left = await asyncio.wait(set(self._background), timeout=timeout_s)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     async def get(self, approval_id: int) -> ApprovalRecord | None:
         """One approval."""

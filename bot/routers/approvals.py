@@ -1,11 +1,17 @@
-"""/approvals and the Approve / Deny buttons; messages to admins when one is needed."""
+"""/approvals and the Approve / Deny buttons; messages to admins when one is needed.
+
+Approval requests go only to admins' private chats (an admin id is a user id, and a
+private chat's id is the user's id); group chats never see a preview. Every copy is
+recorded with the broker as soon as it is sent, so a decision closes all of them.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import logging
 
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -14,7 +20,11 @@ from bot.callbacks import ApprovalCb
 from bot.reporter import RunReporter
 from bot.views import approval_outcome, approval_text
 from core.app import App
-from core.approvals import ApprovalRecord
+from core.approvals import ApprovalRecord, Copy, CopyShown
+
+log = logging.getLogger("openclaw.bot")
+NOT_MODIFIED = "message is not modified"  # the copy already shows this: done
+GONE = ("message to edit not found", "message can't be edited")  # nothing left to close
 
 
 def approval_keyboard(approval_id: int) -> InlineKeyboardMarkup:
@@ -27,6 +37,13 @@ def approval_keyboard(approval_id: int) -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+def _why(bot: Bot, e: Exception) -> str:
+    """A failed send, said briefly and without the bot token (a network error may quote
+    the request URL, which holds it)."""
+    text = e.message if isinstance(e, TelegramAPIError) else f"{type(e).__name__}: {e}"
+    return text.replace(bot.token, "<token>")[:200]
+
+
 class ApprovalMessages:
     """The bot's side of the approval broker: ask every admin, then show the outcome."""
 
@@ -35,33 +52,62 @@ class ApprovalMessages:
         self.admins = admins
         self.reporter = reporter
 
-    async def notify(self, record: ApprovalRecord) -> list[tuple[int, int]]:
-        """Send each admin the request with buttons; returns where they were sent."""
+    async def notify(self, record: ApprovalRecord, shown: CopyShown) -> list[str]:
+        """Send each admin the request with buttons, all at once (the send path paces and
+        retries each); ``shown`` records each copy as it lands. Returns why each admin who
+        could not be reached was not."""
         self.reporter.note_run(
             record.request.run_id,
             f"waiting for an admin to approve tier {record.request.tier} (#{record.id})",
         )
-        shown = []
-        for admin in self.admins:
-            with contextlib.suppress(TelegramAPIError):  # one blocked admin must not stop it
-                msg = await self.bot.send_message(
-                    admin, approval_text(record), reply_markup=approval_keyboard(record.id)
-                )
-                shown.append((admin, msg.message_id))
-        return shown
+        if not self.admins:
+            return ["[telegram] admins is empty"]
+        results = await asyncio.gather(*(self._ask(record, admin, shown) for admin in self.admins))
+        return [why for why in results if why is not None]
 
-    async def close(self, record: ApprovalRecord) -> None:
-        """Edit every admin's message: who decided, or expired; no more buttons."""
-        self.reporter.note_run(record.request.run_id, f"approval #{record.id}: {record.status}")
-        for chat_id, message_id in record.messages:
-            with contextlib.suppress(TelegramAPIError):
-                await self.bot.edit_message_text(
-                    approval_outcome(record), chat_id=chat_id, message_id=message_id
-                )
+    async def _ask(self, record: ApprovalRecord, admin: int, shown: CopyShown) -> str | None:
+        if admin <= 0:  # a group or channel id: previews never go where others read them
+            log.warning("approval #%s: not sent to %s, which is not a user id", record.id, admin)
+            return f"admin {admin}: not a user id (approvals go to private chats only)"
+        try:
+            msg = await self.bot.send_message(
+                admin, approval_text(record), reply_markup=approval_keyboard(record.id)
+            )
+        except Exception as e:  # one blocked admin must not stop the others
+            why = _why(self.bot, e)
+            log.warning("approval #%s could not be sent to admin %s: %s", record.id, admin, why)
+            return f"admin {admin}: {why}"
+        await shown(admin, msg.message_id)
+        return None
+
+    async def close(self, record: ApprovalRecord, copies: list[Copy] | None = None) -> None:
+        """Edit copies to the outcome (who decided, or expired), with no buttons left:
+        every copy on the decision itself, or the late ``copies`` given."""
+        if copies is None:
+            self.reporter.note_run(record.request.run_id, f"approval #{record.id}: {record.status}")
+            copies = record.messages
+        await asyncio.gather(*(self._close_copy(record, chat, mid) for chat, mid in copies))
+
+    async def _close_copy(self, record: ApprovalRecord, chat_id: int, message_id: int) -> None:
+        try:
+            # no reply_markup: the edit removes the inline keyboard
+            await self.bot.edit_message_text(
+                approval_outcome(record), chat_id=chat_id, message_id=message_id
+            )
+        except TelegramBadRequest as e:
+            if NOT_MODIFIED in e.message:
+                return
+            level = logging.INFO if any(g in e.message for g in GONE) else logging.WARNING
+            log.log(level, "approval #%s: copy in %s not closed: %s", record.id, chat_id, e.message)
+        except Exception as e:
+            log.warning(
+                "approval #%s: copy in %s not closed: %s", record.id, chat_id, _why(self.bot, e)
+            )
 
 
 async def pending(message: Message, app: App, is_admin: bool) -> None:
-    """Pending approvals, each with its buttons (admins only)."""
+    """Pending approvals, each with its buttons (admins only); each copy is recorded, so
+    a decision closes it too."""
     if not is_admin:
         await message.answer("Only admins can see and decide approvals.")
         return
@@ -70,22 +116,30 @@ async def pending(message: Message, app: App, is_admin: bool) -> None:
         await message.answer("No approvals are pending.")
         return
     for record in records:
-        await message.answer(approval_text(record), reply_markup=approval_keyboard(record.id))
+        sent = await message.answer(
+            approval_text(record), reply_markup=approval_keyboard(record.id)
+        )
+        await app.approvals.add_copy(record.id, sent.chat.id, sent.message_id)
 
 
 async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_admin: bool) -> None:
     """First decision wins; later presses are told what happened."""
-    if not is_admin:
+    if not is_admin:  # also every press in a group chat (see AccessMiddleware)
         await query.answer("Only admins can approve or deny.", show_alert=True)
         return
     if callback_data.action not in ("approve", "deny"):  # crafted: never read it as a deny
         await query.answer("Unknown action; use the Approve or Deny button.", show_alert=True)
         return
     by = f"@{query.from_user.username}" if query.from_user.username else str(query.from_user.id)
-    _, text = await app.approvals.resolve(
+    taken, text = await app.approvals.resolve(
         callback_data.approval_id, callback_data.action == "approve", by
     )
     await query.answer(text, show_alert=True)
+    if not taken and query.message is not None:
+        # a press on a copy that still has buttons: its closing failed earlier, retry it
+        await app.approvals.close_copy(
+            callback_data.approval_id, query.message.chat.id, query.message.message_id
+        )
 
 
 def make_approvals_router() -> Router:

@@ -1,4 +1,10 @@
-"""Access control: updates from users on neither list are dropped, silently."""
+"""Access control: who may use the bot, and where admins act as admins.
+
+Updates from users on neither list are dropped, silently. Admin rights hold only in a
+private chat with the bot: in a group everything the bot answers is read by members
+who may not be on any list, so there an admin is treated as a read-only user, and the
+admin-only commands and buttons get a short "use a private chat" answer instead.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,50 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware
-from aiogram.types import TelegramObject, User
+from aiogram import BaseMiddleware, Bot
+from aiogram.enums import ChatType
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
+from bot.callbacks import AgentCb, ApprovalCb, RunCb
 from core.config import TelegramConfig
 
 log = logging.getLogger("openclaw.bot")
 
+ADMIN_ONLY_COMMANDS = Command("run", "approvals")
+# (callback prefix, action) of admin-only buttons; None: every action of that prefix
+ADMIN_ONLY_BUTTONS: frozenset[tuple[str, str | None]] = frozenset(
+    {
+        (AgentCb.__prefix__, "run"),
+        (AgentCb.__prefix__, "enable"),
+        (AgentCb.__prefix__, "disable"),
+        (RunCb.__prefix__, "rerun"),
+        (ApprovalCb.__prefix__, None),
+    }
+)
+PRIVATE_ONLY = "Admin commands work only in a private chat with me"
+
+
+def is_private(chat: Chat | None) -> bool:
+    """A one-to-one chat with the bot (a button on an inline message has no chat: not one)."""
+    return chat is not None and chat.type == ChatType.PRIVATE
+
+
+def admin_only_button(data: str | None) -> bool:
+    """Whether callback data (as packed by aiogram: ``prefix:action:…``) is an admin-only
+    button. Crafted data with an admin-only prefix counts as one."""
+    if not data:
+        return False
+    prefix, _, rest = data.partition(":")
+    action = rest.partition(":")[0]
+    return (prefix, None) in ADMIN_ONLY_BUTTONS or (prefix, action) in ADMIN_ONLY_BUTTONS
+
 
 class AccessMiddleware(BaseMiddleware):
-    """Outer middleware on every update: allowlist check, and ``is_admin`` for handlers."""
+    """Outer middleware on every update: the allowlist, and ``is_admin`` for handlers —
+    true only for an admin in a private chat, so every handler's admin check also holds
+    in groups."""
 
     def __init__(self, config: TelegramConfig) -> None:
         self.admins = set(config.admins)
@@ -38,5 +78,35 @@ class AccessMiddleware(BaseMiddleware):
                     user.username,
                 )
             return None
-        data["is_admin"] = user.id in self.admins
+        private = is_private(data.get("event_chat"))
+        data["is_admin"] = private and user.id in self.admins
+        admin_in_group = not private and user.id in self.admins
+        if admin_in_group and isinstance(event, Update) and await self._refused(event, data["bot"]):
+            return None
         return await handler(event, data)
+
+    async def _refused(self, update: Update, bot: Bot) -> bool:
+        """An admin used an admin-only command or button outside a private chat: say where
+        it works instead (the handlers would only say "Only admins")."""
+        try:
+            if update.message is not None and await ADMIN_ONLY_COMMANDS(update.message, bot):
+                await _refuse_message(update.message, bot)
+                return True
+            query = update.callback_query
+            if query is not None and admin_only_button(query.data):
+                await _refuse_button(query)
+                return True
+        except TelegramAPIError as e:  # the refusal itself could not be sent: still refused
+            log.info("could not send the private-chat note: %s", e.message)
+            return True
+        return False
+
+
+async def _refuse_message(message: Message, bot: Bot) -> None:
+    me = await bot.me()
+    where = f": open @{me.username} and send it there." if me.username else "."
+    await message.reply(PRIVATE_ONLY + where)
+
+
+async def _refuse_button(query: CallbackQuery) -> None:
+    await query.answer(PRIVATE_ONLY + ".", show_alert=True)

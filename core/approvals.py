@@ -302,7 +302,12 @@ class ApprovalBroker:
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("approvals: sending or closing copies failed", exc_info=task.exception())
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait (bounded) for copies still being sent or closed; cancel what is left.

@@ -456,8 +456,9 @@ async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
     try:
         broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
 
-        async def notify(record: Any) -> list[tuple[int, int]]:
-            return [(1, 1)]
+        async def notify(record: Any, shown: Any) -> list[str]:
+            await shown(1, 1)  # one admin has the request: the run waits for a person
+            return []
 
         broker.notifiers.append(notify)
         req = ApprovalRequest("r", "strategy", 3, "opus/claude-opus", "why", 0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,16 +142,23 @@ class App:
         approvals = ApprovalBroker(store, config.approvals)
         outbox_ref: list[Outbox] = []
 
-        async def budget_alert(text: str) -> None:
-            if outbox_ref:
-                await outbox_ref[0].enqueue(
-                    None,
-                    "alert",
-                    config.alerts.deliver,
-                    {"agent": "budget", "run_id": None, "status": "alert", "text": text},
-                )
+        def alert_from(source: str) -> Callable[[str], Awaitable[None]]:
+            """An alert to ``[alerts] deliver`` through the outbox, from ``source``."""
 
-        budget = BudgetGuard(store, config, budget_alert) if config.budgets.any else None
+            async def alert(text: str) -> None:
+                if outbox_ref:
+                    await outbox_ref[0].enqueue(
+                        None,
+                        "alert",
+                        config.alerts.deliver,
+                        {"agent": source, "run_id": None, "status": "alert", "text": text},
+                    )
+
+            return alert
+
+        # an approval that reached no admin was decided by the default: say so
+        approvals.alerts.append(alert_from("approvals"))
+        budget = BudgetGuard(store, config, alert_from("budget")) if config.budgets.any else None
         engine = Engine(
             config,
             providers,
@@ -223,4 +230,5 @@ class App:
         for p in self.providers.values():
             await p.aclose()
         await self.http.close()
+        await self.approvals.drain()  # copies still being sent or closed, bounded
         await self.store.close()

@@ -63,6 +63,11 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     auth_max_failures: int = Field(default=10, ge=1)  # per address, within auth_window_s
     auth_window_s: float = Field(default=60.0, gt=0)
+    # a client must send its request line and headers (and an idle keep-alive connection
+    # its next request) within this; over httpx's 5 s keep-alive expiry, so the SDK
+    # drops an idle connection before the gateway does
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # a whole request body
 
 
 class ConcurrencyConfig(_Strict):

@@ -31,7 +31,12 @@ async def run_cli(env: dict[str, str], *args: str, timeout_s: float = 90) -> tup
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:  # a command that hangs (a serve that should have refused) must
+        proc.kill()  # not outlive the test
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

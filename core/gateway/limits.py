@@ -20,7 +20,7 @@ from core.gateway.openai_api import GatewayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# fixed until [gateway] has keys for them (config is one file, owned apart from this one)
+# defaults; serve takes [gateway] header_timeout_s and body_timeout_s
 HEADER_TIMEOUT_S = 10.0  # request line and headers, and an idle keep-alive connection;
 # over httpx's 5 s keep-alive expiry, so the SDK drops an idle connection before we do
 BODY_TIMEOUT_S = 30.0  # a whole body: 1 MiB (the default max_body_bytes) at ~35 KB/s

@@ -204,7 +204,10 @@ class Gateway:
         extra_routes: Mapping[str, Handler] | None = None,
         limits: Limits | None = None,
     ) -> None:
-        self.limits = limits or Limits()
+        cfg = app.config.gateway
+        self.limits = limits or Limits(
+            header_timeout_s=cfg.header_timeout_s, body_timeout_s=cfg.body_timeout_s
+        )
         self.web_app = create_app(app, token, extra_routes, self.limits)
         self.host = host
         self.port = port

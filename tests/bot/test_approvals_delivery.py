@@ -131,31 +131,13 @@ async def outbox_alerts(rig: BotRig) -> list[str]:
     return [str(dict(r)) for r in rows]
 
 
-def wire_alerts(rig: BotRig) -> None:
-    """What App.build wires for the operator's alerts (``[alerts] deliver``), as it does for
-    budget alerts; added here when the app does not wire it itself."""
-    if rig.app.approvals.alerts:
-        return
-
-    async def alert(text: str) -> None:
-        await rig.app.outbox.enqueue(
-            None,
-            "alert",
-            rig.app.config.alerts.deliver,
-            {"agent": "approvals", "run_id": None, "status": "alert", "text": text},
-        )
-
-    rig.app.approvals.alerts.append(alert)
-
-
 # ---------------------------------------------------------------- reaching the admins
 
 
 async def test_an_approval_that_reaches_no_admin_applies_the_default_at_once(
     make_rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig = await make_rig([ADMIN])
-    wire_alerts(rig)
+    rig = await make_rig([ADMIN])  # App wires the approvals alert to [alerts] deliver
     rig.tg.fail_next("sendMessage", 403, "Forbidden: bot was blocked by the user")
     run = await (await run_deep(rig))  # today: waits the whole timeout_s
     assert run.status == "failed"

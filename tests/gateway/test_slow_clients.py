@@ -145,3 +145,12 @@ async def test_a_prompt_body_within_its_deadline_is_served(gw: Running) -> None:
             json={"model": "auto", "messages": [{"role": "user", "content": "x" * 50_000}]},
         )
     assert r.status_code == 200, r.text
+
+
+async def test_the_deadlines_come_from_the_gateway_config(start_gateway: GatewayFactory) -> None:
+    """``[gateway] header_timeout_s`` and ``body_timeout_s`` set what serve's gateway uses."""
+    gw = await start_gateway(gateway={"header_timeout_s": 0.5, "body_timeout_s": 0.7})
+    assert (gw.gateway.limits.header_timeout_s, gw.gateway.limits.body_timeout_s) == (0.5, 0.7)
+    head = b"GET /health HTTP/1.1\r\n"
+    got = await trickle(gw.gateway.port, head, b"Host: 127.0.0.1\r\nX-Slow: " + b"a" * 1000)
+    assert got == b""  # closed at the configured header deadline, long before BOUND_S

@@ -54,7 +54,17 @@ def _mapped(error: BaseException) -> BaseException:
 
 async def _connect(path: Path) -> aiosqlite.Connection:
     # autocommit: each write is its own transaction, one trip to the SQLite thread
-    return await aiosqlite.connect(path, isolation_level=None)
+    conn = aiosqlite.connect(path, isolation_level=None)
+    try:
+        return await conn
+    except BaseException:
+        # a failed connect stops aiosqlite's worker thread with a call that answers on
+        # this loop: wait for it, or it answers a closed loop and dies with a traceback
+        # (after an exit-78 message, or in the next test)
+        worker = getattr(conn, "_thread", None)
+        if worker is not None and worker.is_alive():
+            await asyncio.to_thread(worker.join, 5.0)
+        raise
 
 
 async def _m001_attempts(db: aiosqlite.Connection) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -166,3 +167,16 @@ async def test_a_bad_statement_is_not_store_unavailable(store: Store) -> None:
         await store.execute("INSERT INTO nope VALUES (1)")
     with pytest.raises(sqlite3.IntegrityError):
         await store.executemany(SQL, [(1,), (1,)])
+
+
+async def test_a_failed_open_leaves_no_worker_thread_behind(tmp_path: Path) -> None:
+    """aiosqlite stops its thread with a call answered on this loop: if the loop closed first
+    the thread died with a traceback (in the next test, or after serve's exit-78 line)."""
+
+    def workers() -> int:
+        return sum("_connection_worker_thread" in t.name for t in threading.enumerate())
+
+    before = workers()
+    with pytest.raises(StoreUnavailable):
+        await Store.open(tmp_path / "missing" / "x.db")
+    assert workers() == before

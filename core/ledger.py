@@ -126,16 +126,34 @@ def baselines(
 
 _INSERT = (
     "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
-    " model, outcome, reason, status, latency_ms, input_tokens, output_tokens,"
-    " reasoning_tokens, cost_usd, streamed, caller, cached_tokens, owner)"
+    " model, streamed, caller, owner, outcome, reason, status, latency_ms, input_tokens,"
+    " output_tokens, reasoning_tokens, cost_usd, cached_tokens)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # a request has at most one call in flight, so its pending row is found by request id
 _FINISH = (
-    "UPDATE attempts SET outcome = ?, reason = ?, status = ?, latency_ms = ?,"
+    "UPDATE attempts SET owner = NULL, outcome = ?, reason = ?, status = ?, latency_ms = ?,"
     " input_tokens = ?, output_tokens = ?, reasoning_tokens = ?, cost_usd = ?,"
-    " cached_tokens = ?, owner = NULL WHERE request_id = ? AND outcome = 'pending'"
+    " cached_tokens = ? WHERE request_id = ? AND outcome = 'pending'"
 )
+
+
+def _outcome(attempt: Attempt) -> tuple[Any, ...]:
+    """The columns an attempt's end sets, in the order _INSERT and _FINISH name them."""
+    u = attempt.usage
+    return (
+        attempt.outcome,
+        attempt.reason[:500],
+        attempt.status,
+        round(attempt.latency_ms, 3),
+        u.input_tokens,
+        u.output_tokens,
+        u.reasoning_tokens,
+        attempt.cost_usd,
+        u.cached_input_tokens,
+    )
+
+
 INTERRUPTED = "the process stopped during the call; cost counted at the worst case"
 
 
@@ -150,7 +168,6 @@ class Ledger:
     def _row(
         self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
     ) -> tuple[Any, ...]:
-        u = attempt.usage
         return (
             utcnow_iso(when),
             meta.request_id,
@@ -161,18 +178,10 @@ class Ledger:
             attempt.tier,
             attempt.provider,
             attempt.model,
-            attempt.outcome,
-            attempt.reason[:500],
-            attempt.status,
-            round(attempt.latency_ms, 3),
-            u.input_tokens,
-            u.output_tokens,
-            u.reasoning_tokens,
-            attempt.cost_usd,
             int(meta.streamed),
             meta.caller,
-            u.cached_input_tokens,
             owner,
+            *_outcome(attempt),
         )
 
     async def record(
@@ -191,22 +200,7 @@ class Ledger:
 
     async def finish(self, meta: RequestMeta, attempt: Attempt) -> None:
         """Turn the request's pending row into the attempt's outcome."""
-        u = attempt.usage
-        await self.store.insert(
-            _FINISH,
-            (
-                attempt.outcome,
-                attempt.reason[:500],
-                attempt.status,
-                round(attempt.latency_ms, 3),
-                u.input_tokens,
-                u.output_tokens,
-                u.reasoning_tokens,
-                attempt.cost_usd,
-                u.cached_input_tokens,
-                meta.request_id,
-            ),
-        )
+        await self.store.insert(_FINISH, (*_outcome(attempt), meta.request_id))
 
     async def recover(self) -> int:
         """Price the calls a dead process left in flight at their worst case (the estimate

@@ -7,11 +7,13 @@ variable name each provider's ``api_key_env`` gives.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from dotenv import dotenv_values
-from pydantic import SecretStr, field_validator
+from pydantic import PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.sources import ENV_FILE_SENTINEL, DotEnvSettingsSource, DotenvType
 
 EXAMPLE_CONFIG = "openclaw.example.toml"
 
@@ -30,6 +32,27 @@ class Settings(BaseSettings):
     gemini_api_key: SecretStr | None = None
     deepseek_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+    # every variable of the .env file(s), read once here: secret() runs on the event loop for
+    # each Slack or webhook send, where a file read would block it
+    _dotenv: Mapping[str, str | None] = PrivateAttr(default_factory=dict)
+
+    def __init__(
+        self,
+        _env_file: DotenvType | None = ENV_FILE_SENTINEL,
+        _env_file_encoding: str | None = None,
+        **values: Any,
+    ) -> None:
+        super().__init__(_env_file=_env_file, _env_file_encoding=_env_file_encoding, **values)
+        # pydantic-settings' own reader, so the same files (``_env_file``, None for none, the
+        # model_config default) and encoding feed the fields and secret(); case-sensitive
+        # because provider key names are looked up as written
+        source = DotEnvSettingsSource(
+            type(self),
+            env_file=_env_file,
+            env_file_encoding=_env_file_encoding,
+            case_sensitive=True,
+        )
+        self._dotenv = source.env_vars
 
     @field_validator("openclaw_db", mode="before")
     @classmethod
@@ -57,11 +80,9 @@ class Settings(BaseSettings):
         return Path(self.openclaw_db).parent / "openclaw.gateway-token"
 
     def secret(self, env_name: str) -> SecretStr | None:
-        """The value of the variable ``env_name`` from the environment or ``.env``; None if unset
-        or empty."""
+        """The value of the variable ``env_name`` from the environment or the ``.env`` read at
+        construction (none with ``Settings(_env_file=None)``); None if unset or empty."""
         value = os.environ.get(env_name)
         if value is None:
-            env_file = self.model_config.get("env_file")
-            if isinstance(env_file, str) and Path(env_file).is_file():
-                value = dotenv_values(env_file).get(env_name)
+            value = self._dotenv.get(env_name)
         return SecretStr(value) if value else None

@@ -39,3 +39,45 @@ def test_config_path_falls_back_to_the_example(
     assert Settings().config_path() == Path("openclaw.toml")
     monkeypatch.setenv("OPENCLAW_CONFIG", "/etc/elsewhere.toml")
     assert Settings().config_path() == Path("/etc/elsewhere.toml")
+
+
+def test_secret_reads_the_env_file_once_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLACK_WEBHOOK_OPS", raising=False)
+    env = tmp_path / ".env"
+    env.write_text("SLACK_WEBHOOK_OPS=first\n", encoding="utf-8")
+    s = Settings()
+    env.write_text("SLACK_WEBHOOK_OPS=second\n", encoding="utf-8")
+    # a send on the event loop reads no file: what was read at construction stands
+    assert s.secret("SLACK_WEBHOOK_OPS").get_secret_value() == "first"  # type: ignore[union-attr]
+    env.unlink()
+    assert s.secret("SLACK_WEBHOOK_OPS").get_secret_value() == "first"  # type: ignore[union-attr]
+    assert Settings().secret("SLACK_WEBHOOK_OPS") is None  # a new Settings sees the file gone
+
+
+def test_no_env_file_means_none_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.delenv("OPENCLAW_DB", raising=False)
+    (tmp_path / ".env").write_text(
+        "DEEPSEEK_API_KEY=developer-key\nOPENCLAW_DB=dev.db\n", encoding="utf-8"
+    )
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.secret("DEEPSEEK_API_KEY") is None
+    assert s.deepseek_api_key is None and s.openclaw_db == "openclaw.db"
+
+
+def test_an_explicit_env_file_feeds_fields_and_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WEBHOOK_TOKEN", raising=False)
+    monkeypatch.delenv("OPENCLAW_DB", raising=False)
+    (tmp_path / ".env").write_text("WEBHOOK_TOKEN=from-cwd\n", encoding="utf-8")
+    other = tmp_path / "prod.env"
+    other.write_text("WEBHOOK_TOKEN=from-prod\nOPENCLAW_DB=prod.db\n", encoding="utf-8")
+    s = Settings(_env_file=other)  # type: ignore[call-arg]
+    assert s.secret("WEBHOOK_TOKEN").get_secret_value() == "from-prod"  # type: ignore[union-attr]
+    assert s.openclaw_db == "prod.db"

@@ -17,7 +17,6 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -26,6 +25,7 @@ from core.backoff import Backoff
 from core.config import Config
 from core.config_agents import DeliveryConfig
 from core.errors import OpenClawError
+from core.providers.base import parse_retry_after
 from core.runs import alive_here, owner_id
 from core.settings import Settings
 from core.store import Store, unavailable, utcnow_iso
@@ -95,24 +95,10 @@ class LogChannel:
 
 
 def _retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), capped."""
-    raw = headers.get("Retry-After", "").strip()
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # RFC 9110 dates are GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    """Seconds to wait from a receiver's Retry-After, read as the providers read it, capped."""
+    seconds = parse_retry_after(headers, now or datetime.now(UTC))
     # "inf" or a huge value would overflow the timedelta and strand the row in 'sending'
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
 
 
 async def _post(

@@ -37,6 +37,7 @@ from tests.procs import clean_env, run_cli
 from tests.reliability import secrets
 from tests.reliability.conftest import find_leaks
 from tests.reliability.sec_util import TRACEBACK_MARKERS, free_port, write_config
+from tests.tracing import traced
 
 TOKEN = secrets.GATEWAY_TOKEN
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
@@ -214,41 +215,58 @@ async def test_public_routes_ignore_a_bad_token_and_count_no_failure(
         assert (await c.get("/api/status")).status_code == 200
 
 
-def test_the_token_check_is_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Constant time: the decision is compare_digest's (made to say yes, a wrong token
-    passes), and it sees the whole given value and the whole token."""
-    seen: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        seen.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
-    assert gateway_auth.token_matches(f"Bearer {TOKEN}", TOKEN)
-    assert not gateway_auth.token_matches(f"Bearer {TOKEN[:-1]}", TOKEN)
-    assert seen == [(TOKEN.encode(), TOKEN.encode()), (TOKEN[:-1].encode(), TOKEN.encode())]
-    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: True)
-    assert gateway_auth.token_matches("Bearer anything", TOKEN)  # no other comparison decides
+# A credential that differs from the token in each way a hand-written check gets wrong:
+# length, a prefix, one byte at either end, case, bytes that are not UTF-8.
+WRONG_CREDENTIALS = [
+    "",
+    TOKEN[:1],
+    TOKEN[:-1],
+    TOKEN + "x",
+    TOKEN * 2,
+    "x" + TOKEN[1:],
+    TOKEN[:-1] + ("y" if TOKEN[-1] != "y" else "z"),
+    TOKEN.swapcase(),
+    "\udcff" * len(TOKEN),  # how aiohttp hands over bytes that are not UTF-8
+    "x" * len(TOKEN),
+]
 
 
-async def test_the_gateway_decides_with_compare_digest(
-    start_gw: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_token_check_accepts_the_token_and_nothing_else(scheme: str) -> None:
+    assert gateway_auth.token_matches(f"{scheme} {TOKEN}", TOKEN)
+    assert gateway_auth.token_matches(f"{scheme} {TOKEN}  ", TOKEN)  # as a header may end
+    for wrong in WRONG_CREDENTIALS:
+        assert not gateway_auth.token_matches(f"{scheme} {wrong}", TOKEN), wrong
+    for header in (None, "", TOKEN, f"Basic {TOKEN}", f"Token {TOKEN}", f"Bearer{TOKEN}"):
+        assert not gateway_auth.token_matches(header, TOKEN), header
+
+
+def test_the_token_check_takes_one_path_whatever_the_credential() -> None:
+    """Constant time, observed rather than faked: for every Bearer credential, right or
+    wrong in any way, the check runs the same bytecode instructions and decides with one
+    call of the real hmac.compare_digest. An early exit on length or on a first differing
+    byte, a comparison loop in Python, or an ``==`` beside compare_digest each change the
+    count; a check that never calls compare_digest fails the call count."""
+    counts = {}
+    for credential in [TOKEN, *WRONG_CREDENTIALS]:
+        with traced() as trace:
+            matched = gateway_auth.token_matches(f"Bearer {credential}", TOKEN)
+        assert matched == (credential == TOKEN)
+        assert trace.count(hmac.compare_digest) == 1, credential
+        counts[credential] = trace.opcodes
+    assert len(set(counts.values())) == 1, counts
+
+
+async def test_the_gateway_decides_with_compare_digest(start_gw: Callable[..., Any]) -> None:
     gw: Gw = await start_gw()
-    calls: list[int] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        calls.append(1)
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
-    async with gw.http({"Authorization": "Bearer wrong"}) as c:
-        assert (await c.get("/v1/models")).status_code == 401
-    async with gw.authed() as c:
-        assert (await c.get("/v1/models")).status_code == 200
-    assert len(calls) == 2
+    async with gw.http({"Authorization": "Bearer wrong"}) as wrong, gw.authed() as right:
+        with traced() as refused:
+            assert (await wrong.get("/v1/models")).status_code == 401
+        with traced() as allowed:
+            assert (await right.get("/v1/models")).status_code == 200
+    # the real function, once per request: the gateway checks with token_matches' rule
+    assert refused.count(hmac.compare_digest) == 1
+    assert allowed.count(hmac.compare_digest) == 1
 
 
 async def test_a_valid_token_is_never_locked_out(start_gw: Callable[..., Any]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -318,22 +320,38 @@ async def test_a_catch_up_run_handed_back_by_recovery_still_ends_late(
     assert (await wait_done(app, on_time)).status == "ok"
 
 
+# real SQLite triggers, created on a connection of their own, that fail one of the two writes
+REFUSE_OUTBOX_ROWS = (
+    "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END"
+)
+REFUSE_THE_OUTCOME = (
+    "CREATE TRIGGER refuse BEFORE UPDATE OF status ON runs WHEN NEW.status <> 'running'"
+    " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+)
+
+
+def add_trigger(path: Path, sql: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+
+
+@pytest.mark.parametrize("trigger", [REFUSE_OUTBOX_ROWS, REFUSE_THE_OUTCOME])
 async def test_a_run_outcome_and_its_messages_are_written_together(
-    make_app: AppFactory, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+    make_app: AppFactory, fake_llm: FakeLLM, tmp_path: Path, trigger: str
 ) -> None:
+    # whichever of the two writes fails, the other must not land: a finished run without
+    # its digest loses the digest; a digest queued for a run still "running" is sent again
+    # when recovery retries the run
     fake_llm.default = echo
     app = await make_app([agent("d", deliver=["log"])])
-    seen: list[tuple[str, list[str]]] = []
-    finish = app.runner.runs.finish
-
-    async def finish_then_look(run_id: int, status: str, **kw: Any) -> None:
-        await finish(run_id, status, **kw)
-        # a kill -9 right here must not lose the digest: it is stored with the outcome
-        seen.append((status, [r["target"] for r in await outbox(app, "result")]))
-
-    monkeypatch.setattr(app.runner.runs, "finish", finish_then_look)
-    run = await app.runner.run("d", "cli")
-    assert run.status == "ok" and seen == [("ok", ["log"])]
+    await asyncio.to_thread(add_trigger, tmp_path / "agents0.db", trigger)
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        await app.runner.run("d", "cli")
+    assert len(fake_llm.requests) == 1  # the work was done: only its record failed
+    (row,) = await app.store.fetchall("SELECT status, finished_at, output, error FROM runs")
+    assert tuple(row) == ("running", None, None, None)
+    assert await outbox(app) == []
 
 
 async def test_a_retry_interrupted_again_is_retried_up_to_the_limit(

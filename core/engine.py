@@ -22,19 +22,20 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
-from core.approvals import ApprovalRequest, Approver, Decision, PolicyApprover
+from core.approvals import Approver, PolicyApprover
 from core.budget import BudgetGuard, estimate_input_tokens
 from core.config import Config, split_model_ref
 from core.config_common import Validators
+from core.engine_gate import Gate, asked_for
+from core.engine_policy import Ended, Next, Step, next_step
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
 from core.health import HealthBoard
 from core.ledger import Ledger, RequestMeta, price
-from core.providers.base import Provider
 from core.routing import Candidate, Plan, plan
 from core.types import Attempt, ChatRequest, ModelCall, ModelResponse, StreamDelta, Usage
 from core.validators import validate
@@ -48,6 +49,19 @@ def new_request_id() -> str:
     Unique, not secret: the fast PRNG is enough, and cheaper than urandom per request.
     """
     return f"req_{random.getrandbits(96):024x}"
+
+
+class ChatModel(Protocol):
+    """What the engine calls on a provider: an HTTP adapter (core/providers/base.py), or
+    the in-process TestProvider that tests the failover table without sockets."""
+
+    async def complete(self, model: str, call: ModelCall) -> ModelResponse:
+        """One call, the whole answer; raises ProviderError."""
+        ...
+
+    def stream(self, model: str, call: ModelCall) -> AsyncIterator[StreamDelta | ModelResponse]:
+        """One call, streamed: deltas, then exactly one ModelResponse; raises ProviderError."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +138,16 @@ class _End:
     error: ProviderError | None = None
     committed: bool = False  # streaming: content already went out
 
+    def ended(self) -> Ended:
+        """What the policy needs to know of this attempt."""
+        r = self.response
+        return Ended(
+            self.attempt.outcome,
+            self.committed,
+            r is not None and bool(r.content.strip()),
+            r is not None and bool(r.reasoning or r.usage.reasoning_tokens),
+        )
+
 
 @dataclass(slots=True)
 class _State:
@@ -140,7 +164,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        providers: Mapping[str, Provider],
+        providers: Mapping[str, ChatModel],
         *,
         health: HealthBoard,
         ledger: Ledger | None = None,
@@ -204,112 +228,78 @@ class Engine:
         st.attempts.extend(
             Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
         )
-        skip_tier: int | None = None
-        decisions: dict[int, Decision] = {}
-        fallback: tuple[Attempt, ModelResponse] | None = None
+        gate = Gate(self.config, req, p, rid, approver=self.approver, budget=self.budget)
+        climbed: int | None = None  # the last tier left for the next one
+        kept: _End | None = None  # a lower tier's imperfect answer, in case a denial ends it
         for cand in p.candidates:
-            if cand.tier == skip_tier:
+            if cand.tier == climbed:
                 continue
-            if cand.requires_approval and self.budget is not None:
-                # no admin is asked to approve a call the budget would refuse anyway
-                worst = price(
-                    self.config,
-                    cand.ref,
-                    Usage(estimate_input_tokens(req.messages), cand.max_tokens),
-                )
-                over = await self.budget.check(cand.tier, cand.ref, req.agent, worst)
-                if over:
-                    st.attempts.append(
-                        Attempt(cand.tier, cand.provider, cand.model, "skipped", over)
-                    )
-                    continue
-            if cand.requires_approval:
-                if cand.tier not in decisions:
-                    decisions[cand.tier] = await self._approve(req, st, cand)
-                d = decisions[cand.tier]
-                if not d.approved:
-                    st.attempts.append(
-                        Attempt(
-                            cand.tier,
-                            cand.provider,
-                            cand.model,
-                            "denied",
-                            f"approval denied by {d.by}: {d.note}".rstrip(": "),
-                        )
-                    )
-                    skip_tier = cand.tier
-                    continue
-            max_tokens = cand.max_tokens
-            for retry in (False, True):
+            max_tokens, retried = cand.max_tokens, False
+            while True:
                 end: _End | None = None
-                reservation = None
-                if self.budget is not None:  # reserve the worst case, or skip: over budget
-                    worst = price(
-                        self.config,
-                        cand.ref,
-                        Usage(estimate_input_tokens(req.messages), max_tokens),
-                    )
-                    reservation, over = await self.budget.reserve(
-                        cand.tier, cand.ref, req.agent, worst
-                    )
-                    if over:
-                        st.attempts.append(
-                            Attempt(cand.tier, cand.provider, cand.model, "skipped", over)
-                        )
-                        break
-                try:
-                    async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
-                        async for part in parts:
-                            if isinstance(part, _End):
-                                end = part
-                            else:
-                                yield part
-                finally:
-                    if reservation is not None and self.budget is not None:
-                        await asyncio.shield(
-                            self.budget.settle(reservation, cand.tier, cand.ref, req.agent)
-                        )
+                async with aclosing(
+                    self._gated(st, gate, cand, req, max_tokens, stream, retried)
+                ) as parts:
+                    async for part in parts:
+                        if isinstance(part, _End):
+                            end = part
+                        else:
+                            yield part
                 assert end is not None
-                st.attempts.append(end.attempt)
-                if end.error is not None:
-                    if end.committed:
-                        raise end.error
-                    if end.attempt.outcome == "rejected":  # the request's own fault
-                        raise RequestRejected(self._trace(st), end.error)
-                    break  # next model
-                if end.attempt.outcome == "ok":
-                    assert end.response is not None
-                    yield Result(
-                        rid,
-                        end.response.content,
-                        end.attempt,
-                        tuple(self._trace(st, cand.tier)),
-                        p,
-                        end.response.finish_reason,
-                    )
-                    return
-                resp = end.response
-                if (
-                    not retry
-                    and resp is not None
-                    and not resp.content.strip()
-                    and (resp.reasoning or resp.usage.reasoning_tokens)
-                ):
-                    doubled = cand.budget(max_tokens * 2)
-                    if doubled > max_tokens:  # the thinking ate the budget: once more, doubled
-                        max_tokens = doubled
-                        continue
-                if resp is not None and resp.content.strip():
-                    fallback = (end.attempt, resp)  # kept, in case a denial ends the climb
-                skip_tier = cand.tier  # unusable: climb
-                break
-        denied = any(a.outcome == "denied" for a in st.attempts)
-        if denied and req.keep_lower_on_deny and fallback is not None and not stream:
+                step = next_step(end.ended(), cand, max_tokens, retried)
+                if step.next is not Next.RETRY:
+                    break
+                max_tokens, retried = step.max_tokens or max_tokens, True
+            if step.next is Next.ANSWER:
+                yield self._result(st, end, cand.tier)
+                return
+            if step.next is Next.NEXT_TIER:
+                climbed = cand.tier
+                kept = end if step.keep else kept
+            _raise_on(step, end, st)
+        if kept is not None and not stream and req.keep_lower_on_deny and _denied(st):
             # the caller prefers a lower tier's imperfect answer to none at all
-            attempt, resp = fallback
-            yield Result(rid, resp.content, attempt, tuple(self._trace(st)), p, resp.finish_reason)
+            yield self._result(st, kept, None)
             return
-        raise AllAttemptsFailed(self._trace(st), f"no model could answer {_what(p)}")
+        raise AllAttemptsFailed(self._trace(st), f"no model could answer {asked_for(p)}")
+
+    async def _gated(
+        self,
+        st: _State,
+        gate: Gate,
+        cand: Candidate,
+        req: ChatRequest,
+        max_tokens: int,
+        stream: bool,
+        retried: bool,
+    ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
+        """One attempt through the gate: refused, or called; recorded in ``st`` either way."""
+        ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
+        end = _End(ticket.refused) if ticket.refused is not None else None
+        if end is None:
+            try:
+                async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
+                    async for part in parts:
+                        if isinstance(part, _End):
+                            end = part
+                        else:
+                            yield part
+            finally:
+                await gate.leave(cand, ticket)
+        assert end is not None
+        st.attempts.append(end.attempt)
+        yield end
+
+    def _result(self, st: _State, end: _End, upto_tier: int | None) -> Result:
+        assert end.response is not None
+        return Result(
+            st.request_id,
+            end.response.content,
+            end.attempt,
+            tuple(self._trace(st, upto_tier)),
+            st.plan,
+            end.response.finish_reason,
+        )
 
     @staticmethod
     def _trace(st: _State, upto_tier: int | None = None) -> list[Attempt]:
@@ -497,40 +487,14 @@ class Engine:
         if self.ledger is not None:
             await self.ledger.finish(st.meta, attempt)
 
-    async def _approve(self, req: ChatRequest, st: _State, cand: Candidate) -> Decision:
-        estimate = price(
-            self.config, cand.ref, Usage(estimate_input_tokens(req.messages), cand.max_tokens)
-        )
-        tried = [a for a in st.attempts if a.outcome not in ("skipped",)]
-        why = "; ".join(
-            f"tier {a.tier} {a.ref} {a.outcome}" + (f" ({a.reason})" if a.reason else "")
-            for a in tried
-        )
-        preview = next((m.content for m in reversed(req.messages) if m.role == "user"), "")
-        areq = ApprovalRequest(
-            st.request_id,
-            st.plan.task,
-            cand.tier,
-            cand.ref,
-            why or f"{_what(st.plan)} starts at tier {st.plan.min_tier}",
-            estimate,
-            req.agent,
-            req.run_id,
-            req.caller,
-            preview[:500],
-        )
-        try:  # the approver times out itself; this only guards against one that hangs
-            return await asyncio.wait_for(
-                self.approver.decide(areq), self.config.approvals.timeout_s + 10
-            )
-        except TimeoutError:
-            return Decision(
-                False, "timeout", f"no decision within {self.config.approvals.timeout_s:.0f}s"
-            )
-        except Exception as e:  # an approver that breaks must deny, not crash the request
-            log.exception("the approver failed")
-            return Decision(False, "error", f"the approver failed: {type(e).__name__}")
+
+def _raise_on(step: Step, end: _End, st: _State) -> None:
+    """Fail the request where the policy says so: its own fault, or a broken stream."""
+    if step.next is Next.REJECT and end.error is not None:
+        raise RequestRejected(Engine._trace(st), end.error)
+    if step.next is Next.RERAISE and end.error is not None:
+        raise end.error
 
 
-def _what(p: Plan) -> str:
-    return f"task {p.task!r}" if p.task else f"tier {p.min_tier}"
+def _denied(st: _State) -> bool:
+    return any(a.outcome == "denied" for a in st.attempts)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
@@ -16,6 +14,7 @@ from bot.text import escape, truncate
 from bot.views import run_line, trace_text
 from core.app import App
 from core.parsing import shown
+from core.suggest import close_matches
 
 NAME_SHOWN = 40  # characters of a wrong agent name quoted back; the rest is noise
 
@@ -27,9 +26,7 @@ class UsageError(Exception):
 def closest(app: App, name: str) -> str:
     """The configured agents closest to ``name`` (else the first few), as HTML."""
     names = [a.name for a in app.config.agents]
-    probe = name[: NAME_SHOWN * 2]  # a 5,000-character name must not make difflib crawl
-    close = difflib.get_close_matches(probe, names, n=3, cutoff=0.4) if probe else []
-    pick = close or names[:8]
+    pick = close_matches(name, names) or names[:8]
     return ", ".join(f"<code>{escape(n)}</code>" for n in pick) or "none configured"
 
 

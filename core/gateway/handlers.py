@@ -358,8 +358,11 @@ async def runs(request: web.Request) -> web.Response:
     """Recent runs, newest first (``agent`` and ``limit`` filter)."""
     app = request.app[STATE].app
     agent = request.query.get("agent")
-    if agent is not None and app.config.agent(agent) is None:
-        raise GatewayError(404, f"no agent named {agent!r}", param="agent", code="not_found")
+    if agent is not None:
+        try:  # the same message, with its "did you mean", as `openclaw runs --agent`
+            app.runner.agent(agent)
+        except UnknownAgent as e:
+            raise GatewayError(404, str(e), param="agent", code="not_found") from None
     found = await app.runner.runs.recent(agent, _limit(request))
     return _json({"runs": [r.as_dict() for r in found]})
 

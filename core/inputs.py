@@ -177,13 +177,12 @@ def _interpret(
 ) -> tuple[Any, bool]:
     head = body.removeprefix(codecs.BOM_UTF8).lstrip()
     if any(k in content_type for k in ("xml", "rss", "atom")) or head.startswith(_FEED_STARTS):
-        text = _xml_text(body)
-        if text is not None:
-            if _DTD.search(text):
-                raise _Failure(f"{label}: feed declares a DTD; refused")
-            feed = _parse_feed_text(text, max_items)
-            if feed is not None:
-                return feed, True
+        try:
+            feed = _read_feed(body, max_items)
+        except _DtdDeclared:
+            raise _Failure(f"{label}: feed declares a DTD; refused") from None
+        if feed is not None:
+            return feed, True
     # Sniff JSON only for bodies that look like documents: a text/plain "42" stays text.
     if "json" in content_type or head.startswith((b"{", b"[")):
         try:
@@ -213,9 +212,24 @@ def parse_feed(body: bytes, max_items: int) -> dict[str, Any] | None:
     string. At most ``max_items`` items. A body declaring a DTD is never parsed (None), so
     entity expansion can't blow up memory.
     """
-    text = _xml_text(body)
-    if text is None or _DTD.search(text):
+    try:
+        return _read_feed(body, max_items)
+    except _DtdDeclared:
         return None
+
+
+class _DtdDeclared(Exception):
+    """The body declares a DTD: refused unparsed, so entity expansion can't blow up memory."""
+
+
+def _read_feed(body: bytes, max_items: int) -> dict[str, Any] | None:
+    """The one feed path, for a fetched body and for :func:`parse_feed`: decode, refuse a DTD
+    (raise :class:`_DtdDeclared`), parse; None if the body is no feed."""
+    text = _xml_text(body)
+    if text is None:
+        return None
+    if _DTD.search(text):
+        raise _DtdDeclared
     return _parse_feed_text(text, max_items)
 
 

@@ -347,6 +347,25 @@ async def test_feed_with_dtd_is_refused(
         await one(InputConfig(http=server("/dtd")), session, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/rss", RSS),
+        ("/rss-as-text", RSS),
+        ("/atom", ATOM),
+        ("/rdf", RDF),
+        ("/many-items", rss_with(30)),
+    ],
+)
+async def test_a_fetched_feed_is_what_parse_feed_makes_of_its_body(
+    path: str, body: bytes, server: Server, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # one feed path: the live fetch and parse_feed can't drift apart
+    cfg = InputConfig(http=server(path), max_items=5)
+    assert await one(cfg, session, tmp_path) == parse_feed(body, 5)
+    assert parse_feed(DTD, 5) is None  # where the fetch refuses it (above), parse_feed is None
+
+
 # --- http: a list of URLs ------------------------------------------------------------------
 
 

@@ -15,8 +15,9 @@ import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from html.parser import HTMLParser
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,7 +167,7 @@ async def _fetch(url: str, cfg: InputConfig, session: aiohttp.ClientSession) -> 
         raise _Failure(f"{label} failed: {str(e) or type(e).__name__}") from None
     except ValueError as e:  # a URL aiohttp can't even parse
         raise _Failure(f"{label} failed: {e}") from None
-    # A 2 MB feed takes tens of milliseconds to parse: keep that off the event loop.
+    # A 2 MB feed takes ~100 ms to parse (HTML stripping of the kept items): off the loop.
     return await asyncio.to_thread(
         _interpret, bytes(body), content_type, charset, cfg.max_items, label
     )
@@ -259,22 +260,30 @@ def _parse_feed_text(text: str, max_items: int) -> dict[str, Any] | None:
         channel = root.find("channel")
         if channel is None:
             return None
-        items = [_rss_item(i) for i in channel.iter("item")]
-        return _feed(_plain(channel.find("title")), _plain(channel.find("link")), items, max_items)
+        title, link = _plain(channel.find("title")), _plain(channel.find("link"))
+        return _feed(title, link, channel.iter("item"), _rss_item, max_items)
     if root.tag == f"{_ATOM}feed":
-        entries = [_atom_entry(e) for e in root.iter(f"{_ATOM}entry")]
         title = _atom_text(root.find(f"{_ATOM}title"))
-        return _feed(title, _atom_link(root), entries, max_items)
+        return _feed(title, _atom_link(root), root.iter(f"{_ATOM}entry"), _atom_entry, max_items)
     if root.tag == f"{_RDF}RDF":
         channel = root.find(f"{_RSS1}channel")
         title = _plain(channel.find(f"{_RSS1}title")) if channel is not None else ""
         link = _plain(channel.find(f"{_RSS1}link")) if channel is not None else ""
-        return _feed(title, link, [_rdf_item(i) for i in root.iter(f"{_RSS1}item")], max_items)
+        return _feed(title, link, root.iter(f"{_RSS1}item"), _rdf_item, max_items)
     return None
 
 
-def _feed(title: str, link: str, items: list[dict[str, str]], max_items: int) -> dict[str, Any]:
-    return {"title": title, "link": link, "items": items[:max_items]}
+def _feed(
+    title: str,
+    link: str,
+    elements: Iterator[ET.Element],
+    to_item: Callable[[ET.Element], dict[str, str]],
+    max_items: int,
+) -> dict[str, Any]:
+    # Only the items kept become text: stripping their HTML is most of the parse (a 2.4 MB
+    # feed of 300 items with 6 kB descriptions took 760 ms when all were stripped to keep 50).
+    items = [to_item(e) for e in islice(elements, max(max_items, 0))]
+    return {"title": title, "link": link, "items": items}
 
 
 def _rss_item(item: ET.Element) -> dict[str, str]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiogram.methods import SendMessage
@@ -92,6 +96,7 @@ async def test_run_usage_and_closest_names(make_rig: RigFactory) -> None:
     assert "Usage: /run" in rig.texts(ADMIN)[-1]
     rig.tg.user_message(VIEWER, "/run morning-digest")
     await rig.said(VIEWER, "Only admins can run agents.")
+    assert await rig.app.runner.runs.recent() == []  # neither a typo nor a viewer ran one
 
 
 async def test_agents_pages_detail_and_admin_buttons(make_rig: RigFactory) -> None:
@@ -193,14 +198,23 @@ async def test_approval_expires(make_rig: RigFactory) -> None:
     rig = await approval_rig(make_rig, timeout_s=0.5)
     rig.tg.user_message(ADMIN, "/run deep")
     ask = await rig.said(ADMIN, "Approval needed")
-    await rig.said(ADMIN, "⌛ Expired")
-    await rig.said(ADMIN, "deep</b> #1 failed")
-    rig.tg.user_press(ADMIN, ask, buttons(ask)["✅ Approve"])
+    expired = await rig.said(ADMIN, "⌛ Expired")
+    assert buttons(expired) == {}  # nothing left to press on the copy
+    result = await rig.said(ADMIN, "deep</b> #1 failed")
+    assert "expired after 0.5s without a decision" in result["text"]
+    rig.tg.user_press(ADMIN, ask, buttons(ask)["✅ Approve"])  # a press on the old buttons
     await rig.tg.wait_for(
         lambda tg: any("expired" in (c.get("text") or "") for c in tg.answered_callbacks())
     )
     rig.tg.user_message(ADMIN, "/approvals")
     await rig.said(ADMIN, "No approvals are pending.")
+    # the late press approved nothing and called nothing: the default (deny) stands
+    (row,) = await rig.app.store.fetchall("SELECT status FROM approvals")
+    assert row[0] == "expired"
+    run = await rig.app.runner.runs.get(1)
+    assert run is not None and run.status == "failed"
+    assert not [r for r in rig.llm.requests if r.model == "claude-opus"]
+    assert await rig.app.runner.runs.recent() == [run]
 
 
 async def test_a_long_digest_is_split_into_valid_messages(make_rig: RigFactory) -> None:
@@ -304,16 +318,41 @@ async def test_the_watchdog_reconnects_a_stalled_poll(make_rig: RigFactory) -> N
     await rig.said(ADMIN, "OpenClaw")
 
 
-async def test_rerun_button_for_a_deleted_run_and_non_admin(make_rig: RigFactory) -> None:
+def rename_agent_of_run(path: Path, run_id: int, agent: str) -> None:
+    """As if the run's agent was renamed in the config since (own connection, real file)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE runs SET agent = ? WHERE id = ?", (agent, run_id))
+        db.commit()
+
+
+async def test_rerun_button_for_a_deleted_run_and_non_admin(
+    make_rig: RigFactory, tmp_path: Path
+) -> None:
     rig = await make_rig([agent("a")])
+    rig.llm.default = echo
+    ok = await rig.app.runner.run("a", "cli")
+    other = await rig.app.runner.run("a", "cli")
+    await asyncio.to_thread(rename_agent_of_run, tmp_path / "bot0.db", other.id, "renamed")
+
+    def answered(needle: str) -> Callable[[Any], bool]:
+        return lambda tg: any(needle in (c.get("text") or "") for c in tg.answered_callbacks())
+
     rig.tg.user_message(VIEWER, "/help")
     msg = await rig.said(VIEWER, "OpenClaw")
-    rig.tg.user_press(VIEWER, msg, RunCb(action="rerun", run_id=1).pack())
+    rig.tg.user_press(VIEWER, msg, RunCb(action="rerun", run_id=ok.id).pack())
+    await rig.tg.wait_for(answered("Only admins can rerun"))
+    rig.tg.user_message(ADMIN, "/help")
+    msg = await rig.said(ADMIN, "OpenClaw")
+    for missing in (other.id, 999):  # its agent left the config; no such run at all
+        rig.tg.user_press(ADMIN, msg, RunCb(action="rerun", run_id=missing).pack())
     await rig.tg.wait_for(
-        lambda tg: any(
-            "Only admins can rerun" in (c.get("text") or "") for c in tg.answered_callbacks()
+        lambda tg: (
+            sum("agent is gone" in (c.get("text") or "") for c in tg.answered_callbacks()) == 2
         )
     )
+    assert [r.id for r in await rig.app.runner.runs.recent()] == [other.id, ok.id]  # no rerun
+    rig.tg.user_press(ADMIN, msg, RunCb(action="rerun", run_id=ok.id).pack())  # the control
+    await rig.tg.wait_for(answered(f"Rerunning #{ok.id} as #3"))
 
 
 async def test_webhook_mode_on_the_gateway(make_rig: RigFactory, monkeypatch: Any) -> None:
@@ -368,7 +407,9 @@ async def test_budget_command(make_rig: RigFactory) -> None:
 async def test_telegram_down_at_boot_does_not_stop_the_bot(make_rig: RigFactory, tg: Any) -> None:
     tg.set_down(True)
     rig = await make_rig([agent("a")], telegram={"polling_timeout_s": 1, "watchdog_margin_s": 0.5})
+    refused = [c for c in tg.calls if c.error_code == 502]
     tg.set_down(False)
+    assert refused  # the bot started while every call it made was refused
     rig.tg.user_message(ADMIN, "/help")
     await rig.said(ADMIN, "OpenClaw", timeout_s=30)
 

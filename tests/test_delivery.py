@@ -7,6 +7,7 @@ crash, is retried with a backoff, and once confirmed is never sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -749,18 +750,27 @@ async def test_a_store_error_while_claiming_strands_no_row(store: Store) -> None
     ]
 
 
-async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(store: Store) -> None:
+def refuse_delivered(path: Path) -> None:
+    """A real SQLite trigger on a connection of its own: recording "delivered" fails."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON outbox"
+            " WHEN NEW.status = 'delivered' BEGIN SELECT RAISE(ABORT, 'not recorded'); END"
+        )
+        db.commit()
+
+
+async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(
+    store: Store, tmp_path: Path
+) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:a"], CTX)
-
-    async def broken(*args: Any, **kw: Any) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
-
-    outbox.delivered = broken  # type: ignore[method-assign]
+    await asyncio.to_thread(refuse_delivered, tmp_path / "x.db")
     gate = GateChannel()
     gate.open.set()
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(sqlite3.IntegrityError, match="not recorded"):
         await DeliveryWorker(outbox, {"log": gate}, "proc-a").drain()
+    assert gate.sent == ["a"]  # sent, but its record failed
     (row,) = await all_rows(store)
     assert row["status"] == "pending" and row["claimed_by"] is None  # due again, not stranded
 
@@ -820,6 +830,8 @@ async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
         await asyncio.wait_for(task, DEADLINE_S)
     finally:
         task.cancel()
+    assert outbox.raced  # the row really came in after the last empty claim
+    assert len(receiver.received) == 1
 
 
 async def test_run_resends_rows_left_claimed_by_a_dead_process(

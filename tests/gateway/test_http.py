@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,7 +202,7 @@ async def test_usage_endpoint(gateway: Running) -> None:
     gateway.fake.script("qwen3:14b", Reply(status=503))
     gateway.fake.script("gemini-flash", Reply(text="x", input_tokens=1000, output_tokens=100))
     async with gateway.http() as c:
-        await c.post("/v1/chat/completions", json=CHAT)
+        assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
         r = await c.get("/api/usage", params={"since": "7d", "group": "model"})
         assert r.status_code == 200
         body = r.json()
@@ -237,8 +238,8 @@ async def test_metrics(gateway: Running) -> None:
     gateway.fake.script("qwen3:14b", Reply(status=500))
     gateway.fake.script("gemini-flash", Reply(text="x", input_tokens=10, output_tokens=4))
     async with gateway.http() as c:
-        await c.post("/v1/chat/completions", json=CHAT)
-        await c.get("/v1/models")
+        assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        assert (await c.get("/v1/models")).status_code == 200
         r = await c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -248,7 +249,9 @@ async def test_metrics(gateway: Running) -> None:
         'tier="0"} 1.0' in text
     )
     assert 'openclaw_tokens_total{kind="input",model="flash/gemini-flash"} 10.0' in text
-    assert 'openclaw_cost_usd_total{model="flash/gemini-flash"}' in text
+    # the counter's value, not only its name: the answer's tokens at the model's price
+    cost = re.search(r'^openclaw_cost_usd_total\{model="flash/gemini-flash"\} (\S+)$', text, re.M)
+    assert cost is not None and float(cost[1]) == pytest.approx(10 * 0.3e-6 + 4 * 2.5e-6)
     assert 'openclaw_breaker_state{model="local/qwen3:14b"} 2.0' in text
     assert 'openclaw_gateway_request_seconds_bucket{le="0.005",route="/v1/models"}' in text
 

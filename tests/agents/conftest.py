@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -49,3 +51,16 @@ async def wait_done(app: App, run_id: int, limit_s: float = 20) -> Run:
             return run
         await asyncio.sleep(0.02)
     raise AssertionError(f"run {run_id} did not finish")
+
+
+def add_trigger(path: Path, sql: str) -> None:
+    """Create a real SQLite trigger on a connection of its own (the app's store is open):
+    it makes one write fail as a crash or a full disk would, with nothing replaced."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(sql)
+        db.commit()
+
+
+def drop_trigger(path: Path, name: str) -> None:
+    """Undo :func:`add_trigger`."""
+    add_trigger(path, f"DROP TRIGGER {name}")

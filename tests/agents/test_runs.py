@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import sqlite3
@@ -15,7 +14,7 @@ import pytest
 
 from core.agents import MAX_RECOVERIES, UnknownAgent
 from core.store import utcnow_iso
-from tests.agents.conftest import AppFactory, wait_done
+from tests.agents.conftest import AppFactory, add_trigger, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 
 
@@ -320,7 +319,7 @@ async def test_a_catch_up_run_handed_back_by_recovery_still_ends_late(
     assert (await wait_done(app, on_time)).status == "ok"
 
 
-# real SQLite triggers, created on a connection of their own, that fail one of the two writes
+# real SQLite triggers that fail one of the two writes
 REFUSE_OUTBOX_ROWS = (
     "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END"
 )
@@ -328,12 +327,6 @@ REFUSE_THE_OUTCOME = (
     "CREATE TRIGGER refuse BEFORE UPDATE OF status ON runs WHEN NEW.status <> 'running'"
     " BEGIN SELECT RAISE(ABORT, 'refused'); END"
 )
-
-
-def add_trigger(path: Path, sql: str) -> None:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute(sql)
-        db.commit()
 
 
 @pytest.mark.parametrize("trigger", [REFUSE_OUTBOX_ROWS, REFUSE_THE_OUTCOME])

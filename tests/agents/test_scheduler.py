@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,7 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from core.scheduler import fires_between, latest_fire, plan_catch_up
 from core.store import utcnow_iso
-from tests.agents.conftest import AppFactory, wait_done
+from tests.agents.conftest import AppFactory, add_trigger, drop_trigger, wait_done
 from tests.fakes.llm import FakeLLM, echo
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -194,13 +196,12 @@ async def test_fire_records_and_runs(make_app: AppFactory, fake_llm: FakeLLM) ->
     assert (await app.runner.states.get("a")).last_fire == utcnow_iso(when)
 
 
-async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory) -> None:
+async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory, tmp_path: Path) -> None:
     """A crash between the two writes must not leave the fire recorded and no run: catch-up
-    would then skip it. A failing run insert stands in for the crash."""
+    would then skip it. A failing run insert (a real trigger) stands in for the crash."""
     app = await make_app([hourly("a"), hourly("b")])
-    await app.store.execute(
-        "CREATE TRIGGER no_runs BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'crash'); END"
-    )
+    db = tmp_path / "agents0.db"
+    await asyncio.to_thread(add_trigger, db, NO_RUNS)
     with pytest.raises(sqlite3.IntegrityError):
         await app.scheduler.fire("a", utc(2026, 11, 25, 11))
     assert (await app.runner.states.get("a")).last_fire is None
@@ -211,8 +212,31 @@ async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory) -> Non
     with pytest.raises(sqlite3.IntegrityError):
         await app.scheduler.catch_up(now)
     assert (await app.runner.states.get("b")).last_fire == before
-    await app.store.execute("DROP TRIGGER no_runs")
+    await asyncio.to_thread(drop_trigger, db, "refuse")
     assert len(await app.scheduler.catch_up(now)) == 1  # nothing was lost: it runs now
+
+
+NO_RUNS = "CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'crash'); END"
+NO_FIRE_RECORDS = [
+    f"CREATE TRIGGER refuse_{when} BEFORE {when} ON agent_state WHEN NEW.last_fire IS NOT NULL"
+    " BEGIN SELECT RAISE(ABORT, 'crash'); END"
+    for when in ("INSERT", "UPDATE")
+]
+
+
+async def test_a_run_is_started_only_with_its_fire_recorded(
+    make_app: AppFactory, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The other order: a run without its fire recorded runs twice, once now and once
+    when catch-up finds the fire unhandled. Here the fire's record fails."""
+    fake_llm.default = echo
+    app = await make_app([hourly("a")])
+    for sql in NO_FIRE_RECORDS:
+        await asyncio.to_thread(add_trigger, tmp_path / "agents0.db", sql)
+    with pytest.raises(sqlite3.IntegrityError):
+        await app.scheduler.fire("a", datetime.now(UTC).replace(microsecond=0))
+    assert await app.runner.runs.recent() == []
+    assert fake_llm.requests == []
 
 
 async def test_the_repeated_dst_hour_fires_a_daily_job_once(

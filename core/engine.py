@@ -149,6 +149,12 @@ class _End:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    end: _End  # the candidate's last attempt
+    step: Step  # what the policy makes of it
+
+
 @dataclass(slots=True)
 class _State:
     request_id: str
@@ -234,22 +240,15 @@ class Engine:
         for cand in p.candidates:
             if cand.tier == climbed:
                 continue
-            max_tokens, retried = cand.max_tokens, False
-            while True:
-                end: _End | None = None
-                async with aclosing(
-                    self._gated(st, gate, cand, req, max_tokens, stream, retried)
-                ) as parts:
-                    async for part in parts:
-                        if isinstance(part, _End):
-                            end = part
-                        else:
-                            yield part
-                assert end is not None
-                step = next_step(end.ended(), cand, max_tokens, retried)
-                if step.next is not Next.RETRY:
-                    break
-                max_tokens, retried = step.max_tokens or max_tokens, True
+            verdict: _Verdict | None = None
+            async with aclosing(self._candidate(st, gate, cand, req, stream)) as parts:
+                async for part in parts:
+                    if isinstance(part, _Verdict):
+                        verdict = part
+                    else:
+                        yield part
+            assert verdict is not None
+            end, step = verdict.end, verdict.step
             if step.next is Next.ANSWER:
                 yield self._result(st, end, cand.tier)
                 return
@@ -257,38 +256,37 @@ class Engine:
                 climbed = cand.tier
                 kept = end if step.keep else kept
             _raise_on(step, end, st)
-        if kept is not None and not stream and req.keep_lower_on_deny and _denied(st):
-            # the caller prefers a lower tier's imperfect answer to none at all
+        if kept is not None and _keeps_lower(req, st, stream):
             yield self._result(st, kept, None)
             return
         raise AllAttemptsFailed(self._trace(st), f"no model could answer {asked_for(p)}")
 
-    async def _gated(
-        self,
-        st: _State,
-        gate: Gate,
-        cand: Candidate,
-        req: ChatRequest,
-        max_tokens: int,
-        stream: bool,
-        retried: bool,
-    ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
-        """One attempt through the gate: refused, or called; recorded in ``st`` either way."""
-        ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
-        end = _End(ticket.refused) if ticket.refused is not None else None
-        if end is None:
-            try:
-                async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as parts:
-                    async for part in parts:
-                        if isinstance(part, _End):
-                            end = part
-                        else:
-                            yield part
-            finally:
-                await gate.leave(cand, ticket)
-        assert end is not None
-        st.attempts.append(end.attempt)
-        yield end
+    async def _candidate(
+        self, st: _State, gate: Gate, cand: Candidate, req: ChatRequest, stream: bool
+    ) -> AsyncGenerator[StreamDelta | Started | _Verdict, None]:
+        """A candidate's attempts through the gate (two when the budget is doubled), each
+        recorded in ``st``; ends with the policy's verdict on the last."""
+        max_tokens, retried = cand.max_tokens, False
+        while True:
+            ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
+            end = _End(ticket.refused) if ticket.refused is not None else None
+            if end is None:
+                try:
+                    async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as it:
+                        async for part in it:
+                            if isinstance(part, _End):
+                                end = part
+                            else:
+                                yield part
+                finally:
+                    await gate.leave(cand, ticket)
+            assert end is not None
+            st.attempts.append(end.attempt)
+            step = next_step(end.ended(), cand, max_tokens, retried)
+            if step.next is not Next.RETRY or step.max_tokens is None:
+                yield _Verdict(end, step)
+                return
+            max_tokens, retried = step.max_tokens, True
 
     def _result(self, st: _State, end: _End, upto_tier: int | None) -> Result:
         assert end.response is not None
@@ -316,8 +314,7 @@ class Engine:
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
         call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
-        rules = st.rules
-        hold = rules.strict
+        hold = st.rules.strict
         committed = False
         # generated so far (answer and reasoning, sent on or held back): the upstream
         # bills a stream that breaks for what it generated, so the ledger does too
@@ -355,47 +352,41 @@ class Engine:
                         cand.model,
                         "stream ended without a final response",
                     )
-        except ProviderError as e:
-            yield await self._failed(
-                st, cand, e, t0, max_tokens, committed, self._streamed(req, received_chars)
-            )
-            return
         except (asyncio.CancelledError, GeneratorExit):
-            # the caller went away mid-call: free a half-open probe slot, and keep the
-            # row, since the upstream may bill for what it already generated
-            self.health.abandon(cand.ref)
-            latency = (time.perf_counter() - t0) * 1000
-            # what it generated is unknown: count the worst case, so that budgets hold
-            # and the ledger never shows a paid call as free
-            usage = Usage(estimate_input_tokens(req.messages), max_tokens)
-            gone = Attempt(
-                cand.tier,
-                cand.provider,
-                cand.model,
-                "cancelled",
-                "the caller cancelled the request; cost counted at the worst case",
-                None,
-                latency,
-                usage,
-                price(self.config, cand.ref, usage),
-                max_tokens,
-            )
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._record(st, gone))
+            await self._cancelled(st, cand, req, t0, max_tokens)
             raise
-        except Exception as e:  # an adapter bug must not lose the attempt row
-            log.exception("adapter %s raised unexpectedly", cand.provider)
-            err = ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
+        except Exception as e:  # ProviderError, or an adapter bug: the row is kept either way
+            err = _as_provider_error(cand, e)
             yield await self._failed(
                 st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
             )
             return
+        attempt = self._answered(st, cand, resp, t0, max_tokens, committed)
+        await self._record(st, attempt)
+        reason = attempt.reason if attempt.outcome == "unusable" else None
+        if stream and not committed and reason is None:
+            committed = True
+            yield self._started(st, cand)
+            yield StreamDelta(resp.content.lstrip())
+        yield _End(attempt, resp, None, committed)
+
+    def _answered(
+        self,
+        st: _State,
+        cand: Candidate,
+        resp: ModelResponse,
+        t0: float,
+        max_tokens: int,
+        committed: bool,
+    ) -> Attempt:
+        """The attempt of a call that returned: ``ok``, or ``unusable`` with why."""
         latency = (time.perf_counter() - t0) * 1000
         self.health.success(cand.ref, latency, self._clock())
-        reason = None if committed else validate(resp.content, rules)
+        # what already went out cannot be judged any more: a streamed answer is final
+        reason = None if committed else validate(resp.content, st.rules)
         if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
             reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
-        attempt = Attempt(
+        return Attempt(
             cand.tier,
             cand.provider,
             cand.model,
@@ -407,12 +398,31 @@ class Engine:
             price(self.config, cand.ref, resp.usage),
             max_tokens,
         )
-        await self._record(st, attempt)
-        if stream and not committed and reason is None:
-            committed = True
-            yield self._started(st, cand)
-            yield StreamDelta(resp.content.lstrip())
-        yield _End(attempt, resp, None, committed)
+
+    async def _cancelled(
+        self, st: _State, cand: Candidate, req: ChatRequest, t0: float, max_tokens: int
+    ) -> None:
+        """The caller went away mid-call: free a half-open probe slot, and keep the row,
+        since the upstream may bill for what it already generated."""
+        self.health.abandon(cand.ref)
+        latency = (time.perf_counter() - t0) * 1000
+        # what it generated is unknown: count the worst case, so that budgets hold
+        # and the ledger never shows a paid call as free
+        usage = Usage(estimate_input_tokens(req.messages), max_tokens)
+        gone = Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            "cancelled",
+            "the caller cancelled the request; cost counted at the worst case",
+            None,
+            latency,
+            usage,
+            price(self.config, cand.ref, usage),
+            max_tokens,
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._record(st, gone))
 
     @staticmethod
     def _started(st: _State, cand: Candidate) -> Started:
@@ -488,6 +498,15 @@ class Engine:
             await self.ledger.finish(st.meta, attempt)
 
 
+def _as_provider_error(cand: Candidate, e: Exception) -> ProviderError:
+    """An adapter raises only ProviderError; anything else is its bug, logged and kept as
+    a malformed answer so that the attempt's row is not lost."""
+    if isinstance(e, ProviderError):
+        return e
+    log.exception("adapter %s raised unexpectedly", cand.provider)
+    return ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
+
+
 def _raise_on(step: Step, end: _End, st: _State) -> None:
     """Fail the request where the policy says so: its own fault, or a broken stream."""
     if step.next is Next.REJECT and end.error is not None:
@@ -496,5 +515,8 @@ def _raise_on(step: Step, end: _End, st: _State) -> None:
         raise end.error
 
 
-def _denied(st: _State) -> bool:
-    return any(a.outcome == "denied" for a in st.attempts)
+def _keeps_lower(req: ChatRequest, st: _State, stream: bool) -> bool:
+    """Whether a lower tier's imperfect answer ends the request when a denial stopped the
+    climb: the caller prefers it to none at all. Not a stream's: a streamed answer goes out
+    as deltas before its Result, and this one was held back."""
+    return not stream and req.keep_lower_on_deny and any(a.outcome == "denied" for a in st.attempts)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
 import re
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -403,20 +405,26 @@ async def test_bad_run_bodies_are_400(start_gw: Callable[..., Any]) -> None:
     assert await gw.app.runner.runs.recent() == []
 
 
+def rename_table(path: Path, table: str, to: str) -> None:
+    """A real fault on a connection of its own: the next query of ``table`` fails."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"ALTER TABLE {table} RENAME TO {to}")
+        db.commit()
+
+
 async def test_an_internal_error_is_500_without_its_details(
-    start_gw: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    start_gw: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw: Gw = await start_gw()
-
-    async def boom(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("internal detail /srv/openclaw/core/secret_path.py")
-
-    monkeypatch.setattr(gw.app.ledger, "report", boom)
+    # the usage report's query meets an error no request can cause, whose text names the
+    # store's internals ("no such table: attempts")
+    await asyncio.to_thread(rename_table, tmp_path / "sec0.db", "attempts", "attempts_moved")
     async with gw.authed() as c:
         r = await c.get("/api/usage")
     message = assert_openai_error(r, 500, "internal_error")
-    assert "internal detail" not in r.text and "secret_path" not in r.text
+    assert "attempts" not in r.text and "no such table" not in r.text
     assert "server log" in message
+    assert "no such table: attempts" in caplog.text  # where the operator finds it
 
 
 # -- binding beyond loopback ---------------------------------------------------------------

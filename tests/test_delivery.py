@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -895,22 +896,23 @@ async def test_the_claim_reads_each_targets_head_from_its_index(store: Store) ->
     assert "COVERING INDEX outbox_open" in details, details
 
 
-async def test_a_message_whose_template_breaks_is_kept_as_failed(store: Store) -> None:
-    outbox = make_outbox(store)
-    render = outbox.render
-
-    async def broken_for_slack(target: str, context: dict[str, Any]) -> str:
-        if target.startswith("slack:"):
-            raise ValueError("'items' is undefined")
-        return await render(target, context)
-
-    outbox.render = broken_for_slack  # type: ignore[method-assign]
+async def test_a_message_whose_template_breaks_is_kept_as_failed(
+    store: Store, tmp_path: Path
+) -> None:
+    # an operator's edit of one channel's template that fails on every message
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "channels" / "slack.j2").write_text("{{ items[0] }}\n", encoding="utf-8")
+    outbox = Outbox(store, Templates(templates), DeliveryConfig())
     await outbox.enqueue(7, "result", ["slack:ops", "log:x"], CTX)
     rows = {r["target"]: r for r in await all_rows(store)}
     assert rows["log:x"]["status"] == "pending"
     slack = rows["slack:ops"]
     assert slack["status"] == "failed" and slack["body"] == CTX["text"]
-    assert slack["last_error"] == "rendering its template failed: 'items' is undefined"
+    assert slack["last_error"] == (
+        "rendering its template failed: template channels/slack.j2 (line 1): UndefinedError:"
+        " 'items' is undefined"
+    )  # the operator learns which file and line to fix
 
 
 # -- issue 13: secret headers from the environment; a store that cannot take writes ------

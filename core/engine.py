@@ -149,7 +149,7 @@ class _End:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Verdict:
     end: _End  # the candidate's last attempt
     step: Step  # what the policy makes of it

@@ -39,6 +39,9 @@ class Ticket:
     reservation: int | None = None
 
 
+_FREE = Ticket()  # most calls: no approval to ask, no cap to reserve against
+
+
 class Gate:
     """Budget and approval checks for the candidates of one request."""
 
@@ -59,7 +62,6 @@ class Gate:
         self.approver = approver
         self.budget = budget
         self._decisions: dict[int, Decision] = {}  # by tier: one question per tier
-        self._input_tokens = estimate_input_tokens(request.messages)
 
     async def enter(
         self, cand: Candidate, max_tokens: int, *, retry: bool, tried: Sequence[Attempt]
@@ -75,7 +77,7 @@ class Gate:
             if refused is not None:
                 return Ticket(refused)
         if self.budget is None:
-            return Ticket()
+            return _FREE
         reservation, over = await self.budget.reserve(
             cand.tier, cand.ref, self.request.agent, self._worst(cand, max_tokens)
         )
@@ -108,7 +110,8 @@ class Gate:
         return Attempt(cand.tier, cand.provider, cand.model, "denied", why)
 
     def _worst(self, cand: Candidate, max_tokens: int) -> float:
-        return price(self.config, cand.ref, Usage(self._input_tokens, max_tokens))
+        tokens = estimate_input_tokens(self.request.messages)
+        return price(self.config, cand.ref, Usage(tokens, max_tokens))
 
     async def _approve(self, cand: Candidate, tried: Sequence[Attempt]) -> Decision:
         req, p = self.request, self.plan

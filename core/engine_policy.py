@@ -49,6 +49,15 @@ class Step:
     keep: bool = False
 
 
+# the steps that carry nothing: built once, since the engine asks after every attempt
+_ANSWER = Step(Next.ANSWER)
+_NEXT_MODEL = Step(Next.NEXT_MODEL)
+_NEXT_TIER = Step(Next.NEXT_TIER)
+_CLIMB_KEEPING = Step(Next.NEXT_TIER, keep=True)
+_REJECT = Step(Next.REJECT)
+_RERAISE = Step(Next.RERAISE)
+
+
 def next_step(ended: Ended, cand: Candidate, max_tokens: int, retried: bool) -> Step:
     """What follows an attempt of ``cand`` with ``max_tokens`` (``retried``: it already was
     the doubled-budget retry).
@@ -59,19 +68,19 @@ def next_step(ended: Ended, cand: Candidate, max_tokens: int, retried: bool) -> 
     fails it, so one careless caller cannot push everyone to pricier tiers.
     """
     if ended.committed and ended.outcome != "ok":
-        return Step(Next.RERAISE)  # bytes went out: no failover can take them back
+        return _RERAISE  # bytes went out: no failover can take them back
     match ended.outcome:
         case "ok":
-            return Step(Next.ANSWER)
+            return _ANSWER
         case "rejected":
-            return Step(Next.REJECT)
+            return _REJECT
         case "denied":
-            return Step(Next.NEXT_TIER)  # the approval was for the tier, not the model
+            return _NEXT_TIER  # the approval was for the tier, not the model
         case "unusable":
             if not retried and not ended.content and ended.reasoned:
                 doubled = cand.budget(max_tokens * 2)
                 if doubled > max_tokens:  # at the output limit already: doubling is moot
                     return Step(Next.RETRY, max_tokens=doubled)
-            return Step(Next.NEXT_TIER, keep=ended.content)
+            return _CLIMB_KEEPING if ended.content else _NEXT_TIER
         case _:  # unavailable, fatal, skipped (over budget)
-            return Step(Next.NEXT_MODEL)
+            return _NEXT_MODEL

@@ -415,28 +415,26 @@ async def test_telegram_down_at_boot_does_not_stop_the_bot(make_rig: RigFactory,
 
 
 async def test_a_split_message_resumes_where_it_broke(make_rig: RigFactory) -> None:
-    from aiogram.exceptions import TelegramServerError
-    from aiogram.methods import SendMessage
-
     rig = await make_rig([agent("long", deliver=[f"telegram:{ADMIN}"])])
     text = "\n\n".join(f"Paragraph {i}: " + "a line of the digest. " * 40 for i in range(12))
     rig.llm.script("qwen3:14b", Reply(text=text))
     await rig.app.runner.run("long", "cli")
-    calls = {"n": 0}
-    real_send = rig.bot.bot.send_message
+    sends: list[int] = []
 
-    async def flaky(*args: Any, **kw: Any) -> Any:  # the second part fails once
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise TelegramServerError(
-                method=SendMessage(chat_id=ADMIN, text="x"), message="Bad Gateway"
-            )
-        return await real_send(*args, **kw)
+    async def second_part_fails(make_request: Any, bot: Any, method: Any) -> Any:
+        result = await make_request(bot, method)
+        if isinstance(method, SendMessage):
+            sends.append(1)
+            if len(sends) == 1:  # the next part meets 502 Bad Gateway on each of its tries
+                rig.tg.fail_next("sendMessage", 502, "Bad Gateway", times=3)
+        return result
 
-    rig.bot.bot.send_message = flaky  # type: ignore[method-assign]
+    rig.bot.bot.session.middleware(second_part_fails)
     assert await rig.app.delivery.drain() == 1
     (row,) = await rig.app.store.fetchall("SELECT status, external_id FROM outbox")
     assert row[0] == "pending" and len(row[1].split(",")) == 1  # part one went out
+    # the sender retried the part twice (server_backoff_s) before giving it up for now
+    assert [c.error_code for c in rig.tg.calls_of("sendMessage")] == [None, 502, 502, 502]
     await rig.app.store.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z'")
     assert await rig.app.delivery.drain() == 1
     (row,) = await rig.app.store.fetchall("SELECT status, external_id FROM outbox")

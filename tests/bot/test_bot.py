@@ -242,6 +242,9 @@ async def test_429_is_waited_out_and_403_fails_for_good(make_rig: RigFactory) ->
     }
     assert rows[f"telegram:{ADMIN}"][0] == "delivered"
     assert rows[f"telegram:{VIEWER}"][0] == "delivered"
+    # the 429 really came and its message went again (delivered without a 429 proves nothing)
+    codes = [c.error_code for c in rig.tg.calls_of("sendMessage")]
+    assert codes == [429, None, None]
     rig.tg.fail_next("sendMessage", 403, "Forbidden: bot was blocked by the user", times=5)
     await rig.app.runner.run("a", "cli")
     await rig.app.delivery.drain()

@@ -387,7 +387,9 @@ async def start_run(request: web.Request) -> web.Response:
     app = request.app[STATE].app
     name = request.match_info["name"]
     body: Any = {}
-    if request.can_read_body:
+    # body_exists, not can_read_body: the body deadline may have read it already (a body
+    # that came after the headers), and read() then returns those bytes
+    if request.body_exists:
         body = await _body(request)
         if not isinstance(body, dict):
             raise GatewayError(400, "the body must be a JSON object")

@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running
-from tests.gateway.raw import RawResponse, exchange, request
+from tests.gateway.raw import RawResponse, exchange, parse, request
 from tests.gateway.test_http import CHAT, assert_openai_error
 
 SECRET_START = "sk-live-Q7f3ZpL0-start-of-a-token"  # must never be quoted back or logged
@@ -210,3 +210,41 @@ async def test_405_names_the_allowed_methods(gateway: Running) -> None:
         r = await c.post("/api/status")
         assert r.status_code == 405
         assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD"}
+
+
+async def test_a_body_that_comes_after_the_headers_still_reaches_the_handler(
+    start_gateway: GatewayFactory,
+) -> None:
+    """The body deadline reads a late body before the handler runs; the handler must still
+    see it (it checked ``can_read_body``, false once the body was read, and started the run
+    without its message — a field silently dropped, depending on packet timing)."""
+    gw = await start_gateway(
+        agents=[{"name": "echo", "message": "echo {{ message }}", "task": "chat", "deliver": []}]
+    )
+    body = json.dumps({"message": "late body"}).encode()
+    head = request(
+        "POST",
+        "/api/agents/echo/run",
+        {
+            "Authorization": f"Bearer {TOKEN}",
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        },
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
+    try:
+        writer.write(head)  # the headers alone, then the body in its own packet
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(body)
+        await writer.drain()
+        answer = parse(await asyncio.wait_for(reader.read(), 10))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.status == 202, answer.body
+    run = await gw.app.runner.runs.get(int(answer.json()["run_id"]))
+    assert run is not None and run.message == "late body"
+    async with gw.http() as c:  # no body at all is still "no message", not a 400
+        bare = await c.post("/api/agents/echo/run")
+    assert bare.status_code == 202, bare.text

@@ -11,17 +11,16 @@ matplotlib.use("Agg")  # no display: render to memory
 import matplotlib.pyplot as plt
 
 from core.ledger import UsageReport
-
-TARGET_MID = {0: 65.0, 1: 17.5, 2: 12.5, 3: 5.0}  # middle of each tier's target share, %
+from core.tier_targets import TARGET_MID_PCT  # middle of each tier's target share, %
 
 
 def usage_png(by_tier: UsageReport, by_day: UsageReport, period: str) -> bytes:
     """Render both panels; CPU-bound, so call it in a thread."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     try:
-        tiers = sorted(set(TARGET_MID) | set(by_tier.tier_share))
+        tiers = sorted(set(TARGET_MID_PCT) | set(by_tier.tier_share))
         share = [by_tier.tier_share.get(t, 0.0) for t in tiers]
-        target = [TARGET_MID.get(t, 0.0) for t in tiers]
+        target = [TARGET_MID_PCT.get(t, 0.0) for t in tiers]
         xs = range(len(tiers))
         left.bar([x - 0.2 for x in xs], share, width=0.4, label="actual")
         left.bar([x + 0.2 for x in xs], target, width=0.4, label="target", alpha=0.5)

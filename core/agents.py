@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from core.logs import RUN_ID
 from core.runs import Run, Runs
 from core.sessions import Sessions, child_session_id, session_id
 from core.store import utcnow_iso
+from core.suggest import close_matches
 from core.templating import TemplateError, Templates
 from core.types import ChatRequest, Message
 
@@ -99,7 +99,7 @@ class AgentRunner:
         a = self.config.agent(name)
         if a is None:
             names = [x.name for x in self.config.agents]
-            close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+            close = close_matches(name, names)
             hint = (
                 f"; did you mean {', '.join(close)}?"
                 if close

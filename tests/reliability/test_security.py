@@ -256,7 +256,7 @@ def test_the_token_check_takes_one_path_whatever_the_credential() -> None:
         assert matched == (credential == TOKEN)
         assert trace.count(hmac.compare_digest) == 1, credential
         counts[credential] = trace.opcodes
-    assert len(set(counts.values())) == 1, counts
+    assert len(set(counts.values())) == 1 and min(counts.values()) > 0, counts
 
 
 async def test_the_gateway_decides_with_compare_digest(start_gw: Callable[..., Any]) -> None:

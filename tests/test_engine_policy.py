@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from core.approvals import ApprovalRequest, Decision
 from core.config_common import Validators
 from core.engine import Engine, Result, Started
 from core.engine_policy import Ended, Next, Step, next_step
@@ -23,6 +22,7 @@ from core.providers.testing import Answer, Fault, TestProvider
 from core.routing import Candidate
 from core.types import ChatRequest, Message, StreamDelta
 from tests.configs import make_config
+from tests.test_engine import RecordingApprover
 
 # -- the policy, pure ---------------------------------------------------------------
 
@@ -123,14 +123,7 @@ def test_the_retry_doubles_the_budget_it_was_called_with() -> None:
 # -- the engine's failover and escalation table, in process ---------------------------
 
 
-class Approver:
-    def __init__(self, approve: bool) -> None:
-        self.approve = approve
-        self.asked: list[ApprovalRequest] = []
-
-    async def decide(self, request: ApprovalRequest) -> Decision:
-        self.asked.append(request)
-        return Decision(self.approve, "test-admin", "ok" if self.approve else "too dear")
+Approver = RecordingApprover  # the loopback engine tests' approver, in process here
 
 
 @dataclass

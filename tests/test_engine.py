@@ -22,6 +22,7 @@ import pytest
 
 from core.approvals import ApprovalRequest, Decision
 from core.config import Config
+from core.config_common import Validators
 from core.engine import Engine, Result, Started
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected, StoreUnavailable
 from core.health import HealthBoard
@@ -343,12 +344,14 @@ async def test_request_with_unknown_task_is_a_routing_error(rig: RigFactory) -> 
         await r.engine.complete(ask(task="nope"))
 
 
-async def collect(engine: Engine, req: ChatRequest) -> tuple[list[str], Result]:
+async def collect(
+    engine: Engine, req: ChatRequest, rules: Validators | None = None
+) -> tuple[list[str], Result]:
     """Consume a stream; checks Started comes once, right before the first delta."""
     deltas: list[str] = []
     result: Result | None = None
     started: list[Started] = []
-    async for item in engine.stream(req):
+    async for item in engine.stream(req, rules):
         if isinstance(item, Started):
             assert not deltas and not started
             started.append(item)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.config_common import Validators
-from core.engine import Engine, Result, Started
+from core.engine import Engine, Result
 from core.engine_policy import Ended, Next, Step, next_step
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
 from core.health import HealthBoard
@@ -22,7 +22,7 @@ from core.providers.testing import Answer, Fault, TestProvider
 from core.routing import Candidate
 from core.types import ChatRequest, Message, StreamDelta
 from tests.configs import make_config
-from tests.test_engine import RecordingApprover
+from tests.test_engine import RecordingApprover, collect
 
 # -- the policy, pure ---------------------------------------------------------------
 
@@ -159,20 +159,9 @@ async def run(
     and the deltas must add up to the answer."""
     if not stream:
         return await engine.complete(req, rules)
-    deltas: list[str] = []
-    started: list[Started] = []
-    async for item in engine.stream(req, rules):
-        if isinstance(item, Started):
-            assert not deltas and not started
-            started.append(item)
-        elif isinstance(item, StreamDelta):
-            assert started, "a delta before Started"
-            deltas.append(item.content)
-        else:
-            assert started and started[0].ref == item.answered_by.ref
-            assert "".join(deltas) == item.content
-            return item
-    raise AssertionError("the stream ended without a result")
+    deltas, result = await collect(engine, req, rules)
+    assert "".join(deltas) == result.content
+    return result
 
 
 @dataclass(frozen=True)

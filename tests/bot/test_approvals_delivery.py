@@ -37,12 +37,6 @@ Rig = Callable[..., Awaitable[BotRig]]
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def make_rig(tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Rig]:
     """A bot whose one agent needs Tier 3 (approval); the approval timeout is long, so a
     run that ends within the test did not wait for it."""

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from core.config import Config, Cost
-from core.parsing import parse_since as parse_since  # gateway and CLI: use core.parsing
 from core.runs import owner_alive, owner_id
 from core.store import Store, utcnow_iso
 from core.types import Attempt, Usage

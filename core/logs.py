@@ -9,10 +9,9 @@ import sys
 import time
 from collections.abc import Iterable
 
-from core.redaction import REDACTED, redact
+from core.redaction import redact
 
 RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("openclaw_run", default=None)
-__all__ = ["REDACTED", "RUN_ID", "RedactFilter", "setup_logging"]
 
 
 class RunIdFilter(logging.Filter):

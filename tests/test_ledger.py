@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.ledger import Ledger, RequestMeta, baselines, parse_since, price
+from core.ledger import Ledger, RequestMeta, baselines, price
+from core.parsing import parse_since
 from core.store import MIGRATIONS, Store
 from core.types import Attempt, Usage
 from tests.configs import make_config

@@ -58,11 +58,13 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 
 from bot.channel import TelegramChannel
+from core.agents.templating import Templates
 from core.app import BUNDLED_TEMPLATES
-from core.config_agents import DeliveryConfig
-from core.delivery import DeliveryWorker, Outbox, process_owner
-from core.store import Store
-from core.templating import Templates
+from core.config.delivery import DeliveryConfig
+from core.delivery.outbox import Outbox
+from core.delivery.worker import DeliveryWorker
+from core.ops.owners import owner_id
+from core.store.sqlite import Store
 from tests.fakes.telegram import FakeTelegram
 
 PER_CHAT_PER_S = 1.0  # Telegram: about one message a second to one private chat
@@ -204,7 +206,7 @@ async def _bench(
                     "text": f"message #{seq[chat]} of chat {chat}",
                 },
             )
-        worker = DeliveryWorker(outbox, {"telegram": TelegramChannel(bot)}, process_owner())
+        worker = DeliveryWorker(outbox, {"telegram": TelegramChannel(bot)}, owner_id())
         allowed = min(GLOBAL_PER_S, args.chats * PER_CHAT_PER_S)
         t0_wall, t0 = time.time(), time.monotonic()
         worker_task = asyncio.create_task(worker.run(stop))

@@ -12,7 +12,7 @@ from aiogram.exceptions import (
 
 from bot.limiter import SendLimiter
 from bot.sending import PartialSend, SendPath, bulk, send_parts
-from core.delivery import DeliveryError
+from core.delivery.errors import DeliveryError
 
 
 class TelegramChannel:

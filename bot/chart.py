@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # no display: render to memory
 
 import matplotlib.pyplot as plt
 
-from core.ledger import UsageReport
-from core.tier_targets import TARGET_MID_PCT  # middle of each tier's target share, %
+from core.engine.ledger import UsageReport
+from core.engine.tier_targets import TARGET_MID_PCT  # middle of each tier's target share, %
 
 
 def usage_png(by_tier: UsageReport, by_day: UsageReport, period: str) -> bytes:

@@ -19,7 +19,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
 from bot.callbacks import AgentCb, ApprovalCb, RunCb
-from core.config import TelegramConfig
+from core.config.models import TelegramConfig
 
 log = logging.getLogger("openclaw.bot")
 

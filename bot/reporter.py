@@ -24,9 +24,9 @@ from bot.live import LiveMessage
 from bot.sending import PartialSend, describe, send_parts
 from bot.text import escape
 from bot.views import attempt_line, progress_text, run_result
+from core.agents.runs import Run
 from core.app import App
-from core.ledger import RequestMeta
-from core.runs import Run
+from core.engine.ledger import RequestMeta
 from core.types import Attempt
 
 log = logging.getLogger("openclaw.bot")

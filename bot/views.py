@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.text import escape, truncate
-from core.approvals import ApprovalRecord
-from core.ledger import TARGET_SHARE, UsageReport
-from core.runs import Run
+from core.agents.runs import Run
+from core.engine.approvals import ApprovalRecord
+from core.engine.ledger import TARGET_SHARE, UsageReport
 from core.types import Attempt
 
 STATUS_ICON = {

@@ -12,35 +12,30 @@ from typing import Any
 
 import aiohttp
 
-from core.agent_state import AgentStates
-from core.agents import AgentRunner
-from core.approvals import ApprovalBroker
-from core.budget import BudgetGuard
-from core.config import Config, split_model_ref
-from core.dbpath import unwritable
-from core.delivery import (
-    Channel,
-    DeliveryWorker,
-    LogChannel,
-    Outbox,
-    SlackChannel,
-    WebhookChannel,
-    process_owner,
-)
-from core.embedded import EmbeddedModel, embedded_models
-from core.engine import Engine
+from core.agents.runner import AgentRunner
+from core.agents.runs import Runs
+from core.agents.scheduler import Scheduler
+from core.agents.sessions import Sessions
+from core.agents.state import AgentStates
+from core.agents.templating import BUNDLED_TEMPLATES, Templates
+from core.config.models import Config, split_model_ref
+from core.config.settings import Settings
+from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
+from core.delivery.outbox import Outbox
+from core.delivery.worker import DeliveryWorker
+from core.embedded.supervisor import EmbeddedModel, embedded_models
+from core.engine.approvals import ApprovalBroker
+from core.engine.budget import BudgetGuard
+from core.engine.engine import Engine
+from core.engine.health import HealthBoard
+from core.engine.ledger import Ledger
 from core.errors import StoreUnavailable
-from core.health import HealthBoard
-from core.ledger import Ledger
-from core.metrics import Metrics
+from core.ops.metrics import Metrics
+from core.ops.owners import owner_id
 from core.providers import build_provider
 from core.providers.base import Provider
-from core.runs import Runs
-from core.scheduler import Scheduler
-from core.sessions import Sessions
-from core.settings import Settings
-from core.store import Store
-from core.templating import BUNDLED_TEMPLATES, Templates
+from core.store.path import unwritable
+from core.store.sqlite import Store
 
 log = logging.getLogger("openclaw.app")
 
@@ -174,7 +169,7 @@ class App:
         outbox = Outbox(store, templates, config.delivery)
         outbox_ref.append(outbox)
         http = _Http()
-        owner = process_owner()
+        owner = owner_id()
         runner = AgentRunner(
             config,
             engine=engine,

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from core import __version__
+from core.agents.runs import Run
 from core.app import App, missing_keys
-from core.config import Config, load_config
-from core.config_common import mask_url
-from core.dbpath import check_db_location
-from core.engine import Result
+from core.config.common import mask_url
+from core.config.load import load_config
+from core.config.models import Config
+from core.config.settings import Settings
+from core.engine.engine import Result
+from core.engine.ledger import GROUPS, TARGET_SHARE, UsageReport
 from core.errors import (
     EX_CONFIG,
     AllAttemptsFailed,
@@ -27,12 +30,10 @@ from core.errors import (
     OpenClawError,
     RoutingError,
 )
-from core.ledger import GROUPS, TARGET_SHARE, UsageReport
-from core.logs import setup_logging
+from core.ops.logs import setup_logging
+from core.ops.serve import Extension, serve
 from core.parsing import parse_id, parse_int, parse_since
-from core.runs import Run
-from core.serve import Extension, serve
-from core.settings import Settings
+from core.store.path import check_db_location
 from core.types import ChatRequest, Message, StreamDelta
 
 log = logging.getLogger("openclaw")
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.db = settings.db_path()
         if args.command == "service":
-            from core.service import service_command
+            from core.ops.service import service_command
 
             # the configured paths, never the example fallback: a service must not run on it
             return service_command(
@@ -425,7 +426,7 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
     try:
         print(format_usage(await app.ledger.report(since, args.group), period))
         if other is not None:
-            from core.whatif import what_if
+            from core.engine.whatif import what_if
 
             w = await what_if(app.store, other, since)
             print(
@@ -479,7 +480,7 @@ def format_usage(r: UsageReport, period: str) -> str:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    from core.doctor import probe
+    from core.ops.doctor import probe
 
     print(f"config {path}: valid")
     app = await _with_app(args, settings, config)
@@ -557,7 +558,7 @@ def _print_run(run: Run, full: bool) -> None:
 async def _run_agent(
     args: argparse.Namespace, settings: Settings, config: Config, path: Path
 ) -> int:
-    from core.agents import UnknownAgent
+    from core.agents.runner import UnknownAgent
 
     app = await _with_app(args, settings, config)
     try:
@@ -589,7 +590,7 @@ async def _run_agent(
 
 
 async def _runs(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    from core.agents import UnknownAgent
+    from core.agents.runner import UnknownAgent
 
     app = await _with_app(args, settings, config)
     try:

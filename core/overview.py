@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from core import __version__
 from core.app import App
-from core.store import utcnow_iso
+from core.store.times import utcnow_iso
 
 
 async def agents_overview(app: App) -> list[dict[str, Any]]:

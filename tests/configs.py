@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.config import Config, parse_config
+from core.config.load import parse_config
+from core.config.models import Config
 
 # the pyramid's providers and the wire format each speaks
 PYRAMID_APIS = {

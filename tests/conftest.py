@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.providers import build_provider
 from core.providers.base import Provider
 from tests.fakes.llm import FakeLLM

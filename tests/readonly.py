@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from core.store import Store
+from core.store.sqlite import Store
 
 
 def _run(*argv: str) -> bool:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core.approvals import ApprovalBroker, ApprovalRecord, ApprovalRequest, Copy, CopyShown
-from core.config import ApprovalsConfig
-from core.store import Store
+from core.config.models import ApprovalsConfig
+from core.engine.approvals import ApprovalBroker, ApprovalRecord, ApprovalRequest, Copy, CopyShown
+from core.store.sqlite import Store
 
 REQUEST = ApprovalRequest("req-1", "strategy", 3, "opus/claude-opus", "starts at tier 3", 0.01)
 

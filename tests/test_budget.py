@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.app import App
-from core.budget import BudgetGuard, period_end, period_start
+from core.config.settings import Settings
+from core.engine.budget import BudgetGuard, period_end, period_start
+from core.engine.ledger import RequestMeta
 from core.errors import AllAttemptsFailed
-from core.ledger import RequestMeta
-from core.settings import Settings
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
-from core.config import load_config, parse_config
+from core.config.load import load_config, parse_config
 from core.errors import EX_CONFIG, ConfigError
 from tests.configs import pyramid
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.dbpath import check_db_location
+from core.config.settings import Settings
 from core.errors import ConfigError
-from core.settings import Settings
+from core.store.path import check_db_location
 
 
 def refused(raw: str) -> str:

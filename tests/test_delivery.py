@@ -21,20 +21,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.config_agents import DeliveryConfig
-from core.delivery import (
-    CHANNEL_WAIT_S,
-    Channel,
-    DeliveryWorker,
-    LogChannel,
-    Outbox,
-    SlackChannel,
-    WebhookChannel,
-    claimable_sql,
-)
-from core.settings import Settings
-from core.store import Store, utcnow_iso
-from core.templating import Templates
+from core.agents.templating import Templates
+from core.config.delivery import DeliveryConfig
+from core.config.settings import Settings
+from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
+from core.delivery.outbox import CHANNEL_WAIT_S, Outbox, claimable_sql
+from core.delivery.worker import DeliveryWorker
+from core.store.sqlite import Store
+from core.store.times import utcnow_iso
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
 from tests.readonly import open_read_only
@@ -1003,8 +997,8 @@ async def test_the_worker_backs_off_a_read_only_store_with_one_warning_per_step(
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
-    from core.backoff import Backoff
     from core.errors import StoreUnavailable
+    from core.ops.backoff import Backoff
 
     backoff = Backoff("x", logging.getLogger("test.backoff"), first_s=1.0, cap_s=8.0)
     error = StoreUnavailable("read-only")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from multidict import CIMultiDict
 
-from core.delivery import MAX_RETRY_AFTER_S, _retry_after
+from core.delivery.channels import MAX_RETRY_AFTER_S, _retry_after
 from core.providers.base import parse_retry_after
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from core.approvals import ApprovalRequest, Decision
-from core.config import Config
-from core.config_common import Validators
-from core.engine import Engine, Result, Started
+from core.config.common import Validators
+from core.config.models import Config
+from core.engine.approvals import ApprovalRequest, Decision
+from core.engine.engine import Engine, Result, Started
+from core.engine.health import HealthBoard
+from core.engine.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected, StoreUnavailable
-from core.health import HealthBoard
-from core.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.providers import build_provider
-from core.store import Store
+from core.store.sqlite import Store
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
@@ -397,7 +397,7 @@ async def test_a_denial_can_keep_the_best_lower_answer(rig: RigFactory) -> None:
     r.fake.script("deepseek-chat", Reply(text="a short answer"))
     req = ask(task="analysis")
     rules = {"min_chars": 100}
-    from core.config_common import Validators
+    from core.config.common import Validators
 
     with pytest.raises(AllAttemptsFailed, match="denied by test-admin"):
         await r.engine.complete(req, rules=Validators(**rules))
@@ -452,8 +452,8 @@ async def test_a_cancelled_paid_call_counts_its_worst_case(rig: RigFactory) -> N
 async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
     import asyncio
 
-    from core.approvals import ApprovalBroker, ApprovalRequest
-    from core.config import ApprovalsConfig
+    from core.config.models import ApprovalsConfig
+    from core.engine.approvals import ApprovalBroker, ApprovalRequest
 
     store = await Store.open(tmp_path / "a.db")
     try:

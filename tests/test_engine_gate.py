@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.budget import BudgetGuard
-from core.engine import Engine
-from core.health import HealthBoard
+from core.engine.budget import BudgetGuard
+from core.engine.engine import Engine
+from core.engine.health import HealthBoard
 from core.providers.testing import Answer, TestProvider
-from core.store import Store
+from core.store.sqlite import Store
 from core.types import ChatRequest, Message
 from tests.configs import make_config, pyramid
 

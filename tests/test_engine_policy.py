@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from core.config_common import Validators
-from core.engine import Engine, Result
-from core.engine_policy import Ended, Next, Step, next_step
+from core.config.common import Validators
+from core.engine.engine import Engine, Result
+from core.engine.health import HealthBoard
+from core.engine.policy import Ended, Next, Step, next_step
+from core.engine.routing import Candidate
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
-from core.health import HealthBoard
 from core.providers.testing import Answer, Fault, TestProvider
-from core.routing import Candidate
 from core.types import ChatRequest, Message, StreamDelta
 from tests.configs import make_config
 from tests.test_engine import RecordingApprover, collect

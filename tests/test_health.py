@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import RoutingConfig
+from core.config.models import RoutingConfig
+from core.engine.health import HealthBoard
 from core.errors import ProviderError
-from core.health import HealthBoard
 
 REF = "deep/deepseek-chat"
 

@@ -1,4 +1,4 @@
-"""core.inputs against a real aiohttp server on 127.0.0.1, real subprocesses and real files."""
+"""core.agents.inputs against a real aiohttp server on 127.0.0.1, real subprocesses and files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from core.config_agents import InputConfig
-from core.inputs import InputError, gather_inputs, gather_one, parse_feed, strip_html
+from core.agents.inputs.base import InputError
+from core.agents.inputs.feeds import parse_feed, strip_html
+from core.agents.inputs.gather import gather_inputs, gather_one
+from core.config.agents import InputConfig
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.ledger import Ledger, RequestMeta, baselines, price
+from core.engine.ledger import Ledger, RequestMeta, baselines, price
 from core.parsing import parse_since
-from core.store import MIGRATIONS, Store
+from core.store.migrations import MIGRATIONS
+from core.store.sqlite import Store
 from core.types import Attempt, Usage
 from tests.configs import make_config
 
@@ -132,7 +133,7 @@ def test_baselines_without_cloud_tier_above() -> None:
 
 
 async def test_what_if_reprices_only_what_was_recorded(store: Store) -> None:
-    from core.whatif import what_if
+    from core.engine.whatif import what_if
     from tests.configs import pyramid
 
     ledger = Ledger(store, CFG)
@@ -153,7 +154,7 @@ async def test_what_if_reprices_only_what_was_recorded(store: Store) -> None:
     doc = pyramid()
     doc["tasks"]["summarize"] = 0  # "what if summarize went to tier 0?"
     doc["models"]["flash/gemini-flash"]["cost"] = {"input": 0.6, "output": 5.0}  # and dearer
-    from core.config import parse_config
+    from core.config.load import parse_config
 
     other = parse_config(doc, warnings=[])
     w = await what_if(store, other, timedelta(days=1))
@@ -166,7 +167,7 @@ async def test_what_if_reprices_only_what_was_recorded(store: Store) -> None:
 
 
 def test_savings_percentages() -> None:
-    from core.ledger import UsageReport
+    from core.engine.ledger import UsageReport
 
     r = UsageReport(
         "", "tier", [], 1, 1, {}, cost_usd=1.0, cloud_only_usd=4.0, all_top_tier_usd=10.0

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import parse_config
-from core.health import HealthBoard
-from core.logs import RUN_ID, JsonFormatter, RedactFilter, RunIdFilter, TextFormatter
-from core.probes import Prober
+from core.config.load import parse_config
+from core.engine.health import HealthBoard
+from core.ops.logs import RUN_ID, JsonFormatter, RedactFilter, RunIdFilter, TextFormatter
+from core.ops.probes import Prober
 from core.providers import build_provider
 from tests.configs import pyramid
 from tests.fakes.llm import FakeLLM

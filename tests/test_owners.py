@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.runs import (
+from core.ops.owners import (
     _elapsed_to_start,
     alive_here,
     owner_alive,

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.errors import ProviderError
-from core.logs import RedactFilter
+from core.ops.logs import RedactFilter
+from core.ops.redaction import REDACTED, redact
 from core.providers import build_provider
-from core.redaction import REDACTED, redact
 from core.types import Message, ModelCall
 from tests.conftest import ProviderFactory
 from tests.fakes.llm import APIS, FakeLLM, Reply

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.engine.routing import HealthSnapshot, plan
 from core.errors import RoutingError
-from core.routing import HealthSnapshot, plan
 from tests.configs import make_config
 
 CFG = make_config()

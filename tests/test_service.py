@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.service import (
+from core.ops.service import (
     LABEL,
     PLIST_TEMPLATE,
     TEMPLATE_DIR,

@@ -14,7 +14,7 @@ import aiosqlite
 import pytest
 
 from core.errors import StoreUnavailable
-from core.store import Store
+from core.store.sqlite import Store
 from tests.readonly import open_read_only, read_only
 
 SQL = "INSERT INTO t (n) VALUES (?)"

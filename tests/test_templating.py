@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.templating import TemplateError, Templates
+from core.agents.templating import TemplateError, Templates
 
 
 @pytest.fixture

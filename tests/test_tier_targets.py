@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.ledger import TARGET_SHARE
-from core.tier_targets import TARGET_MID_PCT, middle_pct
+from core.engine.ledger import TARGET_SHARE
+from core.engine.tier_targets import TARGET_MID_PCT, middle_pct
 
 
 def test_the_middles_of_the_pyramid() -> None:

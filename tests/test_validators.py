@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import TaskConfig
-from core.validators import validate
+from core.config.models import TaskConfig
+from core.engine.validators import validate
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from bot.callbacks import ApprovalCb
 from bot.reporter import RunReporter
 from bot.views import approval_outcome, approval_text
 from core.app import App
-from core.approvals import ApprovalRecord, Copy, CopyShown
+from core.engine.approvals import ApprovalRecord, Copy, CopyShown
 
 log = logging.getLogger("openclaw.bot")
 NOT_MODIFIED = "message is not modified"  # the copy already shows this: done

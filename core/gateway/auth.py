@@ -9,8 +9,8 @@ import secrets
 from collections import deque
 from pathlib import Path
 
+from core.config.settings import Settings
 from core.errors import ConfigError, ConfigProblem
-from core.settings import Settings
 
 MAX_TRACKED_ADDRESSES = 10_000  # bound the limiter's memory under a scan
 

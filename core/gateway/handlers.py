@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from core import __version__
-from core.agents import AgentError, UnknownAgent
+from core.agents.runner import AgentError, UnknownAgent
 from core.app import App
-from core.engine import Result, Started, new_request_id
+from core.engine.engine import Result, Started, new_request_id
+from core.engine.ledger import GROUPS, TARGET_SHARE
 from core.errors import (
     AllAttemptsFailed,
     ProviderError,
@@ -30,8 +31,7 @@ from core.gateway.openai_api import (
     parse_chat,
     route_names,
 )
-from core.ledger import GROUPS, TARGET_SHARE
-from core.metrics import Metrics
+from core.ops.metrics import Metrics
 from core.overview import agents_overview, status_snapshot, tier_health
 from core.parsing import parse_id, parse_int, parse_since
 from core.types import StreamDelta

@@ -9,7 +9,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import Config
+from core.config.models import Config
 from core.parsing import parse_int
 from core.types import ChatRequest, Message, Role, Usage
 

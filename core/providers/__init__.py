@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.providers.anthropic_messages import AnthropicMessages
 from core.providers.base import Provider
 from core.providers.google_generative_ai import GoogleGenerativeAI

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.errors import ErrorKind, ProviderError
+from core.ops.redaction import REDACTED, redact
 from core.providers.think import ThinkSplitter
-from core.redaction import REDACTED, redact
 from core.types import ModelCall, ModelResponse, StreamDelta, Usage
 
 DETAIL_MAX_CHARS = 300

@@ -124,7 +124,7 @@ class TestProvider:
 
 
 if TYPE_CHECKING:  # mypy holds the fake to the interface the engine calls
-    from core.engine import ChatModel
+    from core.engine.engine import ChatModel
 
     def _is_a_chat_model(p: TestProvider) -> ChatModel:
         return p

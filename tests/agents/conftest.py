@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from core.agents.runs import Run
 from core.app import App
-from core.runs import Run
-from core.settings import Settings
+from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 

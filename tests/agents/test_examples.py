@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from core.app import App
-from core.config import parse_config
-from core.settings import Settings
+from core.config.load import parse_config
+from core.config.settings import Settings
 from tests.fakes.llm import FakeLLM, echo
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core.agents import MAX_RECOVERIES, UnknownAgent
-from core.store import utcnow_iso
+from core.agents.runner import MAX_RECOVERIES, UnknownAgent
+from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_trigger, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 

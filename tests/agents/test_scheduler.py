@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from core.scheduler import fires_between, latest_fire, plan_catch_up
-from core.store import utcnow_iso
+from core.agents.scheduler import fires_between, latest_fire, plan_catch_up
+from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_trigger, drop_trigger, wait_done
 from tests.fakes.llm import FakeLLM, echo
 

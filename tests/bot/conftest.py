@@ -11,7 +11,7 @@ import pytest
 
 from bot.service import TelegramBot
 from core.app import App
-from core.settings import Settings
+from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 from tests.fakes.telegram import FakeTelegram

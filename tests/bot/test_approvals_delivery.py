@@ -22,9 +22,9 @@ from aiogram.methods import SendMessage, TelegramMethod
 from aiogram.methods.base import TelegramType
 
 from bot.service import TelegramBot
+from core.agents.runs import Run
 from core.app import App
-from core.runs import Run
-from core.settings import Settings
+from core.config.settings import Settings
 from tests.bot.conftest import BotRig
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply

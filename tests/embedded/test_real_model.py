@@ -16,9 +16,10 @@ import openai
 import pytest
 
 from core.app import App
-from core.config import EmbeddedConfig, parse_config
-from core.embedded_models import check_embedded
-from core.settings import Settings
+from core.config.load import parse_config
+from core.config.models import EmbeddedConfig
+from core.config.settings import Settings
+from core.embedded.models import check_embedded
 from core.types import ChatRequest, Message
 from tests.fakes.llm import FakeLLM, Reply
 from tests.procs import run_cli as cli
@@ -205,7 +206,7 @@ def test_embedded_config_errors(
 
 
 def test_a_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.embedded_models as em
+    import core.embedded.models as em
 
     monkeypatch.setattr(em, "packaged_model", lambda name: None)
     (problem,) = check_embedded(

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from core.app import App
+from core.config.settings import Settings
 from core.gateway import Gateway
 from core.gateway.limits import Limits
-from core.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from core.config.settings import Settings
 from core.errors import ConfigError
 from core.gateway import Gateway, PortInUse
 from core.gateway.auth import FailureLimiter, is_loopback, resolve_token, token_matches
-from core.settings import Settings
 from tests.configs import pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running

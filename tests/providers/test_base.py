@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.providers import PROVIDER_CLASSES, build_provider
 from core.providers.base import (
     Accumulator,

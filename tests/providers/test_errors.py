@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.config import ProviderConfig
+from core.config.models import ProviderConfig
 from core.errors import ProviderError
 from core.providers import build_provider
 from core.providers.base import Provider

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.ledger import INTERRUPTED
+from core.engine.ledger import INTERRUPTED
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 from tests.procs import clean_env, start_serve
 from tests.reliability import secrets

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.agents import MAX_RECOVERIES
+from core.agents.runner import MAX_RECOVERIES
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.telegram import FakeTelegram

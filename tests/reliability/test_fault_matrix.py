@@ -43,14 +43,15 @@ import httpx
 import pytest
 
 from core.app import App
-from core.budget import estimate_input_tokens
-from core.config import Config, parse_config
-from core.engine import Engine, Result, Started
+from core.config.load import parse_config
+from core.config.models import Config
+from core.config.settings import Settings
+from core.engine.budget import estimate_input_tokens
+from core.engine.engine import Engine, Result, Started
+from core.engine.ledger import price
 from core.errors import AllAttemptsFailed, ProviderError
 from core.gateway import Gateway
 from core.gateway.handlers import STATE
-from core.ledger import price
-from core.settings import Settings
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.fakes.llm import ANTHROPIC, APIS, GOOGLE, OLLAMA, OPENAI, FakeLLM, Reply
 from tests.reliability import secrets

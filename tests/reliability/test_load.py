@@ -35,10 +35,10 @@ import aiohttp
 import pytest
 
 from core.app import App
-from core.config import parse_config
+from core.config.load import parse_config
+from core.config.settings import Settings
 from core.gateway import Gateway
 from core.gateway.handlers import STATE
-from core.settings import Settings
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 from tests.reliability import secrets
 from tests.reliability.scale import scale

@@ -24,11 +24,11 @@ import pytest
 from aiohttp import web
 
 from core.app import App
+from core.config.settings import Settings
 from core.errors import ProviderError
 from core.gateway import Gateway
-from core.logs import RedactFilter, TextFormatter
+from core.ops.logs import RedactFilter, TextFormatter
 from core.providers.base import DETAIL_MAX_CHARS
-from core.settings import Settings
 from core.types import Message, ModelCall
 from tests.configs import make_config
 from tests.fakes.llm import FakeLLM, Reply

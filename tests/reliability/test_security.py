@@ -25,14 +25,14 @@ import httpx
 import pytest
 from aiohttp import web
 
+from core.agents.templating import TemplateError, Templates
 from core.app import App
-from core.config import parse_config
+from core.config.load import parse_config
+from core.config.settings import Settings
 from core.errors import ConfigError
 from core.gateway import Gateway, handlers
 from core.gateway import auth as gateway_auth
 from core.gateway.server import OPEN_PATHS
-from core.settings import Settings
-from core.templating import TemplateError, Templates
 from tests.configs import make_config, pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, echo
 from tests.procs import clean_env, run_cli

@@ -18,8 +18,8 @@ import pytest
 from bot.callbacks import AgentCb, ApprovalCb, RunCb
 from bot.service import TelegramBot
 from core.app import App
+from core.config.settings import Settings
 from core.gateway import Gateway
-from core.settings import Settings
 from tests.bot.conftest import ADMIN, STRANGER, VIEWER, BotRig
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply, echo

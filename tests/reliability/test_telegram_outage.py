@@ -28,11 +28,13 @@ from aiogram.enums import ParseMode
 
 from bot.channel import TelegramChannel
 from bot.limiter import SendLimiter
+from core.agents.templating import Templates
 from core.app import BUNDLED_TEMPLATES
-from core.config_agents import DeliveryConfig
-from core.delivery import DeliveryWorker, Outbox, process_owner
-from core.store import Store
-from core.templating import Templates
+from core.config.delivery import DeliveryConfig
+from core.delivery.outbox import Outbox
+from core.delivery.worker import DeliveryWorker
+from core.ops.owners import owner_id
+from core.store.sqlite import Store
 from tests.fakes.telegram import FakeTelegram
 from tests.reliability import secrets
 from tests.reliability.scale import scale
@@ -96,7 +98,7 @@ async def test_digests_queued_during_an_outage_arrive_once_in_order(
     limiter = SendLimiter(
         per_chat_interval_s=1.0 * SCALE, group_per_minute=10_000, global_per_s=30.0 / SCALE
     )
-    worker = DeliveryWorker(outbox, {"telegram": TelegramChannel(bot, limiter)}, process_owner())
+    worker = DeliveryWorker(outbox, {"telegram": TelegramChannel(bot, limiter)}, owner_id())
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     loop = asyncio.get_running_loop()

@@ -1,0 +1,1 @@
+"""Agents: what runs them (runner, scheduler), what they keep (runs, sessions, state), inputs."""

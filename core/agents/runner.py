@@ -1,0 +1,471 @@
+"""Agent runs: inputs → subagents → prompt → engine → validators → outbox.
+
+Every trigger (schedule, chat, CLI, API, rerun) goes through ``AgentRunner``:
+a queued run row first, then an agent slot, a fresh session, and the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from core.agents.inputs.base import InputError
+from core.agents.inputs.gather import gather_inputs
+from core.agents.runs import Run, Runs
+from core.agents.sessions import Sessions, child_session_id, session_id
+from core.agents.state import AgentStates
+from core.agents.templating import TemplateError, Templates
+from core.config.agents import AgentConfig
+from core.config.models import Config
+from core.delivery.outbox import Outbox
+from core.engine.engine import Engine
+from core.errors import AllAttemptsFailed, OpenClawError, RoutingError
+from core.ops.logs import RUN_ID
+from core.store.times import utcnow_iso
+from core.suggest import close_matches
+from core.types import ChatRequest, Message
+
+log = logging.getLogger("openclaw.agents")
+# a run interrupted again and again (a crash loop it may cause itself) stops being retried
+MAX_RECOVERIES = 3
+
+
+class AgentError(OpenClawError):
+    """An agent run cannot go on; the message is what the run record says."""
+
+
+class UnknownAgent(OpenClawError):
+    """No agent by that name; the message lists the closest names."""
+
+
+def resolve_path(context: dict[str, Any], path: str) -> Any:
+    """``"inputs.feeds"`` → ``context["inputs"]["feeds"]`` (list indices allowed)."""
+    node: Any = context
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise AgentError(f"subagents.over: {path!r} does not resolve (no {part!r})")
+    return node
+
+
+class AgentRunner:
+    """Runs agents with bounded concurrency; the one entry point for every trigger."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        engine: Engine,
+        runs: Runs,
+        states: AgentStates,
+        sessions: Sessions,
+        outbox: Outbox,
+        templates: Templates,
+        http: Callable[[], aiohttp.ClientSession],
+        owner: str,
+        base_dir: Any,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.runs = runs
+        self.states = states
+        self.sessions = sessions
+        self.outbox = outbox
+        self.templates = templates
+        self.http = http
+        self.owner = owner
+        self.base_dir = base_dir
+        self.agent_slots = asyncio.Semaphore(config.concurrency.agents)
+        self.sub_slots = asyncio.Semaphore(config.concurrency.subagents)
+        self.waiting = {"agents": 0, "subagents": 0}
+        self.in_flight = {"agents": 0, "subagents": 0}
+        self.peak = {"agents": 0, "subagents": 0}
+        self._shared: dict[str, asyncio.Lock] = {}
+        self._tasks: dict[int, asyncio.Task[Run]] = {}  # run id → its task
+
+    # -- entry points --------------------------------------------------------------
+
+    def agent(self, name: str) -> AgentConfig:
+        """The configured agent, or UnknownAgent naming the closest ones."""
+        a = self.config.agent(name)
+        if a is None:
+            names = [x.name for x in self.config.agents]
+            close = close_matches(name, names)
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else (f"; agents: {', '.join(names)}" if names else "; no agents are configured")
+            )
+            raise UnknownAgent(f"no agent named {name!r}{hint}")
+        return a
+
+    async def run(
+        self,
+        name: str,
+        trigger: str,
+        *,
+        message: str | None = None,
+        parent_run: int | None = None,
+        scheduled_for: str | None = None,
+        late: bool = False,
+        also: Sequence[tuple[str, Sequence[Any]]] = (),
+    ) -> Run:
+        """Create a run owned by this process and carry it out; returns the finished run.
+
+        The run is a tracked task, so shutdown waits for it (or interrupts it) even when
+        whoever awaited it here (a scheduler job, a request) has gone away. ``also`` are
+        writes committed with the run row (see :meth:`Runs.create`).
+        """
+        self.agent(name)
+        rid = await self.runs.create(
+            name,
+            trigger,
+            message=message,
+            parent_run=parent_run,
+            scheduled_for=scheduled_for,
+            owner=self.owner,
+            also=also,
+        )
+        task = asyncio.create_task(self.execute(rid, late=late))
+        self._track(rid, task)
+        return await asyncio.shield(task)
+
+    async def start(self, name: str, trigger: str, *, late: bool = False, **kw: Any) -> int:
+        """Like ``run`` but in the background; returns the run id at once."""
+        self.agent(name)
+        rid = await self.runs.create(name, trigger, owner=self.owner, **kw)
+        self._track(rid, asyncio.create_task(self.execute(rid, late=late)))
+        return rid
+
+    async def rerun(self, run_id: int, trigger: str = "rerun") -> int:
+        """Start a new run of the same agent with the same message, linked to the old one."""
+        old = await self.runs.get(run_id)
+        if old is None:
+            raise AgentError(f"no run {run_id}")
+        return await self.start(old.agent, trigger, message=old.message, parent_run=run_id)
+
+    async def adopt_unclaimed(self) -> int:
+        """Take queued runs no process owns (queued by another process); returns how many."""
+        taken = 0
+        for rid in await self.runs.unclaimed():
+            if await self.runs.claim(rid, self.owner):
+                self._track(rid, asyncio.create_task(self.execute(rid)))
+                taken += 1
+        return taken
+
+    async def recover(self) -> list[int]:
+        """At start: runs a dead process left running become ``interrupted`` (those it
+        left queued, never started, are queued again unowned); then every recently
+        interrupted run (by a crash or a shutdown's grace running out) is queued again
+        (trigger ``recovery``, linked to it) if its agent allows and the same work was not
+        already retried ``MAX_RECOVERIES`` times. Returns the new run ids (queued and
+        unowned: the adoption loop takes them)."""
+        for run in await self.runs.orphans(self.owner):
+            # never started: nothing was interrupted, so it simply waits its turn again
+            if run.status == "queued" and await self.runs.release(run.id, str(run.owner)):
+                continue
+            await self.runs.finish(
+                run.id, "interrupted", error="the process running it stopped before it finished"
+            )
+        since = utcnow_iso(
+            datetime.now(UTC) - timedelta(seconds=self.config.serve.recover_within_s)
+        )
+        requeued = []
+        for run in await self.runs.interrupted_without_retry(since):
+            agent = self.config.agent(run.agent)
+            if agent is None or not agent.retry_interrupted:
+                continue
+            if await self._recoveries(run) >= MAX_RECOVERIES:
+                log.warning(
+                    "run %s: interrupted %d times in a row; not retried", run.id, 1 + MAX_RECOVERIES
+                )
+                continue
+            requeued.append(
+                await self.runs.create(
+                    run.agent,
+                    "recovery",
+                    parent_run=run.id,
+                    message=run.message,
+                    scheduled_for=run.scheduled_for,
+                )
+            )
+        return requeued
+
+    async def _recoveries(self, run: Run) -> int:
+        """How many retries after an interruption led to ``run`` (0: it is the original)."""
+        depth = 0
+        while run.trigger == "recovery" and run.parent_run is not None and depth < MAX_RECOVERIES:
+            parent = await self.runs.get(run.parent_run)
+            if parent is None:
+                break
+            depth, run = depth + 1, parent
+        return depth
+
+    def _track(self, run_id: int, task: asyncio.Task[Run]) -> None:
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    async def wait(self, run_id: int, poll_s: float = 0.2) -> Run:
+        """The run once it is done: its task when it runs here, else the store."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            return await asyncio.shield(task)
+        while True:
+            run = await self.runs.get(run_id)
+            if run is None:
+                raise AgentError(f"no run {run_id}")
+            if run.done:
+                return run
+            await asyncio.sleep(poll_s)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Let background runs finish for ``grace_s``, then interrupt the rest."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Runs and subagent calls waiting for a slot, and in flight."""
+        return {
+            "agents_waiting": self.waiting["agents"],
+            "agents_running": self.in_flight["agents"],
+            "subagents_waiting": self.waiting["subagents"],
+            "subagents_running": self.in_flight["subagents"],
+        }
+
+    # -- one run -------------------------------------------------------------------
+
+    async def execute(self, run_id: int, *, late: bool = False) -> Run:
+        """Carry out a run this process owns: slot, session, work, outcome, delivery."""
+        RUN_ID.set(str(run_id))  # log lines of this task name the run (the task's own context)
+        run = await self.runs.get(run_id)
+        if run is None:
+            raise AgentError(f"no run {run_id}")
+        # also a catch-up run handed back by recovery, which lost the caller's flag
+        late = late or run.created_late
+        agent = self.config.agent(run.agent)
+        if agent is None:
+            await self.runs.finish(
+                run_id, "failed", error=f"agent {run.agent!r} is no longer configured"
+            )
+            return await self._reload(run_id)
+        async with self._slot("agents", self.agent_slots):
+            shared = self._shared.setdefault(agent.name, asyncio.Lock())
+            async with shared if agent.session == "shared" else contextlib.nullcontext():
+                sid = session_id(agent.name, run_id, agent.session)
+                await self.sessions.open(sid, mode=agent.session, agent=agent.name, run_id=run_id)
+                await self.runs.start(run_id, sid)
+                output = route = error = None
+                try:
+                    async with asyncio.timeout(agent.timeout_s):
+                        output, route = await self._work(agent, run, sid)
+                except TimeoutError:
+                    error = f"timed out after {agent.timeout_s:g}s"
+                except (
+                    AgentError,
+                    InputError,
+                    AllAttemptsFailed,
+                    TemplateError,
+                    RoutingError,
+                ) as e:
+                    error = str(e)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(
+                            self.runs.finish(
+                                run_id, "interrupted", error="stopped before it finished"
+                            )
+                        )
+                    raise
+                except Exception as e:  # a bug must still leave a record
+                    log.exception("agent %s run %s crashed", agent.name, run_id)
+                    error = f"{type(e).__name__}: {e}"
+                status = "failed" if error else ("late" if late else "ok")
+                # the messages are written with the outcome: a crash between the two
+                # would leave a finished run whose digest is never sent
+                messages = await self._messages(agent, run_id, status, output, error)
+                await self.runs.finish(
+                    run_id, status, output=output, error=error, route=route, also=messages
+                )
+                if messages:
+                    self.outbox.notify()
+                await self._after(agent, run_id, status, output, error)
+        return await self._reload(run_id)
+
+    async def _reload(self, run_id: int) -> Run:
+        run = await self.runs.get(run_id)
+        assert run is not None
+        return run
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, kind: str, sem: asyncio.Semaphore) -> Any:
+        self.waiting[kind] += 1
+        try:
+            await sem.acquire()
+        finally:
+            self.waiting[kind] -= 1
+        self.in_flight[kind] += 1
+        self.peak[kind] = max(self.peak[kind], self.in_flight[kind])
+        try:
+            yield
+        finally:
+            self.in_flight[kind] -= 1
+            sem.release()
+
+    async def _context(self, agent: AgentConfig, run: Run) -> dict[str, Any]:
+        inputs = {}
+        if agent.inputs:
+            inputs = await gather_inputs(agent.inputs, session=self.http(), base_dir=self.base_dir)
+        return {
+            "agent": {"name": agent.name, "description": agent.description, "task": agent.task},
+            "now": datetime.now(ZoneInfo(agent.timezone)),
+            "last_run": await self.runs.last_output(agent.name, run.id),
+            "message": run.message or "",
+            "inputs": inputs,
+        }
+
+    async def _render(self, agent: AgentConfig, context: dict[str, Any]) -> str:
+        if agent.prompt is not None:
+            return await self.templates.render_file(agent.prompt, context)
+        assert agent.message is not None
+        return self.templates.render_string(agent.message, context, f"agent {agent.name} message")
+
+    async def _work(self, agent: AgentConfig, run: Run, sid: str) -> tuple[str, str | None]:
+        context = await self._context(agent, run)
+        if agent.subagents is not None:
+            context["subresults"] = await self._fan_out(agent, run, sid, context)
+        text = await self._render(agent, context)
+        if agent.kind == "systemEvent":  # delivered as rendered: no model call
+            await self.sessions.append(sid, "system", text)
+            return text, None
+        if not text.strip():
+            raise AgentError("the prompt rendered empty")
+        system = (
+            self.templates.render_string(agent.system, context, f"agent {agent.name} system")
+            if agent.system
+            else None
+        )
+        history = await self.sessions.history(sid) if agent.session == "shared" else []
+        user = text + (f"\n\n{run.message}" if run.message and agent.message is None else "")
+        messages = (
+            ([Message("system", system)] if system else []) + history + [Message("user", user)]
+        )
+        await self.sessions.append(sid, "user", user)
+        result = await self.engine.complete(
+            ChatRequest(
+                tuple(messages),
+                task=agent.task,
+                tier=agent.tier,
+                max_tokens=agent.max_tokens,
+                run_id=str(run.id),
+                agent=agent.name,
+                keep_lower_on_deny=agent.keep_lower_on_deny,
+            ),
+            rules=agent.validators,
+        )
+        await self.sessions.append(sid, "assistant", result.content)
+        return result.content, result.route_header()
+
+    async def _fan_out(
+        self, agent: AgentConfig, run: Run, sid: str, context: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        sub = agent.subagents
+        assert sub is not None
+        items = resolve_path(context, sub.over)
+        if not isinstance(items, list):
+            raise AgentError(
+                f"subagents.over: {sub.over!r} is a {type(items).__name__}, not a list"
+            )
+
+        async def child(index: int, item: Any) -> dict[str, Any]:
+            async with self._slot("subagents", self.sub_slots):
+                csid = child_session_id(sid, index)
+                await self.sessions.open(
+                    csid, mode="child", agent=agent.name, run_id=run.id, parent_id=sid
+                )
+                try:
+                    prompt = self.templates.render_string(
+                        sub.prompt,
+                        {**context, "item": item, "index": index},
+                        f"agent {agent.name} subagents.prompt",
+                    )
+                    messages = ([Message("system", sub.system)] if sub.system else []) + [
+                        Message("user", prompt)
+                    ]
+                    await self.sessions.append(csid, "user", prompt)
+                    result = await self.engine.complete(
+                        ChatRequest(
+                            tuple(messages),
+                            task=sub.task,
+                            tier=sub.tier,
+                            max_tokens=sub.max_tokens,
+                            run_id=str(run.id),
+                            agent=agent.name,
+                        )
+                    )
+                except (AllAttemptsFailed, TemplateError, RoutingError) as e:
+                    return {"index": index, "item": item, "output": None, "error": str(e)}
+                await self.sessions.append(csid, "assistant", result.content)
+                return {"index": index, "item": item, "output": result.content, "error": None}
+
+        # a TaskGroup: if one child fails unexpectedly, its siblings stop spending too
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(child(i, it)) for i, it in enumerate(items)]
+        results = [t.result() for t in tasks]
+        if results and all(r["error"] for r in results):
+            raise AgentError(f"every subagent failed; the first: {results[0]['error']}")
+        return results
+
+    async def _messages(
+        self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The outbox rows of a successful run, rendered (not yet written)."""
+        if error is not None:
+            return []
+        try:
+            return await self.outbox.prepare(
+                run_id,
+                "result",
+                agent.deliver,
+                {"agent": agent.name, "run_id": run_id, "status": status, "text": output or ""},
+            )
+        except Exception:  # a broken channel template must not lose the run's record
+            log.exception("agent %s run %s: rendering its messages failed", agent.name, run_id)
+            return []
+
+    async def _after(
+        self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
+    ) -> None:
+        if error is None:
+            await self.states.record_result(agent.name, True)
+            return
+        streak = await self.states.record_result(agent.name, False)
+        alerts = self.config.alerts
+        text = None
+        if streak == alerts.failures_before_disable:
+            reason = f"disabled after {streak} failures in a row; last: {error}"
+            await self.states.set_disabled(agent.name, True, reason)
+            text = f"{reason}. Re-enable it from the bot or the API once fixed."
+        elif streak == alerts.failures_before_alert:
+            text = f"failed {streak} times in a row; last: {error}"
+        if text:
+            log.warning("agent %s: %s", agent.name, text)
+            await self.outbox.enqueue(
+                run_id,
+                "alert",
+                alerts.deliver,
+                {"agent": agent.name, "run_id": run_id, "status": "alert", "text": text},
+            )

@@ -1,0 +1,230 @@
+"""Cron scheduling (APScheduler 3.11) and the catch-up of fires missed while down.
+
+The timing is APScheduler's; what to do about missed fires is a pure function of
+the stored last fire, the trigger and ``now``, so it is tested with plain tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from core.agents.runner import AgentRunner
+from core.agents.runs import Runs
+from core.agents.state import AgentStates
+from core.config.agents import AgentConfig
+from core.config.models import Config
+from core.store.times import utcnow_iso
+
+log = logging.getLogger("openclaw.scheduler")
+TICK = timedelta(microseconds=1)
+MAX_FIRES = 100_000  # a minutely agent down for ~70 days; beyond that we only count
+
+
+def trigger_for(agent: AgentConfig) -> CronTrigger:
+    """The agent's cron trigger in its timezone (DST follows the zone)."""
+    assert agent.schedule is not None
+    return CronTrigger.from_crontab(agent.schedule, timezone=ZoneInfo(agent.timezone))
+
+
+def fires_between(trigger: CronTrigger, after: datetime, until: datetime) -> list[datetime]:
+    """Scheduled fire times ``t`` with ``after < t <= until``, once per wall-clock time.
+
+    Arithmetic is done in UTC: adding a microsecond to an aware local time is wall-clock
+    arithmetic and, in the repeated hour after a DST fall-back, steps backwards. A
+    wall-clock time that occurs twice (02:30 on fall-back night) fires once, as cron does.
+    """
+    out: list[datetime] = []
+    until_utc = until.astimezone(UTC)
+    t: datetime | None = trigger.get_next_fire_time(None, after.astimezone(UTC) + TICK)
+    while t is not None and t.astimezone(UTC) <= until_utc and len(out) < MAX_FIRES:
+        if not out or out[-1].replace(tzinfo=None) != t.replace(tzinfo=None):
+            out.append(t)
+        t = trigger.get_next_fire_time(t, t.astimezone(UTC) + TICK)
+    return out
+
+
+# how far back to look for the fire a job runs for: near first (nearly always enough), a
+# day at most; walking a whole day of a minutely cron takes ~1,440 trigger steps
+LOOK_BACK = (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1))
+
+
+def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The last scheduled fire at or before ``now`` within a day (None: none in that day).
+
+    Every agent asks this at every fire, so the look-back widens only when the narrower
+    window holds no fire: a thousand minutely agents must not walk a day each.
+    """
+    for span in LOOK_BACK:
+        due = fires_between(trigger, now - span, now)
+        if due:
+            return due[-1]
+    return None
+
+
+def same_wall_time(a: datetime, b: datetime, zone: ZoneInfo) -> bool:
+    """True when two instants show the same local time (the repeated DST hour)."""
+    return a.astimezone(zone).replace(tzinfo=None) == b.astimezone(zone).replace(tzinfo=None)
+
+
+def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The first fire strictly after ``now``."""
+    t: datetime | None = trigger.get_next_fire_time(None, now.astimezone(UTC) + TICK)
+    return t
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    late: datetime | None = None  # run this one now, marked late
+    missed: list[datetime] = field(default_factory=list)  # record these as missed
+
+
+def plan_catch_up(fires: list[datetime], now: datetime, catch_up_s: float) -> CatchUp:
+    """Of the fires missed while down: the newest runs late if within ``catch_up_s``
+    (0 = never); every other one is recorded as missed."""
+    if not fires:
+        return CatchUp()
+    newest = fires[-1]
+    if catch_up_s > 0 and (now - newest).total_seconds() <= catch_up_s:
+        return CatchUp(newest, fires[:-1])
+    return CatchUp(None, list(fires))
+
+
+class Scheduler:
+    """One APScheduler job per enabled, scheduled agent; catch-up on start."""
+
+    def __init__(
+        self,
+        config: Config,
+        runner: AgentRunner,
+        states: AgentStates,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.runner = runner
+        self.states = states
+        self.clock = clock
+        self.aps = AsyncIOScheduler(timezone=UTC)
+
+    def scheduled_agents(self) -> list[AgentConfig]:
+        """Agents with a schedule that the config enables."""
+        return [a for a in self.config.agents if a.enabled and a.schedule]
+
+    async def start(self) -> None:
+        """Catch up on what was missed, then schedule every agent."""
+        await self.catch_up(self.clock())
+        for agent in self.scheduled_agents():
+            self.aps.add_job(
+                self.fire,
+                trigger_for(agent),
+                args=[agent.name],
+                id=agent.name,
+                name=f"agent {agent.name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=300,
+                replace_existing=True,
+            )
+        self.aps.start()
+
+    def stop(self) -> None:
+        """Stop firing (running runs are the runner's to finish)."""
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+
+    def next_fire(self, agent: AgentConfig) -> datetime | None:
+        """When the agent fires next (None: not scheduled)."""
+        if not agent.schedule or not agent.enabled:
+            return None
+        job = self.aps.get_job(agent.name) if self.aps.running else None
+        if job is not None:
+            when: datetime | None = job.next_run_time
+            return when
+        return next_fire(trigger_for(agent), self.clock())
+
+    async def fire(self, name: str, scheduled_for: datetime | None = None) -> None:
+        """A scheduled fire: remember it, then run the agent unless it is disabled."""
+        agent_cfg = self.config.agent(name)
+        if scheduled_for is None and agent_cfg is not None and agent_cfg.schedule:
+            # APScheduler does not say which fire this is: the latest one due by now (a
+            # late start of the job must not shift the recorded fire time)
+            scheduled_for = latest_fire(trigger_for(agent_cfg), self.clock())
+        when = scheduled_for or self.clock().replace(second=0, microsecond=0)
+        state = await self.states.get(name)
+        agent = self.config.agent(name)
+        if (
+            agent is not None
+            and state.last_fire is not None
+            and same_wall_time(
+                datetime.fromisoformat(state.last_fire), when, ZoneInfo(agent.timezone)
+            )
+        ):
+            log.info("agent %s: %s already fired (repeated DST hour); skipped", name, when)
+            return
+        if state.disabled:
+            await self.states.set_last_fire(name, utcnow_iso(when))
+            log.info("agent %s is disabled (%s); fire skipped", name, state.disabled_reason)
+            return
+        # the fire is recorded with its run row, in one transaction: a crash between the
+        # two would otherwise lose the fire (recorded, so catch-up skips it; no run)
+        await self.runner.run(
+            name,
+            "schedule",
+            scheduled_for=utcnow_iso(when),
+            also=[self.states.last_fire_statement(name, utcnow_iso(when))],
+        )
+
+    async def catch_up(self, now: datetime) -> list[int]:
+        """Handle fires missed while no process was running; returns the late runs started."""
+        started = []
+        for agent in self.scheduled_agents():
+            state = await self.states.get(agent.name)
+            if state.last_fire is None:  # first start with this agent: nothing was missed
+                await self.states.set_last_fire(agent.name, utcnow_iso(now))
+                continue
+            if state.disabled:
+                continue
+            fires = fires_between(trigger_for(agent), datetime.fromisoformat(state.last_fire), now)
+            plan = plan_catch_up(fires, now, agent.catch_up_s)
+            # the missed record, the new last fire and the late run commit together: a
+            # crash in between must neither lose the late run nor record the misses twice
+            writes: list[tuple[str, Sequence[Any]]] = []
+            if plan.missed:
+                first, last = plan.missed[0], plan.missed[-1]
+                span = (
+                    utcnow_iso(first)
+                    if first == last
+                    else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
+                )
+                writes.append(
+                    Runs.insert_statement(
+                        agent.name,
+                        "schedule",
+                        status="missed",
+                        scheduled_for=utcnow_iso(last),
+                        error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was "
+                        f"not running ({span}); catch_up_s = {agent.catch_up_s:g}",
+                    )
+                )
+            if fires:
+                writes.append(self.states.last_fire_statement(agent.name, utcnow_iso(fires[-1])))
+            if plan.late is not None:
+                started.append(
+                    await self.runner.start(
+                        agent.name,
+                        "schedule",
+                        scheduled_for=utcnow_iso(plan.late),
+                        late=True,
+                        also=writes,
+                    )
+                )
+            elif writes:
+                await self.states.store.write_all(writes)
+        return started

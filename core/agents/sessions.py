@@ -1,0 +1,64 @@
+"""Sessions: the messages one run sent and received, stored so runs never share by accident.
+
+An isolated run gets ``cron:<agent>:<run id>``; its subagents get child sessions
+``…:sub:<n>``. ``shared`` agents use ``shared:<agent>``: the explicit opt-in to a
+history across runs, which the runner serializes one run at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from core.store.sqlite import Store
+from core.store.times import utcnow_iso
+from core.types import Message, Role
+
+Mode = Literal["isolated", "shared", "child"]
+
+
+def session_id(agent: str, run_id: int, mode: str) -> str:
+    """The session a run of ``agent`` uses."""
+    return f"shared:{agent}" if mode == "shared" else f"cron:{agent}:{run_id}"
+
+
+def child_session_id(parent: str, index: int) -> str:
+    """The session of a run's ``index``-th subagent."""
+    return f"{parent}:sub:{index}"
+
+
+class Sessions:
+    """Session rows and their messages."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def open(
+        self,
+        sid: str,
+        *,
+        mode: Mode,
+        agent: str | None,
+        run_id: int | None,
+        parent_id: str | None = None,
+    ) -> None:
+        """Create the session if it does not exist yet (shared ones persist)."""
+        await self.store.execute(
+            "INSERT INTO sessions (id, agent, run_id, parent_id, mode, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (sid, agent, run_id, parent_id, mode, utcnow_iso()),
+        )
+
+    async def append(self, sid: str, role: Role, content: str) -> None:
+        """Store one message of the session."""
+        await self.store.insert(
+            "INSERT INTO messages (session_id, role, content, ts) VALUES (?, ?, ?, ?)",
+            (sid, role, content, utcnow_iso()),
+        )
+
+    async def history(self, sid: str, limit: int = 50) -> list[Message]:
+        """The last ``limit`` messages of the session, oldest first."""
+        rows = await self.store.fetchall(
+            "SELECT role, content FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+            (sid, limit),
+        )
+        return [Message(r[0], r[1]) for r in reversed(rows)]

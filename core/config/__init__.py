@@ -1,0 +1,1 @@
+"""The configuration: the TOML file's models and checks, and the secrets from the environment."""

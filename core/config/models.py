@@ -1,0 +1,221 @@
+"""The configuration's root models: serve, gateway, providers, models, tiers, routing."""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal, get_args
+
+from pydantic import Field, model_validator
+
+from core.config.agents import AgentConfig
+from core.config.budgets import BudgetsConfig
+from core.config.common import (
+    HeadersEnv,
+    HttpUrl,
+    PositiveSeconds,
+    StrictModel,
+    Validators,
+    check_header_overlap,
+)
+from core.config.delivery import AlertsConfig, ChannelsConfig, DeliveryConfig
+
+_Strict = StrictModel
+
+ApiKind = Literal["openai-completions", "anthropic-messages", "google-generative-ai", "ollama"]
+API_KINDS: tuple[str, ...] = get_args(ApiKind)
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "anthropic-messages": "https://api.anthropic.com",
+    "google-generative-ai": "https://generativelanguage.googleapis.com/v1beta",
+    "ollama": "http://127.0.0.1:11434",
+}
+
+
+class ServeConfig(_Strict):
+    shutdown_grace_s: float = Field(default=25.0, ge=0)  # under launchd's ExitTimeOut (30)
+    recover_within_s: float = Field(default=86400.0, ge=0)  # requeue runs interrupted since
+
+
+class GatewayConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=18789, ge=0, le=65535)  # 0: any free port (tests)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    auth_max_failures: int = Field(default=10, ge=1)  # per address, within auth_window_s
+    auth_window_s: float = Field(default=60.0, gt=0)
+    # a client must send its request line and headers (and an idle keep-alive connection
+    # its next request) within this; over httpx's 5 s keep-alive expiry, so the SDK
+    # drops an idle connection before the gateway does
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # a whole request body
+
+
+class ConcurrencyConfig(_Strict):
+    agents: int = Field(default=2, ge=1)
+    subagents: int = Field(default=4, ge=1)
+
+
+class TelegramConfig(_Strict):
+    admins: list[int] = Field(default_factory=list)
+    allowed_users: list[int] = Field(default_factory=list)
+    default_chat: int | None = None
+    polling_timeout_s: int = Field(default=25, ge=1, le=50)  # getUpdates long-poll
+    watchdog_margin_s: float = Field(default=30.0, gt=0)  # no answer for timeout + this → reconnect
+    webhook_url: HttpUrl | None = None  # set: webhook mode on the gateway's port instead of polling
+    webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    page_size: int = Field(default=8, ge=1, le=50)  # agents per page in /agents
+
+
+class EmbeddedConfig(_Strict):
+    """A llama.cpp model that serve runs as a supervised child process."""
+
+    model: str | None = None  # a model shipped in a package: "smollm2"
+    gguf: str | None = None  # or a GGUF file
+    ctx: int = Field(default=2048, ge=256)
+    threads: int | None = Field(default=None, ge=1)  # default: the machine's cores
+    parallel: int = Field(default=2, ge=1)  # requests served at once
+    # default sampling temperature when a request names none: greedy suits a small
+    # fallback model doing classify/extract work, and makes its answers repeatable
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class ProviderConfig(_Strict):
+    """One upstream: which wire format it speaks, where, and with which key."""
+
+    api: ApiKind
+    embedded: EmbeddedConfig | None = None
+    base_url: HttpUrl | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    # header name -> the variable holding its value: a secret header stays out of the file
+    headers_env: HeadersEnv = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _headers_once(self) -> ProviderConfig:
+        check_header_overlap(self.headers, self.headers_env)
+        return self
+
+    @property
+    def resolved_base_url(self) -> str:
+        url = self.base_url or DEFAULT_BASE_URLS.get(self.api, "")
+        return url.rstrip("/")
+
+
+class Cost(_Strict):
+    """USD per one million tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)  # cache reads; None: as input
+
+    def price(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """Cost in USD of the given token counts (``cached_tokens`` is part of the input)."""
+        cached = min(cached_tokens, input_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (input_tokens - cached) * self.input
+            + cached * cached_rate
+            + output_tokens * self.output
+        ) / 1_000_000
+
+
+class ModelConfig(_Strict):
+    reasoning: bool = False
+    max_tokens: int = Field(default=1024, ge=1)
+    # the model's own output limit: a request asking for more is capped here, so one
+    # careless max_tokens never earns a 400 (or, worse, opens the model's breaker)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    cost: Cost = Field(default_factory=Cost)
+
+
+class TierConfig(_Strict):
+    level: int = Field(ge=0)
+    models: list[str] = Field(min_length=1)
+    requires_approval: bool = False
+
+
+class TaskConfig(Validators):
+    """A task type: its minimum tier and the validators its answers must pass."""
+
+    tier: int = Field(ge=0)
+
+
+class RoutingConfig(_Strict):
+    default_task: str | None = None  # used when a request names neither task nor tier
+    reasoning_floor: int = Field(default=1024, ge=1)
+    failure_threshold: int = Field(default=1, ge=1)  # consecutive failures that open a breaker
+    cooldowns_s: list[PositiveSeconds] = Field(
+        default_factory=lambda: [30.0, 60.0, 300.0], min_length=1
+    )
+    fatal_cooldown_s: float = Field(default=900.0, gt=0)
+    probe_interval_s: float = Field(default=60.0, ge=0)  # serve probes providers; 0 = never
+
+
+class ApprovalsConfig(_Strict):
+    default: Literal["approve", "deny"] = "deny"  # when nobody can be asked (no bot)
+    timeout_s: float = Field(default=1800.0, gt=0)  # unanswered → denied, marked expired
+
+
+class Config(_Strict):
+    """The whole TOML file, validated."""
+
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    tiers: list[TierConfig] = Field(min_length=1)
+    tasks: dict[str, int | TaskConfig] = Field(default_factory=dict)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+
+    def agent(self, name: str) -> AgentConfig | None:
+        """The agent with this name, if configured."""
+        return next((a for a in self.agents if a.name == name), None)
+
+    # -- derived views -------------------------------------------------------
+
+    def tier(self, level: int) -> TierConfig | None:
+        """The tier with this level, if configured."""
+        return next((t for t in self.tiers if t.level == level), None)
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(t.level for t in self.tiers)
+
+    @functools.cached_property
+    def _task_table(self) -> dict[str, TaskConfig]:
+        # built once: the router looks tasks up on every request
+        return {
+            name: TaskConfig(tier=v) if isinstance(v, int) else v for name, v in self.tasks.items()
+        }
+
+    def task(self, name: str) -> TaskConfig | None:
+        """The task's settings (a bare tier number becomes a TaskConfig)."""
+        return self._task_table.get(name)
+
+    def task_tier(self, name: str) -> int:
+        """The minimum tier of a configured task."""
+        value = self.tasks[name]
+        return value if isinstance(value, int) else value.tier
+
+    @functools.cached_property
+    def default_task(self) -> str | None:
+        """The task of requests that name none: [routing] default_task, else the cheapest."""
+        if self.routing.default_task:
+            return self.routing.default_task
+        return min(self.tasks, key=lambda t: (self.task_tier(t), t), default=None)
+
+
+def split_model_ref(ref: str) -> tuple[str, str]:
+    """``"ollama/qwen3:14b"`` -> ``("ollama", "qwen3:14b")``. Model ids may contain '/'."""
+    provider, _, model = ref.partition("/")
+    return provider, model

@@ -1,0 +1,240 @@
+"""The delivery outbox: rows written before anything is sent, sent by a worker, confirmed.
+
+A row moves pending → sending (claimed by one process) → delivered (with the
+channel's confirmation: Telegram ``message_id``, Slack's 200) or back to pending
+with a backoff, or failed after ``max_attempts``. A claim older than
+``claim_timeout_s`` goes back to pending: that is the one window in which a
+message can be sent twice — a crash after the channel accepted it and before
+the confirmation was stored — and it is as narrow as one database write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.agents.templating import Templates
+from core.config.delivery import DeliveryConfig
+from core.ops.owners import alive_here
+from core.store.sqlite import Store
+from core.store.times import utcnow_iso
+
+log = logging.getLogger("openclaw.delivery")
+
+TEMPLATES = {
+    "telegram": "channels/telegram.html.j2",
+    "slack": "channels/slack.j2",
+    "webhook": "channels/webhook.j2",
+    "log": "channels/log.j2",
+}
+CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
+
+
+class Outbox:
+    """Outbox rows: rendered and stored before any send."""
+
+    def __init__(self, store: Store, templates: Templates, config: DeliveryConfig) -> None:
+        self.store = store
+        self.templates = templates
+        self.config = config
+        self.wakeup = asyncio.Event()
+
+    async def render(self, target: str, context: dict[str, Any]) -> str:
+        """The body stored for ``target``: the channel's template, JSON for webhooks."""
+        kind = target.partition(":")[0]
+        text = await self.templates.render_file(TEMPLATES.get(kind, TEMPLATES["log"]), context)
+        if kind == "webhook":
+            return json.dumps(
+                {
+                    "agent": context.get("agent"),
+                    "run_id": context.get("run_id"),
+                    "status": context.get("status"),
+                    "target": target,
+                    "text": text,
+                }
+            )
+        return text
+
+    async def prepare(
+        self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The rendered rows for ``targets`` as INSERT statements, for a caller that commits
+        them together with its own write (a run's outcome), then calls :meth:`notify`."""
+        now = utcnow_iso()
+        rows = []
+        for target in targets:
+            try:
+                body, status, error = await self.render(target, context), "pending", None
+            except Exception as e:  # a broken channel template: keep the message, failed
+                log.error("outbox: rendering a %s message for %s failed: %s", kind, target, e)
+                body = str(context.get("text", ""))
+                status, error = "failed", f"rendering its template failed: {e}"
+            rows.append(
+                (
+                    "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
+                    " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, kind, target, body, status, now, now, error),
+                )
+            )
+        return rows
+
+    def notify(self) -> None:
+        """Rows were written: wake the worker."""
+        self.wakeup.set()
+
+    async def enqueue(
+        self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
+    ) -> None:
+        """One row per target, all committed together, then the worker is woken."""
+        rows = await self.prepare(run_id, kind, targets, context)
+        if rows:
+            await self.store.executemany(rows[0][0], [params for _, params in rows])
+            self.notify()
+
+    async def claim(
+        self, owner: str, limit: int = 20, run_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim due pending rows for this process (atomically) and return them.
+
+        Each target gets its messages in the order they were queued: only a target's
+        oldest undelivered row can be claimed, so a row waiting out its backoff (an
+        outage) holds back the later ones to the same chat until it is delivered or
+        failed for good, and none of them overtakes it.
+        """
+        now = utcnow_iso()
+        params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
+        await self.store.execute(
+            "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
+            f" ({claimable_sql(limit, run_id is not None)})",
+            params,
+        )
+        rows = await self.store.fetchall(
+            "SELECT * FROM outbox WHERE status = 'sending' AND claimed_by = ? AND claimed_at = ?"
+            " ORDER BY id",
+            (owner, now),
+        )
+        return [dict(r) for r in rows]
+
+    async def delivered(self, row_id: int, external_id: str) -> None:
+        """The channel confirmed: never send this row again.
+
+        Not tied to the claim: a confirmation is the truth even when the claim went stale
+        meanwhile (the row back to pending would be sent a second time). The first
+        confirmation of a row sent twice is kept.
+        """
+        await self.store.execute(
+            "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
+            " attempts = attempts + 1, last_error = NULL, claimed_by = NULL, claimed_at = NULL"
+            " WHERE id = ? AND status <> 'delivered'",
+            (external_id, utcnow_iso(), row_id),
+        )
+
+    async def failed_attempt(
+        self,
+        row: Mapping[str, Any],
+        error: str,
+        *,
+        permanent: bool,
+        retry_after_s: float | None,
+        count: bool = True,
+        sent: str = "",
+    ) -> str:
+        """Back to pending with a backoff, or failed for good; returns the new status.
+
+        ``row`` is one returned by :meth:`claim`. Only that claim is settled: when it went
+        stale and the row was claimed again (or delivered) elsewhere meanwhile, the row is
+        left alone (a late failure must not send a delivered row again) and its current
+        status is returned.
+        """
+        attempts = int(row["attempts"]) + (1 if count else 0)
+        if count and (permanent or attempts >= self.config.max_attempts):
+            status, delay = "failed", 0.0
+        else:
+            steps = self.config.backoff_s
+            delay = steps[min(max(attempts - 1, 0), len(steps) - 1)] if count else CHANNEL_WAIT_S
+            delay = max(delay, retry_after_s or 0.0)
+            status = "pending"
+        when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
+        changed, _ = await self.store.write(
+            "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
+            " claimed_by = NULL, claimed_at = NULL, external_id = COALESCE(?, external_id)"
+            " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
+            (
+                status,
+                attempts,
+                error[:500],
+                when,
+                sent or None,
+                row["id"],
+                row["claimed_by"],
+                row["claimed_at"],
+            ),
+        )
+        if changed:
+            return status
+        current = await self.store.fetchall("SELECT status FROM outbox WHERE id = ?", (row["id"],))
+        return str(current[0][0]) if current else "gone"
+
+    async def release_stale(self, older_than_s: float | None = None) -> int:
+        """Claims older than the timeout go back to pending — unless their process is alive
+        on this host (a slow send, e.g. waiting out Telegram's 429s, is not a dead one)."""
+        limit = self.config.claim_timeout_s if older_than_s is None else older_than_s
+        cutoff = utcnow_iso(datetime.now(UTC) - timedelta(seconds=limit))
+        rows = await self.store.fetchall(
+            "SELECT id, claimed_by FROM outbox WHERE status = 'sending' AND claimed_at <= ?",
+            (cutoff,),
+        )
+        released = 0
+        for row in rows:
+            # off the event loop: on macOS telling a live owner from a reused pid runs ps
+            if row[1] and await asyncio.to_thread(alive_here, str(row[1])):
+                continue
+            changed, _ = await self.store.write(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                " WHERE id = ? AND status = 'sending' AND claimed_at <= ?",
+                (row[0], cutoff),
+            )
+            released += changed
+        return released
+
+    async def release(self, row_id: int, owner: str) -> bool:
+        """Give back a row ``owner`` claimed and did not settle: pending again, due now."""
+        changed, _ = await self.store.write(
+            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+            " WHERE id = ? AND status = 'sending' AND claimed_by = ?",
+            (row_id, owner),
+        )
+        return changed > 0
+
+    async def of_run(self, run_id: int) -> list[tuple[str, str, str | None]]:
+        """A run's messages: (target, status, last error), in the order queued."""
+        rows = await self.store.fetchall(
+            "SELECT target, status, last_error FROM outbox WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        return [(str(r[0]), str(r[1]), r[2]) for r in rows]
+
+    async def pending_count(self) -> int:
+        """Rows not yet delivered nor failed."""
+        rows = await self.store.fetchall(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')"
+        )
+        return int(rows[0][0])
+
+
+def claimable_sql(limit: int, only_run: bool = False) -> str:
+    """The ids of due rows that head their target's queue (params: now[, run_id]).
+
+    The per-target MIN(id) is read from the ``outbox_open`` index alone.
+    """
+    return (
+        "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+        + (" AND run_id = ?" if only_run else "")
+        + " AND id IN (SELECT MIN(id) FROM outbox"
+        " WHERE status IN ('pending', 'sending') GROUP BY target)"
+        f" ORDER BY id LIMIT {int(limit)}"
+    )

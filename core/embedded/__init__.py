@@ -1,0 +1,1 @@
+"""Embedded llama.cpp models: where their files are, the child server, its supervisor."""

@@ -1,0 +1,1 @@
+"""The engine: route planning, breakers, the attempt loop, approvals, budgets, the ledger."""

@@ -1,0 +1,343 @@
+"""Approval of calls to tiers marked ``requires_approval`` (Tier 3 by default).
+
+The engine asks an Approver before calling such a tier. ``PolicyApprover`` applies
+``[approvals] default`` without asking anyone. ``ApprovalBroker`` asks people: it
+stores a pending row, lets notifiers (the Telegram bot) show it to the admins, and
+waits for the first decision or the timeout (then denied, marked expired).
+
+Every copy shown to someone is recorded the moment it is sent, so a decision closes all
+of them: copies recorded before it are closed with it, a copy recorded after it (still
+being sent when someone decided, or posted later by ``/approvals``) is closed at once.
+If the request reaches nobody, the run is not left waiting for the timeout: the
+``[approvals] default`` applies at once, with that reason, and an alert goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from core.config.models import ApprovalsConfig
+from core.store.sqlite import Store
+from core.store.times import utcnow_iso
+
+log = logging.getLogger("openclaw.approvals")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    request_id: str
+    task: str | None
+    tier: int
+    model: str
+    reason: str  # why the request climbed this far
+    estimated_cost_usd: float
+    agent: str | None = None
+    run_id: str | None = None
+    caller: str | None = None
+    preview: str = ""  # the start of the prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approved: bool
+    by: str
+    note: str = ""
+
+
+class Approver(Protocol):
+    async def decide(self, request: ApprovalRequest) -> Decision:
+        """Approve or deny one escalation. Must return within the configured timeout."""
+        ...
+
+
+class PolicyApprover:
+    """Decides by the configured default policy, without asking anyone."""
+
+    def __init__(self, config: ApprovalsConfig) -> None:
+        self.config = config
+
+    async def decide(self, request: ApprovalRequest) -> Decision:
+        """Apply ``[approvals] default``."""
+        approved = self.config.default == "approve"
+        return Decision(approved, "policy", f"[approvals] default = {self.config.default!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    id: int
+    request: ApprovalRequest
+    status: str  # pending | approved | denied | expired
+    decided_by: str | None
+    created_at: str
+    expires_at: str
+    messages: list[tuple[int, int]]  # (chat id, message id) shown to admins
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> ApprovalRecord:
+        req = ApprovalRequest(
+            r["request_id"],
+            r["task"],
+            r["tier"],
+            r["model"],
+            r["reason"],
+            r["estimated_cost_usd"],
+            r["agent"],
+            r["run_id"],
+            r["caller"],
+            r["preview"],
+        )
+        return cls(
+            r["id"],
+            req,
+            r["status"],
+            r["decided_by"],
+            r["created_at"],
+            r["expires_at"],
+            [(int(m[0]), int(m[1])) for m in json.loads(r["messages"])],
+        )
+
+
+Copy = tuple[int, int]  # (chat id, message id) of one copy shown to someone
+CopyShown = Callable[[int, int], Awaitable[None]]
+# Shows a pending approval: calls ``shown(chat, message)`` for each copy as soon as it is
+# sent, and returns why each recipient it could not reach was not reached.
+Notifier = Callable[[ApprovalRecord, CopyShown], Awaitable[list[str]]]
+Alert = Callable[[str], Awaitable[None]]
+MAX_DECIDED_BY = 500  # the reason "nobody could be reached" lives in decided_by
+
+
+class Closer(Protocol):
+    async def __call__(self, record: ApprovalRecord, copies: list[Copy] | None = None) -> None:
+        """The approval was decided or expired: close ``copies`` (None: the decision
+        itself, close every copy in ``record.messages``)."""
+        ...
+
+
+class ApprovalBroker:
+    """Asks people, waits for the first decision or the timeout; every decision is a row.
+
+    Without a notifier (no bot) it falls back to the policy, since nobody could answer.
+    """
+
+    def __init__(self, store: Store, config: ApprovalsConfig) -> None:
+        self.store = store
+        self.config = config
+        self.notifiers: list[Notifier] = []  # show a pending approval to the people
+        self.closers: list[Closer] = []  # an approval was decided or expired: update copies
+        self.alerts: list[Alert] = []  # nobody could be asked: tell the operator
+        self._waiting: dict[int, asyncio.Future[Decision]] = {}
+        self._copies_lock = asyncio.Lock()  # messages is read-modified-written
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def decide(self, request: ApprovalRequest) -> Decision:
+        """Store a pending approval, notify, wait; expired → denied; reached nobody →
+        ``[approvals] default`` at once."""
+        if not self.notifiers:
+            return await PolicyApprover(self.config).decide(request)
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=self.config.timeout_s)
+        _, aid = await self.store.write(
+            "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model, reason,"
+            " estimated_cost_usd, preview, status, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (
+                request.request_id,
+                request.run_id,
+                request.agent,
+                request.caller,
+                request.task,
+                request.tier,
+                request.model,
+                request.reason[:1000],
+                request.estimated_cost_usd,
+                request.preview[:1000],
+                utcnow_iso(now),
+                utcnow_iso(expires),
+            ),
+        )
+        assert aid is not None
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting[aid] = fut
+        try:
+            record = await self.get(aid)
+            assert record is not None
+            # Copies go out beside the wait: an admin may decide while another admin's copy
+            # is still being sent (waiting out a 429), and the run goes on at once.
+            self._spawn(self._notify(record))
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), self.config.timeout_s)
+            except TimeoutError:
+                if not await self._close(aid, "expired", "timeout"):
+                    # a decision landed just as time ran out: the row is the truth
+                    record = await self.get(aid)
+                    if record is not None and record.status in ("approved", "denied"):
+                        return Decision(record.status == "approved", record.decided_by or "")
+                return Decision(
+                    False, "timeout", f"expired after {self.config.timeout_s:g}s without a decision"
+                )
+        finally:
+            self._waiting.pop(aid, None)
+            if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._close(aid, "expired", "abandoned"))
+
+    async def _notify(self, record: ApprovalRecord) -> None:
+        reached = 0
+
+        async def shown(chat_id: int, message_id: int) -> None:
+            nonlocal reached
+            reached += 1
+            await self.add_copy(record.id, chat_id, message_id)
+
+        async def one(notify: Notifier) -> list[str]:
+            try:
+                return await notify(record, shown)
+            except Exception as e:
+                log.exception("approval %s: a notifier failed", record.id)
+                return [f"a notifier failed ({type(e).__name__})"]
+
+        failures = [f for fs in await asyncio.gather(*map(one, self.notifiers)) for f in fs]
+        if reached == 0:
+            await self._reached_nobody(record, failures)
+
+    async def _reached_nobody(self, record: ApprovalRecord, failures: list[str]) -> None:
+        """Nobody can decide, so waiting for the timeout would only delay the same answer:
+        the configured default applies now, and the operator hears of it."""
+        why = "no admin could be reached: " + ("; ".join(failures) or "nobody to ask")
+        default = self.config.default
+        approved = default == "approve"
+        by = f"policy ({why})"[:MAX_DECIDED_BY]
+        decision = Decision(approved, "policy", f"{why}; [approvals] default = {default!r}")
+        status = "approved" if approved else "denied"
+        if not await self._close(record.id, status, by, wake=decision):
+            return  # decided or expired meanwhile: that stands
+        req = record.request
+        who = req.agent or req.caller or "a gateway client"
+        run = f" (run #{req.run_id})" if req.run_id else ""
+        text = (
+            f"Approval #{record.id} for tier {req.tier} ({req.model}) from {who}{run}: {why}."
+            f" [approvals] default = {default!r} applied: {status}."
+        )
+        log.error("%s", text)
+        for alert in self.alerts:
+            try:
+                await alert(text)
+            except Exception:
+                log.exception("approval %s: an alert failed", record.id)
+
+    async def add_copy(self, approval_id: int, chat_id: int, message_id: int) -> None:
+        """Record one copy shown to someone (with buttons). A copy of an approval that was
+        already decided or expired is closed at once: it must not keep live buttons."""
+        async with self._copies_lock:
+            rows = await self.store.fetchall(
+                "SELECT messages FROM approvals WHERE id = ?", (approval_id,)
+            )
+            if not rows:
+                return
+            copies = [*json.loads(rows[0]["messages"]), [chat_id, message_id]]
+            await self.store.execute(
+                "UPDATE approvals SET messages = ? WHERE id = ?", (json.dumps(copies), approval_id)
+            )
+        # Read after the write: a decision either saw this copy when it closed the others,
+        # or its status is already visible here, so no copy escapes both.
+        record = await self.get(approval_id)
+        if record is not None and record.status != "pending":
+            await self._run_closers(record, [(chat_id, message_id)])
+
+    async def close_copy(self, approval_id: int, chat_id: int, message_id: int) -> bool:
+        """Close one recorded copy of a decided approval again (a press on a copy whose
+        closing failed). False when it is still pending or not one of its copies."""
+        record = await self.get(approval_id)
+        if record is None or record.status == "pending":
+            return False
+        if (chat_id, message_id) not in record.messages:
+            return False  # never edit a message that is not a copy of this approval
+        await self._run_closers(record, [(chat_id, message_id)])
+        return True
+
+    async def resolve(self, approval_id: int, approved: bool, by: str) -> tuple[bool, str]:
+        """Record a decision; the first one wins. Returns (taken, what to tell the person)."""
+        status = "approved" if approved else "denied"
+        if await self._close(approval_id, status, by, wake=Decision(approved, by)):
+            return True, f"{status} — thanks"
+        record = await self.get(approval_id)
+        if record is None:
+            return False, "no such approval"
+        if record.status == "expired":
+            return False, "this approval has expired"
+        return False, f"already {record.status} by {record.decided_by}"
+
+    async def _close(
+        self, approval_id: int, status: str, by: str, wake: Decision | None = None
+    ) -> bool:
+        changed, _ = await self.store.write(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
+            " AND status = 'pending'",
+            (status, by, utcnow_iso(), approval_id),
+        )
+        if changed != 1:
+            return False
+        fut = self._waiting.get(approval_id)
+        if wake is not None and fut is not None and not fut.done():
+            fut.set_result(wake)  # the waiting run goes on before the messages are edited
+        record = await self.get(approval_id)
+        if record is not None:
+            # Edits may wait out rate limits: the person who decided is answered first.
+            self._spawn(self._run_closers(record, None))
+        return True
+
+    async def _run_closers(self, record: ApprovalRecord, copies: list[Copy] | None) -> None:
+        for close in self.closers:
+            try:
+                await close(record, copies)
+            except Exception:
+                log.exception("approval %s: a closer failed", record.id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("approvals: sending or closing copies failed", exc_info=task.exception())
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for copies still being sent or closed; cancel what is left.
+        For shutdown, so no task is left behind on a closing loop."""
+        if not self._background:
+            return
+        _, left = await asyncio.wait(set(self._background), timeout=timeout_s)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def get(self, approval_id: int) -> ApprovalRecord | None:
+        """One approval."""
+        rows = await self.store.fetchall("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        return ApprovalRecord.from_row(dict(rows[0])) if rows else None
+
+    async def pending(self) -> list[ApprovalRecord]:
+        """Approvals still waiting for a decision, oldest first."""
+        rows = await self.store.fetchall(
+            "SELECT * FROM approvals WHERE status = 'pending' ORDER BY id"
+        )
+        return [ApprovalRecord.from_row(dict(r)) for r in rows]
+
+    async def expire_abandoned(self) -> int:
+        """Pending approvals nobody waits for any more (their process ended) are expired."""
+        count = 0
+        for record in await self.pending():
+            if record.id not in self._waiting and await self._close(
+                record.id, "expired", "restart"
+            ):
+                count += 1
+        return count

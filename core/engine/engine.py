@@ -1,0 +1,522 @@
+"""Runs a routing plan: calls models in order, fails over, escalates, records every attempt.
+
+Outcomes (see DESIGN.md): ``ok`` answers; ``unavailable`` (refused, timeout, 5xx,
+429, malformed) tries the next model, same tier first; ``fatal`` (401/403/404, an
+unknown model) does too but opens the breaker for long; ``rejected`` (a 400/413/422
+caused by the request itself: a prompt over the context, a parameter out of range)
+fails the request and touches no breaker, so one careless caller cannot push everyone
+to pricier tiers; ``unusable`` (empty, reasoning spent, validator failed) climbs to the
+next tier — after one retry with double the token budget when a thinking model spent it
+all on reasoning.
+
+Every call is in the ledger before it leaves (a ``pending`` row, turned into its outcome
+when it ends): a crash mid-call leaves a row that recovery prices at the worst case, so
+usage and budgets never miss a call a provider may bill, and a store that cannot take
+the row stops the request before any upstream is paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from core.config.common import Validators
+from core.config.models import Config, split_model_ref
+from core.engine.approvals import Approver, PolicyApprover
+from core.engine.budget import BudgetGuard, estimate_input_tokens
+from core.engine.gate import Gate, asked_for
+from core.engine.health import HealthBoard
+from core.engine.ledger import Ledger, RequestMeta, price
+from core.engine.policy import Ended, Next, Step, next_step
+from core.engine.routing import Candidate, Plan, plan
+from core.engine.validators import validate
+from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
+from core.types import Attempt, ChatRequest, ModelCall, ModelResponse, StreamDelta, Usage
+
+log = logging.getLogger("openclaw.engine")
+
+
+def new_request_id() -> str:
+    """A short random id for a request (``req_`` + 24 hex digits).
+
+    Unique, not secret: the fast PRNG is enough, and cheaper than urandom per request.
+    """
+    return f"req_{random.getrandbits(96):024x}"
+
+
+class ChatModel(Protocol):
+    """What the engine calls on a provider: an HTTP adapter (core/providers/base.py), or
+    the in-process TestProvider that tests the failover table without sockets."""
+
+    async def complete(self, model: str, call: ModelCall) -> ModelResponse:
+        """One call, the whole answer; raises ProviderError."""
+        ...
+
+    def stream(self, model: str, call: ModelCall) -> AsyncIterator[StreamDelta | ModelResponse]:
+        """One call, streamed: deltas, then exactly one ModelResponse; raises ProviderError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The answer and the full route trace that produced it."""
+
+    request_id: str
+    content: str
+    answered_by: Attempt
+    attempts: tuple[Attempt, ...]
+    plan: Plan
+    finish_reason: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for a in self.attempts:
+            total += a.usage
+        return total
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.attempts)
+
+    def trace(self) -> str:
+        """The route trace, one line per attempt."""
+        return format_trace(self.attempts)
+
+    def route_header(self) -> str:
+        """A one-line summary: answering tier/model and the attempts before it."""
+        a = self.answered_by
+        tried = len([x for x in self.attempts if x.outcome not in ("skipped", "denied")])
+        return f"tier={a.tier}; model={a.ref}; attempts={tried}"
+
+
+def format_trace(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
+    """One line per attempt: tier, model, outcome, reason, latency, tokens, cost."""
+    lines = []
+    for a in attempts:
+        line = f"tier {a.tier} {a.ref}: {a.outcome}"
+        if a.reason:
+            line += f" ({a.reason})"
+        if a.outcome not in ("skipped", "denied"):
+            u = a.usage
+            line += (
+                f" {a.latency_ms:.0f} ms, {u.input_tokens} in / {u.output_tokens} out"
+                f" ({u.reasoning_tokens} reasoning), ${a.cost_usd:.6f}"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Streaming: a model is about to send the first byte; failover is over."""
+
+    request_id: str
+    tier: int
+    ref: str
+    attempts_before: int  # calls made before this one
+
+    def route_header(self) -> str:
+        """The same one-line summary as Result.route_header, known at the first byte."""
+        return f"tier={self.tier}; model={self.ref}; attempts={self.attempts_before + 1}"
+
+
+StreamItem = StreamDelta | Started | Result
+
+
+@dataclass(slots=True)
+class _End:
+    attempt: Attempt
+    response: ModelResponse | None = None
+    error: ProviderError | None = None
+    committed: bool = False  # streaming: content already went out
+
+    def ended(self) -> Ended:
+        """What the policy needs to know of this attempt."""
+        r = self.response
+        return Ended(
+            self.attempt.outcome,
+            self.committed,
+            r is not None and bool(r.content.strip()),
+            r is not None and bool(r.reasoning or r.usage.reasoning_tokens),
+        )
+
+
+@dataclass(slots=True)
+class _Verdict:
+    end: _End  # the candidate's last attempt
+    step: Step  # what the policy makes of it
+
+
+@dataclass(slots=True)
+class _State:
+    request_id: str
+    plan: Plan
+    meta: RequestMeta
+    rules: Validators
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class Engine:
+    """The one way requests reach models: the CLI, gateway, agents and bot all call it."""
+
+    def __init__(
+        self,
+        config: Config,
+        providers: Mapping[str, ChatModel],
+        *,
+        health: HealthBoard,
+        ledger: Ledger | None = None,
+        approver: Approver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[Callable[[RequestMeta, Attempt], None]] = (),
+        budget: BudgetGuard | None = None,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.health = health
+        self.ledger = ledger
+        self.approver: Approver = approver or PolicyApprover(config.approvals)
+
+        self._clock = clock
+        self.observers = list(observers)  # e.g. metrics; called for every ledger row
+        self.budget = budget  # spend caps: None when none are configured
+
+    def plan(
+        self, task: str | None = None, tier: int | None = None, max_tokens: int | None = None
+    ) -> Plan:
+        """The plan a request would follow right now (raises RoutingError)."""
+        return plan(
+            self.config,
+            task=task,
+            tier=tier,
+            max_tokens=max_tokens,
+            health=self.health.snapshot(self._clock()),
+        )
+
+    async def complete(self, request: ChatRequest, rules: Validators | None = None) -> Result:
+        """Answer a request; raises AllAttemptsFailed when no model could.
+
+        ``rules`` replace the task's validators (agents bring their own).
+        """
+        async with aclosing(self._run(request, stream=False, rules=rules)) as items:
+            async for item in items:
+                if isinstance(item, Result):
+                    return item
+        raise AssertionError("engine run ended without a result")  # pragma: no cover
+
+    def stream(
+        self, request: ChatRequest, rules: Validators | None = None
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Answer a request as a stream of content deltas followed by the Result.
+
+        Failover happens before the first byte: nothing is yielded until a model
+        produced visible content (for tasks with validators beyond non-empty, until
+        the whole answer passed them). A ``Started`` event comes right before the
+        first delta. A failure after that raises ProviderError.
+        """
+        return self._run(request, stream=True, rules=rules)
+
+    async def _run(
+        self, req: ChatRequest, *, stream: bool, rules: Validators | None = None
+    ) -> AsyncGenerator[StreamItem, None]:
+        p = self.plan(req.task, req.tier, req.max_tokens)
+        rid = req.request_id or new_request_id()
+        meta = RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller)
+        st = _State(rid, p, meta, rules or p.rules)
+        st.attempts.extend(
+            Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
+        )
+        gate = Gate(self.config, req, p, rid, approver=self.approver, budget=self.budget)
+        climbed: int | None = None  # the last tier left for the next one
+        kept: _End | None = None  # a lower tier's imperfect answer, in case a denial ends it
+        for cand in p.candidates:
+            if cand.tier == climbed:
+                continue
+            verdict: _Verdict | None = None
+            async with aclosing(self._candidate(st, gate, cand, req, stream)) as parts:
+                async for part in parts:
+                    if isinstance(part, _Verdict):
+                        verdict = part
+                    else:
+                        yield part
+            assert verdict is not None
+            end, step = verdict.end, verdict.step
+            if step.next is Next.ANSWER:
+                yield self._result(st, end, cand.tier)
+                return
+            if step.next is Next.NEXT_TIER:
+                climbed = cand.tier
+                kept = end if step.keep else kept
+            _raise_on(step, end, st)
+        if kept is not None and _keeps_lower(req, st, stream):
+            yield self._result(st, kept, None)
+            return
+        raise AllAttemptsFailed(self._trace(st), f"no model could answer {asked_for(p)}")
+
+    async def _candidate(
+        self, st: _State, gate: Gate, cand: Candidate, req: ChatRequest, stream: bool
+    ) -> AsyncGenerator[StreamDelta | Started | _Verdict, None]:
+        """A candidate's attempts through the gate (two when the budget is doubled), each
+        recorded in ``st``; ends with the policy's verdict on the last."""
+        max_tokens, retried = cand.max_tokens, False
+        while True:
+            ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
+            end = _End(ticket.refused) if ticket.refused is not None else None
+            if end is None:
+                try:
+                    async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as it:
+                        async for part in it:
+                            if isinstance(part, _End):
+                                end = part
+                            else:
+                                yield part
+                finally:
+                    await gate.leave(cand, ticket)
+            assert end is not None
+            st.attempts.append(end.attempt)
+            step = next_step(end.ended(), cand, max_tokens, retried)
+            if step.next is not Next.RETRY or step.max_tokens is None:
+                yield _Verdict(end, step)
+                return
+            max_tokens, retried = step.max_tokens, True
+
+    def _result(self, st: _State, end: _End, upto_tier: int | None) -> Result:
+        assert end.response is not None
+        return Result(
+            st.request_id,
+            end.response.content,
+            end.attempt,
+            tuple(self._trace(st, upto_tier)),
+            st.plan,
+            end.response.finish_reason,
+        )
+
+    @staticmethod
+    def _trace(st: _State, upto_tier: int | None = None) -> list[Attempt]:
+        """Attempts in tier order; skips above the answering tier were never reached."""
+        kept = [
+            a
+            for a in st.attempts
+            if upto_tier is None or a.outcome != "skipped" or a.tier <= upto_tier
+        ]
+        return sorted(kept, key=lambda a: a.tier)  # stable: keeps order within a tier
+
+    async def _attempt(
+        self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
+    ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
+        provider = self.providers[cand.provider]
+        call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
+        hold = st.rules.strict
+        committed = False
+        # generated so far (answer and reasoning, sent on or held back): the upstream
+        # bills a stream that breaks for what it generated, so the ledger does too
+        received_chars = 0
+        # in the ledger before it leaves: raises (StoreUnavailable) before anything is paid
+        await self._begin(st, cand, req, max_tokens)
+        t0 = time.perf_counter()
+        self.health.begin(cand.ref, self._clock())
+        resp: ModelResponse | None = None
+        try:
+            if not stream:
+                resp = await provider.complete(cand.model, call)
+            else:
+                chunks = cast(
+                    AsyncGenerator[StreamDelta | ModelResponse, None],
+                    provider.stream(cand.model, call),
+                )
+                async with aclosing(chunks) as it:
+                    async for item in it:
+                        if isinstance(item, ModelResponse):
+                            resp = item
+                            continue
+                        received_chars += len(item.content) + len(item.reasoning)
+                        if committed:
+                            if item.content:
+                                yield StreamDelta(item.content)
+                        elif item.content.strip() and not hold:
+                            committed = True
+                            yield self._started(st, cand)
+                            yield StreamDelta(item.content.lstrip())
+                if resp is None:
+                    raise ProviderError(
+                        "stream_cut",
+                        cand.provider,
+                        cand.model,
+                        "stream ended without a final response",
+                    )
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._cancelled(st, cand, req, t0, max_tokens)
+            raise
+        except Exception as e:  # ProviderError, or an adapter bug: the row is kept either way
+            err = _as_provider_error(cand, e)
+            yield await self._failed(
+                st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
+            )
+            return
+        attempt = self._answered(st, cand, resp, t0, max_tokens, committed)
+        await self._record(st, attempt)
+        reason = attempt.reason if attempt.outcome == "unusable" else None
+        if stream and not committed and reason is None:
+            committed = True
+            yield self._started(st, cand)
+            yield StreamDelta(resp.content.lstrip())
+        yield _End(attempt, resp, None, committed)
+
+    def _answered(
+        self,
+        st: _State,
+        cand: Candidate,
+        resp: ModelResponse,
+        t0: float,
+        max_tokens: int,
+        committed: bool,
+    ) -> Attempt:
+        """The attempt of a call that returned: ``ok``, or ``unusable`` with why."""
+        latency = (time.perf_counter() - t0) * 1000
+        self.health.success(cand.ref, latency, self._clock())
+        # what already went out cannot be judged any more: a streamed answer is final
+        reason = None if committed else validate(resp.content, st.rules)
+        if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
+            reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
+        return Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            "ok" if reason is None else "unusable",
+            reason or "",
+            resp.status,
+            latency,
+            resp.usage,
+            price(self.config, cand.ref, resp.usage),
+            max_tokens,
+        )
+
+    async def _cancelled(
+        self, st: _State, cand: Candidate, req: ChatRequest, t0: float, max_tokens: int
+    ) -> None:
+        """The caller went away mid-call: free a half-open probe slot, and keep the row,
+        since the upstream may bill for what it already generated."""
+        self.health.abandon(cand.ref)
+        latency = (time.perf_counter() - t0) * 1000
+        # what it generated is unknown: count the worst case, so that budgets hold
+        # and the ledger never shows a paid call as free
+        usage = Usage(estimate_input_tokens(req.messages), max_tokens)
+        gone = Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            "cancelled",
+            "the caller cancelled the request; cost counted at the worst case",
+            None,
+            latency,
+            usage,
+            price(self.config, cand.ref, usage),
+            max_tokens,
+        )
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._record(st, gone))
+
+    @staticmethod
+    def _started(st: _State, cand: Candidate) -> Started:
+        calls = sum(1 for a in st.attempts if a.outcome not in ("skipped", "denied"))
+        return Started(st.request_id, cand.tier, cand.ref, calls)
+
+    @staticmethod
+    def _streamed(req: ChatRequest, received_chars: int) -> Usage | None:
+        """A stream that broke after it began generating is billed for what it generated
+        (estimated: the prompt, and a token per 4 characters); one that broke before any
+        token came is free, like a refused call."""
+        if not received_chars:
+            return None
+        return Usage(estimate_input_tokens(req.messages), received_chars // 4 + 1)
+
+    async def _failed(
+        self,
+        st: _State,
+        cand: Candidate,
+        e: ProviderError,
+        t0: float,
+        max_tokens: int,
+        committed: bool,
+        usage: Usage | None = None,
+    ) -> _End:
+        latency = (time.perf_counter() - t0) * 1000
+        if e.outcome == "rejected":  # the model is fine; this request is not
+            self.health.abandon(cand.ref)
+            cooldown = 0.0
+            log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)
+        else:
+            cooldown = self.health.failure(cand.ref, e, latency, self._clock())
+        reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
+        if e.detail:
+            reason += f": {e.detail}"
+        if cooldown:
+            reason += f"; cooling down {cooldown:.0f}s"
+        if e.outcome == "fatal":
+            log.error("%s/%s failed fatally (check its config): %s", cand.provider, cand.model, e)
+        attempt = Attempt(
+            cand.tier,
+            cand.provider,
+            cand.model,
+            e.outcome,
+            reason,
+            e.status,
+            latency,
+            usage or Usage(),
+            price(self.config, cand.ref, usage) if usage else 0.0,
+            max_tokens,
+        )
+        await self._record(st, attempt)
+        return _End(attempt, None, e, committed)
+
+    async def _begin(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int) -> None:
+        if self.ledger is not None:
+            await self.ledger.begin(
+                st.meta,
+                Attempt(
+                    cand.tier,
+                    cand.provider,
+                    cand.model,
+                    "pending",
+                    usage=Usage(estimate_input_tokens(req.messages), max_tokens),
+                    max_tokens=max_tokens,
+                ),
+            )
+
+    async def _record(self, st: _State, attempt: Attempt) -> None:
+        for observe in self.observers:
+            observe(st.meta, attempt)
+        if self.ledger is not None:
+            await self.ledger.finish(st.meta, attempt)
+
+
+def _as_provider_error(cand: Candidate, e: Exception) -> ProviderError:
+    """An adapter raises only ProviderError; anything else is its bug, logged and kept as
+    a malformed answer so that the attempt's row is not lost."""
+    if isinstance(e, ProviderError):
+        return e
+    log.exception("adapter %s raised unexpectedly", cand.provider)
+    return ProviderError("malformed", cand.provider, cand.model, f"{type(e).__name__}: {e}")
+
+
+def _raise_on(step: Step, end: _End, st: _State) -> None:
+    """Fail the request where the policy says so: its own fault, or a broken stream."""
+    if step.next is Next.REJECT and end.error is not None:
+        raise RequestRejected(Engine._trace(st), end.error)
+    if step.next is Next.RERAISE and end.error is not None:
+        raise end.error
+
+
+def _keeps_lower(req: ChatRequest, st: _State, stream: bool) -> bool:
+    """Whether a lower tier's imperfect answer ends the request when a denial stopped the
+    climb: the caller prefers it to none at all. Not a stream's: a streamed answer goes out
+    as deltas before its Result, and this one was held back."""
+    return not stream and req.keep_lower_on_deny and any(a.outcome == "denied" for a in st.attempts)

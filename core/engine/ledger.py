@@ -1,0 +1,267 @@
+"""The usage ledger: one row per attempt, with its cost; usage and savings reports.
+
+The engine (the caller) records; adapters never touch the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from core.config.models import Config, Cost
+from core.ops.owners import owner_alive, owner_id
+from core.store.sqlite import Store
+from core.store.times import utcnow_iso
+from core.types import Attempt, Usage
+
+# the pyramid an operator aims for: share of answered requests per tier, in %
+TARGET_SHARE: dict[int, str] = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
+
+Group = Literal["tier", "model", "agent", "day", "task"]
+GROUPS: tuple[str, ...] = ("tier", "model", "agent", "day", "task")
+_GROUP_SQL: dict[str, str] = {
+    "tier": "CAST(tier AS TEXT)",
+    "model": "provider || '/' || model",
+    "agent": "COALESCE(agent, '-')",
+    "day": "SUBSTR(ts, 1, 10)",
+    "task": "COALESCE(task, '-')",
+}
+
+
+def price(config: Config, ref: str, usage: Usage) -> float:
+    """USD cost of ``usage`` on model ``ref`` (reasoning is billed as output)."""
+    model = config.models.get(ref)
+    cost = model.cost if model else Cost()
+    return cost.price(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """What the ledger needs to know of the request an attempt belongs to."""
+
+    request_id: str
+    min_tier: int
+    task: str | None = None
+    run_id: str | None = None
+    agent: str | None = None
+    streamed: bool = False
+    caller: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key: str
+    requests: int
+    attempts: int
+    answered: int
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    since: str
+    group: str
+    rows: list[UsageRow]
+    requests: int
+    answered: int
+    tier_share: dict[int, float] = field(default_factory=dict)  # % of answered, per tier
+    cost_usd: float = 0.0
+    cloud_only_usd: float = 0.0
+    all_top_tier_usd: float = 0.0
+
+    @property
+    def savings_vs_cloud_usd(self) -> float:
+        return self.cloud_only_usd - self.cost_usd
+
+    @property
+    def savings_vs_top_usd(self) -> float:
+        return self.all_top_tier_usd - self.cost_usd
+
+    @property
+    def savings_vs_cloud_pct(self) -> float:
+        """Share of the cloud-only cost saved, in %."""
+        return 100 * self.savings_vs_cloud_usd / self.cloud_only_usd if self.cloud_only_usd else 0.0
+
+    @property
+    def savings_vs_top_pct(self) -> float:
+        """Share of the all-top-tier cost saved, in %."""
+        return (
+            100 * self.savings_vs_top_usd / self.all_top_tier_usd
+            if (self.all_top_tier_usd)
+            else 0.0
+        )
+
+
+def _primary_cost(config: Config, at_least: int) -> Cost | None:
+    """The price of the first model of the lowest tier at or above ``at_least``."""
+    for tier in sorted(config.tiers, key=lambda t: t.level):
+        if tier.level >= at_least:
+            model = config.models.get(tier.models[0])
+            return model.cost if model else Cost()
+    return None
+
+
+def baselines(
+    config: Config, tokens_by_min_tier: dict[int, tuple[int, int]]
+) -> tuple[float, float]:
+    """What the answered requests would have cost cloud-only and all-top-tier.
+
+    Cloud-only prices each request at the cheapest cloud tier (level ≥ 1) at or
+    above its minimum tier — tier 0 work priced at tier 1. All-top-tier prices
+    everything at the highest tier.
+    """
+    top = _primary_cost(config, max(config.levels)) or Cost()
+    cloud = top_total = 0.0
+    for min_tier, (tin, tout) in tokens_by_min_tier.items():
+        c = _primary_cost(config, max(min_tier, 1)) or top
+        cloud += c.price(tin, tout)
+        top_total += top.price(tin, tout)
+    return cloud, top_total
+
+
+_INSERT = (
+    "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
+    " model, streamed, caller, owner, outcome, reason, status, latency_ms, input_tokens,"
+    " output_tokens, reasoning_tokens, cost_usd, cached_tokens)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# a request has at most one call in flight, so its pending row is found by request id
+_FINISH = (
+    "UPDATE attempts SET owner = NULL, outcome = ?, reason = ?, status = ?, latency_ms = ?,"
+    " input_tokens = ?, output_tokens = ?, reasoning_tokens = ?, cost_usd = ?,"
+    " cached_tokens = ? WHERE request_id = ? AND outcome = 'pending'"
+)
+
+
+def _outcome(attempt: Attempt) -> tuple[Any, ...]:
+    """The columns an attempt's end sets, in the order _INSERT and _FINISH name them."""
+    u = attempt.usage
+    return (
+        attempt.outcome,
+        attempt.reason[:500],
+        attempt.status,
+        round(attempt.latency_ms, 3),
+        u.input_tokens,
+        u.output_tokens,
+        u.reasoning_tokens,
+        attempt.cost_usd,
+        u.cached_input_tokens,
+    )
+
+
+INTERRUPTED = "the process stopped during the call; cost counted at the worst case"
+
+
+class Ledger:
+    """Records attempts and answers usage questions."""
+
+    def __init__(self, store: Store, config: Config, owner: str | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.owner = owner or owner_id()  # whose pending rows these are, for recovery
+
+    def _row(
+        self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
+    ) -> tuple[Any, ...]:
+        return (
+            utcnow_iso(when),
+            meta.request_id,
+            meta.run_id,
+            meta.agent,
+            meta.task,
+            meta.min_tier,
+            attempt.tier,
+            attempt.provider,
+            attempt.model,
+            int(meta.streamed),
+            meta.caller,
+            owner,
+            *_outcome(attempt),
+        )
+
+    async def record(
+        self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None
+    ) -> None:
+        """Write one finished attempt row (committed when this returns)."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, when, None))
+
+    async def begin(self, meta: RequestMeta, attempt: Attempt) -> None:
+        """Write the row of a call about to leave: outcome ``pending``, the estimated usage
+        (prompt and the whole token budget) and no cost yet: a live call's worst case is
+        held by its budget reservation, and :meth:`recover` prices it if we die.
+
+        Raises (StoreUnavailable) when the row cannot be written: then nothing is sent."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, None, self.owner))
+
+    async def finish(self, meta: RequestMeta, attempt: Attempt) -> None:
+        """Turn the request's pending row into the attempt's outcome."""
+        await self.store.insert(_FINISH, (*_outcome(attempt), meta.request_id))
+
+    async def recover(self) -> int:
+        """Price the calls a dead process left in flight at their worst case (the estimate
+        written before they left) and mark them ``interrupted``; returns how many.
+
+        The upstream may have billed them: usage and budgets count them rather than
+        under-count. Rows of live owners (another instance, this process) are left alone."""
+        rows = await self.store.fetchall(
+            "SELECT id, provider, model, input_tokens, output_tokens, owner FROM attempts"
+            " WHERE outcome = 'pending'"
+        )
+        owners = {r["owner"] for r in rows if r["owner"]}
+        me = self.owner
+        alive = await asyncio.to_thread(lambda: {o for o in owners if owner_alive(o, me)})
+        dead = [r for r in rows if r["owner"] not in alive]
+        for r in dead:
+            ref = f"{r['provider']}/{r['model']}"
+            cost = price(self.config, ref, Usage(r["input_tokens"], r["output_tokens"]))
+            await self.store.insert(
+                "UPDATE attempts SET outcome = 'interrupted', reason = ?, cost_usd = ?,"
+                " owner = NULL WHERE id = ? AND outcome = 'pending'",
+                (INTERRUPTED, cost, r["id"]),
+            )
+        return len(dead)
+
+    async def report(
+        self, since: timedelta, group: str = "tier", now: datetime | None = None
+    ) -> UsageReport:
+        """Usage over the last ``since``, grouped by tier, model, agent, day or task."""
+        if group not in _GROUP_SQL:
+            raise ValueError(f"invalid group {group!r}: use one of {', '.join(GROUPS)}")
+        start = utcnow_iso((now or datetime.now(UTC)) - since)
+        key = _GROUP_SQL[group]
+        rows = await self.store.fetchall(
+            f"SELECT {key} AS k, COUNT(DISTINCT request_id), COUNT(*),"
+            " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(input_tokens),"
+            " SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_usd)"
+            f" FROM attempts WHERE ts >= ? GROUP BY {key} ORDER BY {key}",
+            (start,),
+        )
+        usage_rows = [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        if group == "tier":
+            usage_rows.sort(key=lambda r: int(r.key))
+        (total,) = (
+            await self.store.fetchall(
+                "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)
+            )
+        )[0]
+        ok_rows = await self.store.fetchall(
+            "SELECT tier, COUNT(*) FROM attempts WHERE ts >= ? AND outcome = 'ok' GROUP BY tier",
+            (start,),
+        )
+        answered = sum(r[1] for r in ok_rows)
+        share = {int(r[0]): 100.0 * r[1] / answered for r in ok_rows} if answered else {}
+        tok_rows = await self.store.fetchall(
+            "SELECT min_tier, SUM(input_tokens), SUM(output_tokens) FROM attempts"
+            " WHERE ts >= ? AND outcome = 'ok' GROUP BY min_tier",
+            (start,),
+        )
+        cloud, top = baselines(self.config, {int(r[0]): (r[1], r[2]) for r in tok_rows})
+        cost = sum(r.cost_usd for r in usage_rows)
+        return UsageReport(
+            start, group, usage_rows, total, answered, dict(sorted(share.items())), cost, cloud, top
+        )

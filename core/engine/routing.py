@@ -1,0 +1,145 @@
+"""Pure route planning: (request, config, health) → ordered candidates.
+
+No I/O and no clock: everything that changes over time arrives as data, so the
+whole routing table is tested with plain parametrized cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from core.config.models import Config, TaskConfig, split_model_ref
+from core.errors import RoutingError
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSnapshot:
+    """Models that must not be called now, with why (cooldown, missing key…)."""
+
+    blocked: Mapping[str, str] = field(default_factory=dict)
+    # blocked only by a cooldown: these may still be tried when nothing else is left
+    cooling: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    tier: int
+    provider: str
+    model: str
+    max_tokens: int
+    reasoning: bool
+    requires_approval: bool
+    output_limit: int | None = None  # the model's max_output_tokens: no budget goes over it
+
+    @property
+    def ref(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    def budget(self, tokens: int) -> int:
+        """``tokens`` capped at the model's output limit (the double-budget retry too)."""
+        return tokens if self.output_limit is None else min(tokens, self.output_limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    tier: int
+    ref: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The ordered candidates for one request, and the reasons behind them."""
+
+    task: str | None
+    min_tier: int
+    rules: TaskConfig
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[Skip, ...]
+    reasons: tuple[str, ...]
+
+    def explain(self) -> str:
+        """A human-readable account of the plan."""
+        lines = list(self.reasons)
+        for i, c in enumerate(self.candidates, 1):
+            extra = " (needs approval)" if c.requires_approval else ""
+            think = ", thinking model" if c.reasoning else ""
+            lines.append(f"  {i}. tier {c.tier} {c.ref} max_tokens={c.max_tokens}{think}{extra}")
+        for s in self.skipped:
+            lines.append(f"  -  tier {s.tier} {s.ref} skipped: {s.reason}")
+        if not self.candidates:
+            lines.append("  (no model can be called)")
+        return "\n".join(lines)
+
+
+def resolve_start(
+    config: Config, task: str | None, tier: int | None
+) -> tuple[str | None, int, TaskConfig, str]:
+    """Which task and minimum tier a request starts at, and why."""
+    if tier is not None:
+        if config.tier(tier) is None:
+            valid = ", ".join(str(lv) for lv in config.levels)
+            raise RoutingError(f"tier {tier} does not exist; configured tiers: {valid}")
+        rules = config.task(task) if task else None
+        return task, tier, rules or TaskConfig(tier=tier), f"tier {tier} requested explicitly"
+    name = task or config.default_task
+    if name is None:
+        raise RoutingError("no task given and [tasks] is empty; name a task or a tier")
+    rules = config.task(name)
+    if rules is None:
+        valid = ", ".join(sorted(config.tasks))
+        raise RoutingError(f"unknown task {name!r}; configured tasks: {valid}")
+    how = "task" if task else "default task"
+    return name, rules.tier, rules, f"{how} {name!r} → minimum tier {rules.tier} (from [tasks])"
+
+
+def plan(
+    config: Config,
+    *,
+    task: str | None = None,
+    tier: int | None = None,
+    max_tokens: int | None = None,
+    health: HealthSnapshot | None = None,
+) -> Plan:
+    """Plan a request: tiers from the minimum upward, each tier's models in order,
+    minus those in cooldown or unavailable (spend caps are checked per attempt by
+    the engine's budget guard, which must reserve as it checks).
+
+    If every model is blocked only by cooldowns, those are planned anyway (last
+    resort): a brief blip must not turn into a full outage until a timer runs out.
+    """
+    health = health or HealthSnapshot()
+    name, min_tier, rules, why = resolve_start(config, task, tier)
+    floor = config.routing.reasoning_floor
+    candidates: list[Candidate] = []
+    cooling: list[Candidate] = []
+    skipped: list[Skip] = []
+    for t in sorted(config.tiers, key=lambda t: t.level):
+        if t.level < min_tier:
+            continue
+        for ref in t.models:
+            provider, model = split_model_ref(ref)
+            mcfg = config.models[ref]
+            tokens = max_tokens or mcfg.max_tokens
+            if mcfg.reasoning:
+                tokens = max(tokens, floor)
+            limit = mcfg.max_output_tokens
+            if limit is not None:  # the model's own limit beats the floor: over it is a 400
+                tokens = min(tokens, limit)
+            cand = Candidate(
+                t.level, provider, model, tokens, mcfg.reasoning, t.requires_approval, limit
+            )
+            if ref in health.blocked:
+                skipped.append(Skip(t.level, ref, health.blocked[ref]))
+                if ref in health.cooling:
+                    cooling.append(cand)
+            else:
+                candidates.append(cand)
+    reasons = [why]
+    if not candidates and cooling:
+        candidates = cooling
+        retried = {c.ref for c in cooling}
+        skipped = [s for s in skipped if s.ref not in retried]
+        reasons.append("every model is cooling down; trying them anyway")
+    return Plan(name, min_tier, rules, tuple(candidates), tuple(skipped), tuple(reasons))

@@ -1,0 +1,1 @@
+"""Running it: serve, the service unit, doctor, probes, logs, metrics, process identity."""

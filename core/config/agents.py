@@ -15,13 +15,11 @@ from core.config.common import (
 from core.config.delivery import AlertsConfig, ChannelsConfig, check_target
 from core.errors import ConfigProblem
 
-_Strict = StrictModel
-
 AgentKind = Literal["agentTurn", "systemEvent"]
 SessionMode = Literal["isolated", "shared"]
 
 
-class InputConfig(_Strict):
+class InputConfig(StrictModel):
     """One named input, gathered before the prompt renders: exactly one of http/command/file."""
 
     http: HttpUrl | list[HttpUrl] | None = None  # GET; RSS/Atom → items, JSON → parsed, else text
@@ -44,7 +42,7 @@ class InputConfig(_Strict):
         return "http" if self.http is not None else "command" if self.command else "file"
 
 
-class SubagentsConfig(_Strict):
+class SubagentsConfig(StrictModel):
     """Fan out one child call per item of ``over`` (a dotted path in the template context)."""
 
     over: str
@@ -55,7 +53,7 @@ class SubagentsConfig(_Strict):
     system: str | None = None
 
 
-class AgentConfig(_Strict):
+class AgentConfig(StrictModel):
     """One scheduled (or on-demand) agent."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -12,17 +12,15 @@ from core.config.common import (
 )
 from core.errors import ConfigProblem
 
-_Strict = StrictModel
 
-
-class Caps(_Strict):
+class Caps(StrictModel):
     """USD caps for one scope; None = no cap for that period."""
 
     day: float | None = Field(default=None, ge=0)
     month: float | None = Field(default=None, ge=0)
 
 
-class BudgetsConfig(_Strict):
+class BudgetsConfig(StrictModel):
     """Spend caps per calendar day and month, in ``timezone``."""
 
     timezone: str = "UTC"

@@ -12,15 +12,13 @@ from core.config.common import (
     check_header_overlap,
 )
 
-_Strict = StrictModel
 
-
-class SlackChannelConfig(_Strict):
+class SlackChannelConfig(StrictModel):
     webhook_url_env: str  # the incoming-webhook URL is a secret: it lives in the environment
     headers_env: HeadersEnv = Field(default_factory=dict)  # header name -> variable name
 
 
-class WebhookChannelConfig(_Strict):
+class WebhookChannelConfig(StrictModel):
     url: HttpUrl | None = None
     url_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -36,12 +34,12 @@ class WebhookChannelConfig(_Strict):
         return self
 
 
-class ChannelsConfig(_Strict):
+class ChannelsConfig(StrictModel):
     slack: dict[str, SlackChannelConfig] = Field(default_factory=dict)
     webhook: dict[str, WebhookChannelConfig] = Field(default_factory=dict)
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(StrictModel):
     max_attempts: int = Field(default=8, ge=1)
     backoff_s: list[NonNegativeSeconds] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0], min_length=1
@@ -50,7 +48,7 @@ class DeliveryConfig(_Strict):
     claim_timeout_s: float = Field(default=120.0, gt=0)  # a claim older than this is retried
 
 
-class AlertsConfig(_Strict):
+class AlertsConfig(StrictModel):
     deliver: list[str] = Field(default_factory=lambda: ["log"])  # the admin target(s)
     failures_before_alert: int = Field(default=2, ge=1)
     failures_before_disable: int = Field(default=10, ge=1)

@@ -19,8 +19,6 @@ from core.config.common import (
 )
 from core.config.delivery import AlertsConfig, ChannelsConfig, DeliveryConfig
 
-_Strict = StrictModel
-
 ApiKind = Literal["openai-completions", "anthropic-messages", "google-generative-ai", "ollama"]
 API_KINDS: tuple[str, ...] = get_args(ApiKind)
 
@@ -31,12 +29,12 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 
 
-class ServeConfig(_Strict):
+class ServeConfig(StrictModel):
     shutdown_grace_s: float = Field(default=25.0, ge=0)  # under launchd's ExitTimeOut (30)
     recover_within_s: float = Field(default=86400.0, ge=0)  # requeue runs interrupted since
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)  # 0: any free port (tests)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -49,12 +47,12 @@ class GatewayConfig(_Strict):
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # a whole request body
 
 
-class ConcurrencyConfig(_Strict):
+class ConcurrencyConfig(StrictModel):
     agents: int = Field(default=2, ge=1)
     subagents: int = Field(default=4, ge=1)
 
 
-class TelegramConfig(_Strict):
+class TelegramConfig(StrictModel):
     admins: list[int] = Field(default_factory=list)
     allowed_users: list[int] = Field(default_factory=list)
     default_chat: int | None = None
@@ -65,7 +63,7 @@ class TelegramConfig(_Strict):
     page_size: int = Field(default=8, ge=1, le=50)  # agents per page in /agents
 
 
-class EmbeddedConfig(_Strict):
+class EmbeddedConfig(StrictModel):
     """A llama.cpp model that serve runs as a supervised child process."""
 
     model: str | None = None  # a model shipped in a package: "smollm2"
@@ -79,7 +77,7 @@ class EmbeddedConfig(_Strict):
     start_timeout_s: float = Field(default=60.0, gt=0)
 
 
-class ProviderConfig(_Strict):
+class ProviderConfig(StrictModel):
     """One upstream: which wire format it speaks, where, and with which key."""
 
     api: ApiKind
@@ -103,7 +101,7 @@ class ProviderConfig(_Strict):
         return url.rstrip("/")
 
 
-class Cost(_Strict):
+class Cost(StrictModel):
     """USD per one million tokens."""
 
     input: float = Field(default=0.0, ge=0)
@@ -121,7 +119,7 @@ class Cost(_Strict):
         ) / 1_000_000
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     reasoning: bool = False
     max_tokens: int = Field(default=1024, ge=1)
     # the model's own output limit: a request asking for more is capped here, so one
@@ -130,7 +128,7 @@ class ModelConfig(_Strict):
     cost: Cost = Field(default_factory=Cost)
 
 
-class TierConfig(_Strict):
+class TierConfig(StrictModel):
     level: int = Field(ge=0)
     models: list[str] = Field(min_length=1)
     requires_approval: bool = False
@@ -142,7 +140,7 @@ class TaskConfig(Validators):
     tier: int = Field(ge=0)
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(StrictModel):
     default_task: str | None = None  # used when a request names neither task nor tier
     reasoning_floor: int = Field(default=1024, ge=1)
     failure_threshold: int = Field(default=1, ge=1)  # consecutive failures that open a breaker
@@ -153,12 +151,12 @@ class RoutingConfig(_Strict):
     probe_interval_s: float = Field(default=60.0, ge=0)  # serve probes providers; 0 = never
 
 
-class ApprovalsConfig(_Strict):
+class ApprovalsConfig(StrictModel):
     default: Literal["approve", "deny"] = "deny"  # when nobody can be asked (no bot)
     timeout_s: float = Field(default=1800.0, gt=0)  # unanswered → denied, marked expired
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """The whole TOML file, validated."""
 
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from core.config.models import ApprovalsConfig
 from core.engine.approvals import ApprovalBroker, ApprovalRecord, ApprovalRequest, Copy, CopyShown
 from core.store.sqlite import Store
+from core.store.times import utcnow_iso
 
 REQUEST = ApprovalRequest("req-1", "strategy", 3, "opus/claude-opus", "starts at tier 3", 0.01)
 
@@ -181,3 +183,28 @@ async def test_close_copy_only_edits_copies_of_that_approval(store: Store) -> No
     assert not await b.close_copy(1, 1, 99)  # a crafted press on another bot message
     assert await b.close_copy(1, 1, 10)
     assert closed.calls == [("approved", [(1, 10)])]
+
+
+async def test_an_approvals_times_are_the_brokers_clock(store: Store) -> None:
+    b = broker(store, timeout_s=600)
+    t0 = datetime(2031, 7, 1, 5, 0, tzinfo=UTC)
+    now = [t0]
+    b.clock = lambda: now[0]
+
+    async def one(record: ApprovalRecord, shown: CopyShown) -> list[str]:
+        await shown(1, 10)
+        return []
+
+    b.notifiers.append(one)
+    deciding = asyncio.create_task(b.decide(REQUEST))
+    await first_copy(b)
+    now[0] += timedelta(seconds=42)
+    await b.resolve(1, True, "@op")
+    assert (await deciding).approved
+    (row,) = await store.fetchall("SELECT created_at, expires_at, decided_at FROM approvals")
+    assert tuple(row) == (
+        utcnow_iso(t0),
+        utcnow_iso(t0 + timedelta(seconds=600)),  # created + [approvals] timeout_s
+        utcnow_iso(t0 + timedelta(seconds=42)),
+    )
+    await b.drain()

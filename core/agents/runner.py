@@ -74,8 +74,10 @@ class AgentRunner:
         http: Callable[[], aiohttp.ClientSession],
         owner: str,
         base_dir: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
+        self.clock = clock  # recovery's window and the prompt's ``now``
         self.engine = engine
         self.runs = runs
         self.states = states
@@ -177,9 +179,7 @@ class AgentRunner:
             await self.runs.finish(
                 run.id, "interrupted", error="the process running it stopped before it finished"
             )
-        since = utcnow_iso(
-            datetime.now(UTC) - timedelta(seconds=self.config.serve.recover_within_s)
-        )
+        since = utcnow_iso(self.clock() - timedelta(seconds=self.config.serve.recover_within_s))
         requeued = []
         for run in await self.runs.interrupted_without_retry(since):
             agent = self.config.agent(run.agent)
@@ -331,7 +331,7 @@ class AgentRunner:
             inputs = await gather_inputs(agent.inputs, session=self.http(), base_dir=self.base_dir)
         return {
             "agent": {"name": agent.name, "description": agent.description, "task": agent.task},
-            "now": datetime.now(ZoneInfo(agent.timezone)),
+            "now": self.clock().astimezone(ZoneInfo(agent.timezone)),
             "last_run": await self.runs.last_output(agent.name, run.id),
             "message": run.message or "",
             "inputs": inputs,

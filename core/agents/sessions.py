@@ -7,6 +7,8 @@ history across runs, which the runner serializes one run at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Literal
 
 from core.store.sqlite import Store
@@ -27,10 +29,13 @@ def child_session_id(parent: str, index: int) -> str:
 
 
 class Sessions:
-    """Session rows and their messages."""
+    """Session rows and their messages, stamped with ``clock``'s time."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.store = store
+        self.clock = clock
 
     async def open(
         self,
@@ -45,14 +50,14 @@ class Sessions:
         await self.store.execute(
             "INSERT INTO sessions (id, agent, run_id, parent_id, mode, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (sid, agent, run_id, parent_id, mode, utcnow_iso()),
+            (sid, agent, run_id, parent_id, mode, utcnow_iso(self.clock())),
         )
 
     async def append(self, sid: str, role: Role, content: str) -> None:
         """Store one message of the session."""
         await self.store.insert(
             "INSERT INTO messages (session_id, role, content, ts) VALUES (?, ?, ?, ?)",
-            (sid, role, content, utcnow_iso()),
+            (sid, role, content, utcnow_iso(self.clock())),
         )
 
     async def history(self, sid: str, limit: int = 50) -> list[Message]:

@@ -124,11 +124,18 @@ class ApprovalBroker:
     """Asks people, waits for the first decision or the timeout; every decision is a row.
 
     Without a notifier (no bot) it falls back to the policy, since nobody could answer.
+    Rows are stamped with ``clock``'s time; the wait itself is the event loop's.
     """
 
-    def __init__(self, store: Store, config: ApprovalsConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ApprovalsConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
         self.config = config
+        self.clock = clock
         self.notifiers: list[Notifier] = []  # show a pending approval to the people
         self.closers: list[Closer] = []  # an approval was decided or expired: update copies
         self.alerts: list[Alert] = []  # nobody could be asked: tell the operator
@@ -141,7 +148,7 @@ class ApprovalBroker:
         ``[approvals] default`` at once."""
         if not self.notifiers:
             return await PolicyApprover(self.config).decide(request)
-        now = datetime.now(UTC)
+        now = self.clock()
         expires = now + timedelta(seconds=self.config.timeout_s)
         _, aid = await self.store.write(
             "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model, reason,"
@@ -280,7 +287,7 @@ class ApprovalBroker:
         changed, _ = await self.store.write(
             "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
             " AND status = 'pending'",
-            (status, by, utcnow_iso(), approval_id),
+            (status, by, utcnow_iso(self.clock()), approval_id),
         )
         if changed != 1:
             return False

@@ -1,0 +1,66 @@
+"""The runner, its sessions and recovery read the clock they are given, not the wall clock:
+a test sets the time instead of rewriting rows or waiting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.store.times import utcnow_iso
+from tests.agents.conftest import AppFactory
+from tests.fakes.llm import FakeLLM, echo
+
+T0 = datetime(2031, 7, 1, 5, 0, tzinfo=UTC)
+
+
+def agent(name: str, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "message": f"hello from {name}", "task": "chat", **kw}
+
+
+async def test_the_prompts_now_is_the_runners_clock_in_the_agents_timezone(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([agent("d", message="at {{ now.isoformat() }}", timezone="Europe/Berlin")])
+    app.runner.clock = lambda: T0
+    run = await app.runner.run("d", "cli")
+    assert run.output == "at 2031-07-01T07:00:00+02:00"  # summer time in Berlin
+
+
+async def test_a_session_and_its_messages_are_stamped_by_the_sessions_clock(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([agent("d")])
+    now = [T0]
+    app.runner.sessions.clock = lambda: now[0]
+    sid = "cron:d:1"
+    await app.runner.sessions.open(sid, mode="isolated", agent="d", run_id=None)
+    now[0] += timedelta(seconds=90)
+    await app.runner.sessions.append(sid, "user", "hi")
+    (created,) = await app.store.fetchall("SELECT created_at FROM sessions WHERE id = ?", (sid,))
+    (msg,) = await app.store.fetchall("SELECT ts FROM messages WHERE session_id = ?", (sid,))
+    assert created[0] == utcnow_iso(T0)
+    assert msg[0] == utcnow_iso(T0 + timedelta(seconds=90))
+
+
+async def test_recovery_retries_runs_interrupted_within_the_window_only(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    # [serve] recover_within_s (a day by default) bounds how old an interruption may be:
+    # the clock is set on either side of that edge, measured from the row's finished_at
+    fake_llm.default = echo
+    app = await make_app([agent("q")])
+    rid = await app.runner.runs.create("q", "schedule", status="interrupted")
+    run = await app.runner.runs.get(rid)
+    assert run is not None and run.finished_at is not None
+    finished = datetime.fromisoformat(run.finished_at)
+    window = timedelta(seconds=app.config.serve.recover_within_s)
+
+    app.runner.clock = lambda: finished + window + timedelta(seconds=1)
+    assert await app.runner.recover() == []  # too old: left interrupted
+
+    app.runner.clock = lambda: finished + window - timedelta(seconds=1)
+    (retry,) = await app.runner.recover()
+    again = await app.runner.runs.get(retry)
+    assert again is not None and (again.trigger, again.parent_run) == ("recovery", rid)

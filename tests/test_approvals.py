@@ -8,7 +8,7 @@ test decides when each copy "lands"; the bot's side is tested in tests/bot/.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from core.config.models import ApprovalsConfig
 from core.engine.approvals import ApprovalBroker, ApprovalRecord, ApprovalRequest, Copy, CopyShown
 from core.store.sqlite import Store
 from core.store.times import utcnow_iso
+from tests.fakes.wait import until
 
 REQUEST = ApprovalRequest("req-1", "strategy", 3, "opus/claude-opus", "starts at tier 3", 0.01)
 
@@ -49,23 +50,14 @@ def broker(store: Store, default: str = "deny", timeout_s: float = 600) -> Appro
     return ApprovalBroker(store, config)
 
 
-async def until(predicate: Callable[[], bool], tries: int = 2000) -> None:
-    """Poll (bounded) until ``predicate()`` holds."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met")
-
-
 async def first_copy(b: ApprovalBroker) -> None:
     """Until approval #1 has a recorded copy."""
-    for _ in range(2000):
+
+    async def recorded() -> bool:
         record = await b.get(1)
-        if record is not None and record.messages:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("no copy was recorded")
+        return record is not None and bool(record.messages)
+
+    await until(recorded, what="a copy of approval #1 recorded")
 
 
 async def test_nobody_reached_applies_the_default_now_with_the_reason(store: Store) -> None:
@@ -135,9 +127,9 @@ async def test_copies_shown_after_the_decision_are_closed_too(store: Store) -> N
     assert taken and text == "approved — thanks"
     decision = await asyncio.wait_for(deciding, 10)  # the run goes on before the late copy
     assert decision.approved and decision.by == "@op"
-    await until(lambda: closed.copies() == {(1, 10)})
+    await until(lambda: closed.copies() == {(1, 10)}, what="the first copy closed")
     release.set()
-    await until(lambda: closed.copies() == {(1, 10), (2, 20)})
+    await until(lambda: closed.copies() == {(1, 10), (2, 20)}, what="the late copy closed")
     # an /approvals copy posted later is closed as soon as it is recorded
     await b.add_copy(1, 1, 30)
     assert closed.copies() == {(1, 10), (2, 20), (1, 30)}

@@ -32,6 +32,7 @@ from core.store.sqlite import Store
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
+from tests.fakes.wait import until
 
 
 def closed_port_url() -> str:
@@ -379,10 +380,7 @@ async def test_a_cancelled_call_keeps_its_row_and_frees_the_probe(
         "local/qwen3:14b", ProviderError("timeout", "local", "qwen3:14b"), 1.0, now=-1000.0
     )
     task = asyncio.create_task(collect(r.engine, ask()) if stream else r.engine.complete(ask()))
-    for _ in range(500):  # until the call reached the fake (bounded)
-        if r.calls("qwen3:14b"):
-            break
-        await asyncio.sleep(0.01)
+    await r.fake.wait_for_requests(1, where=lambda q: q.model == "qwen3:14b")
     assert "probe" in r.engine.health.snapshot(0).blocked["local/qwen3:14b"]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -437,10 +435,7 @@ async def test_a_cancelled_paid_call_counts_its_worst_case(rig: RigFactory) -> N
     r = await rig()
     r.fake.script("gemini-flash", Reply(hang=True))
     task = asyncio.create_task(r.engine.complete(ask(tier=1)))
-    for _ in range(500):  # until the call reached the fake (bounded)
-        if r.calls("gemini-flash"):
-            break
-        await asyncio.sleep(0.01)
+    await r.fake.wait_for_requests(1, where=lambda q: q.model == "gemini-flash")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -466,10 +461,7 @@ async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
         broker.notifiers.append(notify)
         req = ApprovalRequest("r", "strategy", 3, "opus/claude-opus", "why", 0.1)
         task = asyncio.create_task(broker.decide(req))
-        for _ in range(100):
-            if await broker.pending():
-                break
-            await asyncio.sleep(0.01)
+        await until(broker.pending, what="the approval stored as pending")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -16,6 +16,7 @@ import pytest
 
 from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.receiver import Answer, FakeReceiver
+from tests.fakes.wait import until
 from tests.procs import Served, start_serve
 
 CONFIG = """
@@ -104,12 +105,12 @@ class Serve(Served):
 
     async def wait_run(self, run_id: int, statuses: tuple[str, ...]) -> dict[str, Any]:
         async with self.client() as c:
-            for _ in range(400):
+
+            async def reached() -> dict[str, Any] | None:
                 run: dict[str, Any] = (await c.get(f"/api/runs/{run_id}")).json()
-                if run.get("status") in statuses:
-                    return run
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
+                return run if run.get("status") in statuses else None
+
+            return await until(reached, timeout_s=20, what=f"run {run_id} reaching {statuses}")
 
 
 async def start(env: dict[str, str]) -> Serve:
@@ -121,12 +122,13 @@ async def test_ready_and_clean_stop(env: dict[str, str]) -> None:
     serve = await start(env)
     try:
         async with httpx.AsyncClient(base_url=serve.url) as c:
-            for _ in range(100):  # bounded poll of readiness
+
+            async def ready() -> httpx.Response | None:
                 r = await c.get("/readyz")
-                if r.status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            assert r.status_code == 200 and r.json()["ready"] is True
+                return r if r.status_code == 200 else None
+
+            r = await until(ready, timeout_s=5, what="/readyz answering 200")
+            assert r.json()["ready"] is True
     finally:
         assert await serve.stop() == 0
 
@@ -160,17 +162,11 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
     fake_llm.default = echo
     serve = await start(env)
     first = await serve.run("quick", "one")  # delivered before the crash
-    for _ in range(200):
-        if hook.at("/hook"):
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: hook.at("/hook"), what="the first digest delivered")
     assert len(hook.at("/hook")) == 1
     hook.script("/hook", Answer(delay_s=30))  # the next delivery hangs: killed mid-send
     second = await serve.run("quick", "two")
-    for _ in range(200):
-        if len(hook.at("/hook")) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: len(hook.at("/hook")) == 2, what="the second digest on its way")
     fake_llm.script("m", Reply(hang=True))
     third = await serve.run("slow")  # killed mid-run
     await serve.wait_run(third, ("running",))
@@ -179,10 +175,8 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
     serve = await start(env)
     try:
         assert any("1 interrupted runs queued again" in line for line in serve.lines)
-        for _ in range(200):  # the claim of the half-sent row expires (1 s), then it is sent
-            if len(hook.at("/hook")) >= 4:
-                break
-            await asyncio.sleep(0.05)
+        # the claim of the half-sent row expires (1 s), then it is sent again
+        await until(lambda: len(hook.at("/hook")) >= 4, what="both sent after the restart")
         bodies = [r.body["text"] for r in hook.at("/hook")]
         assert bodies.count("quick one") == 1  # confirmed before the crash: never again
         assert bodies.count("quick two") == 2  # the documented window: sent, not confirmed

@@ -5,9 +5,9 @@ A 135M model is checked loosely: the answer must mention Paris.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from core.config.settings import Settings
 from core.embedded.models import check_embedded
 from core.types import ChatRequest, Message
 from tests.fakes.llm import FakeLLM, Reply
+from tests.fakes.wait import until
 from tests.procs import run_cli as cli
 from tests.procs import start_serve
 
@@ -114,16 +115,13 @@ async def test_serve_answers_through_the_gateway_and_an_agent(served: str) -> No
             served + "/api/agents/geo/run", headers={"Authorization": "Bearer tok-emb"}
         )
         rid = r.json()["run_id"]
-        run: dict[str, Any] = {}
-        for _ in range(300):
-            run = (
-                await http.get(
-                    f"{served}/api/runs/{rid}", headers={"Authorization": "Bearer tok-emb"}
-                )
-            ).json()
-            if run["status"] not in ("queued", "running"):
-                break
-            await asyncio.sleep(0.05)
+
+        async def finished() -> dict[str, Any] | None:
+            auth = {"Authorization": "Bearer tok-emb"}
+            run: dict[str, Any] = (await http.get(f"{served}/api/runs/{rid}", headers=auth)).json()
+            return None if run["status"] in ("queued", "running") else run
+
+        run = await until(finished, timeout_s=15, what=f"run {rid} finished")
         assert run["status"] == "ok" and paris(run["output"]), run
         status = (
             await http.get(f"{served}/api/status", headers={"Authorization": "Bearer tok-emb"})
@@ -175,12 +173,16 @@ async def test_a_killed_model_is_restarted_and_requests_fail_over(
         model.kill_for_test()
         during = await app.engine.complete(req)  # the gap: failover, not a crash
         assert during.answered_by.ref in ("fake/backup", "embedded/smollm2")
-        for _ in range(600):  # bounded: the supervisor restarts it after ~1 s
-            if model.status.state == "running" and model.status.pid != old_pid:
-                break
-            await asyncio.sleep(0.05)
+        await until(  # the supervisor restarts it after ~1 s
+            lambda: model.status.state == "running" and model.status.pid != old_pid,
+            timeout_s=30,
+            what="the killed model restarted",
+        )
         assert model.status.restarts == 1 and model.status.last_exit is not None
-        await asyncio.sleep(0.3)  # let the breaker's short cooldown pass
+        await until(  # the breaker's short cooldown (0.2 s) after the failed call
+            lambda: "embedded/smollm2" not in app.health.snapshot(time.monotonic()).blocked,
+            what="the breaker letting a call through",
+        )
         after = await app.engine.complete(req)
         assert after.answered_by.ref == "embedded/smollm2" and paris(after.content)
     finally:

@@ -28,7 +28,6 @@ billed for what was sent), and clients that hang up mid-stream.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
@@ -54,6 +53,7 @@ from core.gateway import Gateway
 from core.gateway.handlers import STATE
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.fakes.llm import ANTHROPIC, APIS, GOOGLE, OLLAMA, OPENAI, FakeLLM, Reply
+from tests.fakes.wait import until
 from tests.reliability import secrets
 from tests.reliability.scale import scale
 
@@ -552,12 +552,13 @@ async def _leave_after_first_chunk(r: Rig) -> bytes:
 
 async def _wait_rows(r: Rig, n: int) -> list[dict[str, Any]]:
     """The first ``n`` rows once they are settled (a call is 'pending' while in flight)."""
-    for _ in range(200):  # bounded: the gateway notices the hang-up on its next write
+
+    async def settled() -> list[dict[str, Any]] | None:
         rows = await r.rows()
-        if len(rows) >= n and all(x["outcome"] != "pending" for x in rows):
-            return rows
-        await asyncio.sleep(0.025)
-    return await r.rows()
+        return rows if len(rows) >= n and all(x["outcome"] != "pending" for x in rows) else None
+
+    # the gateway notices the hang-up on its next write
+    return await until(settled, what=f"{n} attempt rows settled")
 
 
 @pytest.mark.parametrize("api", APIS, ids=[SHORT_API[a] for a in APIS])
@@ -573,11 +574,8 @@ async def test_a_client_gone_before_the_upstream_breaks_is_no_server_error(
     assert row["outcome"] == "unavailable" and row["reason"].startswith("timeout")
     assert r.gateway is not None
     state = r.gateway.web_app[STATE]
-    for _ in range(200):  # the handler finishes right after the row (bounded wait)
-        if state.in_flight == 0:
-            break
-        await asyncio.sleep(0.025)
-    assert state.in_flight == 0
+    # the handler finishes right after the row
+    await until(lambda: state.in_flight == 0, what="the gateway's handler finished")
     errors = [x.getMessage() for x in caplog.records if x.levelno >= logging.ERROR]
     assert not [e for e in errors if "unexpected error" in e], errors
 

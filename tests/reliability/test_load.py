@@ -40,6 +40,7 @@ from core.config.settings import Settings
 from core.gateway import Gateway
 from core.gateway.handlers import STATE
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
+from tests.fakes.wait import until
 from tests.reliability import secrets
 from tests.reliability.scale import scale
 
@@ -184,11 +185,7 @@ def connections(port: int) -> tuple[int, int]:
 
 async def settle(check: Any, what: str, timeout_s: float = 10.0) -> None:
     """Wait until ``check()`` holds (connections close and tasks end asynchronously)."""
-    for _ in range(int(timeout_s / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    assert check(), what
+    await until(check, timeout_s, what, every_s=0.05)  # a check reads /proc/net/tcp*
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -473,8 +470,8 @@ async def run_load(rig: Load) -> None:
     assert free[0] == 0
 
     # nothing held once the load is over: no probe slot stays taken once cooldowns end
-    await asyncio.sleep(0.25)  # past the longest cooldown
-    blocked = rig.app.health.snapshot(time.monotonic()).blocked
+    # (asked of the breakers at a time past the longest cooldown, 0.1 s, not slept to)
+    blocked = rig.app.health.snapshot(time.monotonic() + 1.0).blocked
     assert not blocked, blocked
     await settle(lambda: connections(gw_port)[0] == 0, "the gateway kept client connections")
     # upstream connections are only the adapters' idle keep-alive pool, each seen from both

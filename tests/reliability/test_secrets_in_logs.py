@@ -33,6 +33,7 @@ from core.types import Message, ModelCall
 from tests.configs import make_config
 from tests.fakes.llm import FakeLLM, Reply
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.wait import until
 from tests.procs import clean_env, run_cli
 from tests.reliability import secrets
 from tests.reliability.conftest import LogCollector, find_leaks, scan_log_dir
@@ -206,11 +207,13 @@ async def test_the_gateway_answers_and_records_no_secret(
         bodies.append(r.text)
         r = await c.post("/api/agents/leaky/run", headers=auth)
         assert r.status_code == 202
-        for _ in range(200):
-            run = await app.runner.runs.get(r.json()["run_id"])
-            if run is not None and run.done:
-                break
-            await asyncio.sleep(0.05)
+        rid = r.json()["run_id"]
+
+        async def finished() -> bool:
+            run = await app.runner.runs.get(rid)
+            return run is not None and run.done
+
+        await until(finished, what=f"run {rid} finished")  # its log lines are in
         for path in (
             "/api/status",
             "/api/runs",

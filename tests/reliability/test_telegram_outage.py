@@ -36,6 +36,7 @@ from core.delivery.worker import DeliveryWorker
 from core.ops.owners import owner_id
 from core.store.sqlite import Store
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.wait import until
 from tests.reliability import secrets
 from tests.reliability.scale import scale
 
@@ -155,10 +156,10 @@ async def test_digests_queued_during_an_outage_arrive_once_in_order(
             face = "Request timeout" if mode == "timeout" else "Bad Gateway"
             assert errors and all(face in e for e in errors), errors
 
-        deadline = loop.time() + SETTLE_S
-        while await outbox.pending_count():
-            assert loop.time() < deadline, await _rows(store)
-            await asyncio.sleep(0.05)
+        async def drained() -> bool:
+            return not await outbox.pending_count()
+
+        await until(drained, timeout_s=SETTLE_S, what="every digest delivered after the outage")
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):

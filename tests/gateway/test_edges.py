@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from tests.fakes.wait import until
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running
 from tests.gateway.raw import RawResponse, exchange, parse, request
 from tests.gateway.test_http import CHAT, assert_openai_error
@@ -127,15 +128,19 @@ async def test_a_client_leaving_mid_body_is_no_server_error(
     gateway: Running, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _, writer = await asyncio.open_connection("127.0.0.1", gateway.gateway.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.gateway.port)
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-        "Content-Length: 5000\r\n\r\n"
+        "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
     )
-    writer.write(head.encode() + b'{"model": "auto", "messages": [')
+    writer.write(head.encode())
     await writer.drain()
-    await asyncio.sleep(0.2)  # the handler is reading the body now
+    # the 100 comes once the headers are parsed, as the request goes into the handlers
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+    writer.write(b'{"model": "auto", "messages": [')  # a start of the body, then gone
+    await writer.drain()
     if how == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -143,12 +148,12 @@ async def test_a_client_leaving_mid_body_is_no_server_error(
     else:
         writer.close()
     async with gateway.http() as c:
-        text = ""
-        for _ in range(200):  # until the gateway has counted the request
+
+        async def counted() -> str | None:
             text = (await c.get("/metrics")).text
-            if 'route="/v1/chat/completions"' in text:
-                break
-            await asyncio.sleep(0.05)
+            return text if 'route="/v1/chat/completions"' in text else None
+
+        text = await until(counted, what="the request counted in /metrics")
     assert 'route="/v1/chat/completions",status="499"' in text, text
     assert 'route="/v1/chat/completions",status="500"' not in text
     assert gateway.fake.requests == []
@@ -229,13 +234,17 @@ async def test_a_body_that_comes_after_the_headers_still_reaches_the_handler(
             "Authorization": f"Bearer {TOKEN}",
             "Content-Type": "application/json",
             "Content-Length": str(len(body)),
+            # the server answers 100 once it has parsed the headers, right before its
+            # middlewares (the body deadline among them) run: the body then comes after
+            "Expect": "100-continue",
         },
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
     try:
         writer.write(head)  # the headers alone, then the body in its own packet
         await writer.drain()
-        await asyncio.sleep(0.2)
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
         writer.write(body)
         await writer.drain()
         answer = parse(await asyncio.wait_for(reader.read(), 10))

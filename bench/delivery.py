@@ -64,7 +64,7 @@ from core.config.delivery import DeliveryConfig
 from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
 from core.ops.owners import owner_id
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 from tests.fakes.telegram import FakeTelegram
 
 PER_CHAT_PER_S = 1.0  # Telegram: about one message a second to one private chat
@@ -186,7 +186,7 @@ async def _bench(
     fake = server.fake
     assert fake is not None
     chat_of = plan(args.messages, args.chats, args.order, args.seed)
-    store = await Store.open(tmp / "openclaw.db")
+    store = await SQLiteStore.open(tmp / "openclaw.db")
     bot = make_bot(fake.token, fake.url)
     stop = asyncio.Event()
     worker_task: asyncio.Task[None] | None = None

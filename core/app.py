@@ -35,7 +35,7 @@ from core.ops.owners import owner_id
 from core.providers import build_provider
 from core.providers.base import Provider
 from core.store.path import unwritable
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 
 log = logging.getLogger("openclaw.app")
 
@@ -80,7 +80,7 @@ class App:
 
     config: Config
     settings: Settings
-    store: Store
+    store: SQLiteStore
     ledger: Ledger
     health: HealthBoard
     providers: dict[str, Provider]
@@ -114,7 +114,7 @@ class App:
         """
         path = db_path or settings.db_path()
         try:
-            store = await Store.open(path)
+            store = await SQLiteStore.open(path)
         except StoreUnavailable as e:  # refuse to start: work taken now could not be recorded
             raise unwritable(path, str(e)) from None
         health = HealthBoard(config.routing)
@@ -172,6 +172,7 @@ class App:
         owner = owner_id()
         runner = AgentRunner(
             config,
+            store=store,
             engine=engine,
             runs=Runs(store),
             states=AgentStates(store),
@@ -188,7 +189,7 @@ class App:
             "webhook": WebhookChannel(config, settings, http()),
         }
         delivery = DeliveryWorker(outbox, channels, owner)
-        scheduler = Scheduler(config, runner, runner.states)
+        scheduler = Scheduler(config, runner, runner.states, store)
         return cls(
             config,
             settings,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import __version__
-from core.agents.runs import Run
+from core.agents.runs import Run, Trigger
 from core.app import App, missing_keys
 from core.config.common import mask_url
 from core.config.load import load_config
@@ -568,14 +568,14 @@ async def _run_agent(
             print(f"openclaw run: {e}", file=sys.stderr)
             return 2
         if not args.wait:  # queued: a running serve takes it within a second
-            rid = await app.runner.runs.create(args.agent, "cli", message=args.message)
+            rid = await app.runner.queue(args.agent, Trigger.CLI, message=args.message)
             print(
                 f"queued run {rid} of {args.agent}; a running `openclaw serve` starts it "
                 f"(see `openclaw run-show {rid}`; use --wait to run it here instead)"
             )
             return 0
         await app.start_embedded()
-        run = await app.runner.run(args.agent, "cli", message=args.message)
+        run = await app.runner.run(args.agent, Trigger.CLI, message=args.message)
         await app.delivery.drain(run_id=run.id)
         _print_run(run, full=True)
         for target, status, error in await app.outbox.of_run(run.id):

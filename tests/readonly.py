@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 
 
 def _run(*argv: str) -> bool:
@@ -45,10 +45,10 @@ def read_only(db: Path) -> Iterator[str]:
     pytest.skip("no way to make a file read-only for root here (neither mount nor chattr)")
 
 
-async def open_read_only(db: Path) -> Store:
+async def open_read_only(db: Path) -> SQLiteStore:
     """A Store on the real file opened through SQLite's ``mode=ro``: every write fails with
     SQLite's own "attempt to write a readonly database". Built directly, so no start-up
     probe refuses it: this is a store that became unwritable after it opened."""
     conn = await aiosqlite.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     conn.row_factory = aiosqlite.Row
-    return Store(conn, db)
+    return SQLiteStore(conn, db)

@@ -25,9 +25,9 @@ from core.agents.templating import Templates
 from core.config.delivery import DeliveryConfig
 from core.config.settings import Settings
 from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
-from core.delivery.outbox import CHANNEL_WAIT_S, Outbox, claimable_sql
+from core.delivery.outbox import CHANNEL_WAIT_S, Outbox, _claimable_sql
 from core.delivery.worker import DeliveryWorker
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 from core.store.times import utcnow_iso
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
@@ -67,8 +67,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "x.db")
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore.open(tmp_path / "x.db")
     try:
         yield s
     finally:
@@ -82,7 +82,7 @@ def slack_url(receiver: FakeReceiver, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
-def make_outbox(store: Store, **delivery: Any) -> Outbox:
+def make_outbox(store: SQLiteStore, **delivery: Any) -> Outbox:
     cfg = {"backoff_s": [0.01], "max_attempts": 3, "claim_timeout_s": 60.0} | delivery
     return Outbox(store, Templates(TEMPLATES), DeliveryConfig(**cfg))
 
@@ -111,11 +111,16 @@ def make_worker(
     return DeliveryWorker(outbox, make_channels(receiver, http), owner)
 
 
-async def all_rows(store: Store) -> list[dict[str, Any]]:
+async def execute(store: SQLiteStore, sql: str, params: tuple[object, ...] = ()) -> None:
+    async with store.transaction() as tx:
+        await tx.execute(sql, params)
+
+
+async def all_rows(store: SQLiteStore) -> list[dict[str, Any]]:
     return [dict(r) for r in await store.fetchall("SELECT * FROM outbox ORDER BY id")]
 
 
-async def one_row(store: Store, row_id: int = 1) -> dict[str, Any]:
+async def one_row(store: SQLiteStore, row_id: int = 1) -> dict[str, Any]:
     rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
     assert rows, f"no outbox row {row_id}"
     return dict(rows[0])
@@ -125,7 +130,7 @@ def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-async def wait_until_due(store: Store, row_id: int = 1) -> None:
+async def wait_until_due(store: SQLiteStore, row_id: int = 1) -> None:
     """Poll the row until its next_attempt_at has passed (bounded)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_S
@@ -134,7 +139,7 @@ async def wait_until_due(store: Store, row_id: int = 1) -> None:
         await asyncio.sleep(0.005)
 
 
-async def wait_for_status(store: Store, status: str, row_id: int = 1) -> dict[str, Any]:
+async def wait_for_status(store: SQLiteStore, status: str, row_id: int = 1) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_S
     while True:
@@ -150,7 +155,7 @@ async def wait_for_status(store: Store, status: str, row_id: int = 1) -> dict[st
 
 
 async def test_enqueue_writes_a_rendered_row_per_target_before_any_send(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
@@ -186,7 +191,7 @@ async def test_enqueue_writes_a_rendered_row_per_target_before_any_send(
 
 
 async def test_drain_sends_each_row_and_stores_the_confirmation(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
@@ -210,12 +215,12 @@ async def test_drain_sends_each_row_and_stores_the_confirmation(
     assert await outbox.pending_count() == 0
 
 
-async def test_a_late_run_is_marked_in_slack(store: Store) -> None:
+async def test_a_late_run_is_marked_in_slack(store: SQLiteStore) -> None:
     body = await make_outbox(store).render("slack:ops", CTX | {"status": "late"})
     assert body.splitlines()[0] == "*morning-digest* _(late)_"
 
 
-async def test_enqueue_without_targets_writes_nothing(store: Store) -> None:
+async def test_enqueue_without_targets_writes_nothing(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", [], CTX)
     assert await all_rows(store) == []
@@ -226,7 +231,7 @@ async def test_enqueue_without_targets_writes_nothing(store: Store) -> None:
 
 
 async def test_server_errors_are_retried_with_backoff_until_delivered(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     receiver.script("/slack", Answer(500, "boom"), Answer(503, "busy"))
     outbox = make_outbox(store, backoff_s=[0.01])
@@ -253,7 +258,7 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(
 
 
 async def test_backoff_steps_follow_the_attempt_count(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     receiver.script("/slack", Answer(500))
     outbox = make_outbox(store, backoff_s=[40.0, 900.0])
@@ -271,7 +276,7 @@ def _http_date(seconds_ahead: float) -> str:
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_429_waits_at_least_retry_after(
     form: str,
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -305,7 +310,7 @@ async def test_odd_retry_after_values_neither_crash_nor_stall(
     header: str,
     at_least_s: float,
     at_most_s: float,
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -324,7 +329,7 @@ async def test_odd_retry_after_values_neither_crash_nor_stall(
 
 @pytest.mark.parametrize("status", [400, 404])
 async def test_a_permanent_4xx_fails_after_one_attempt(
-    status: int, store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    status: int, store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     receiver.script("/hook", Answer(status, "no_such_hook"))
     outbox = make_outbox(store, backoff_s=[0.0])
@@ -343,7 +348,7 @@ async def test_a_permanent_4xx_fails_after_one_attempt(
 
 
 async def test_max_attempts_exhausted_fails_the_row(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     receiver.script("/hook", *(Answer(502, "bad gateway") for _ in range(5)))
     outbox = make_outbox(store, backoff_s=[0.0], max_attempts=3)
@@ -360,7 +365,7 @@ async def test_max_attempts_exhausted_fails_the_row(
 
 
 async def test_a_refused_connection_is_retried(
-    store: Store, http: aiohttp.ClientSession, receiver: FakeReceiver, closed_port: int
+    store: SQLiteStore, http: aiohttp.ClientSession, receiver: FakeReceiver, closed_port: int
 ) -> None:
     config = make_config(
         channels={"webhook": {"hook": {"url": f"http://127.0.0.1:{closed_port}/"}}}
@@ -375,7 +380,7 @@ async def test_a_refused_connection_is_retried(
 
 
 async def test_a_redirect_is_not_followed_as_a_bodyless_get(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # aiohttp would turn the POST into a GET to /moved, whose 200 confirms nothing
     receiver.script("/hook", Answer(302, "", location="/moved"))
@@ -389,7 +394,7 @@ async def test_a_redirect_is_not_followed_as_a_bodyless_get(
 
 
 async def test_a_bad_slack_url_is_not_written_to_the_outbox(
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
@@ -407,7 +412,7 @@ async def test_a_bad_slack_url_is_not_written_to_the_outbox(
 
 
 async def test_an_unset_slack_url_waits_without_spending_attempts(
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
@@ -428,7 +433,7 @@ async def test_an_unset_slack_url_waits_without_spending_attempts(
     monkeypatch.setenv(SLACK_ENV, receiver.url + "/slack")
     await worker.drain()
     assert receiver.received == []  # still waiting out the channel wait
-    await store.execute("UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    await execute(store, "UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
     await worker.drain()
 
     row = await one_row(store)
@@ -447,7 +452,7 @@ async def test_an_unset_slack_url_waits_without_spending_attempts(
 async def test_a_missing_channel_keeps_the_row_waiting(
     target: str,
     error: str,
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -470,7 +475,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
     slack_url: str,
 ) -> None:
     path = tmp_path / "x.db"
-    first = await Store.open(path)
+    first = await SQLiteStore.open(path)
     try:
         outbox = make_outbox(first)
         await outbox.enqueue(1, "digest", ["slack:ops", "webhook:hook"], CTX)
@@ -479,7 +484,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
         await first.close()  # the process dies here: nothing was sent
     assert receiver.received == []
 
-    second = await Store.open(path)
+    second = await SQLiteStore.open(path)
     try:
         outbox = make_outbox(second)
         worker = make_worker(outbox, receiver, http, owner="proc-b")
@@ -491,7 +496,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
     finally:
         await second.close()
 
-    third = await Store.open(path)  # and a restart after that sends nothing again
+    third = await SQLiteStore.open(path)  # and a restart after that sends nothing again
     try:
         assert await make_worker(make_outbox(third), receiver, http, "proc-c").drain() == 0
     finally:
@@ -499,16 +504,17 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
     assert len(receiver.received) == 3
 
 
-async def _claim_as(store: Store, row_id: int, owner: str, age_s: float) -> None:
+async def _claim_as(store: SQLiteStore, row_id: int, owner: str, age_s: float) -> None:
     claimed_at = utcnow_iso(datetime.now(UTC) - timedelta(seconds=age_s))
-    await store.execute(
+    await execute(
+        store,
         "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id = ?",
         (owner, claimed_at, row_id),
     )
 
 
 async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store, claim_timeout_s=60.0)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -529,7 +535,7 @@ async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
 
 
 async def test_a_late_failure_does_not_undo_a_delivery_by_another_worker(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -547,7 +553,7 @@ async def test_a_late_failure_does_not_undo_a_delivery_by_another_worker(
 
 
 async def test_a_late_confirmation_still_counts_after_the_claim_went_stale(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -563,14 +569,14 @@ async def test_a_late_confirmation_still_counts_after_the_claim_went_stale(
 async def test_two_workers_draining_at_once_send_each_row_once(
     stores: str,
     tmp_path: Path,
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
 ) -> None:
     outbox_a = make_outbox(store)
     for run_id in range(1, 41):
         await outbox_a.enqueue(run_id, "digest", ["webhook:hook"], CTX | {"run_id": run_id})
-    other = store if stores == "one store" else await Store.open(tmp_path / "x.db")
+    other = store if stores == "one store" else await SQLiteStore.open(tmp_path / "x.db")
     try:
         worker_a = make_worker(outbox_a, receiver, http, owner="proc-a")
         worker_b = make_worker(make_outbox(other), receiver, http, owner="proc-b")
@@ -618,7 +624,7 @@ class GateChannel:
             self.changed.set()
 
 
-async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: Store) -> None:
+async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. a chat at its flood limit
     for run_id in range(2, 52):
@@ -635,7 +641,7 @@ async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: Store) -
     assert {r["status"] for r in await all_rows(store)} == {"delivered"}
 
 
-async def test_sends_in_flight_stay_within_the_cap(store: Store) -> None:
+async def test_sends_in_flight_stay_within_the_cap(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     gate = GateChannel()
     gate.open.set()
@@ -659,7 +665,7 @@ def count_claims(outbox: Outbox, delay_s: float = 0.0) -> list[float]:
     return started
 
 
-async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: Store) -> None:
+async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     claims = count_claims(outbox)
@@ -672,7 +678,7 @@ async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: Store) -
     assert await asyncio.wait_for(drain, DEADLINE_S) == 1
 
 
-async def test_slow_claims_are_paced_while_sends_are_in_flight(store: Store) -> None:
+async def test_slow_claims_are_paced_while_sends_are_in_flight(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     for run_id in range(2, 12):  # one target: each row is claimable once the last is sent
@@ -690,7 +696,7 @@ async def test_slow_claims_are_paced_while_sends_are_in_flight(store: Store) -> 
     assert gate.sent.count("fast") == 10
 
 
-async def test_cancelling_drain_stops_the_sends_in_flight(store: Store) -> None:
+async def test_cancelling_drain_stops_the_sends_in_flight(store: SQLiteStore) -> None:
     outbox = make_outbox(store)
     gate = GateChannel()
     for run_id in range(1, 4):
@@ -705,7 +711,7 @@ async def test_cancelling_drain_stops_the_sends_in_flight(store: Store) -> None:
     assert {r["status"] for r in await all_rows(store)} == {"pending"}
 
 
-async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: Store) -> None:
+async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: SQLiteStore) -> None:
     outbox = make_outbox(store, poll_interval_s=0.05)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. waiting out a long 429
     gate = GateChannel()
@@ -720,7 +726,7 @@ async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: S
         drain.cancel()
 
 
-async def test_a_store_error_while_claiming_strands_no_row(store: Store) -> None:
+async def test_a_store_error_while_claiming_strands_no_row(store: SQLiteStore) -> None:
     outbox = make_outbox(store, poll_interval_s=0.05)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     gate = GateChannel()
@@ -756,7 +762,7 @@ def refuse_delivered(path: Path) -> None:
 
 
 async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(
-    store: Store, tmp_path: Path
+    store: SQLiteStore, tmp_path: Path
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:a"], CTX)
@@ -774,7 +780,7 @@ async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(
 
 
 async def test_run_is_woken_by_a_new_row_and_stops_when_told(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # a poll interval longer than the test waits: only the wakeup can deliver in time
     outbox = make_outbox(store, poll_interval_s=3600.0)
@@ -812,7 +818,7 @@ class _RowArrivesAfterLastClaim(Outbox):
 
 
 async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = _RowArrivesAfterLastClaim(
         store, Templates(TEMPLATES), DeliveryConfig(poll_interval_s=3600.0)
@@ -830,7 +836,7 @@ async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
 
 
 async def test_run_resends_rows_left_claimed_by_a_dead_process(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store, poll_interval_s=3600.0, claim_timeout_s=60.0)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -847,7 +853,7 @@ async def test_run_resends_rows_left_claimed_by_a_dead_process(
 
 
 async def test_cancelling_run_leaves_no_tasks_behind(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     worker = make_worker(make_outbox(store, poll_interval_s=3600.0), receiver, http)
     task = asyncio.create_task(worker.run(asyncio.Event()))
@@ -861,7 +867,7 @@ async def test_cancelling_run_leaves_no_tasks_behind(
 
 
 async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
-    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # the first message to /hook fails and waits out its backoff; the second one to /hook
     # must not overtake it, while /other is not held up
@@ -884,14 +890,14 @@ async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
     ]
 
 
-async def test_the_claim_reads_each_targets_head_from_its_index(store: Store) -> None:
-    plan = await store.fetchall("EXPLAIN QUERY PLAN " + claimable_sql(20), (utcnow_iso(),))
+async def test_the_claim_reads_each_targets_head_from_its_index(store: SQLiteStore) -> None:
+    plan = await store.fetchall("EXPLAIN QUERY PLAN " + _claimable_sql(20), (utcnow_iso(),))
     details = " | ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX outbox_open" in details, details
 
 
 async def test_a_message_whose_template_breaks_is_kept_as_failed(
-    store: Store, tmp_path: Path
+    store: SQLiteStore, tmp_path: Path
 ) -> None:
     # an operator's edit of one channel's template that fails on every message
     templates = tmp_path / "templates"
@@ -913,7 +919,7 @@ async def test_a_message_whose_template_breaks_is_kept_as_failed(
 
 
 async def test_headers_env_values_come_from_the_environment(
-    store: Store,
+    store: SQLiteStore,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
@@ -951,7 +957,7 @@ async def test_headers_env_values_come_from_the_environment(
     assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0), ("pending", 0)]
     assert "OPENCLAW_TEST_HOOK_AUTH is not set" in rows[0]["last_error"]
     monkeypatch.setenv("OPENCLAW_TEST_HOOK_AUTH", "Bearer hook-secret")
-    await store.execute("UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    await execute(store, "UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
     await worker.drain()
     (hook,) = receiver.at("/hook")
     assert hook.headers["authorization"] == "Bearer hook-secret"
@@ -967,7 +973,7 @@ async def test_the_worker_backs_off_a_read_only_store_with_one_warning_per_step(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = tmp_path / "ro.db"
-    s = await Store.open(path)
+    s = await SQLiteStore.open(path)
     outbox = make_outbox(s)
     await outbox.enqueue(1, "run", ["webhook:hook"], CTX)
     await s.close()

@@ -28,7 +28,7 @@ from core.engine.health import HealthBoard
 from core.engine.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected, StoreUnavailable
 from core.providers import build_provider
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
@@ -46,7 +46,7 @@ def closed_port_url() -> str:
 class Rig:
     fake: FakeLLM
     engine: Engine
-    store: Store
+    store: SQLiteStore
     config: Config
 
     async def rows(self) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
     ) -> Rig:
         base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
-        store = await Store.open(tmp_path / f"engine{len(made)}.db")
+        store = await SQLiteStore.open(tmp_path / f"engine{len(made)}.db")
         providers = {n: build_provider(n, p) for n, p in cfg.providers.items()}
         engine = Engine(
             cfg,
@@ -450,7 +450,7 @@ async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
     from core.config.models import ApprovalsConfig
     from core.engine.approvals import ApprovalBroker, ApprovalRequest
 
-    store = await Store.open(tmp_path / "a.db")
+    store = await SQLiteStore.open(tmp_path / "a.db")
     try:
         broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
 

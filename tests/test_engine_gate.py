@@ -9,7 +9,7 @@ from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
 from core.providers.testing import Answer, TestProvider
-from core.store.sqlite import Store
+from core.store.sqlite import SQLiteStore
 from core.types import ChatRequest, Message
 from tests.configs import make_config, pyramid
 
@@ -21,7 +21,7 @@ async def test_a_retry_whose_doubled_worst_case_passes_a_cap_is_skipped(
     models["local/qwen3:14b"]["cost"] = {"input": 0.0, "output": 1.0}  # $1 per 1M out
     # 1024 tokens ($0.001024) fit under the cap; the doubled 2048 ($0.002048) do not
     cfg = make_config(models=models, budgets={"tier": {"0": {"day": 0.0015}}})
-    store = await Store.open(tmp_path / "gate.db")
+    store = await SQLiteStore.open(tmp_path / "gate.db")
     try:
         providers = {name: TestProvider(name) for name in cfg.providers}
         providers["local"].script("qwen3:14b", Answer("", reasoning="thinking"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,16 +18,17 @@ import aiohttp
 
 from core.agents.inputs.base import InputError
 from core.agents.inputs.gather import gather_inputs
-from core.agents.runs import Run, Runs
+from core.agents.runs import Run, Runs, Status, Trigger
 from core.agents.sessions import Sessions, child_session_id, session_id
 from core.agents.state import AgentStates
 from core.agents.templating import TemplateError, Templates
 from core.config.agents import AgentConfig
 from core.config.models import Config
-from core.delivery.outbox import Outbox
+from core.delivery.outbox import Outbox, OutboxRow
 from core.engine.engine import Engine
 from core.errors import AllAttemptsFailed, OpenClawError, RoutingError
 from core.ops.logs import RUN_ID
+from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
 from core.suggest import close_matches
 from core.types import ChatRequest, Message
@@ -65,6 +66,7 @@ class AgentRunner:
         self,
         config: Config,
         *,
+        store: Store,
         engine: Engine,
         runs: Runs,
         states: AgentStates,
@@ -77,6 +79,7 @@ class AgentRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
+        self.store = store
         self.clock = clock  # recovery's window and the prompt's ``now``
         self.engine = engine
         self.runs = runs
@@ -114,42 +117,75 @@ class AgentRunner:
     async def run(
         self,
         name: str,
-        trigger: str,
+        trigger: Trigger,
+        *,
+        message: str | None = None,
+        parent_run: int | None = None,
+        late: bool = False,
+    ) -> Run:
+        """Create a run owned by this process and carry it out; returns the finished run."""
+        async with self.store.transaction() as tx:
+            rid = await self.add(tx, name, trigger, message=message, parent_run=parent_run)
+        return await self.follow(rid, late=late)
+
+    async def start(
+        self,
+        name: str,
+        trigger: Trigger,
+        *,
+        message: str | None = None,
+        parent_run: int | None = None,
+    ) -> int:
+        """Like ``run`` but in the background; returns the run id at once."""
+        async with self.store.transaction() as tx:
+            rid = await self.add(tx, name, trigger, message=message, parent_run=parent_run)
+        self.launch(rid)
+        return rid
+
+    async def add(
+        self,
+        tx: Transaction,
+        name: str,
+        trigger: Trigger,
         *,
         message: str | None = None,
         parent_run: int | None = None,
         scheduled_for: str | None = None,
-        late: bool = False,
-        also: Sequence[tuple[str, Sequence[Any]]] = (),
-    ) -> Run:
-        """Create a run owned by this process and carry it out; returns the finished run.
-
-        The run is a tracked task, so shutdown waits for it (or interrupts it) even when
-        whoever awaited it here (a scheduler job, a request) has gone away. ``also`` are
-        writes committed with the run row (see :meth:`Runs.create`).
-        """
+    ) -> int:
+        """A queued run of agent ``name`` owned by this process, written in ``tx`` (with
+        what must not exist without it: a scheduler's record of the fire); once ``tx``
+        committed, :meth:`follow` or :meth:`launch` carries it out."""
         self.agent(name)
-        rid = await self.runs.create(
+        return await self.runs.create(
+            tx,
             name,
             trigger,
             message=message,
             parent_run=parent_run,
             scheduled_for=scheduled_for,
             owner=self.owner,
-            also=also,
         )
-        task = asyncio.create_task(self.execute(rid, late=late))
-        self._track(rid, task)
+
+    async def follow(self, run_id: int, *, late: bool = False) -> Run:
+        """Carry out a run :meth:`add` wrote; returns it finished.
+
+        The run is a tracked task, so shutdown waits for it (or interrupts it) even when
+        whoever awaited it here (a scheduler job, a request) has gone away."""
+        task = asyncio.create_task(self.execute(run_id, late=late))
+        self._track(run_id, task)
         return await asyncio.shield(task)
 
-    async def start(self, name: str, trigger: str, *, late: bool = False, **kw: Any) -> int:
-        """Like ``run`` but in the background; returns the run id at once."""
-        self.agent(name)
-        rid = await self.runs.create(name, trigger, owner=self.owner, **kw)
-        self._track(rid, asyncio.create_task(self.execute(rid, late=late)))
-        return rid
+    def launch(self, run_id: int, *, late: bool = False) -> None:
+        """Carry out a run :meth:`add` wrote, in the background."""
+        self._track(run_id, asyncio.create_task(self.execute(run_id, late=late)))
 
-    async def rerun(self, run_id: int, trigger: str = "rerun") -> int:
+    async def queue(self, name: str, trigger: Trigger, *, message: str | None = None) -> int:
+        """A queued run no process owns yet: a running serve's adoption loop takes it."""
+        self.agent(name)
+        async with self.store.transaction() as tx:
+            return await self.runs.create(tx, name, trigger, message=message)
+
+    async def rerun(self, run_id: int, trigger: Trigger = Trigger.RERUN) -> int:
         """Start a new run of the same agent with the same message, linked to the old one."""
         old = await self.runs.get(run_id)
         if old is None:
@@ -161,7 +197,7 @@ class AgentRunner:
         taken = 0
         for rid in await self.runs.unclaimed():
             if await self.runs.claim(rid, self.owner):
-                self._track(rid, asyncio.create_task(self.execute(rid)))
+                self.launch(rid)
                 taken += 1
         return taken
 
@@ -174,10 +210,12 @@ class AgentRunner:
         unowned: the adoption loop takes them)."""
         for run in await self.runs.orphans(self.owner):
             # never started: nothing was interrupted, so it simply waits its turn again
-            if run.status == "queued" and await self.runs.release(run.id, str(run.owner)):
+            if run.status == Status.QUEUED and await self.runs.release(run.id, str(run.owner)):
                 continue
-            await self.runs.finish(
-                run.id, "interrupted", error="the process running it stopped before it finished"
+            await self._finish_alone(
+                run.id,
+                Status.INTERRUPTED,
+                error="the process running it stopped before it finished",
             )
         since = utcnow_iso(self.clock() - timedelta(seconds=self.config.serve.recover_within_s))
         requeued = []
@@ -190,26 +228,36 @@ class AgentRunner:
                     "run %s: interrupted %d times in a row; not retried", run.id, 1 + MAX_RECOVERIES
                 )
                 continue
-            requeued.append(
-                await self.runs.create(
+            async with self.store.transaction() as tx:
+                rid = await self.runs.create(
+                    tx,
                     run.agent,
-                    "recovery",
+                    Trigger.RECOVERY,
                     parent_run=run.id,
                     message=run.message,
                     scheduled_for=run.scheduled_for,
                 )
-            )
+            requeued.append(rid)
         return requeued
 
     async def _recoveries(self, run: Run) -> int:
         """How many retries after an interruption led to ``run`` (0: it is the original)."""
         depth = 0
-        while run.trigger == "recovery" and run.parent_run is not None and depth < MAX_RECOVERIES:
+        while (
+            run.trigger == Trigger.RECOVERY
+            and run.parent_run is not None
+            and depth < MAX_RECOVERIES
+        ):
             parent = await self.runs.get(run.parent_run)
             if parent is None:
                 break
             depth, run = depth + 1, parent
         return depth
+
+    async def _finish_alone(self, run_id: int, status: Status, *, error: str) -> None:
+        """Record an outcome that comes with no messages."""
+        async with self.store.transaction() as tx:
+            await self.runs.finish(tx, run_id, status, error=error)
 
     def _track(self, run_id: int, task: asyncio.Task[Run]) -> None:
         self._tasks[run_id] = task
@@ -258,8 +306,8 @@ class AgentRunner:
         late = late or run.created_late
         agent = self.config.agent(run.agent)
         if agent is None:
-            await self.runs.finish(
-                run_id, "failed", error=f"agent {run.agent!r} is no longer configured"
+            await self._finish_alone(
+                run_id, Status.FAILED, error=f"agent {run.agent!r} is no longer configured"
             )
             return await self._reload(run_id)
         async with self._slot("agents", self.agent_slots):
@@ -285,21 +333,23 @@ class AgentRunner:
                 except asyncio.CancelledError:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(
-                            self.runs.finish(
-                                run_id, "interrupted", error="stopped before it finished"
+                            self._finish_alone(
+                                run_id, Status.INTERRUPTED, error="stopped before it finished"
                             )
                         )
                     raise
                 except Exception as e:  # a bug must still leave a record
                     log.exception("agent %s run %s crashed", agent.name, run_id)
                     error = f"{type(e).__name__}: {e}"
-                status = "failed" if error else ("late" if late else "ok")
+                status = Status.FAILED if error else (Status.LATE if late else Status.OK)
                 # the messages are written with the outcome: a crash between the two
                 # would leave a finished run whose digest is never sent
                 messages = await self._messages(agent, run_id, status, output, error)
-                await self.runs.finish(
-                    run_id, status, output=output, error=error, route=route, also=messages
-                )
+                async with self.store.transaction() as tx:
+                    await self.runs.finish(
+                        tx, run_id, status, output=output, error=error, route=route
+                    )
+                    await self.outbox.add(tx, messages)
                 if messages:
                     self.outbox.notify()
                 await self._after(agent, run_id, status, output, error)
@@ -430,13 +480,13 @@ class AgentRunner:
         return results
 
     async def _messages(
-        self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
-    ) -> list[tuple[str, tuple[Any, ...]]]:
+        self, agent: AgentConfig, run_id: int, status: Status, output: str | None, error: str | None
+    ) -> list[OutboxRow]:
         """The outbox rows of a successful run, rendered (not yet written)."""
         if error is not None:
             return []
         try:
-            return await self.outbox.prepare(
+            return await self.outbox.render_rows(
                 run_id,
                 "result",
                 agent.deliver,
@@ -447,7 +497,7 @@ class AgentRunner:
             return []
 
     async def _after(
-        self, agent: AgentConfig, run_id: int, status: str, output: str | None, error: str | None
+        self, agent: AgentConfig, run_id: int, status: Status, output: str | None, error: str | None
     ) -> None:
         if error is None:
             await self.states.record_result(agent.name, True)

@@ -7,20 +7,20 @@ the stored last fire, the trigger and ``now``, so it is tested with plain tables
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from core.agents.runner import AgentRunner
-from core.agents.runs import Runs
+from core.agents.runs import Status, Trigger
 from core.agents.state import AgentStates
 from core.config.agents import AgentConfig
 from core.config.models import Config
+from core.store.base import Store
 from core.store.times import utcnow_iso
 
 log = logging.getLogger("openclaw.scheduler")
@@ -105,11 +105,13 @@ class Scheduler:
         config: Config,
         runner: AgentRunner,
         states: AgentStates,
+        store: Store,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         self.runner = runner
         self.states = states
+        self.store = store
         self.clock = clock
         self.aps = AsyncIOScheduler(timezone=UTC)
 
@@ -168,18 +170,18 @@ class Scheduler:
         ):
             log.info("agent %s: %s already fired (repeated DST hour); skipped", name, when)
             return
+        fire = utcnow_iso(when)
         if state.disabled:
-            await self.states.set_last_fire(name, utcnow_iso(when))
+            async with self.store.transaction() as tx:
+                await self.states.set_last_fire(tx, name, fire)
             log.info("agent %s is disabled (%s); fire skipped", name, state.disabled_reason)
             return
         # the fire is recorded with its run row, in one transaction: a crash between the
         # two would otherwise lose the fire (recorded, so catch-up skips it; no run)
-        await self.runner.run(
-            name,
-            "schedule",
-            scheduled_for=utcnow_iso(when),
-            also=[self.states.last_fire_statement(name, utcnow_iso(when))],
-        )
+        async with self.store.transaction() as tx:
+            await self.states.set_last_fire(tx, name, fire)
+            rid = await self.runner.add(tx, name, Trigger.SCHEDULE, scheduled_for=fire)
+        await self.runner.follow(rid)
 
     async def catch_up(self, now: datetime) -> list[int]:
         """Handle fires missed while no process was running; returns the late runs started."""
@@ -187,44 +189,41 @@ class Scheduler:
         for agent in self.scheduled_agents():
             state = await self.states.get(agent.name)
             if state.last_fire is None:  # first start with this agent: nothing was missed
-                await self.states.set_last_fire(agent.name, utcnow_iso(now))
+                async with self.store.transaction() as tx:
+                    await self.states.set_last_fire(tx, agent.name, utcnow_iso(now))
                 continue
             if state.disabled:
                 continue
             fires = fires_between(trigger_for(agent), datetime.fromisoformat(state.last_fire), now)
             plan = plan_catch_up(fires, now, agent.catch_up_s)
+            if not fires:
+                continue
             # the missed record, the new last fire and the late run commit together: a
             # crash in between must neither lose the late run nor record the misses twice
-            writes: list[tuple[str, Sequence[Any]]] = []
-            if plan.missed:
-                first, last = plan.missed[0], plan.missed[-1]
-                span = (
-                    utcnow_iso(first)
-                    if first == last
-                    else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
-                )
-                writes.append(
-                    Runs.insert_statement(
+            late_run = None
+            async with self.store.transaction() as tx:
+                if plan.missed:
+                    first, last = plan.missed[0], plan.missed[-1]
+                    span = (
+                        utcnow_iso(first)
+                        if first == last
+                        else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
+                    )
+                    await self.runner.runs.create(
+                        tx,
                         agent.name,
-                        "schedule",
-                        status="missed",
+                        Trigger.SCHEDULE,
+                        status=Status.MISSED,
                         scheduled_for=utcnow_iso(last),
                         error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was "
                         f"not running ({span}); catch_up_s = {agent.catch_up_s:g}",
                     )
-                )
-            if fires:
-                writes.append(self.states.last_fire_statement(agent.name, utcnow_iso(fires[-1])))
-            if plan.late is not None:
-                started.append(
-                    await self.runner.start(
-                        agent.name,
-                        "schedule",
-                        scheduled_for=utcnow_iso(plan.late),
-                        late=True,
-                        also=writes,
+                await self.states.set_last_fire(tx, agent.name, utcnow_iso(fires[-1]))
+                if plan.late is not None:
+                    late_run = await self.runner.add(
+                        tx, agent.name, Trigger.SCHEDULE, scheduled_for=utcnow_iso(plan.late)
                     )
-                )
-            elif writes:
-                await self.states.store.write_all(writes)
+            if late_run is not None:
+                self.runner.launch(late_run, late=True)
+                started.append(late_run)
         return started

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-from core.store.sqlite import Store
+from core.store.base import Store
 from core.store.times import utcnow_iso
 from core.types import Message, Role
 
@@ -47,11 +47,12 @@ class Sessions:
         parent_id: str | None = None,
     ) -> None:
         """Create the session if it does not exist yet (shared ones persist)."""
-        await self.store.execute(
-            "INSERT INTO sessions (id, agent, run_id, parent_id, mode, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (sid, agent, run_id, parent_id, mode, utcnow_iso(self.clock())),
-        )
+        async with self.store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO sessions (id, agent, run_id, parent_id, mode, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (sid, agent, run_id, parent_id, mode, utcnow_iso(self.clock())),
+            )
 
     async def append(self, sid: str, role: Role, content: str) -> None:
         """Store one message of the session."""

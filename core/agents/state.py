@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.store.sqlite import Store
+from core.store.base import Store, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +34,10 @@ class AgentStates:
         r = rows[0]
         return AgentState(r[0], r[1], int(r[2]), bool(r[3]), r[4])
 
-    async def set_last_fire(self, agent: str, when: str) -> None:
-        """Remember the newest scheduled fire that was handled (run or recorded missed)."""
-        await self.store.execute(*self.last_fire_statement(agent, when))
-
-    @staticmethod
-    def last_fire_statement(agent: str, when: str) -> tuple[str, tuple[str, str]]:
-        """The write of :meth:`set_last_fire`, to commit with the run it starts."""
-        return (
+    async def set_last_fire(self, tx: Transaction, agent: str, when: str) -> None:
+        """Remember, in ``tx``, the newest scheduled fire that was handled (run or recorded
+        missed): with the run it starts, or a crash between the two loses the fire."""
+        await tx.execute(
             "INSERT INTO agent_state (agent, last_fire) VALUES (?, ?)"
             " ON CONFLICT (agent) DO UPDATE SET last_fire = excluded.last_fire",
             (agent, when),
@@ -50,27 +46,31 @@ class AgentStates:
     async def record_result(self, agent: str, ok: bool) -> int:
         """Reset or extend the failure streak; returns the streak after this run."""
         if ok:
-            await self.store.execute(
-                "INSERT INTO agent_state (agent, consecutive_failures) VALUES (?, 0)"
-                " ON CONFLICT (agent) DO UPDATE SET consecutive_failures = 0",
+            async with self.store.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO agent_state (agent, consecutive_failures) VALUES (?, 0)"
+                    " ON CONFLICT (agent) DO UPDATE SET consecutive_failures = 0",
+                    (agent,),
+                )
+            return 0
+        async with self.store.transaction() as tx:
+            (row,) = await tx.fetchall(
+                "INSERT INTO agent_state (agent, consecutive_failures) VALUES (?, 1)"
+                " ON CONFLICT (agent) DO UPDATE SET"
+                " consecutive_failures = agent_state.consecutive_failures + 1"
+                " RETURNING consecutive_failures",
                 (agent,),
             )
-            return 0
-        await self.store.execute(
-            "INSERT INTO agent_state (agent, consecutive_failures) VALUES (?, 1)"
-            " ON CONFLICT (agent) DO UPDATE SET"
-            " consecutive_failures = agent_state.consecutive_failures + 1",
-            (agent,),
-        )
-        return (await self.get(agent)).consecutive_failures
+        return int(row[0])
 
     async def set_disabled(self, agent: str, disabled: bool, reason: str | None = None) -> None:
         """Disable (with why) or re-enable an agent; re-enabling clears the failure streak."""
-        await self.store.execute(
-            "INSERT INTO agent_state (agent, disabled, disabled_reason) VALUES (?, ?, ?)"
-            " ON CONFLICT (agent) DO UPDATE SET disabled = excluded.disabled,"
-            " disabled_reason = excluded.disabled_reason,"
-            " consecutive_failures = CASE WHEN excluded.disabled = 0 THEN 0"
-            " ELSE agent_state.consecutive_failures END",
-            (agent, int(disabled), reason if disabled else None),
-        )
+        async with self.store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO agent_state (agent, disabled, disabled_reason) VALUES (?, ?, ?)"
+                " ON CONFLICT (agent) DO UPDATE SET disabled = excluded.disabled,"
+                " disabled_reason = excluded.disabled_reason,"
+                " consecutive_failures = CASE WHEN excluded.disabled = 0 THEN 0"
+                " ELSE agent_state.consecutive_failures END",
+                (agent, int(disabled), reason if disabled else None),
+            )

@@ -14,13 +14,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.agents.templating import Templates
 from core.config.delivery import DeliveryConfig
 from core.ops.owners import alive_here
-from core.store.sqlite import Store
+from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
 
 log = logging.getLogger("openclaw.delivery")
@@ -32,6 +33,18 @@ TEMPLATES = {
     "log": "channels/log.j2",
 }
 CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A message rendered for one target, not yet written."""
+
+    run_id: int | None
+    kind: str
+    target: str
+    body: str
+    status: str = "pending"  # "failed": its template could not be rendered
+    error: str | None = None
 
 
 class Outbox:
@@ -59,28 +72,33 @@ class Outbox:
             )
         return text
 
-    async def prepare(
+    async def render_rows(
         self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
-    ) -> list[tuple[str, tuple[Any, ...]]]:
-        """The rendered rows for ``targets`` as INSERT statements, for a caller that commits
-        them together with its own write (a run's outcome), then calls :meth:`notify`."""
-        now = utcnow_iso()
+    ) -> list[OutboxRow]:
+        """The rows for ``targets``, rendered, for :meth:`add` (a broken channel template
+        keeps its message, failed)."""
         rows = []
         for target in targets:
             try:
-                body, status, error = await self.render(target, context), "pending", None
-            except Exception as e:  # a broken channel template: keep the message, failed
+                rows.append(OutboxRow(run_id, kind, target, await self.render(target, context)))
+            except Exception as e:
                 log.error("outbox: rendering a %s message for %s failed: %s", kind, target, e)
                 body = str(context.get("text", ""))
-                status, error = "failed", f"rendering its template failed: {e}"
-            rows.append(
-                (
-                    "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
-                    " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, kind, target, body, status, now, now, error),
-                )
-            )
+                error = f"rendering its template failed: {e}"
+                rows.append(OutboxRow(run_id, kind, target, body, "failed", error))
         return rows
+
+    async def add(self, tx: Transaction, rows: Sequence[OutboxRow]) -> None:
+        """Write ``rows`` in ``tx`` (with the write they belong to: a run's outcome); the
+        caller calls :meth:`notify` once it committed."""
+        if not rows:
+            return
+        now = utcnow_iso()
+        await tx.executemany(
+            "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
+            " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.run_id, r.kind, r.target, r.body, r.status, now, now, r.error) for r in rows],
+        )
 
     def notify(self) -> None:
         """Rows were written: wake the worker."""
@@ -90,9 +108,10 @@ class Outbox:
         self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
     ) -> None:
         """One row per target, all committed together, then the worker is woken."""
-        rows = await self.prepare(run_id, kind, targets, context)
+        rows = await self.render_rows(run_id, kind, targets, context)
         if rows:
-            await self.store.executemany(rows[0][0], [params for _, params in rows])
+            async with self.store.transaction() as tx:
+                await self.add(tx, rows)
             self.notify()
 
     async def claim(
@@ -107,17 +126,14 @@ class Outbox:
         """
         now = utcnow_iso()
         params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
-        await self.store.execute(
-            "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
-            f" ({claimable_sql(limit, run_id is not None)})",
-            params,
-        )
-        rows = await self.store.fetchall(
-            "SELECT * FROM outbox WHERE status = 'sending' AND claimed_by = ? AND claimed_at = ?"
-            " ORDER BY id",
-            (owner, now),
-        )
-        return [dict(r) for r in rows]
+        async with self.store.transaction() as tx:
+            rows = await tx.fetchall(
+                "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
+                f" ({_claimable_sql(limit, run_id is not None)}) RETURNING *",
+                params,
+            )
+        # RETURNING promises no order
+        return sorted((dict(r) for r in rows), key=lambda r: int(r["id"]))
 
     async def delivered(self, row_id: int, external_id: str) -> None:
         """The channel confirmed: never send this row again.
@@ -126,12 +142,13 @@ class Outbox:
         meanwhile (the row back to pending would be sent a second time). The first
         confirmation of a row sent twice is kept.
         """
-        await self.store.execute(
-            "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
-            " attempts = attempts + 1, last_error = NULL, claimed_by = NULL, claimed_at = NULL"
-            " WHERE id = ? AND status <> 'delivered'",
-            (external_id, utcnow_iso(), row_id),
-        )
+        async with self.store.transaction() as tx:
+            await tx.execute(
+                "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
+                " attempts = attempts + 1, last_error = NULL, claimed_by = NULL,"
+                " claimed_at = NULL WHERE id = ? AND status <> 'delivered'",
+                (external_id, utcnow_iso(), row_id),
+            )
 
     async def failed_attempt(
         self,
@@ -159,24 +176,25 @@ class Outbox:
             delay = max(delay, retry_after_s or 0.0)
             status = "pending"
         when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
-        changed, _ = await self.store.write(
-            "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
-            " claimed_by = NULL, claimed_at = NULL, external_id = COALESCE(?, external_id)"
-            " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
-            (
-                status,
-                attempts,
-                error[:500],
-                when,
-                sent or None,
-                row["id"],
-                row["claimed_by"],
-                row["claimed_at"],
-            ),
-        )
-        if changed:
-            return status
-        current = await self.store.fetchall("SELECT status FROM outbox WHERE id = ?", (row["id"],))
+        async with self.store.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
+                " claimed_by = NULL, claimed_at = NULL, external_id = COALESCE(?, external_id)"
+                " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
+                (
+                    status,
+                    attempts,
+                    error[:500],
+                    when,
+                    sent or None,
+                    row["id"],
+                    row["claimed_by"],
+                    row["claimed_at"],
+                ),
+            )
+            if changed:
+                return status
+            current = await tx.fetchall("SELECT status FROM outbox WHERE id = ?", (row["id"],))
         return str(current[0][0]) if current else "gone"
 
     async def release_stale(self, older_than_s: float | None = None) -> int:
@@ -193,21 +211,22 @@ class Outbox:
             # off the event loop: on macOS telling a live owner from a reused pid runs ps
             if row[1] and await asyncio.to_thread(alive_here, str(row[1])):
                 continue
-            changed, _ = await self.store.write(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
-                " WHERE id = ? AND status = 'sending' AND claimed_at <= ?",
-                (row[0], cutoff),
-            )
-            released += changed
+            async with self.store.transaction() as tx:
+                released += await tx.execute(
+                    "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                    " WHERE id = ? AND status = 'sending' AND claimed_at <= ?",
+                    (row[0], cutoff),
+                )
         return released
 
     async def release(self, row_id: int, owner: str) -> bool:
         """Give back a row ``owner`` claimed and did not settle: pending again, due now."""
-        changed, _ = await self.store.write(
-            "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
-            " WHERE id = ? AND status = 'sending' AND claimed_by = ?",
-            (row_id, owner),
-        )
+        async with self.store.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                " WHERE id = ? AND status = 'sending' AND claimed_by = ?",
+                (row_id, owner),
+            )
         return changed > 0
 
     async def of_run(self, run_id: int) -> list[tuple[str, str, str | None]]:
@@ -226,7 +245,7 @@ class Outbox:
         return int(rows[0][0])
 
 
-def claimable_sql(limit: int, only_run: bool = False) -> str:
+def _claimable_sql(limit: int, only_run: bool = False) -> str:
     """The ids of due rows that head their target's queue (params: now[, run_id]).
 
     The per-target MIN(id) is read from the ``outbox_open`` index alone.

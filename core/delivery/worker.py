@@ -13,7 +13,6 @@ from core.delivery.channels import Channel
 from core.delivery.errors import ChannelUnavailable, DeliveryError
 from core.delivery.outbox import Outbox
 from core.ops.backoff import Backoff
-from core.store.sqlite import unavailable
 
 log = logging.getLogger("openclaw.delivery")
 # rows being sent at once: enough that rows waiting on one chat's flood limit leave room
@@ -124,7 +123,7 @@ class DeliveryWorker:
                 await self.drain()
                 backoff.succeeded()
             except Exception as e:  # the store or a bug: keep the worker alive, rows stay pending
-                wait_s, wake_on_rows = backoff.failed(unavailable(e) or e), False
+                wait_s, wake_on_rows = backoff.failed(e), False  # the store's errors come mapped
             waits = [asyncio.ensure_future(stop.wait())]
             if wake_on_rows:
                 waits.append(asyncio.ensure_future(self.outbox.wakeup.wait()))

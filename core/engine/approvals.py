@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from core.config.models import ApprovalsConfig
-from core.store.sqlite import Store
+from core.store.base import Store
 from core.store.times import utcnow_iso
 
 log = logging.getLogger("openclaw.approvals")
@@ -150,26 +150,26 @@ class ApprovalBroker:
             return await PolicyApprover(self.config).decide(request)
         now = self.clock()
         expires = now + timedelta(seconds=self.config.timeout_s)
-        _, aid = await self.store.write(
-            "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model, reason,"
-            " estimated_cost_usd, preview, status, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (
-                request.request_id,
-                request.run_id,
-                request.agent,
-                request.caller,
-                request.task,
-                request.tier,
-                request.model,
-                request.reason[:1000],
-                request.estimated_cost_usd,
-                request.preview[:1000],
-                utcnow_iso(now),
-                utcnow_iso(expires),
-            ),
-        )
-        assert aid is not None
+        async with self.store.transaction() as tx:
+            aid = await tx.insert_id(
+                "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model,"
+                " reason, estimated_cost_usd, preview, status, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
+                (
+                    request.request_id,
+                    request.run_id,
+                    request.agent,
+                    request.caller,
+                    request.task,
+                    request.tier,
+                    request.model,
+                    request.reason[:1000],
+                    request.estimated_cost_usd,
+                    request.preview[:1000],
+                    utcnow_iso(now),
+                    utcnow_iso(expires),
+                ),
+            )
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting[aid] = fut
         try:
@@ -249,9 +249,11 @@ class ApprovalBroker:
             if not rows:
                 return
             copies = [*json.loads(rows[0]["messages"]), [chat_id, message_id]]
-            await self.store.execute(
-                "UPDATE approvals SET messages = ? WHERE id = ?", (json.dumps(copies), approval_id)
-            )
+            async with self.store.transaction() as tx:
+                await tx.execute(
+                    "UPDATE approvals SET messages = ? WHERE id = ?",
+                    (json.dumps(copies), approval_id),
+                )
         # Read after the write: a decision either saw this copy when it closed the others,
         # or its status is already visible here, so no copy escapes both.
         record = await self.get(approval_id)
@@ -284,11 +286,12 @@ class ApprovalBroker:
     async def _close(
         self, approval_id: int, status: str, by: str, wake: Decision | None = None
     ) -> bool:
-        changed, _ = await self.store.write(
-            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
-            " AND status = 'pending'",
-            (status, by, utcnow_iso(self.clock()), approval_id),
-        )
+        async with self.store.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
+                " AND status = 'pending'",
+                (status, by, utcnow_iso(self.clock()), approval_id),
+            )
         if changed != 1:
             return False
         fut = self._waiting.get(approval_id)

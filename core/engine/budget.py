@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from core.config.budgets import Caps
 from core.config.models import Config
-from core.store.sqlite import Store
+from core.store.base import Params, Row, Store
 from core.store.times import utcnow_iso
 from core.types import Message
 
@@ -120,6 +120,7 @@ _RESERVED = (
 )
 
 Alert = Callable[[str], Awaitable[None]]
+Read = Callable[[str, Params], Awaitable[list[Row]]]
 
 
 class BudgetGuard:
@@ -138,14 +139,14 @@ class BudgetGuard:
         self.alert = alert
         self.clock = clock
 
-    async def _sums(self, db: Any, scope: Scope, now: datetime) -> tuple[float, float]:
+    async def _sums(self, read: Read, scope: Scope, now: datetime) -> tuple[float, float]:
+        """(spent, reserved) in the scope's period, through ``read``: the store's, or a
+        transaction's when the sums decide what it writes."""
         start = utcnow_iso(period_start(scope.period, now, self.zone))
         where, args = scope.where()
-        async with db.execute(_SPENT.format(where=where), (start, *args)) as cur:
-            spent = float((await cur.fetchone())[0])
+        spent = float((await read(_SPENT.format(where=where), (start, *args)))[0][0])
         fresh = utcnow_iso(now - RESERVATION_TTL)
-        async with db.execute(_RESERVED.format(where=where), (start, fresh, *args)) as cur:
-            reserved = float((await cur.fetchone())[0])
+        reserved = float((await read(_RESERVED.format(where=where), (start, fresh, *args)))[0][0])
         return spent, reserved
 
     async def reserve(
@@ -158,19 +159,18 @@ class BudgetGuard:
             return None, None
         now = self.clock()
         refused: tuple[Scope, float] | None = None
-        async with self.store.immediate() as db:
+        async with self.store.transaction() as tx:
             for scope in scopes:
-                spent, reserved = await self._sums(db, scope, now)
+                spent, reserved = await self._sums(tx.fetchall, scope, now)
                 if spent + reserved + worst_usd > scope.cap + 1e-12:
                     refused = (scope, spent + reserved)
                     break
             else:
-                async with db.execute(
+                return await tx.insert_id(
                     "INSERT INTO reservations (ts, tier, model, agent, amount_usd)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?) RETURNING id",
                     (utcnow_iso(now), tier, ref, agent, worst_usd),
-                ) as cur:
-                    return cur.lastrowid, None
+                ), None
         scope, used = refused
         await self._alert_once(scope, used, now, full=True)
         return None, f"over budget: {scope.label}, spent ${used:.2f}"
@@ -179,17 +179,18 @@ class BudgetGuard:
         """Why a call would be refused now (read-only; reserve() decides for real)."""
         now = self.clock()
         for scope in scopes_for(self.config, tier, ref, agent):
-            spent, reserved = await self._sums(self.store.db, scope, now)
+            spent, reserved = await self._sums(self.store.fetchall, scope, now)
             if worst_usd > 0 and spent + reserved + worst_usd > scope.cap + 1e-12:
                 return f"over budget: {scope.label}, spent ${spent + reserved:.2f}"
         return None
 
     async def settle(self, reservation_id: int, tier: int, ref: str, agent: str | None) -> None:
         """The ledger has the actual cost now: drop the reservation, then check alerts."""
-        await self.store.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        async with self.store.transaction() as tx:
+            await tx.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
         now = self.clock()
         for scope in scopes_for(self.config, tier, ref, agent):
-            spent, _ = await self._sums(self.store.db, scope, now)
+            spent, _ = await self._sums(self.store.fetchall, scope, now)
             await self._alert_once(scope, spent, now)
 
     async def _alert_once(
@@ -202,11 +203,12 @@ class BudgetGuard:
             reached = spent >= threshold * scope.cap - 1e-12 or (full and threshold >= 1.0)
             if not reached:
                 continue
-            changed, _ = await self.store.write(
-                "INSERT INTO budget_alerts (scope, period, threshold, ts) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (scope, period, threshold) DO NOTHING",
-                (scope.ident, period, threshold, utcnow_iso(now)),
-            )
+            async with self.store.transaction() as tx:
+                changed = await tx.execute(
+                    "INSERT INTO budget_alerts (scope, period, threshold, ts) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (scope, period, threshold) DO NOTHING",
+                    (scope.ident, period, threshold, utcnow_iso(now)),
+                )
             if changed and self.alert is not None:
                 if full and threshold >= 1.0:
                     text = (
@@ -223,7 +225,7 @@ class BudgetGuard:
         now = self.clock()
         rows = []
         for scope in all_scopes(self.config):
-            spent, reserved = await self._sums(self.store.db, scope, now)
+            spent, reserved = await self._sums(self.store.fetchall, scope, now)
             start = period_start(scope.period, now, self.zone)
             end = period_end(scope.period, now, self.zone)
             elapsed = max((now - start).total_seconds(), 60.0)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from core.config.models import Config, Cost
 from core.ops.owners import owner_alive, owner_id
-from core.store.sqlite import Store
+from core.store.base import Store
 from core.store.times import utcnow_iso
 from core.types import Attempt, Usage
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from core.config.models import Config, Cost
-from core.store.sqlite import Store
+from core.store.base import Store
 from core.store.times import utcnow_iso
 
 

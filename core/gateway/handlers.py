@@ -13,6 +13,7 @@ from aiohttp import web
 
 from core import __version__
 from core.agents.runner import AgentError, UnknownAgent
+from core.agents.runs import Trigger
 from core.app import App
 from core.engine.engine import Result, Started, new_request_id
 from core.engine.ledger import GROUPS, TARGET_SHARE
@@ -397,7 +398,7 @@ async def start_run(request: web.Request) -> web.Response:
     if message is not None and not isinstance(message, str):
         raise GatewayError(400, "message must be a string", param="message")
     try:
-        rid = await app.runner.start(name, "api", message=message)
+        rid = await app.runner.start(name, Trigger.API, message=message)
     except UnknownAgent as e:
         raise GatewayError(404, str(e), code="not_found") from None
     return _json({"run_id": rid, "status": "queued", "agent": name}, 202)

@@ -1,7 +1,9 @@
-"""The embedded SQLite store: one writer connection, WAL, numbered migrations.
+"""The embedded SQLite engine: one writer connection, WAL, numbered migrations.
 
-Queries are plain SQL that also runs on PostgreSQL: ISO-8601 UTC text for
-times, no SQLite-only functions where it matters.
+Everything only SQLite understands lives here: the PRAGMAs, ``BEGIN IMMEDIATE`` (how a
+write transaction takes the lock), its error codes, its DDL (:mod:`.sqlite_migrations`)
+and the call that runs a function on aiosqlite's thread. Repositories see the
+engine-neutral :class:`core.store.base.Store`.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
 from core.errors import StoreUnavailable
-from core.store.migrations import MIGRATIONS
+from core.store.base import Params, Row, Transaction
+from core.store.sqlite_migrations import MIGRATIONS
 from core.store.times import utcnow_iso
 
 Opener = Callable[[Path], Awaitable[aiosqlite.Connection]]
+T = TypeVar("T")
 
 # SQLite's primary result codes that mean "this database cannot take writes now" (a read-only
 # file or mount, a full disk, an I/O error, a file that cannot be opened), as opposed to a
@@ -52,8 +56,87 @@ def _mapped(error: BaseException) -> BaseException:
     return mapped
 
 
+def _raise_mapped(error: sqlite3.Error) -> NoReturn:
+    """Raise ``error`` as StoreUnavailable when it means that, else as it is."""
+    mapped = unavailable(error)
+    if mapped is None:
+        raise error
+    raise mapped from error
+
+
+async def on_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(connection, *args)`` on aiosqlite's thread, as one trip there.
+
+    Each trip costs a future, a thread wake-up and a GIL hand-off (measured: ~5 µs of CPU
+    per gateway request at c=64); aiosqlite's own ``execute`` + ``fetchall`` + ``close``
+    is three. Run there as one function, a group of writes also cannot be left half
+    open by a cancelled caller. aiosqlite has no public way to do this: ``_execute`` and
+    ``_conn`` are what it uses itself (0.22). The only use of either, so an upgrade that
+    breaks them breaks here, and ``tests/test_store.py`` says so first.
+    """
+    result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+# -- what runs on the SQLite thread ---------------------------------------------------------
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Params) -> int:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.rowcount
+    finally:
+        cur.close()
+
+
+def _executemany(conn: sqlite3.Connection, sql: str, rows: list[Params]) -> None:
+    conn.executemany(sql, rows).close()
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+    cur = conn.execute(sql, params)
+    try:
+        rows: list[Row] = cur.fetchall()
+        return rows
+    finally:
+        cur.close()
+
+
+def _in_transaction(conn: sqlite3.Connection, begin: bool, fn: Callable[..., T], *args: Any) -> T:
+    # the first statement of a transaction takes the lock in the same trip
+    if begin:
+        conn.execute("BEGIN IMMEDIATE")
+    return fn(conn, *args)
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _write_groups(conn: sqlite3.Connection, groups: list[tuple[str, list[Params]]]) -> None:
+    """Write every group's rows in one transaction."""
+    conn.execute("BEGIN")
+    try:
+        for sql, rows in groups:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# -- the event loop's side ------------------------------------------------------------------
+
+
 async def _connect(path: Path) -> aiosqlite.Connection:
-    # autocommit: each write is its own transaction, one trip to the SQLite thread
+    # autocommit: each write outside a transaction commits on its own, in one trip
     conn = aiosqlite.connect(path, isolation_level=None)
     try:
         return await conn
@@ -67,18 +150,73 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         raise
 
 
-class Store:
-    """One aiosqlite connection (the only writer) with migrations applied."""
+class SQLiteTransaction:
+    """A :class:`~core.store.base.Transaction` on the store's one connection. ``BEGIN
+    IMMEDIATE`` goes with its first statement: what it reads cannot change before it
+    commits, and a transaction of one write costs two trips (that write, COMMIT)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._begun = False
+        self._open = True
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._open:
+            raise RuntimeError("this transaction has ended: use it inside its `async with`")
+        begin, self._begun = not self._begun, True
+        try:
+            return await on_thread(self._db, _in_transaction, begin, fn, *args)
+        except sqlite3.Error as e:
+            _raise_mapped(e)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns how many rows it changed."""
+        return await self._run(_execute, sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per row."""
+        await self._run(_executemany, sql, list(rows))
+
+    async def insert_id(self, sql: str, params: Params = ()) -> int:
+        """Run an ``INSERT … RETURNING id``; returns the new row's id."""
+        rows = await self._run(_fetchall, sql, params)
+        if len(rows) != 1:
+            raise ValueError(f"insert_id needs an INSERT … RETURNING id of one row: {sql}")
+        return int(rows[0][0])
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run a query inside the transaction (it sees the transaction's own writes)."""
+        return await self._run(_fetchall, sql, params)
+
+    async def _commit(self) -> None:
+        self._open = False
+        if self._begun:
+            await on_thread(self._db, _commit)
+
+    async def _rollback(self) -> None:
+        self._open = False
+        if not self._begun:
+            return
+        # statements run in order on the SQLite thread: this comes after any a cancelled
+        # caller left queued, and it runs even if we are being cancelled now
+        with contextlib.suppress(Exception):
+            await asyncio.shield(on_thread(self._db, _rollback))
+
+
+class SQLiteStore:
+    """One aiosqlite connection (the only writer) with migrations applied: a
+    :class:`~core.store.base.Store`."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self.db = db
         self.path = path
         self._write_lock = asyncio.Lock()
-        self._pending: list[tuple[str, Sequence[Any], asyncio.Future[None]]] = []
+        self._holder: asyncio.Task[Any] | None = None  # the task inside a transaction
+        self._pending: list[tuple[str, Params, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, opener: Opener | None = None) -> Store:
+    async def open(cls, path: Path, opener: Opener | None = None) -> SQLiteStore:
         """Open (creating the file if needed, never its directory) the database, apply pending
         migrations and prove it takes writes.
 
@@ -145,52 +283,32 @@ class Store:
         rows = await self.fetchall("SELECT name FROM schema_migrations ORDER BY name")
         return [r[0] for r in rows]
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one write (committed on return)."""
-        await self.write(sql, params)
-
-    async def write(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        """Run one write (committed on return); returns (rows changed, last row id).
-
-        Every write raises StoreUnavailable, not sqlite3's error, when the database cannot
-        take writes (read-only, full, I/O error)."""
-        try:
-            async with self._write_lock, self.db.execute(sql, params) as cur:
-                return cur.rowcount, cur.lastrowid
-        except sqlite3.Error as e:
-            raise _mapped(e) from e
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one write per row, committed together."""
-        try:
-            async with self._write_lock:
-                await self._transaction([(sql, list(rows))])
-        except sqlite3.Error as e:
-            raise _mapped(e) from e
-
-    async def write_all(self, writes: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Several writes, committed together or not at all."""
-        async with self.immediate() as db:
-            for sql, params in writes:
-                await db.execute(sql, params)
+    def _refuse_reentry(self, what: str) -> None:
+        if self._holder is not None and self._holder is asyncio.current_task():
+            # it would wait for the lock this very task holds, forever
+            raise RuntimeError(f"{what} inside a transaction: pass its tx on instead")
 
     @contextlib.asynccontextmanager
-    async def immediate(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction that takes the database lock at once (BEGIN IMMEDIATE):
-        what it reads cannot change, in this process or another, before it commits."""
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A write transaction, serialized with every other (``BEGIN IMMEDIATE``): committed
+        when the block ends, rolled back when it raises or is cancelled."""
+        self._refuse_reentry("a transaction opened")
         async with self._write_lock:
+            self._holder = asyncio.current_task()
+            tx = SQLiteTransaction(self.db)
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                yield self.db
-                await self.db.execute("COMMIT")
-            except sqlite3.Error as e:
-                await self._rollback()
-                raise _mapped(e) from e
+                yield tx
+                try:
+                    await tx._commit()
+                except sqlite3.Error as e:
+                    _raise_mapped(e)
             except BaseException:
-                await self._rollback()
+                await tx._rollback()
                 raise
+            finally:
+                self._holder = None
 
-    async def insert(self, sql: str, row: Sequence[Any]) -> None:
+    async def insert(self, sql: str, row: Params) -> None:
         """Write one row, committed when this returns (group commit).
 
         Rows that arrive while a write is in flight share the next transaction, so
@@ -198,6 +316,7 @@ class Store:
         kind) serves many callers; alone, a row costs one autocommit. A caller that
         is cancelled while waiting does not take its row with it.
         """
+        self._refuse_reentry("a group-committed insert")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((sql, row, fut))
         if self._flusher is None:
@@ -213,17 +332,15 @@ class Store:
         finally:
             self._flusher = None
 
-    async def _write_batch(
-        self, batch: list[tuple[str, Sequence[Any], asyncio.Future[None]]]
-    ) -> None:
+    async def _write_batch(self, batch: list[tuple[str, Params, asyncio.Future[None]]]) -> None:
         try:
             if len(batch) == 1:
-                await self.db.execute(batch[0][0], batch[0][1])
+                await on_thread(self.db, _execute, batch[0][0], batch[0][1])
             else:
-                groups: dict[str, list[Sequence[Any]]] = {}
+                groups: dict[str, list[Params]] = {}
                 for sql, row, _ in batch:
                     groups.setdefault(sql, []).append(row)
-                await self._transaction(list(groups.items()))
+                await on_thread(self.db, _write_groups, list(groups.items()))
         except Exception as error:
             if len(batch) == 1 or unavailable(error):  # no row can land: all fail alike
                 for _, _, fut in batch:
@@ -231,7 +348,7 @@ class Store:
                 return
             for sql, row, fut in batch:  # find the bad row; the others still land
                 try:
-                    await self.db.execute(sql, row)
+                    await on_thread(self.db, _execute, sql, row)
                 except Exception as e:
                     _settle(fut, _mapped(e))
                 else:
@@ -240,34 +357,20 @@ class Store:
         for _, _, fut in batch:
             _settle(fut, None)
 
-    async def _transaction(self, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-        # one trip to the SQLite thread for BEGIN, the rows and COMMIT (or ROLLBACK), not
-        # one per statement: each trip costs a future, a thread wake-up and a GIL hand-off
-        # (measured: ~5 µs of CPU per gateway request at c=64). Run there as one function,
-        # the transaction also cannot be left half open by a cancelled caller. aiosqlite
-        # has no public way to run a function on its thread; _execute is what it uses.
-        await self.db._execute(_write_groups, self.db._conn, groups)  # type: ignore[no-untyped-call]
-
-    async def _rollback(self) -> None:
-        # a cancelled await does not stop aiosqlite from running the queued BEGIN: check
-        # the connection itself, and finish the rollback even if we are being cancelled
-        with contextlib.suppress(Exception):  # statements run in order: the BEGIN is done
-            await asyncio.shield(self.db.execute("SELECT 1"))
-        if self.db.in_transaction:
-            await asyncio.shield(self.db.execute("ROLLBACK"))
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Run a query and return every row (StoreUnavailable on an I/O error)."""
         try:
-            async with self.db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return await on_thread(self.db, _fetchall, sql, params)
         except sqlite3.Error as e:
-            raise _mapped(e) from e
+            _raise_mapped(e)
 
     async def writable(self) -> bool:
         """True when a write goes through (for readiness checks)."""
         try:
-            await self.execute("UPDATE schema_migrations SET name = name WHERE 1 = 0")
+            async with self._write_lock:
+                await on_thread(
+                    self.db, _execute, "UPDATE schema_migrations SET name = name WHERE 1 = 0", ()
+                )
         except Exception:
             return False
         return True
@@ -277,19 +380,6 @@ class Store:
         if self._flusher is not None:
             await self._flusher
         await self.db.close()
-
-
-def _write_groups(conn: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
-    """Write every group's rows in one transaction; on the SQLite thread."""
-    conn.execute("BEGIN")
-    try:
-        for sql, rows in groups:
-            conn.executemany(sql, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

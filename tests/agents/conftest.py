@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.agents.runs import Run
+from core.agents.runs import Run, Trigger
 from core.app import App
 from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
@@ -51,6 +51,18 @@ async def wait_done(app: App, run_id: int, limit_s: float = 20) -> Run:
             return run
         await asyncio.sleep(0.02)
     raise AssertionError(f"run {run_id} did not finish")
+
+
+async def add_run(app: App, agent: str, trigger: str, **fields: Any) -> int:
+    """A run row as another process (or an earlier one) left it."""
+    async with app.store.transaction() as tx:
+        return await app.runner.runs.create(tx, agent, Trigger(trigger), **fields)
+
+
+async def set_last_fire(app: App, agent: str, when: str) -> None:
+    """The agent's last handled fire, as an earlier process recorded it."""
+    async with app.store.transaction() as tx:
+        await app.runner.states.set_last_fire(tx, agent, when)
 
 
 def add_trigger(path: Path, sql: str) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.store.times import utcnow_iso
-from tests.agents.conftest import AppFactory
+from tests.agents.conftest import AppFactory, add_run
 from tests.fakes.llm import FakeLLM, echo
 
 T0 = datetime(2031, 7, 1, 5, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ async def test_recovery_retries_runs_interrupted_within_the_window_only(
     # the clock is set on either side of that edge, measured from the row's finished_at
     fake_llm.default = echo
     app = await make_app([agent("q")])
-    rid = await app.runner.runs.create("q", "schedule", status="interrupted")
+    rid = await add_run(app, "q", "schedule", status="interrupted")
     run = await app.runner.runs.get(rid)
     assert run is not None and run.finished_at is not None
     finished = datetime.fromisoformat(run.finished_at)

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from core.agents.runner import MAX_RECOVERIES, UnknownAgent
+from core.agents.runs import Trigger
 from core.store.times import utcnow_iso
-from tests.agents.conftest import AppFactory, add_trigger, wait_done
+from tests.agents.conftest import AppFactory, add_run, add_trigger, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 
 
@@ -275,7 +276,7 @@ async def test_queued_runs_from_another_process_are_adopted(
 ) -> None:
     fake_llm.default = echo
     app = await make_app([agent("q")])
-    rid = await app.runner.runs.create("q", "cli", message=None)  # as `openclaw run` does
+    rid = await app.runner.queue("q", Trigger.CLI)  # as `openclaw run` does
     assert await app.runner.adopt_unclaimed() == 1
     assert await app.runner.adopt_unclaimed() == 0  # claimed once only
     run = await wait_done(app, rid)
@@ -290,9 +291,9 @@ async def test_recovery_requeues_a_run_a_dead_process_never_started(
     fake_llm.default = echo
     app = await make_app([agent("q")])
     dead = f"{socket.gethostname()}:999999:1"
-    running = await app.runner.runs.create("q", "schedule", owner=dead)
+    running = await add_run(app, "q", "schedule", owner=dead)
     await app.runner.runs.start(running, "s-1")
-    waiting = await app.runner.runs.create("q", "recovery", parent_run=running, owner=dead)
+    waiting = await add_run(app, "q", "recovery", parent_run=running, owner=dead)
 
     requeued = await app.runner.recover()
 
@@ -313,8 +314,8 @@ async def test_a_catch_up_run_handed_back_by_recovery_still_ends_late(
     app = await make_app([agent("q")])
     dead = f"{socket.gethostname()}:999999:1"
     an_hour_ago = utcnow_iso(datetime.now(UTC) - timedelta(hours=1))
-    late = await app.runner.runs.create("q", "schedule", scheduled_for=an_hour_ago, owner=dead)
-    on_time = await app.runner.runs.create("q", "schedule", scheduled_for=utcnow_iso(), owner=dead)
+    late = await add_run(app, "q", "schedule", scheduled_for=an_hour_ago, owner=dead)
+    on_time = await add_run(app, "q", "schedule", scheduled_for=utcnow_iso(), owner=dead)
     await app.runner.recover()
     assert await app.runner.adopt_unclaimed() == 2
     assert (await wait_done(app, late)).status == "late"
@@ -356,9 +357,11 @@ async def test_a_retry_interrupted_again_is_retried_up_to_the_limit(
     runs = app.runner.runs
 
     async def chain(length: int) -> list[int]:
-        ids = [await runs.create("q", "schedule", status="interrupted")]
+        ids = [await add_run(app, "q", "schedule", status="interrupted")]
         for _ in range(length):
-            ids.append(await runs.create("q", "recovery", status="interrupted", parent_run=ids[-1]))
+            ids.append(
+                await add_run(app, "q", "recovery", status="interrupted", parent_run=ids[-1])
+            )
         return ids
 
     short = await chain(1)  # the original and one retry, both interrupted

@@ -14,7 +14,13 @@ from apscheduler.triggers.cron import CronTrigger
 
 from core.agents.scheduler import fires_between, latest_fire, plan_catch_up
 from core.store.times import utcnow_iso
-from tests.agents.conftest import AppFactory, add_trigger, drop_trigger, wait_done
+from tests.agents.conftest import (
+    AppFactory,
+    add_trigger,
+    drop_trigger,
+    set_last_fire,
+    wait_done,
+)
 from tests.fakes.llm import FakeLLM, echo
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -145,8 +151,8 @@ async def test_catch_up_runs_the_newest_late_and_records_the_rest(
     app = await make_app([hourly("h"), hourly("never", catch_up_s=0), hourly("fresh")])
     now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
     three_hours_ago = now - timedelta(hours=3)  # hourly fires at -2.5 h, -1.5 h, -0.5 h
-    await app.runner.states.set_last_fire("h", utcnow_iso(three_hours_ago))
-    await app.runner.states.set_last_fire("never", utcnow_iso(three_hours_ago))
+    await set_last_fire(app, "h", utcnow_iso(three_hours_ago))
+    await set_last_fire(app, "never", utcnow_iso(three_hours_ago))
     started = await app.scheduler.catch_up(now)
     assert len(started) == 1
     late = await wait_done(app, started[0])
@@ -208,7 +214,7 @@ async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory, tmp_pa
     # the same holds for catch-up's late run, missed record and new last fire
     now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
     before = utcnow_iso(now - timedelta(hours=3))
-    await app.runner.states.set_last_fire("b", before)
+    await set_last_fire(app, "b", before)
     with pytest.raises(sqlite3.IntegrityError):
         await app.scheduler.catch_up(now)
     assert (await app.runner.states.get("b")).last_fire == before

@@ -1,4 +1,5 @@
-"""The store's numbered migrations, applied in order, each once."""
+"""The SQLite engine's numbered migrations (its DDL: INTEGER PRIMARY KEY rowids, REAL),
+applied in order, each once."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from core.store.sqlite import SQLiteStore
 from core.store.times import utcnow_iso
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
+from tests.fakes.wait import until
 from tests.readonly import open_read_only
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
@@ -75,6 +76,25 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         await s.close()
 
 
+class Clock:
+    """The outbox's wall clock, moved by the test: a row becomes due, or a claim stale,
+    because its time came, not because the test waited or rewrote the row."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture
 def slack_url(receiver: FakeReceiver, monkeypatch: pytest.MonkeyPatch) -> str:
     url = receiver.url + "/slack"
@@ -82,9 +102,10 @@ def slack_url(receiver: FakeReceiver, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
-def make_outbox(store: SQLiteStore, **delivery: Any) -> Outbox:
+def make_outbox(store: SQLiteStore, clock: Clock | None = None, **delivery: Any) -> Outbox:
     cfg = {"backoff_s": [0.01], "max_attempts": 3, "claim_timeout_s": 60.0} | delivery
-    return Outbox(store, Templates(TEMPLATES), DeliveryConfig(**cfg))
+    timing = {"clock": clock} if clock is not None else {}
+    return Outbox(store, Templates(TEMPLATES), DeliveryConfig(**cfg), **timing)
 
 
 def make_channels(receiver: FakeReceiver, http: aiohttp.ClientSession) -> dict[str, Channel]:
@@ -111,11 +132,6 @@ def make_worker(
     return DeliveryWorker(outbox, make_channels(receiver, http), owner)
 
 
-async def execute(store: SQLiteStore, sql: str, params: tuple[object, ...] = ()) -> None:
-    async with store.transaction() as tx:
-        await tx.execute(sql, params)
-
-
 async def all_rows(store: SQLiteStore) -> list[dict[str, Any]]:
     return [dict(r) for r in await store.fetchall("SELECT * FROM outbox ORDER BY id")]
 
@@ -130,25 +146,17 @@ def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-async def wait_until_due(store: SQLiteStore, row_id: int = 1) -> None:
-    """Poll the row until its next_attempt_at has passed (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while (await one_row(store, row_id))["next_attempt_at"] > utcnow_iso():
-        assert loop.time() < deadline, "row never became due"
-        await asyncio.sleep(0.005)
-
-
 async def wait_for_status(store: SQLiteStore, status: str, row_id: int = 1) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while True:
+    async def reached() -> dict[str, Any] | None:
         rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
-        if rows and rows[0]["status"] == status:
-            return dict(rows[0])
-        seen = rows[0]["status"] if rows else "missing"
-        assert loop.time() < deadline, f"row {row_id} stayed {seen}, not {status}"
-        await asyncio.sleep(0.005)
+        return dict(rows[0]) if rows and rows[0]["status"] == status else None
+
+    return await until(reached, DEADLINE_S, f"row {row_id} becoming {status}")
+
+
+def event_waiters() -> list[asyncio.Task[Any]]:
+    """Tasks waiting on an asyncio.Event: a worker's run() between drains has two."""
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Event.wait"]
 
 
 # -- enqueue, render, send -----------------------------------------------------------------
@@ -234,7 +242,8 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(
     store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     receiver.script("/slack", Answer(500, "boom"), Answer(503, "busy"))
-    outbox = make_outbox(store, backoff_s=[0.01])
+    clock = Clock()
+    outbox = make_outbox(store, clock, backoff_s=[30.0])
     worker = make_worker(outbox, receiver, http)
     await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
 
@@ -246,7 +255,8 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(
         if row["status"] != "pending":
             break
         assert row["claimed_by"] is None  # the claim is let go between tries
-        await wait_until_due(store)
+        assert await worker.drain() == 0  # not due before its backoff is over
+        clock.advance(30)
 
     assert seen == [
         ("pending", 1, "HTTP 500: boom"),
@@ -258,15 +268,21 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(
 
 
 async def test_backoff_steps_follow_the_attempt_count(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: SQLiteStore,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+    slack_url: str,
+    clock: Clock,
 ) -> None:
-    receiver.script("/slack", Answer(500))
-    outbox = make_outbox(store, backoff_s=[40.0, 900.0])
+    receiver.script("/slack", Answer(500), Answer(500))
+    outbox = make_outbox(store, clock, backoff_s=[40.0, 900.0])
+    worker = make_worker(outbox, receiver, http)
     await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
-    before = datetime.now(UTC)
-    await make_worker(outbox, receiver, http).drain()
-    due = parse_ts((await one_row(store))["next_attempt_at"])
-    assert before + timedelta(seconds=39) <= due <= datetime.now(UTC) + timedelta(seconds=41)
+    await worker.drain()
+    assert parse_ts((await one_row(store))["next_attempt_at"]) == clock.now + timedelta(seconds=40)
+    clock.advance(40)
+    await worker.drain()
+    assert parse_ts((await one_row(store))["next_attempt_at"]) == clock.now + timedelta(seconds=900)
 
 
 def _http_date(seconds_ahead: float) -> str:
@@ -416,24 +432,24 @@ async def test_an_unset_slack_url_waits_without_spending_attempts(
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
 ) -> None:
-    outbox = make_outbox(store)
+    outbox = make_outbox(store, clock)
     worker = make_worker(outbox, receiver, http)
     await outbox.enqueue(1, "digest", ["slack:ops"], CTX)
-    before = datetime.now(UTC)
 
     for _ in range(2):  # not an attempt, however often the worker comes by
         await worker.drain()
     row = await one_row(store)
     assert (row["status"], row["attempts"]) == ("pending", 0)
     assert SLACK_ENV in row["last_error"]
-    assert parse_ts(row["next_attempt_at"]) >= before + timedelta(seconds=CHANNEL_WAIT_S - 1)
+    assert parse_ts(row["next_attempt_at"]) == clock.now + timedelta(seconds=CHANNEL_WAIT_S)
     assert receiver.received == []
 
     monkeypatch.setenv(SLACK_ENV, receiver.url + "/slack")
     await worker.drain()
     assert receiver.received == []  # still waiting out the channel wait
-    await execute(store, "UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    clock.advance(CHANNEL_WAIT_S)
     await worker.drain()
 
     row = await one_row(store)
@@ -504,23 +520,16 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
     assert len(receiver.received) == 3
 
 
-async def _claim_as(store: SQLiteStore, row_id: int, owner: str, age_s: float) -> None:
-    claimed_at = utcnow_iso(datetime.now(UTC) - timedelta(seconds=age_s))
-    await execute(
-        store,
-        "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id = ?",
-        (owner, claimed_at, row_id),
-    )
-
-
 async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, clock: Clock
 ) -> None:
-    outbox = make_outbox(store, claim_timeout_s=60.0)
+    outbox = make_outbox(store, clock, claim_timeout_s=60.0)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
     await outbox.enqueue(2, "digest", ["webhook:other"], CTX | {"run_id": 2})
-    await _claim_as(store, 1, "dead-host:41:0", age_s=3600)
-    await _claim_as(store, 2, "busy-host:42:0", age_s=1)  # alive, mid-send
+    assert len(await outbox.claim("dead-host:41:0", run_id=1)) == 1  # then it died
+    clock.advance(3599)
+    assert len(await outbox.claim("busy-host:42:0", run_id=2)) == 1  # alive, mid-send
+    clock.advance(1)  # the first claim is an hour old, the second a second
 
     worker = make_worker(outbox, receiver, http, owner="proc-new")
     assert await worker.drain() == 0  # claimed rows are not anyone else's to send
@@ -788,8 +797,8 @@ async def test_run_is_woken_by_a_new_row_and_stops_when_told(
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        await asyncio.sleep(0.05)  # let it drain (nothing) and go to sleep
-        assert not task.done()
+        await until(lambda: len(event_waiters()) == 2, DEADLINE_S, "the worker waiting")
+        assert not task.done()  # it drained (nothing) and waits for a row or to stop
         await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
         await asyncio.wait_for(receiver.arrived.wait(), DEADLINE_S)
         row = await wait_for_status(store, "delivered")
@@ -838,9 +847,11 @@ async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
 async def test_run_resends_rows_left_claimed_by_a_dead_process(
     store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
-    outbox = make_outbox(store, poll_interval_s=3600.0, claim_timeout_s=60.0)
+    clock = Clock()
+    outbox = make_outbox(store, clock, poll_interval_s=3600.0, claim_timeout_s=60.0)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
-    await _claim_as(store, 1, "crashed-cli:7:0", age_s=3600)
+    assert len(await outbox.claim("crashed-cli:7:0")) == 1  # then it crashed
+    clock.advance(3600)
     stop = asyncio.Event()
     task = asyncio.create_task(make_worker(outbox, receiver, http).run(stop))
     try:
@@ -857,13 +868,12 @@ async def test_cancelling_run_leaves_no_tasks_behind(
 ) -> None:
     worker = make_worker(make_outbox(store, poll_interval_s=3600.0), receiver, http)
     task = asyncio.create_task(worker.run(asyncio.Event()))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(event_waiters()) == 2, DEADLINE_S, "the worker waiting")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0)
-    waiters = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Event.wait"]
-    assert waiters == []
+    assert event_waiters() == []
 
 
 async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
@@ -872,14 +882,16 @@ async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
     # the first message to /hook fails and waits out its backoff; the second one to /hook
     # must not overtake it, while /other is not held up
     receiver.script("/hook", Answer(502))
-    outbox = make_outbox(store, backoff_s=[0.3])
+    clock = Clock()
+    outbox = make_outbox(store, clock, backoff_s=[30.0])
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX | {"run_id": 1})
     await outbox.enqueue(2, "digest", ["webhook:hook", "webhook:other"], CTX | {"run_id": 2})
     worker = make_worker(outbox, receiver, http)
 
     assert await worker.drain() == 2  # row 1 (fails) and row 3; row 2 waits behind row 1
     assert [r["status"] for r in await all_rows(store)] == ["pending", "pending", "delivered"]
-    await wait_until_due(store, 1)
+    assert await worker.drain() == 0  # both /hook rows wait out row 1's backoff
+    clock.advance(30)
     assert await worker.drain() == 2
     assert [r["status"] for r in await all_rows(store)] == ["delivered"] * 3
     assert [(r.path, r.body["run_id"]) for r in receiver.received] == [
@@ -947,7 +959,8 @@ async def test_headers_env_values_come_from_the_environment(
         "webhook": WebhookChannel(config, settings, http),
         "slack": SlackChannel(config, settings, http),
     }
-    outbox = make_outbox(store)
+    clock = Clock()
+    outbox = make_outbox(store, clock)
     worker = DeliveryWorker(outbox, channels, "proc-a")
     await outbox.enqueue(1, "run", ["webhook:hook", "slack:ops"], CTX)
     await worker.drain()
@@ -957,7 +970,7 @@ async def test_headers_env_values_come_from_the_environment(
     assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0), ("pending", 0)]
     assert "OPENCLAW_TEST_HOOK_AUTH is not set" in rows[0]["last_error"]
     monkeypatch.setenv("OPENCLAW_TEST_HOOK_AUTH", "Bearer hook-secret")
-    await execute(store, "UPDATE outbox SET next_attempt_at = ?", (utcnow_iso(),))
+    clock.advance(CHANNEL_WAIT_S)
     await worker.drain()
     (hook,) = receiver.at("/hook")
     assert hook.headers["authorization"] == "Bearer hook-secret"

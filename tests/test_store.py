@@ -17,6 +17,7 @@ import pytest
 from core.errors import StoreUnavailable
 from core.store.base import Transaction
 from core.store.sqlite import SQLiteStore, on_thread
+from tests.fakes.wait import until
 from tests.readonly import open_read_only, read_only
 
 SQL = "INSERT INTO t (n) VALUES (?)"
@@ -33,6 +34,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 async def count(store: SQLiteStore) -> int:
     return int((await store.fetchall("SELECT COUNT(*) FROM t"))[0][0])
+
+
+async def _has(store: SQLiteStore, rows: int) -> bool:
+    return await count(store) == rows
 
 
 async def test_concurrent_inserts_all_land(store: SQLiteStore) -> None:
@@ -62,11 +67,8 @@ async def test_a_cancelled_caller_does_not_lose_its_row(store: SQLiteStore) -> N
     await blocker
     with pytest.raises(asyncio.CancelledError):
         await victim
-    for _ in range(100):  # the flusher finishes the row on its own (bounded wait)
-        if await count(store) == 51:
-            break
-        await asyncio.sleep(0.01)
-    assert await count(store) == 51
+    # the flusher finishes the row on its own
+    await until(lambda: _has(store, 51), 1.0, "the cancelled caller's row landing")
 
 
 async def test_close_waits_for_pending_rows(tmp_path: Path) -> None:
@@ -134,14 +136,19 @@ async def test_aiosqlite_still_runs_a_function_on_its_thread(store: SQLiteStore)
 
 
 async def test_a_cancelled_transaction_never_leaves_one_open(store: SQLiteStore) -> None:
-    async def hold() -> None:
+    async def hold(inside: asyncio.Event) -> None:
         async with store.transaction() as tx:
             await tx.execute("INSERT INTO t (n) VALUES (1)")
-            await asyncio.sleep(10)  # cancelled here
+            inside.set()
+            await asyncio.Event().wait()  # cancelled here, or earlier: mid-statement
 
-    for _ in range(5):
-        task = asyncio.create_task(hold())
-        await asyncio.sleep(0.02)
+    for mid_statement in (False, True, False, True, False):
+        inside = asyncio.Event()
+        task = asyncio.create_task(hold(inside))
+        if mid_statement:
+            await asyncio.sleep(0)  # one step: the INSERT is on its way to the SQLite thread
+        else:
+            await inside.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

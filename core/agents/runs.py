@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from core.ops.owners import owner_alive
@@ -86,8 +87,11 @@ class Run:
 class Runs:
     """Create, claim, finish and list runs."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.store = store
+        self.clock = clock  # created, started and finished times
 
     async def create(
         self,
@@ -105,7 +109,7 @@ class Runs:
         """Insert a run row in ``tx`` (with the writes it must not exist without: the fire a
         scheduler handles); returns its id. A finished status (a missed fire) is stamped
         finished now."""
-        now = utcnow_iso()
+        now = utcnow_iso(self.clock())
         return await tx.insert_id(
             "INSERT INTO runs (agent, trigger, parent_run, status, scheduled_for, created_at,"
             " message, owner, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -148,7 +152,7 @@ class Runs:
         async with self.store.transaction() as tx:
             await tx.execute(
                 "UPDATE runs SET status = 'running', started_at = ?, session_id = ? WHERE id = ?",
-                (utcnow_iso(), session_id, run_id),
+                (utcnow_iso(self.clock()), session_id, run_id),
             )
 
     async def finish(
@@ -168,7 +172,7 @@ class Runs:
             "UPDATE runs SET status = ?, finished_at = ?, output = ?, error = ?, route = ?,"
             " cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
             " WHERE run_id = ?) WHERE id = ?",
-            (status, utcnow_iso(), output, error, route, str(run_id), run_id),
+            (status, utcnow_iso(self.clock()), output, error, route, str(run_id), run_id),
         )
 
     async def get(self, run_id: int) -> Run | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,10 +50,17 @@ class OutboxRow:
 class Outbox:
     """Outbox rows: rendered and stored before any send."""
 
-    def __init__(self, store: Store, templates: Templates, config: DeliveryConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        templates: Templates,
+        config: DeliveryConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
         self.templates = templates
         self.config = config
+        self.clock = clock  # when rows are due, claimed, delivered; when a claim is stale
         self.wakeup = asyncio.Event()
 
     async def render(self, target: str, context: dict[str, Any]) -> str:
@@ -93,7 +100,7 @@ class Outbox:
         caller calls :meth:`notify` once it committed."""
         if not rows:
             return
-        now = utcnow_iso()
+        now = utcnow_iso(self.clock())
         await tx.executemany(
             "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
             " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -124,7 +131,7 @@ class Outbox:
         outage) holds back the later ones to the same chat until it is delivered or
         failed for good, and none of them overtakes it.
         """
-        now = utcnow_iso()
+        now = utcnow_iso(self.clock())
         params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
         async with self.store.transaction() as tx:
             rows = await tx.fetchall(
@@ -147,7 +154,7 @@ class Outbox:
                 "UPDATE outbox SET status = 'delivered', external_id = ?, delivered_at = ?,"
                 " attempts = attempts + 1, last_error = NULL, claimed_by = NULL,"
                 " claimed_at = NULL WHERE id = ? AND status <> 'delivered'",
-                (external_id, utcnow_iso(), row_id),
+                (external_id, utcnow_iso(self.clock()), row_id),
             )
 
     async def failed_attempt(
@@ -175,7 +182,7 @@ class Outbox:
             delay = steps[min(max(attempts - 1, 0), len(steps) - 1)] if count else CHANNEL_WAIT_S
             delay = max(delay, retry_after_s or 0.0)
             status = "pending"
-        when = utcnow_iso(datetime.now(UTC) + timedelta(seconds=delay))
+        when = utcnow_iso(self.clock() + timedelta(seconds=delay))
         async with self.store.transaction() as tx:
             changed = await tx.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
@@ -201,7 +208,7 @@ class Outbox:
         """Claims older than the timeout go back to pending — unless their process is alive
         on this host (a slow send, e.g. waiting out Telegram's 429s, is not a dead one)."""
         limit = self.config.claim_timeout_s if older_than_s is None else older_than_s
-        cutoff = utcnow_iso(datetime.now(UTC) - timedelta(seconds=limit))
+        cutoff = utcnow_iso(self.clock() - timedelta(seconds=limit))
         rows = await self.store.fetchall(
             "SELECT id, claimed_by FROM outbox WHERE status = 'sending' AND claimed_at <= ?",
             (cutoff,),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +15,7 @@ from core.app import App
 from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
+from tests.fakes.wait import until
 
 AppFactory = Callable[..., Awaitable[App]]
 
@@ -45,12 +45,12 @@ async def make_app(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[AppFactor
 
 async def wait_done(app: App, run_id: int, limit_s: float = 20) -> Run:
     """Poll a background run until it finishes (bounded)."""
-    for _ in range(int(limit_s / 0.02)):
+
+    async def finished() -> Run | None:
         run = await app.runner.runs.get(run_id)
-        if run is not None and run.done:
-            return run
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not finish")
+        return run if run is not None and run.done else None
+
+    return await until(finished, limit_s, f"run {run_id} finishing")
 
 
 async def add_run(app: App, agent: str, trigger: str, **fields: Any) -> int:

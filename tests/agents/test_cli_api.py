@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.fakes.llm import FakeLLM, Reply, echo
+from tests.fakes.wait import until
 from tests.procs import run_cli as openclaw
 from tests.procs import start_serve
 
@@ -95,12 +95,11 @@ async def test_bad_names_and_ids(env: dict[str, str]) -> None:
 
 
 async def poll_run(client: httpx.AsyncClient, run_id: int) -> dict[str, Any]:
-    for _ in range(300):
+    async def finished() -> dict[str, Any] | None:
         run: dict[str, Any] = (await client.get(f"/api/runs/{run_id}")).json()
-        if run["status"] not in ("queued", "running"):
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError("run did not finish")
+        return run if run["status"] not in ("queued", "running") else None
+
+    return await until(finished, 15, f"run {run_id} finishing")
 
 
 async def test_serve_runs_agents_from_the_api_and_from_the_cli_queue(
@@ -137,11 +136,12 @@ async def test_serve_runs_agents_from_the_api_and_from_the_cli_queue(
             assert (await c.get("/api/runs", params={"limit": "0"})).status_code == 400
             status = (await c.get("/api/status")).json()
             assert status["queues"]["agents_running"] == 0
-            for _ in range(100):  # the delivery worker sends the log rows
-                if status["queues"]["outbox_pending"] == 0:
-                    break
-                await asyncio.sleep(0.05)
-                status = (await c.get("/api/status")).json()
-            assert status["queues"]["outbox_pending"] == 0
+
+            async def outbox_empty() -> bool:
+                queues = (await c.get("/api/status")).json()["queues"]
+                return bool(queues["outbox_pending"] == 0)
+
+            # the delivery worker sends the log rows
+            await until(outbox_empty, 5, "the outbox emptying")
     finally:
         assert await served.stop() == 0

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from core.agents.runner import MAX_RECOVERIES, UnknownAgent
-from core.agents.runs import Trigger
+from core.agents.runs import Runs, Status, Trigger
 from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_run, add_trigger, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
+from tests.fakes.wait import until
 
 
 def agent(name: str, **kw: Any) -> dict[str, Any]:
@@ -195,12 +196,14 @@ async def test_agent_limit_queues_the_rest_visibly(make_app: AppFactory, fake_ll
     )
     ids = [await app.runner.start(f"a{i}", "api") for i in range(5)]
     seen_waiting = 0
-    for _ in range(200):
+
+    def all_through() -> bool:
+        nonlocal seen_waiting
         depth = app.runner.queue_depths()
         seen_waiting = max(seen_waiting, depth["agents_waiting"])
-        if depth["agents_waiting"] == 0 and depth["agents_running"] == 0 and seen_waiting:
-            break
-        await asyncio.sleep(0.01)
+        return depth["agents_waiting"] == 0 and depth["agents_running"] == 0 and seen_waiting > 0
+
+    await until(all_through, 20, "every run through the two agent slots")
     runs = [await wait_done(app, rid) for rid in ids]
     assert all(r.status == "ok" for r in runs)
     assert app.runner.peak["agents"] == 2
@@ -373,3 +376,30 @@ async def test_a_retry_interrupted_again_is_retried_up_to_the_limit(
     again = await runs.get(requeued[0])
     assert again is not None and (again.trigger, again.parent_run) == ("recovery", short[-1])
     assert not [r for r in await runs.recent("q", 50) if r.parent_run == spent[-1]]
+
+
+async def test_a_runs_times_come_from_its_clock_and_its_enums_read_as_text(
+    make_app: AppFactory,
+) -> None:
+    app = await make_app([agent("q")])
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    runs = Runs(app.store, clock=lambda: now)
+    async with app.store.transaction() as tx:
+        rid = await runs.create(tx, "q", Trigger.CLI)
+    now += timedelta(seconds=5)
+    await runs.start(rid, "s-1")
+    now += timedelta(seconds=5)
+    async with app.store.transaction() as tx:
+        await runs.finish(tx, rid, Status.OK, output="done")
+    run = await runs.get(rid)
+    assert run is not None
+    assert (run.created_at, run.started_at, run.finished_at) == (
+        "2026-03-01T12:00:00.000000Z",
+        "2026-03-01T12:00:05.000000Z",
+        "2026-03-01T12:00:10.000000Z",
+    )
+    assert (run.trigger, run.status) == (Trigger.CLI, Status.OK)
+    stored = await app.store.fetchall("SELECT trigger, status FROM runs WHERE id = ?", (rid,))
+    assert tuple(stored[0]) == ("cli", "ok")  # the same text as before the enums
+    shown = json.loads(json.dumps(run.as_dict()))
+    assert (shown["trigger"], shown["status"]) == ("cli", "ok")

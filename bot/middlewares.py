@@ -4,6 +4,10 @@ Updates from users on neither list are dropped, silently. Admin rights hold only
 private chat with the bot: in a group everything the bot answers is read by members
 who may not be on any list, so there an admin is treated as a read-only user, and the
 admin-only commands and buttons get a short "use a private chat" answer instead.
+
+Every admin-only handler is registered with :func:`admin_only`: one filter
+(:data:`IS_ADMIN`) guards them all, and whoever else sends the command or presses the
+button gets that handler's refusal.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
+from aiogram.dispatcher.event.telegram import TelegramEventObserver
 from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramAPIError
-from aiogram.filters import Command
+from aiogram.filters import Command, Filter
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
 from bot.callbacks import AgentCb, ApprovalCb, RunCb
@@ -110,3 +115,32 @@ async def _refuse_message(message: Message, bot: Bot) -> None:
 
 async def _refuse_button(query: CallbackQuery) -> None:
     await query.answer(PRIVATE_ONLY + ".", show_alert=True)
+
+
+class IsAdmin(Filter):
+    """Passes an admin in a private chat (``is_admin``, set by :class:`AccessMiddleware`)."""
+
+    async def __call__(self, event: TelegramObject, is_admin: bool = False) -> bool:
+        return is_admin
+
+
+IS_ADMIN = IsAdmin()
+
+
+def admin_only(
+    observer: TelegramEventObserver,
+    handler: Callable[..., Awaitable[Any]],
+    refusal: str,
+    *filters: Any,
+) -> None:
+    """Register ``handler`` for admins only; anyone else whose update passes ``filters``
+    is answered ``refusal`` (on a button, as an alert) and nothing else happens."""
+    observer.register(handler, *filters, IS_ADMIN)
+
+    async def refuse(event: Message | CallbackQuery) -> None:
+        if isinstance(event, CallbackQuery):
+            await event.answer(refusal, show_alert=True)
+        else:
+            await event.answer(refusal)
+
+    observer.register(refuse, *filters)

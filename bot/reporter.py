@@ -24,8 +24,8 @@ from bot.live import LiveMessage
 from bot.sending import PartialSend, describe, send_parts
 from bot.text import escape
 from bot.views import attempt_line, progress_text, run_result
+from core.agents.runner import AgentRunner
 from core.agents.runs import Run
-from core.app import App
 from core.engine.ledger import RequestMeta
 from core.types import Attempt
 
@@ -53,8 +53,8 @@ def result_keyboard(run_id: int) -> InlineKeyboardMarkup:
 class RunReporter:
     """Tracks chat-started runs; an engine observer feeds it the attempts."""
 
-    def __init__(self, app: App, bot: Bot) -> None:
-        self.app = app
+    def __init__(self, runner: AgentRunner, bot: Bot) -> None:
+        self.runner = runner
         self.bot = bot
         self.tracked: dict[str, Progress] = {}
         self._tasks: set[asyncio.Task[Run]] = set()
@@ -105,7 +105,7 @@ class RunReporter:
         try:
             await live.post(progress_text(prog.agent, prog.run_id, prog.lines))
             async with ChatActionSender.typing(bot=self.bot, chat_id=live.chat_id):
-                run = await self.app.runner.wait(prog.run_id)
+                run = await self.runner.wait(prog.run_id)
         finally:
             self.tracked.pop(str(prog.run_id), None)
         done = "\n".join([f"Run #{run.id} of {prog.agent}: {run.status}", *prog.lines[-8:]])

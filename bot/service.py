@@ -36,7 +36,7 @@ from bot.routers.status import make_status_router
 from bot.routers.usage import make_usage_router
 from bot.sending import PartialSend, SendPath, describe, send_parts
 from bot.views import ADMIN_COMMANDS, READ_ONLY
-from core.app import App
+from core.facade import Facade
 
 log = logging.getLogger("openclaw.bot")
 WEBHOOK_PATH = "/telegram/webhook"
@@ -86,9 +86,10 @@ async def _send_failed(event: ErrorEvent, bot: Bot) -> None:
 class TelegramBot:
     """The bot: routers per feature, access middleware, the outbox channel, approvals."""
 
-    def __init__(self, app: App, token: str, api_base: str | None = None) -> None:
-        self.app = app
-        cfg = app.config.telegram
+    def __init__(self, facade: Facade, token: str, api_base: str | None = None) -> None:
+        self.facade = facade
+        self.config = facade.config
+        cfg = facade.config.telegram
         session = (
             AiohttpSession(api=TelegramAPIServer.from_base(api_base))
             if api_base
@@ -104,9 +105,9 @@ class TelegramBot:
         # every send and edit of the bot (replies, digests, approvals) is paced, ordered
         # and retried here, with one set of budgets
         self.send_path = SendPath.of(self.bot)
-        self.reporter = RunReporter(app, self.bot)
+        self.reporter = RunReporter(facade.runner, self.bot)
         self.approvals = ApprovalMessages(self.bot, cfg.admins, self.reporter)
-        self.dp = Dispatcher(app=app, reporter=self.reporter, started_at=time.monotonic())
+        self.dp = Dispatcher(facade=facade, reporter=self.reporter, started_at=time.monotonic())
         self.dp.update.outer_middleware(AccessMiddleware(cfg))
         self.dp.callback_query.outer_middleware(AnswerEveryPress())
         self.dp.include_routers(
@@ -133,18 +134,17 @@ class TelegramBot:
     async def start(self) -> None:
         """Plug into the app (channel, approvals, progress, status), register the commands,
         then poll (or set the webhook)."""
-        self.app.delivery.channels["telegram"] = TelegramChannel(self.bot)
-        self.app.approvals.notifiers.append(self.approvals.notify)
-        self.app.approvals.closers.append(self.approvals.close)
-        self.app.engine.observers.append(self.reporter.observe)
-        self.app.status_hooks["telegram"] = self.status
+        self.facade.add_channel("telegram", TelegramChannel(self.bot))
+        self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
+        self.facade.add_attempt_observer(self.reporter.observe)
+        self.facade.add_status_hook("telegram", self.status)
         try:
             await self._register_commands()
         except Exception as e:  # Telegram down at boot must not take serve down with it
             log.warning("Telegram: could not register commands (%s); going on", e)
         if self.mode == "webhook":
-            cfg = self.app.config.telegram
-            secret = self.app.settings.secret(cfg.webhook_secret_env)
+            cfg = self.config.telegram
+            secret = self.facade.settings.secret(cfg.webhook_secret_env)
             if secret is None:
                 raise RuntimeError(
                     f"webhook mode needs {cfg.webhook_secret_env} (a random "
@@ -174,12 +174,12 @@ class TelegramBot:
         ]
         admins = [BotCommand(command=c, description=d) for c, d in ADMIN_COMMANDS]
         await self.bot.set_my_commands(everyone, scope=BotCommandScopeDefault())
-        for admin in self.app.config.telegram.admins:
+        for admin in self.config.telegram.admins:
             with contextlib.suppress(Exception):  # an admin who never opened the bot
                 await self.bot.set_my_commands(admins, scope=BotCommandScopeChat(chat_id=admin))
 
     def _start_polling(self) -> None:
-        timeout = self.app.config.telegram.polling_timeout_s
+        timeout = self.config.telegram.polling_timeout_s
         self._polling = asyncio.create_task(
             self.dp.start_polling(
                 self.bot, polling_timeout=timeout, handle_signals=False, close_bot_session=False
@@ -190,7 +190,7 @@ class TelegramBot:
     async def _watch(self) -> None:
         """getUpdates silent for longer than its timeout plus a margin, or the polling task
         gone (aiogram ends it when getMe fails at start): reconnect."""
-        cfg = self.app.config.telegram
+        cfg = self.config.telegram
         limit = cfg.polling_timeout_s + cfg.watchdog_margin_s
         while True:
             await asyncio.sleep(min(5.0, limit / 4))
@@ -244,7 +244,7 @@ class TelegramBot:
 
     def summary(self) -> str:
         """The start-up line."""
-        cfg = self.app.config.telegram
+        cfg = self.config.telegram
         return (
             f"Telegram bot: on ({self.mode}), {len(cfg.admins)} admins, "
             f"{len(cfg.allowed_users)} more allowed users"

@@ -7,7 +7,8 @@ from typing import Any
 from bot.text import escape, truncate
 from core.agents.runs import Run
 from core.engine.approvals import ApprovalRecord
-from core.engine.ledger import TARGET_SHARE, UsageReport
+from core.engine.ledger import TARGET_SHARE, TraceStep, UsageReport
+from core.overview import AgentRow, StatusSnapshot
 from core.types import Attempt
 
 STATUS_ICON = {
@@ -48,39 +49,38 @@ def help_text(is_admin: bool) -> str:
     return "\n".join(lines)
 
 
-def agents_text(rows: list[dict[str, Any]], page: int, pages: int) -> str:
+def agents_text(rows: list[AgentRow], page: int, pages: int) -> str:
     """The /agents list (one page)."""
     if not rows:
         return "No agents are configured. Add <code>[[agents]]</code> to the config."
     lines = [f"<b>Agents</b> (page {page + 1}/{pages})"]
     for r in rows:
-        icon = STATUS_ICON.get(r["last_status"] or "", "·")
+        icon = STATUS_ICON.get(r.last_status or "", "·")
         when = (
             "disabled"
-            if not r["enabled"]
-            else (
-                f"next {r['next_fire'][:16].replace('T', ' ')}" if r["next_fire"] else "on demand"
-            )
+            if not r.enabled
+            else (f"next {r.next_fire[:16].replace('T', ' ')}" if r.next_fire else "on demand")
         )
         lines.append(
-            f"{icon} <b>{escape(r['name'])}</b> — {escape(r['schedule'] or '')} "
-            f"{escape(when)}".replace("  ", " ")
+            f"{icon} <b>{escape(r.name)}</b> — {escape(r.schedule or '')} {escape(when)}".replace(
+                "  ", " "
+            )
         )
     return "\n".join(lines)
 
 
-def agent_detail(row: dict[str, Any], runs: list[Run]) -> str:
+def agent_detail(row: AgentRow, runs: list[Run]) -> str:
     """One agent: schedule, state, cost today, last runs."""
-    lines = [f"<b>{escape(row['name'])}</b>"]
-    if row["description"]:
-        lines.append(escape(row["description"]))
-    sched = f"{row['schedule']} ({row['timezone']})" if row["schedule"] else "on demand"
+    lines = [f"<b>{escape(row.name)}</b>"]
+    if row.description:
+        lines.append(escape(row.description))
+    sched = f"{row.schedule} ({row.timezone})" if row.schedule else "on demand"
     lines.append(f"Schedule: {escape(sched)}")
-    if row["next_fire"]:
-        lines.append(f"Next: {escape(row['next_fire'][:16].replace('T', ' '))}")
-    state = "enabled" if row["enabled"] else f"disabled ({row['disabled_reason'] or ''})"
+    if row.next_fire:
+        lines.append(f"Next: {escape(row.next_fire[:16].replace('T', ' '))}")
+    state = "enabled" if row.enabled else f"disabled ({row.disabled_reason or ''})"
     lines.append(f"State: {escape(state)}")
-    lines.append(f"Cost today: ${row['cost_today_usd']:.4f}")
+    lines.append(f"Cost today: ${row.cost_today_usd:.4f}")
     if runs:
         lines.append("")
         lines.append("<b>Last runs</b>")
@@ -125,15 +125,15 @@ def attempt_line(a: Attempt) -> str:
     return f"tier {a.tier} {a.ref}: {a.outcome}{reason}"
 
 
-def trace_text(run: Run, rows: list[dict[str, Any]]) -> str:
+def trace_text(run: Run, steps: list[TraceStep]) -> str:
     """The route trace of a run (Details button)."""
     lines = [f"<b>Route of #{run.id}</b> ({escape(run.agent)})"]
-    for r in rows:
-        reason = f" — {escape(truncate(r['reason'], 120))}" if r["reason"] else ""
+    for s in steps:
+        reason = f" — {escape(truncate(s.reason, 120))}" if s.reason else ""
         lines.append(
-            f"tier {r['tier']} {escape(r['provider'])}/{escape(r['model'])}: "
-            f"<b>{escape(r['outcome'])}</b> {r['latency_ms']:.0f} ms, "
-            f"{r['input_tokens']}→{r['output_tokens']} tok, ${r['cost_usd']:.5f}"
+            f"tier {s.tier} {escape(s.provider)}/{escape(s.model)}: "
+            f"<b>{escape(s.outcome)}</b> {s.latency_ms:.0f} ms, "
+            f"{s.input_tokens}→{s.output_tokens} tok, ${s.cost_usd:.5f}"
             f"{reason}"
         )
     if len(lines) == 1:
@@ -173,25 +173,23 @@ def model_costs_text(r: UsageReport) -> str:
     return "\n".join(lines)
 
 
-def status_text(status: dict[str, Any]) -> str:
+def status_text(status: StatusSnapshot) -> str:
     """/status: health per tier, breakers, queues, approvals, deliveries, uptime."""
-    lines = [f"<b>OpenClaw {escape(status['version'])}</b> · up {status['uptime_s']:.0f}s"]
-    for tier in status["tiers"]:
-        lines.append(f"<b>Tier {tier['level']}</b>: {escape(tier['state'])}")
-        for m in status["models"]:
-            if m["tier"] == tier["level"]:
-                lat = f" {m['last_latency_ms']:.0f} ms" if m["last_latency_ms"] else ""
-                err = f" — {escape(truncate(m['last_error'], 80))}" if m["last_error"] else ""
-                lines.append(f"  {escape(m['model'])}: {escape(m['state'])}{lat}{err}")
-    q = status["queues"]
+    lines = [f"<b>OpenClaw {escape(status.version)}</b> · up {status.uptime_s:.0f}s"]
+    for tier in status.tiers:
+        lines.append(f"<b>Tier {tier.level}</b>: {escape(tier.state)}")
+        for m in status.models:
+            if m.tier == tier.level:
+                lat = f" {m.last_latency_ms:.0f} ms" if m.last_latency_ms else ""
+                err = f" — {escape(truncate(m.last_error, 80))}" if m.last_error else ""
+                lines.append(f"  {escape(m.model)}: {escape(m.state)}{lat}{err}")
+    q = status.queues
     lines.append(
-        f"Queues: agents {q['agents_running']} running / {q['agents_waiting']} "
-        f"waiting, subagents {q['subagents_running']} / {q['subagents_waiting']}"
+        f"Queues: agents {q.agents_running} running / {q.agents_waiting} "
+        f"waiting, subagents {q.subagents_running} / {q.subagents_waiting}"
     )
-    lines.append(
-        f"Pending: {status['pending_approvals']} approvals, {q['outbox_pending']} deliveries"
-    )
-    tg = status.get("telegram")
+    lines.append(f"Pending: {status.pending_approvals} approvals, {q.outbox_pending} deliveries")
+    tg = status.plugins.get("telegram")
     if tg:
         lines.append(f"Telegram: {escape(tg['mode'])}, {escape(tg['state'])}")
     return "\n".join(lines)

@@ -7,8 +7,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -24,14 +25,16 @@ from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookCha
 from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
 from core.embedded.supervisor import EmbeddedModel, embedded_models
-from core.engine.approvals import ApprovalBroker
+from core.engine.approvals import ApprovalBroker, Closer, Notifier
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
 from core.engine.ledger import Ledger
 from core.errors import StoreUnavailable
+from core.facade import AttemptObserver, Facade
 from core.ops.metrics import Metrics
 from core.ops.owners import owner_id
+from core.overview import Overview, StatusHook
 from core.providers import build_provider
 from core.providers.base import Provider
 from core.store.path import unwritable
@@ -91,11 +94,10 @@ class App:
     delivery: DeliveryWorker
     scheduler: Scheduler
     approvals: ApprovalBroker
+    overview: Overview
     owner: str
     http: _Http = field(default_factory=_Http)
     embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
-    # parts that plug in (the Telegram bot) report their state in /api/status this way
-    status_hooks: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -104,13 +106,15 @@ class App:
         settings: Settings,
         db_path: Path | None = None,
         base_dir: Path | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> App:
         """Open the store (migrations applied), build one client per provider, wire the engine,
         the agent runner and the delivery outbox.
 
         A provider whose API key variable is unset stays out of routing instead of
         failing at request time. ``base_dir`` (the CLI passes the config file's folder) is
-        where relative input files and ``templates/`` are looked up.
+        where relative input files and ``templates/`` are looked up. ``clock`` is the wall
+        clock of the scheduler, the budget guard and the overview (tests drive their own).
         """
         path = db_path or settings.db_path()
         try:
@@ -153,7 +157,11 @@ class App:
 
         # an approval that reached no admin was decided by the default: say so
         approvals.alerts.append(alert_from("approvals"))
-        budget = BudgetGuard(store, config, alert_from("budget")) if config.budgets.any else None
+        budget = (
+            BudgetGuard(store, config, alert_from("budget"), clock=clock)
+            if config.budgets.any
+            else None
+        )
         engine = Engine(
             config,
             providers,
@@ -189,7 +197,19 @@ class App:
             "webhook": WebhookChannel(config, settings, http()),
         }
         delivery = DeliveryWorker(outbox, channels, owner)
-        scheduler = Scheduler(config, runner, runner.states, store)
+        scheduler = Scheduler(config, runner, runner.states, store, clock=clock)
+        embedded = embedded_models(providers)
+        overview = Overview(
+            config,
+            store,
+            runner=runner,
+            scheduler=scheduler,
+            health=health,
+            outbox=outbox,
+            approvals=approvals,
+            embedded=embedded,
+            clock=clock,
+        )
         return cls(
             config,
             settings,
@@ -204,10 +224,49 @@ class App:
             delivery,
             scheduler,
             approvals,
+            overview,
             owner,
             http,
-            embedded_models(providers),
+            embedded,
         )
+
+    @cached_property
+    def facade(self) -> Facade:
+        """The narrow door the gateway and the bot get instead of the whole app."""
+        return Facade(
+            config=self.config,
+            settings=self.settings,
+            engine=self.engine,
+            budget=self.engine.budget,
+            runner=self.runner,
+            runs=self.runner.runs,
+            states=self.runner.states,
+            approvals=self.approvals,
+            ledger=self.ledger,
+            overview=self.overview,
+            metrics=self.metrics,
+            add_channel=self.add_channel,
+            set_approval_notifier=self.set_approval_notifier,
+            add_attempt_observer=self.add_attempt_observer,
+            add_status_hook=self.add_status_hook,
+        )
+
+    def add_channel(self, name: str, channel: Channel) -> None:
+        """Deliver outbox rows whose target is ``name:…`` through ``channel``."""
+        self.delivery.channels[name] = channel
+
+    def set_approval_notifier(self, notify: Notifier, close: Closer) -> None:
+        """Show pending approvals through ``notify``; update the copies through ``close``."""
+        self.approvals.notifiers.append(notify)
+        self.approvals.closers.append(close)
+
+    def add_attempt_observer(self, observer: AttemptObserver) -> None:
+        """Call ``observer`` with every attempt the engine records."""
+        self.engine.observers.append(observer)
+
+    def add_status_hook(self, name: str, hook: StatusHook) -> None:
+        """Show ``hook()`` as ``name`` in /api/status and the bot's /status."""
+        self.overview.add_status_hook(name, hook)
 
     async def start_embedded(self) -> None:
         """Start the embedded model processes (for commands that call models). One that

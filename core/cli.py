@@ -358,7 +358,7 @@ def _extensions(app: App) -> list[Extension]:
         return []
     plugin = importlib.import_module("bot.service")
     ext: Extension = plugin.TelegramBot(
-        app, token.get_secret_value(), app.settings.telegram_api_base
+        app.facade, token.get_secret_value(), app.settings.telegram_api_base
     )
     return [ext]
 
@@ -511,11 +511,9 @@ async def _doctor(args: argparse.Namespace, settings: Settings, config: Config, 
 
 
 async def _agents(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    from core.overview import agents_overview
-
     app = await _with_app(args, settings, config)
     try:
-        rows = await agents_overview(app)
+        rows = await app.overview.agents()
     finally:
         await app.close()
     if not rows:
@@ -526,14 +524,14 @@ async def _agents(args: argparse.Namespace, settings: Settings, config: Config, 
         f" {'today $':>9}"
     )
     for r in rows:
-        state = r["last_status"] or "-"
-        nxt = r["next_fire"] or ("disabled" if not r["enabled"] else "-")
+        state = r.last_status or "-"
+        nxt = r.next_fire or ("disabled" if not r.enabled else "-")
         print(
-            f"{r['name']:<24} {r['schedule'] or 'on demand':<16} {r['timezone']:<16}"
-            f" {nxt[:25]:<26} {state:<12} {r['cost_today_usd']:>9.4f}"
+            f"{r.name:<24} {r.schedule or 'on demand':<16} {r.timezone:<16}"
+            f" {nxt[:25]:<26} {state:<12} {r.cost_today_usd:>9.4f}"
         )
-        if r["disabled_reason"]:
-            print(f"  disabled: {r['disabled_reason']}")
+        if r.disabled_reason:
+            print(f"  disabled: {r.disabled_reason}")
     return 0
 
 

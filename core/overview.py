@@ -1,62 +1,259 @@
-"""What the CLI, the gateway and the bot show about agents and runs."""
+"""What the CLI, the gateway and the bot show about agents, runs and the system's health."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from core import __version__
-from core.app import App
+from core.config.models import Config
 from core.store.times import utcnow_iso
 
+if TYPE_CHECKING:
+    from core.agents.runner import AgentRunner
+    from core.agents.scheduler import Scheduler
+    from core.delivery.outbox import Outbox
+    from core.embedded.supervisor import EmbeddedModel
+    from core.engine.approvals import ApprovalBroker
+    from core.engine.health import HealthBoard
+    from core.store.base import Store
 
-async def agents_overview(app: App) -> list[dict[str, Any]]:
-    """One row per configured agent: schedule, next fire, state, last run, cost today."""
-    rows = []
-    for agent in app.config.agents:
-        state = await app.runner.states.get(agent.name)
-        last = await app.runner.runs.recent(agent.name, limit=1)
-        tz = ZoneInfo(agent.timezone)
-        midnight = datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        nxt = None if state.disabled else app.scheduler.next_fire(agent)
-        rows.append(
-            {
-                "name": agent.name,
-                "description": agent.description,
-                "kind": agent.kind,
-                "schedule": agent.schedule,
-                "timezone": agent.timezone,
-                "enabled": agent.enabled and not state.disabled,
-                "disabled_reason": state.disabled_reason
-                if state.disabled
-                else (None if agent.enabled else "enabled = false in the config"),
-                "next_fire": nxt.isoformat() if nxt else None,
-                "last_status": last[0].status if last else None,
-                "last_run": last[0].id if last else None,
-                "consecutive_failures": state.consecutive_failures,
-                "cost_today_usd": await app.runner.runs.cost_today(
-                    agent.name, utcnow_iso(midnight)
-                ),
-                "deliver": agent.deliver,
-            }
+# a part that plugs in (the Telegram bot) reports its own state in the status this way
+StatusHook = Callable[[], dict[str, Any]]
+TELEGRAM_OFF = {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One configured agent: schedule, next fire, state, last run, cost today."""
+
+    name: str
+    description: str
+    kind: str
+    schedule: str | None
+    timezone: str
+    enabled: bool
+    disabled_reason: str | None
+    next_fire: str | None
+    last_status: str | None
+    last_run: int | None
+    consecutive_failures: int
+    cost_today_usd: float
+    deliver: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as /api/agents answers it (keys in this order)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    level: int
+    models: list[str]
+    requires_approval: bool
+    state: str  # "ok" while some model may be called, else "down (…)"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A model's breaker, as the health board knows it, and where it sits."""
+
+    model: str
+    state: str
+    cooldown_left_s: float
+    consecutive_failures: int
+    last_outcome: str
+    last_error: str
+    last_latency_ms: float | None
+    tier: int
+    provider: str
+    api: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queues:
+    agents_waiting: int
+    agents_running: int
+    subagents_waiting: int
+    subagents_running: int
+    outbox_pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """Everything /api/status and the bot's /status show. No secrets."""
+
+    version: str
+    uptime_s: float
+    tiers: list[TierState]
+    models: list[ModelState]
+    embedded: list[dict[str, Any]]  # each embedded model's own describe()
+    queues: Queues
+    pending_approvals: int
+    plugins: dict[str, dict[str, Any]]  # "telegram" (off unless the bot reports) and others
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as /api/status answers it (keys in this order)."""
+        return {
+            "version": self.version,
+            "uptime_s": self.uptime_s,
+            "tiers": [asdict(t) for t in self.tiers],
+            "models": [asdict(m) for m in self.models],
+            "embedded": self.embedded,
+            "queues": asdict(self.queues),
+            "pending_approvals": self.pending_approvals,
+            **self.plugins,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Ready when the store is writable and some tier has a healthy model."""
+
+    store_ok: bool
+    tiers: dict[str, str]  # tier level → "ok" or what is down
+
+    @property
+    def ready(self) -> bool:
+        return self.store_ok and any(v == "ok" for v in self.tiers.values())
+
+
+# the agents overview in one statement, whatever the number of agents: before, each agent
+# cost three (its state, its last run, its cost today), 3,000 for a page of 1,000 agents
+_AGENTS_SQL = (
+    "WITH wanted (agent, day_start) AS (VALUES {values})"
+    " SELECT w.agent, s.consecutive_failures, s.disabled, s.disabled_reason,"
+    " last.id, last.status,"
+    " (SELECT COALESCE(SUM(r.cost_usd), 0) FROM runs r"
+    " WHERE r.agent = w.agent AND r.created_at >= w.day_start)"
+    " FROM wanted w"
+    " LEFT JOIN agent_state s ON s.agent = w.agent"
+    " LEFT JOIN runs last ON last.id = (SELECT MAX(r.id) FROM runs r WHERE r.agent = w.agent)"
+)
+
+
+class Overview:
+    """Read-only views over the config, the store and the live parts, stamped with ``clock``."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        runner: AgentRunner,
+        scheduler: Scheduler,
+        health: HealthBoard,
+        outbox: Outbox,
+        approvals: ApprovalBroker,
+        embedded: dict[str, EmbeddedModel],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self.scheduler = scheduler
+        self.health = health
+        self.outbox = outbox
+        self.approvals = approvals
+        self.embedded = embedded
+        self.clock = clock
+        self.status_hooks: dict[str, StatusHook] = {}
+
+    def add_status_hook(self, name: str, hook: StatusHook) -> None:
+        """``hook()`` is shown as ``name`` in every status snapshot (replacing the default)."""
+        self.status_hooks[name] = hook
+
+    async def agents(self) -> list[AgentRow]:
+        """One row per configured agent, in config order, from one query."""
+        agents = self.config.agents
+        if not agents:
+            return []
+        now = self.clock()
+        params: list[str] = []
+        for agent in agents:
+            local = now.astimezone(ZoneInfo(agent.timezone))
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            params += [agent.name, utcnow_iso(midnight)]
+        sql = _AGENTS_SQL.format(values=", ".join(["(?, ?)"] * len(agents)))
+        found = {r[0]: r for r in await self.store.fetchall(sql, params)}
+        rows = []
+        for agent in agents:
+            _, failures, disabled_flag, reason, last_run, last_status, cost = found[agent.name]
+            disabled = bool(disabled_flag)
+            nxt = None if disabled else self.scheduler.next_fire(agent)
+            rows.append(
+                AgentRow(
+                    name=agent.name,
+                    description=agent.description,
+                    kind=agent.kind,
+                    schedule=agent.schedule,
+                    timezone=agent.timezone,
+                    enabled=agent.enabled and not disabled,
+                    disabled_reason=reason
+                    if disabled
+                    else (None if agent.enabled else "enabled = false in the config"),
+                    next_fire=nxt.isoformat() if nxt else None,
+                    last_status=last_status,
+                    last_run=last_run,
+                    consecutive_failures=int(failures or 0),
+                    cost_today_usd=float(cost),
+                    deliver=agent.deliver,
+                )
+            )
+        return rows
+
+    def tier_health(self) -> dict[str, str]:
+        """Per tier: "ok" while some model may be called, else what is down."""
+        snap = self.health.snapshot(time.monotonic())
+        out = {}
+        for t in sorted(self.config.tiers, key=lambda t: t.level):
+            down = [f"{ref}: {snap.blocked[ref]}" for ref in t.models if ref in snap.blocked]
+            out[str(t.level)] = (
+                "ok" if len(down) < len(t.models) else "down (" + "; ".join(down) + ")"
+            )
+        return out
+
+    async def readiness(self) -> Readiness:
+        """Whether the store takes writes, and the health of each tier."""
+        return Readiness(await self.store.writable(), self.tier_health())
+
+    async def status(self, uptime_s: float) -> StatusSnapshot:
+        """The status snapshot: tiers, models, embedded models, queues, approvals, plug-ins."""
+        cfg = self.config
+        live = {row["model"]: row for row in self.health.status(time.monotonic())}
+        health = self.tier_health()
+        models = []
+        tiers = []
+        for t in sorted(cfg.tiers, key=lambda t: t.level):
+            tiers.append(TierState(t.level, t.models, t.requires_approval, health[str(t.level)]))
+            for ref in t.models:
+                provider = ref.split("/", 1)[0]
+                row = live.get(ref) or {"model": ref, **_UNTOUCHED}
+                models.append(
+                    ModelState(
+                        **row, tier=t.level, provider=provider, api=cfg.providers[provider].api
+                    )
+                )
+        depths = self.runner.queue_depths()
+        plugins = {name: hook() for name, hook in self.status_hooks.items()}
+        return StatusSnapshot(
+            version=__version__,
+            uptime_s=uptime_s,
+            tiers=tiers,
+            models=models,
+            embedded=[m.describe() for m in self.embedded.values()],
+            queues=Queues(**depths, outbox_pending=await self.outbox.pending_count()),
+            pending_approvals=len(await self.approvals.pending()),
+            plugins={"telegram": dict(TELEGRAM_OFF)} | plugins,
         )
-    return rows
-
-
-def tier_health(app: App) -> dict[str, str]:
-    """Per tier: "ok" while some model may be called, else what is down."""
-    snap = app.health.snapshot(time.monotonic())
-    out = {}
-    for t in sorted(app.config.tiers, key=lambda t: t.level):
-        down = [f"{ref}: {snap.blocked[ref]}" for ref in t.models if ref in snap.blocked]
-        out[str(t.level)] = "ok" if len(down) < len(t.models) else "down (" + "; ".join(down) + ")"
-    return out
 
 
 # a model no request has touched yet
-_UNTOUCHED = {
+_UNTOUCHED: dict[str, Any] = {
     "state": "closed",
     "cooldown_left_s": 0.0,
     "consecutive_failures": 0,
@@ -64,40 +261,3 @@ _UNTOUCHED = {
     "last_error": "",
     "last_latency_ms": None,
 }
-
-
-async def status_snapshot(app: App, uptime_s: float) -> dict[str, Any]:
-    """Everything /api/status and the bot's /status show. No secrets."""
-    cfg = app.config
-    live = {row["model"]: row for row in app.health.status(time.monotonic())}
-    health = tier_health(app)
-    models = []
-    tiers = []
-    for t in sorted(cfg.tiers, key=lambda t: t.level):
-        tiers.append(
-            {
-                "level": t.level,
-                "models": t.models,
-                "requires_approval": t.requires_approval,
-                "state": health[str(t.level)],
-            }
-        )
-        for ref in t.models:
-            provider = ref.split("/", 1)[0]
-            row = live.get(ref, {"model": ref, **_UNTOUCHED})
-            models.append(
-                {**row, "tier": t.level, "provider": provider, "api": cfg.providers[provider].api}
-            )
-    snap: dict[str, Any] = {
-        "version": __version__,
-        "uptime_s": uptime_s,
-        "tiers": tiers,
-        "models": models,
-        "embedded": [m.describe() for m in app.embedded.values()],
-        "queues": {**app.runner.queue_depths(), "outbox_pending": await app.outbox.pending_count()},
-        "pending_approvals": len(await app.approvals.pending()),
-    }
-    snap["telegram"] = {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
-    for name, hook in app.status_hooks.items():  # parts that plug in report themselves
-        snap[name] = hook()
-    return snap

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -271,3 +274,76 @@ async def test_doctor_never_prints_the_credentials_of_a_base_url(cli_env: dict[s
     assert code == 1
     assert "nothing answers at http://ops:***@127.0.0.1:9/?token=***" in out
     assert "hunter2-pw" not in out + err and "tok-secret-1" not in out + err
+
+
+AGENTS = """
+[[agents]]
+name = "morning"
+task = "chat"
+schedule = "0 7 * * *"
+timezone = "Europe/Berlin"
+message = "hi"
+
+[[agents]]
+name = "ondemand"
+task = "chat"
+message = "hi"
+
+[[agents]]
+name = "off"
+task = "chat"
+schedule = "0 8 * * *"
+enabled = false
+message = "hi"
+
+[[agents]]
+name = "paused"
+task = "chat"
+message = "hi"
+"""
+
+
+def _add_agents(config: Path) -> None:
+    config.write_text(config.read_text(encoding="utf-8") + AGENTS, encoding="utf-8")
+
+
+def _add_runs(db: str) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    with sqlite3.connect(db) as con:
+        con.executemany(
+            "INSERT INTO runs (agent, trigger, status, created_at, cost_usd)"
+            " VALUES (?, 'cli', ?, ?, ?)",
+            [("morning", "failed", now, 0.625), ("paused", "late", now, 0.25)],
+        )
+        con.execute(
+            "INSERT INTO agent_state (agent, disabled, disabled_reason)"
+            " VALUES ('paused', 1, 'by @x')"
+        )
+
+
+async def test_agents_table(cli_env: dict[str, str]) -> None:
+    """`openclaw agents`, byte for byte (but the next fire, which is the clock's)."""
+    await asyncio.to_thread(_add_agents, Path(cli_env["OPENCLAW_CONFIG"]))
+    code, out, err = await openclaw(cli_env, "runs")  # creates the database
+    assert code == 0, err
+    await asyncio.to_thread(_add_runs, cli_env["OPENCLAW_DB"])
+    code, out, err = await openclaw(cli_env, "agents")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert re.fullmatch(
+        r"morning {18}0 7 \* \* \* {8}Europe/Berlin {4}"
+        r"\d{4}-\d\d-\d\dT07:00:00\+0[12]:00  failed {10}0\.6250",
+        lines[1],
+    ), lines[1]
+    assert [lines[0], *lines[2:]] == [
+        "agent                    schedule         timezone         next fire                  last"
+        "           today $",
+        "ondemand                 on demand        UTC              -                          -   "
+        "            0.0000",
+        "off                      0 8 * * *        UTC              disabled                   -   "
+        "            0.0000",
+        "  disabled: enabled = false in the config",
+        "paused                   on demand        UTC              disabled                   late"
+        "            0.2500",
+        "  disabled: by @x",
+    ]

@@ -17,10 +17,11 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import ApprovalCb
+from bot.middlewares import admin_only
 from bot.reporter import RunReporter
 from bot.views import approval_outcome, approval_text
-from core.app import App
 from core.engine.approvals import ApprovalRecord, Copy, CopyShown
+from core.facade import Facade
 
 log = logging.getLogger("openclaw.bot")
 NOT_MODIFIED = "message is not modified"  # the copy already shows this: done
@@ -105,13 +106,10 @@ class ApprovalMessages:
             )
 
 
-async def pending(message: Message, app: App, is_admin: bool) -> None:
+async def pending(message: Message, facade: Facade) -> None:
     """Pending approvals, each with its buttons (admins only); each copy is recorded, so
     a decision closes it too."""
-    if not is_admin:
-        await message.answer("Only admins can see and decide approvals.")
-        return
-    records = await app.approvals.pending()
+    records = await facade.approvals.pending()
     if not records:
         await message.answer("No approvals are pending.")
         return
@@ -119,25 +117,23 @@ async def pending(message: Message, app: App, is_admin: bool) -> None:
         sent = await message.answer(
             approval_text(record), reply_markup=approval_keyboard(record.id)
         )
-        await app.approvals.add_copy(record.id, sent.chat.id, sent.message_id)
+        await facade.approvals.add_copy(record.id, sent.chat.id, sent.message_id)
 
 
-async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_admin: bool) -> None:
-    """First decision wins; later presses are told what happened."""
-    if not is_admin:  # also every press in a group chat (see AccessMiddleware)
-        await query.answer("Only admins can approve or deny.", show_alert=True)
-        return
+async def decide(query: CallbackQuery, callback_data: ApprovalCb, facade: Facade) -> None:
+    """First decision wins; later presses are told what happened. Admins only: that is
+    also every press in a group chat (see AccessMiddleware)."""
     if callback_data.action not in ("approve", "deny"):  # crafted: never read it as a deny
         await query.answer("Unknown action; use the Approve or Deny button.", show_alert=True)
         return
     by = f"@{query.from_user.username}" if query.from_user.username else str(query.from_user.id)
-    taken, text = await app.approvals.resolve(
+    taken, text = await facade.approvals.resolve(
         callback_data.approval_id, callback_data.action == "approve", by
     )
     await query.answer(text, show_alert=True)
     if not taken and query.message is not None:
         # a press on a copy that still has buttons: its closing failed earlier, retry it
-        await app.approvals.close_copy(
+        await facade.approvals.close_copy(
             callback_data.approval_id, query.message.chat.id, query.message.message_id
         )
 
@@ -145,6 +141,10 @@ async def decide(query: CallbackQuery, callback_data: ApprovalCb, app: App, is_a
 def make_approvals_router() -> Router:
     """A fresh router (a router can belong to one dispatcher only)."""
     router = Router(name="approvals")
-    router.message.register(pending, Command("approvals"))
-    router.callback_query.register(decide, ApprovalCb.filter())
+    admin_only(
+        router.message, pending, "Only admins can see and decide approvals.", Command("approvals")
+    )
+    admin_only(
+        router.callback_query, decide, "Only admins can approve or deny.", ApprovalCb.filter()
+    )
     return router

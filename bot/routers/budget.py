@@ -7,13 +7,13 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot.views import budget_text
-from core.app import App
+from core.facade import Facade
 
 
-async def budget(message: Message, app: App) -> None:
+async def budget(message: Message, facade: Facade) -> None:
     """The same figures as GET /api/budget."""
-    rows = await app.engine.budget.report() if app.engine.budget else []
-    await message.answer(budget_text(rows, app.config.budgets.timezone))
+    rows = await facade.budget.report() if facade.budget else []
+    await message.answer(budget_text(rows, facade.config.budgets.timezone))
 
 
 def make_budget_router() -> Router:

@@ -8,11 +8,12 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import RunCb
+from bot.middlewares import admin_only
 from bot.reporter import RunReporter
 from bot.sending import send_parts
 from bot.text import escape, truncate
 from bot.views import run_line, trace_text
-from core.app import App
+from core.facade import Facade
 from core.parsing import shown
 from core.suggest import close_matches
 
@@ -23,9 +24,9 @@ class UsageError(Exception):
     """A command with wrong arguments: the message is the usage to show."""
 
 
-def closest(app: App, name: str) -> str:
+def closest(facade: Facade, name: str) -> str:
     """The configured agents closest to ``name`` (else the first few), as HTML."""
-    names = [a.name for a in app.config.agents]
+    names = [a.name for a in facade.config.agents]
     pick = close_matches(name, names) or names[:8]
     return ", ".join(f"<code>{escape(n)}</code>" for n in pick) or "none configured"
 
@@ -38,32 +39,30 @@ def split_args(args: str | None) -> tuple[str, str]:
 
 
 async def run_agent(
-    message: Message, command: CommandObject, app: App, is_admin: bool, reporter: RunReporter
+    message: Message, command: CommandObject, facade: Facade, reporter: RunReporter
 ) -> None:
-    """/run <agent> [extra message]: progress edits, then the result with Rerun."""
-    if not is_admin:
-        await message.answer("Only admins can run agents.")
-        return
+    """/run <agent> [extra message] (admins only): progress edits, then the result with
+    Rerun."""
     name, extra = split_args(command.args)
-    if not name or app.config.agent(name) is None:
+    if not name or facade.config.agent(name) is None:
         what = f"No agent named <code>{escape(truncate(name, NAME_SHOWN))}</code>. " if name else ""
         raise UsageError(
-            f"{what}Usage: /run &lt;agent&gt; [extra message]\nAgents: {closest(app, name)}"
+            f"{what}Usage: /run &lt;agent&gt; [extra message]\nAgents: {closest(facade, name)}"
         )
     await reporter.start(
-        message.chat.id, name, lambda: app.runner.start(name, "chat", message=extra or None)
+        message.chat.id, name, lambda: facade.runner.start(name, "chat", message=extra or None)
     )
 
 
-async def list_runs(message: Message, command: CommandObject, app: App) -> None:
+async def list_runs(message: Message, command: CommandObject, facade: Facade) -> None:
     """/runs [agent]: recent runs, each with Rerun."""
     name = (command.args or "").strip() or None
-    if name is not None and app.config.agent(name) is None:
+    if name is not None and facade.config.agent(name) is None:
         raise UsageError(
             f"No agent named {escape(shown(name))}. Usage: /runs [agent]\n"
-            f"Agents: {closest(app, name)}"
+            f"Agents: {closest(facade, name)}"
         )
-    runs = await app.runner.runs.recent(name, limit=10)
+    runs = await facade.runs.recent(name, limit=10)
     if not runs:
         await message.answer("No runs yet.")
         return
@@ -75,43 +74,38 @@ async def list_runs(message: Message, command: CommandObject, app: App) -> None:
 
 
 async def rerun(
-    query: CallbackQuery, callback_data: RunCb, app: App, is_admin: bool, reporter: RunReporter
+    query: CallbackQuery, callback_data: RunCb, facade: Facade, reporter: RunReporter
 ) -> None:
-    """A new run of the same agent and message; its parent is the old one. The run starts
-    before the press is answered: a failed or late answer cannot stop it."""
-    if not is_admin:
-        await query.answer("Only admins can rerun.", show_alert=True)
-        return
-    old = await app.runner.runs.get(callback_data.run_id)
-    if old is None or app.config.agent(old.agent) is None:
+    """A new run of the same agent and message (admins only); its parent is the old one.
+    The run starts before the press is answered: a failed or late answer cannot stop it."""
+    old = await facade.runs.get(callback_data.run_id)
+    if old is None or facade.config.agent(old.agent) is None:
         await query.answer("That run's agent is gone.", show_alert=True)
         return
     chat_id = query.message.chat.id if query.message else query.from_user.id
-    run_id = await reporter.start(chat_id, old.agent, lambda: app.runner.rerun(old.id))
+    run_id = await reporter.start(chat_id, old.agent, lambda: facade.runner.rerun(old.id))
     await query.answer(f"Rerunning #{old.id} as #{run_id}…")
 
 
-async def details(query: CallbackQuery, callback_data: RunCb, app: App, bot: Bot) -> None:
+async def details(query: CallbackQuery, callback_data: RunCb, facade: Facade, bot: Bot) -> None:
     """The route trace: every attempt with tier, model, outcome, latency, tokens, cost."""
-    run = await app.runner.runs.get(callback_data.run_id)
+    run = await facade.runs.get(callback_data.run_id)
     if run is None:
         await query.answer("No such run.", show_alert=True)
         return
-    rows = await app.store.fetchall(
-        "SELECT tier, provider, model, outcome, reason, latency_ms, input_tokens,"
-        " output_tokens, cost_usd FROM attempts WHERE run_id = ? ORDER BY id",
-        (str(run.id),),
-    )
+    steps = await facade.ledger.trace(run.id)
     await query.answer()
     if query.message is not None:
-        await send_parts(bot, query.message.chat.id, trace_text(run, [dict(r) for r in rows]))
+        await send_parts(bot, query.message.chat.id, trace_text(run, steps))
 
 
 def make_runs_router() -> Router:
     """A fresh router (a router can belong to one dispatcher only)."""
     router = Router(name="runs")
-    router.message.register(run_agent, Command("run"))
+    admin_only(router.message, run_agent, "Only admins can run agents.", Command("run"))
     router.message.register(list_runs, Command("runs"))
-    router.callback_query.register(rerun, RunCb.filter(F.action == "rerun"))
+    admin_only(
+        router.callback_query, rerun, "Only admins can rerun.", RunCb.filter(F.action == "rerun")
+    )
     router.callback_query.register(details, RunCb.filter(F.action == "details"))
     return router

@@ -9,13 +9,12 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot.views import status_text
-from core.app import App
-from core.overview import status_snapshot
+from core.facade import Facade
 
 
-async def status(message: Message, app: App, started_at: float) -> None:
+async def status(message: Message, facade: Facade, started_at: float) -> None:
     """The same snapshot as /api/status, as text."""
-    snap = await status_snapshot(app, round(time.monotonic() - started_at, 1))
+    snap = await facade.overview.status(round(time.monotonic() - started_at, 1))
     await message.answer(status_text(snap))
 
 

@@ -97,6 +97,21 @@ class UsageReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One attempt of a run's route trace."""
+
+    tier: int
+    provider: str
+    model: str
+    outcome: str
+    reason: str
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
 def _primary_cost(config: Config, at_least: int) -> Cost | None:
     """The price of the first model of the lowest tier at or above ``at_least``."""
     for tier in sorted(config.tiers, key=lambda t: t.level):
@@ -225,6 +240,15 @@ class Ledger:
                 (INTERRUPTED, cost, r["id"]),
             )
         return len(dead)
+
+    async def trace(self, run_id: int) -> list[TraceStep]:
+        """A run's route trace: every attempt of it, in the order they were made."""
+        rows = await self.store.fetchall(
+            "SELECT tier, provider, model, outcome, reason, latency_ms, input_tokens,"
+            " output_tokens, cost_usd FROM attempts WHERE run_id = ? ORDER BY id",
+            (str(run_id),),
+        )
+        return [TraceStep(*r) for r in rows]
 
     async def report(
         self, since: timedelta, group: str = "tier", now: datetime | None = None

@@ -14,7 +14,6 @@ from aiohttp import web
 from core import __version__
 from core.agents.runner import AgentError, UnknownAgent
 from core.agents.runs import Trigger
-from core.app import App
 from core.engine.engine import Result, Started, new_request_id
 from core.engine.ledger import GROUPS, TARGET_SHARE
 from core.errors import (
@@ -24,6 +23,7 @@ from core.errors import (
     RoutingError,
     StoreUnavailable,
 )
+from core.facade import Facade
 from core.gateway.auth import FailureLimiter
 from core.gateway.openai_api import (
     ChunkWriter,
@@ -33,7 +33,6 @@ from core.gateway.openai_api import (
     route_names,
 )
 from core.ops.metrics import Metrics
-from core.overview import agents_overview, status_snapshot, tier_health
 from core.parsing import parse_id, parse_int, parse_since
 from core.types import StreamDelta
 
@@ -48,7 +47,7 @@ SSE_HEADERS = {
 
 @dataclass
 class GatewayState:
-    app: App
+    facade: Facade
     token: str
     limiter: FailureLimiter
     metrics: Metrics
@@ -80,19 +79,16 @@ async def health(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the store is writable and some tier has a healthy model."""
-    app = request.app[STATE].app
-    store_ok = await app.store.writable()
-    tiers = tier_health(app)
-    ready = store_ok and any(v == "ok" for v in tiers.values())
-    body = {"ready": ready, "store": "ok" if store_ok else "not writable", "tiers": tiers}
-    return _json(body, 200 if ready else 503)
+    r = await request.app[STATE].facade.overview.readiness()
+    body = {"ready": r.ready, "store": "ok" if r.store_ok else "not writable", "tiers": r.tiers}
+    return _json(body, 200 if r.ready else 503)
 
 
 async def status(request: web.Request) -> web.Response:
     """Health per model, tiers, queue depths, uptime, version. No secrets."""
     st = request.app[STATE]
-    snap = await status_snapshot(st.app, st.uptime_s())
-    snap["gateway"] = {"host": st.app.config.gateway.host, "port": st.port}
+    snap = (await st.facade.overview.status(st.uptime_s())).as_dict()
+    snap["gateway"] = {"host": st.facade.config.gateway.host, "port": st.port}
     snap["queues"]["gateway_in_flight"] = st.in_flight
     return _json(snap)
 
@@ -107,7 +103,7 @@ async def usage(request: web.Request) -> web.Response:
         raise GatewayError(400, str(e), param="since") from None
     if group not in GROUPS:
         raise GatewayError(400, f"group must be one of {', '.join(GROUPS)}", param="group")
-    r = await request.app[STATE].app.ledger.report(period, group)
+    r = await request.app[STATE].facade.ledger.report(period, group)
     return _json(
         {
             "since": r.since,
@@ -140,7 +136,7 @@ async def route(request: web.Request) -> web.Response:
         except ValueError as e:
             raise GatewayError(400, str(e), param="tier") from None
     try:
-        p = request.app[STATE].app.engine.plan(task=task, tier=tier)
+        p = request.app[STATE].facade.engine.plan(task=task, tier=tier)
     except RoutingError as e:
         raise GatewayError(400, str(e), param="tier" if tier is not None else "task") from None
     return _json(
@@ -174,7 +170,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def models(request: web.Request) -> web.Response:
     """OpenAI model list: one entry per route name."""
-    names = route_names(request.app[STATE].app.config)
+    names = route_names(request.app[STATE].facade.config)
     return _json(
         {
             "object": "list",
@@ -228,13 +224,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI ``POST /v1/chat/completions``, JSON or SSE."""
     st = request.app[STATE]
     rid = new_request_id()
-    call = parse_chat(st.app.config, await _body(request), rid)
+    call = parse_chat(st.facade.config, await _body(request), rid)
     st.in_flight += 1
     try:
         if call.stream:
             return await _stream(request, st, call.request, call.include_usage, rid)
         try:
-            result = await st.app.engine.complete(call.request)
+            result = await st.facade.engine.complete(call.request)
         except AllAttemptsFailed as e:
             raise _all_failed(e, rid) from None
         except RoutingError as e:
@@ -265,7 +261,7 @@ async def _stream(
     first = True
     finished = False
     try:
-        async with aclosing(st.app.engine.stream(req)) as items:
+        async with aclosing(st.facade.engine.stream(req)) as items:
             async for item in items:
                 if isinstance(item, Started):
                     writer.model = item.ref
@@ -345,7 +341,8 @@ async def _end(resp: web.StreamResponse, last: bytes) -> None:
 
 async def agents(request: web.Request) -> web.Response:
     """Every agent: schedule, next fire, enabled, last status, cost today."""
-    return _json({"agents": await agents_overview(request.app[STATE].app)})
+    rows = await request.app[STATE].facade.overview.agents()
+    return _json({"agents": [row.as_dict() for row in rows]})
 
 
 def _limit(request: web.Request) -> int:
@@ -357,14 +354,14 @@ def _limit(request: web.Request) -> int:
 
 async def runs(request: web.Request) -> web.Response:
     """Recent runs, newest first (``agent`` and ``limit`` filter)."""
-    app = request.app[STATE].app
+    facade = request.app[STATE].facade
     agent = request.query.get("agent")
     if agent is not None:
         try:  # the same message, with its "did you mean", as `openclaw runs --agent`
-            app.runner.agent(agent)
+            facade.runner.agent(agent)
         except UnknownAgent as e:
             raise GatewayError(404, str(e), param="agent", code="not_found") from None
-    found = await app.runner.runs.recent(agent, _limit(request))
+    found = await facade.runs.recent(agent, _limit(request))
     return _json({"runs": [r.as_dict() for r in found]})
 
 
@@ -377,7 +374,7 @@ def _run_id(request: web.Request) -> int:
 
 async def run_detail(request: web.Request) -> web.Response:
     """One run in full."""
-    run = await request.app[STATE].app.runner.runs.get(_run_id(request))
+    run = await request.app[STATE].facade.runs.get(_run_id(request))
     if run is None:
         raise GatewayError(404, "no such run", code="not_found")
     return _json(run.as_dict())
@@ -385,7 +382,7 @@ async def run_detail(request: web.Request) -> web.Response:
 
 async def start_run(request: web.Request) -> web.Response:
     """Start an agent now (202 with the run id; poll ``/api/runs/{id}``)."""
-    app = request.app[STATE].app
+    runner = request.app[STATE].facade.runner
     name = request.match_info["name"]
     body: Any = {}
     # body_exists, not can_read_body: the body deadline may have read it already (a body
@@ -398,7 +395,7 @@ async def start_run(request: web.Request) -> web.Response:
     if message is not None and not isinstance(message, str):
         raise GatewayError(400, "message must be a string", param="message")
     try:
-        rid = await app.runner.start(name, Trigger.API, message=message)
+        rid = await runner.start(name, Trigger.API, message=message)
     except UnknownAgent as e:
         raise GatewayError(404, str(e), code="not_found") from None
     return _json({"run_id": rid, "status": "queued", "agent": name}, 202)
@@ -406,10 +403,10 @@ async def start_run(request: web.Request) -> web.Response:
 
 async def rerun(request: web.Request) -> web.Response:
     """Run the same agent again with the same message, linked to the old run."""
-    app = request.app[STATE].app
+    runner = request.app[STATE].facade.runner
     old = _run_id(request)
     try:
-        rid = await app.runner.rerun(old)
+        rid = await runner.rerun(old)
     except (AgentError, UnknownAgent) as e:
         raise GatewayError(404, str(e), code="not_found") from None
     return _json({"run_id": rid, "status": "queued", "parent_run": old}, 202)
@@ -417,7 +414,6 @@ async def rerun(request: web.Request) -> web.Response:
 
 async def budget(request: web.Request) -> web.Response:
     """Caps with spent, reserved, remaining and a period-end forecast."""
-    app = request.app[STATE].app
-    guard = app.engine.budget
-    rows = await guard.report() if guard is not None else []
-    return _json({"timezone": app.config.budgets.timezone, "caps": rows})
+    facade = request.app[STATE].facade
+    rows = await facade.budget.report() if facade.budget is not None else []
+    return _json({"timezone": facade.config.budgets.timezone, "caps": rows})

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from core.app import App
 from core.errors import OpenClawError, StoreUnavailable
+from core.facade import Facade
 from core.gateway import handlers as h
 from core.gateway.auth import FailureLimiter, token_matches
 from core.gateway.limits import BODY_TIMEOUT, Limits, body_deadline
@@ -75,7 +75,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     route = resource.canonical if resource is not None else "unmatched"
     status = 500
     try:
-        limit = st.app.config.gateway.max_body_bytes
+        limit = st.facade.config.gateway.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise GatewayError(
                 413, f"the request body is larger than {limit} bytes", code="request_too_large"
@@ -148,7 +148,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def create_app(
-    app: App,
+    facade: Facade,
     token: str,
     extra_routes: Mapping[str, Handler] | None = None,
     limits: Limits | None = None,
@@ -158,17 +158,17 @@ def create_app(
     ``extra_routes`` are POST endpoints that check their own credentials (the
     Telegram webhook checks Telegram's secret token), so the bearer check skips them.
     """
-    cfg = app.config.gateway
+    cfg = facade.config.gateway
     web_app = web.Application(
         middlewares=[errors_and_metrics, bearer_auth, body_deadline],
         client_max_size=cfg.max_body_bytes,
     )
     web_app[BODY_TIMEOUT] = (limits or Limits()).body_timeout_s
     web_app[h.STATE] = h.GatewayState(
-        app,
+        facade,
         token,
         FailureLimiter(cfg.auth_max_failures, cfg.auth_window_s),
-        app.metrics,
+        facade.metrics,
         time.monotonic(),
     )
     r = web_app.router
@@ -197,18 +197,18 @@ class Gateway:
 
     def __init__(
         self,
-        app: App,
+        facade: Facade,
         token: str,
         host: str,
         port: int,
         extra_routes: Mapping[str, Handler] | None = None,
         limits: Limits | None = None,
     ) -> None:
-        cfg = app.config.gateway
+        cfg = facade.config.gateway
         self.limits = limits or Limits(
             header_timeout_s=cfg.header_timeout_s, body_timeout_s=cfg.body_timeout_s
         )
-        self.web_app = create_app(app, token, extra_routes, self.limits)
+        self.web_app = create_app(facade, token, extra_routes, self.limits)
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None

@@ -96,7 +96,7 @@ async def serve(
     routes: dict[str, Any] = {}
     for ext in extensions:
         routes.update(ext.routes())
-    gateway = Gateway(app, token, host, port, routes)
+    gateway = Gateway(app.facade, token, host, port, routes)
     stop = asyncio.Event()  # handlers first: a SIGTERM right after start-up still stops cleanly
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -79,7 +79,7 @@ async def make_rig(
             tmp_path / f"bot{len(made)}.db",
             base_dir=tmp_path,
         )
-        bot = TelegramBot(app, tg.token, tg.url)
+        bot = TelegramBot(app.facade, tg.token, tg.url)
         rig = BotRig(app, bot, tg, fake_llm)
         made.append(rig)
         await bot.start()

@@ -57,7 +57,7 @@ async def make_rig(tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path) -> Async
             tmp_path / f"approvals{len(made)}.db",
             base_dir=tmp_path,
         )
-        bot = TelegramBot(app, tg.token, tg.url)
+        bot = TelegramBot(app.facade, tg.token, tg.url)
         rig = BotRig(app, bot, tg, fake_llm)
         made.append(rig)
         await bot.start()

@@ -314,7 +314,7 @@ async def test_the_watchdog_reconnects_a_stalled_poll(make_rig: RigFactory) -> N
     rig.tg.hang_get_updates = True
     # the watchdog looks every ~0.4 s
     await rig.tg.wait_for(lambda tg: rig.bot.reconnects >= 1, timeout_s=10)
-    assert rig.app.status_hooks["telegram"]()["reconnects"] >= 1
+    assert rig.app.overview.status_hooks["telegram"]()["reconnects"] >= 1
     rig.tg.hang_get_updates = False
     rig.tg.user_message(ADMIN, "/help")  # polling works again
     await rig.said(ADMIN, "OpenClaw")
@@ -366,7 +366,7 @@ async def test_webhook_mode_on_the_gateway(make_rig: RigFactory, monkeypatch: An
     rig = await make_rig(telegram={"webhook_url": "https://bot.example.invalid/telegram/webhook"})
     assert rig.tg.webhook is not None and rig.tg.webhook["secret_token"] == "hook-secret-1"
     assert not [c for c in rig.tg.calls if c.method == "getUpdates"]
-    gateway = Gateway(rig.app, "gateway-token", "127.0.0.1", 0, rig.bot.routes())
+    gateway = Gateway(rig.app.facade, "gateway-token", "127.0.0.1", 0, rig.bot.routes())
     await gateway.start()
     try:
         update = {

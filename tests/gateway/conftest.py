@@ -56,7 +56,7 @@ async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Gate
         cfg = make_config(base, **overrides)
         settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
         app = await App.open(cfg, settings, tmp_path / f"gw{len(started)}.db")
-        gw = Gateway(app, TOKEN, "127.0.0.1", port, limits=limits)
+        gw = Gateway(app.facade, TOKEN, "127.0.0.1", port, limits=limits)
         try:
             await gw.start()
         except BaseException:

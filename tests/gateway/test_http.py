@@ -257,7 +257,7 @@ async def test_metrics(gateway: Running) -> None:
 
 
 async def test_port_in_use_names_the_port(gateway: Running) -> None:
-    other = Gateway(gateway.app, TOKEN, "127.0.0.1", gateway.gateway.port)
+    other = Gateway(gateway.app.facade, TOKEN, "127.0.0.1", gateway.gateway.port)
     with pytest.raises(
         PortInUse, match=f"port {gateway.gateway.port} on 127.0.0.1 is already in use"
     ):

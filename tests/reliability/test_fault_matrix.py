@@ -254,7 +254,7 @@ async def rig(
         r = Rig(app, fake_llm, cfg)
         made.append(r)
         if gateway:
-            r.gateway = Gateway(app, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
+            r.gateway = Gateway(app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
             await r.gateway.start()
         return r
 

@@ -326,7 +326,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Load]:
             dead_url = f"http://127.0.0.1:{s.getsockname()[1]}"
         cfg = parse_config(config_doc(fake, dead_url), warnings=[])
         app = await App.open(cfg, Settings(_env_file=None), tmp_path / "load.db")
-        gateway = Gateway(app, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
+        gateway = Gateway(app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
         try:
             await gateway.start()
             yield Load(app, gateway, fake, upstream)

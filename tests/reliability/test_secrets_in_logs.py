@@ -163,7 +163,7 @@ async def keyed_gateway(
         Settings(_env_file=None),  # type: ignore[call-arg]
         tmp_path / "keys.db",
     )
-    gateway = Gateway(app, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
+    gateway = Gateway(app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
     await gateway.start()
     yield app, gateway
     await gateway.stop()

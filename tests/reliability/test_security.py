@@ -82,7 +82,7 @@ async def start_gw(
             Settings(_env_file=None),  # type: ignore[call-arg]
             tmp_path / f"sec{len(started)}.db",
         )
-        gw = Gateway(app, TOKEN, "127.0.0.1", 0)
+        gw = Gateway(app.facade, TOKEN, "127.0.0.1", 0)
         try:
             await gw.start()
         except BaseException:

@@ -58,7 +58,7 @@ async def make_rig(
             tmp_path / f"tg{len(made)}.db",
             base_dir=tmp_path,
         )
-        bot = TelegramBot(app, tg.token, tg.url)
+        bot = TelegramBot(app.facade, tg.token, tg.url)
         made.append(BotRig(app, bot, tg, fake_llm))
         await bot.start()
         return made[-1]
@@ -195,7 +195,7 @@ async def test_the_webhook_checks_the_secret_in_constant_time(
     rig = await make_rig(
         [agent("a")], telegram={"webhook_url": "https://x.invalid/telegram/webhook"}
     )
-    gateway = Gateway(rig.app, secrets.GATEWAY_TOKEN, "127.0.0.1", 0, rig.bot.routes())
+    gateway = Gateway(rig.app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0, rig.bot.routes())
     await gateway.start()
 
     def update(user: int, n: int) -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""The narrow door the interfaces (the gateway, the Telegram bot) get instead of the App."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.agents.runner import AgentRunner
+from core.agents.runs import Runs
+from core.agents.state import AgentStates
+from core.config.models import Config
+from core.config.settings import Settings
+from core.delivery.channels import Channel
+from core.engine.approvals import ApprovalBroker, Closer, Notifier
+from core.engine.budget import BudgetGuard
+from core.engine.engine import Engine
+from core.engine.ledger import Ledger, RequestMeta
+from core.ops.metrics import Metrics
+from core.overview import Overview, StatusHook
+from core.types import Attempt
+
+AttemptObserver = Callable[[RequestMeta, Attempt], None]
+
+
+@dataclass(frozen=True)
+class Facade:
+    """What the gateway and the bot use of the app, and nothing else: no store, no
+    outbox, no delivery worker, no providers. Built by :meth:`core.app.App.facade`.
+
+    A part that plugs in registers itself through the ``add_*`` and ``set_*`` calls,
+    never by reaching into the lists of the parts behind them.
+    """
+
+    config: Config
+    settings: Settings  # the webhook secret is read through it
+    engine: Engine  # plan, complete, stream
+    budget: BudgetGuard | None  # None: no caps configured
+    runner: AgentRunner  # start, rerun, wait, the agent by name
+    runs: Runs
+    states: AgentStates  # enable / disable
+    approvals: ApprovalBroker
+    ledger: Ledger
+    overview: Overview
+    metrics: Metrics
+    # registrations (the composition root's own methods: it does the wiring)
+    add_channel: Callable[[str, Channel], None]
+    set_approval_notifier: Callable[[Notifier, Closer], None]
+    add_attempt_observer: Callable[[AttemptObserver], None]
+    add_status_hook: Callable[[str, StatusHook], None]

@@ -5,20 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from bot.text import escape, truncate
-from core.agents.runs import Run
+from core.agents.runs import Run, Status
 from core.engine.approvals import ApprovalRecord
 from core.engine.ledger import TARGET_SHARE, TraceStep, UsageReport
 from core.overview import AgentRow, StatusSnapshot
 from core.types import Attempt
 
 STATUS_ICON = {
-    "ok": "✅",
-    "late": "🕗",
-    "failed": "❌",
-    "missed": "⏭",
-    "interrupted": "⏹",
-    "queued": "⏳",
-    "running": "⏳",
+    Status.OK: "✅",
+    Status.LATE: "🕗",
+    Status.FAILED: "❌",
+    Status.MISSED: "⏭",
+    Status.INTERRUPTED: "⏹",
+    Status.QUEUED: "⏳",
+    Status.RUNNING: "⏳",
 }
 
 ADMIN_COMMANDS = [

@@ -113,8 +113,9 @@ class App:
 
         A provider whose API key variable is unset stays out of routing instead of
         failing at request time. ``base_dir`` (the CLI passes the config file's folder) is
-        where relative input files and ``templates/`` are looked up. ``clock`` is the wall
-        clock of the scheduler, the budget guard and the overview (tests drive their own).
+        where relative input files and ``templates/`` are looked up. ``clock`` is the one wall
+        clock of everything that stamps or reads time: scheduler, budget guard, runs, runner
+        (recovery), sessions, approvals, outbox and overview (tests drive their own).
         """
         path = db_path or settings.db_path()
         try:
@@ -138,7 +139,7 @@ class App:
             )
         ledger = Ledger(store, config)
         metrics = Metrics(health, time.monotonic)
-        approvals = ApprovalBroker(store, config.approvals)
+        approvals = ApprovalBroker(store, config.approvals, clock=clock)
         outbox_ref: list[Outbox] = []
 
         def alert_from(source: str) -> Callable[[str], Awaitable[None]]:
@@ -174,7 +175,7 @@ class App:
         base = base_dir or Path(".")
         # the operator's templates/ (beside the config) first, then the shipped defaults
         templates = Templates(base / "templates", BUNDLED_TEMPLATES)
-        outbox = Outbox(store, templates, config.delivery)
+        outbox = Outbox(store, templates, config.delivery, clock=clock)
         outbox_ref.append(outbox)
         http = _Http()
         owner = owner_id()
@@ -182,14 +183,15 @@ class App:
             config,
             store=store,
             engine=engine,
-            runs=Runs(store),
+            runs=Runs(store, clock),
             states=AgentStates(store),
-            sessions=Sessions(store),
+            sessions=Sessions(store, clock),
             outbox=outbox,
             templates=templates,
             http=http,
             owner=owner,
             base_dir=base,
+            clock=clock,
         )
         channels: dict[str, Channel] = {
             "log": LogChannel(),

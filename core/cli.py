@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import __version__
-from core.agents.runs import Run, Trigger
+from core.agents.runs import Run, Status, Trigger
 from core.app import App, missing_keys
 from core.config.common import mask_url
 from core.config.load import load_config
@@ -582,7 +582,7 @@ async def _run_agent(
                 " (a running `openclaw serve` sends it)" if status in ("pending", "sending") else ""
             )
             print(f"delivery to {target}: {status}{later}" + (f" — {error}" if error else ""))
-        return 0 if run.status in ("ok", "late") else 1
+        return 0 if run.status in (Status.OK, Status.LATE) else 1
     finally:
         await app.close()
 

@@ -12,6 +12,7 @@ from bot.middlewares import admin_only
 from bot.reporter import RunReporter
 from bot.text import truncate
 from bot.views import agent_detail, agents_text
+from core.agents.runs import Trigger
 from core.facade import Facade
 
 
@@ -90,7 +91,9 @@ async def admin_action(
     if callback_data.action == "run":
         # the run starts before the press is answered: a failed answer cannot stop it
         chat_id = query.message.chat.id if query.message else query.from_user.id
-        run_id = await reporter.start(chat_id, name, lambda: facade.runner.start(name, "chat"))
+        run_id = await reporter.start(
+            chat_id, name, lambda: facade.runner.start(name, Trigger.CHAT)
+        )
         await query.answer(truncate(f"Started {name} as #{run_id}", 200))
         return
     disabled = callback_data.action == "disable"

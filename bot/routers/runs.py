@@ -13,6 +13,7 @@ from bot.reporter import RunReporter
 from bot.sending import send_parts
 from bot.text import escape, truncate
 from bot.views import run_line, trace_text
+from core.agents.runs import Trigger
 from core.facade import Facade
 from core.parsing import shown
 from core.suggest import close_matches
@@ -50,7 +51,9 @@ async def run_agent(
             f"{what}Usage: /run &lt;agent&gt; [extra message]\nAgents: {closest(facade, name)}"
         )
     await reporter.start(
-        message.chat.id, name, lambda: facade.runner.start(name, "chat", message=extra or None)
+        message.chat.id,
+        name,
+        lambda: facade.runner.start(name, Trigger.CHAT, message=extra or None),
     )
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from core import __version__
 from core.agents.runner import AgentError, UnknownAgent
-from core.agents.runs import Trigger
+from core.agents.runs import Status, Trigger
 from core.engine.engine import Result, Started, new_request_id
 from core.engine.ledger import GROUPS, TARGET_SHARE
 from core.errors import (
@@ -398,7 +398,7 @@ async def start_run(request: web.Request) -> web.Response:
         rid = await runner.start(name, Trigger.API, message=message)
     except UnknownAgent as e:
         raise GatewayError(404, str(e), code="not_found") from None
-    return _json({"run_id": rid, "status": "queued", "agent": name}, 202)
+    return _json({"run_id": rid, "status": Status.QUEUED, "agent": name}, 202)
 
 
 async def rerun(request: web.Request) -> web.Response:
@@ -409,7 +409,7 @@ async def rerun(request: web.Request) -> web.Response:
         rid = await runner.rerun(old)
     except (AgentError, UnknownAgent) as e:
         raise GatewayError(404, str(e), code="not_found") from None
-    return _json({"run_id": rid, "status": "queued", "parent_run": old}, 202)
+    return _json({"run_id": rid, "status": Status.QUEUED, "parent_run": old}, 202)
 
 
 async def budget(request: web.Request) -> web.Response:

@@ -4,10 +4,14 @@ a test sets the time instead of rewriting rows or waiting."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from core.app import App
+from core.config.settings import Settings
 from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_run
+from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, echo
 
 T0 = datetime(2031, 7, 1, 5, 0, tzinfo=UTC)
@@ -64,3 +68,33 @@ async def test_recovery_retries_runs_interrupted_within_the_window_only(
     (retry,) = await app.runner.recover()
     again = await app.runner.runs.get(retry)
     assert again is not None and (again.trigger, again.parent_run) == ("recovery", rid)
+
+
+async def test_app_open_gives_its_one_clock_to_everything_that_stamps_time(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    # a run through the whole app on a stopped clock: its row, its session and its outbox row
+    # carry that time, and the other clock readers got the same clock
+    fake_llm.default = echo
+    cfg = make_config(pyramid_urls(fake_llm.base_url), agents=[agent("d", deliver=["log"])])
+    clock = lambda: T0  # noqa: E731
+    app = await App.open(
+        cfg,
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        tmp_path / "clock.db",
+        base_dir=tmp_path,
+        clock=clock,
+    )
+    try:
+        run = await app.runner.run("d", "cli")
+        stamped = utcnow_iso(T0)
+        assert (run.created_at, run.started_at, run.finished_at) == (stamped,) * 3
+        (session,) = await app.store.fetchall("SELECT created_at FROM sessions")
+        (row,) = await app.store.fetchall("SELECT created_at, next_attempt_at FROM outbox")
+        assert session[0] == stamped and tuple(row) == (stamped, stamped)
+        readers = [app.runner, app.runner.runs, app.runner.sessions, app.outbox, app.approvals]
+        assert all(r.clock is clock for r in readers)
+        assert app.scheduler.clock is clock and app.overview.clock is clock
+    finally:
+        await app.runner.shutdown(5)
+        await app.close()

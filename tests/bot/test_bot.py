@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -301,8 +302,9 @@ async def test_delivery_resumes_after_an_outage(make_rig: RigFactory) -> None:
     (row,) = await rig.app.store.fetchall("SELECT status, attempts, last_error FROM outbox")
     assert row[0] == "pending" and row[1] == 1 and "unavailable" in row[2]
     rig.tg.set_down(False)
-    async with rig.app.store.transaction() as tx:
-        await tx.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z'")
+    assert await rig.app.delivery.drain() == 0  # its backoff has not passed yet
+    later = datetime.now(UTC) + timedelta(days=1)  # past the row's backoff, on the outbox's clock
+    rig.app.outbox.clock = lambda: later
     assert await rig.app.delivery.drain() == 1
     (row,) = await rig.app.store.fetchall("SELECT status FROM outbox")
     assert row[0] == "delivered"
@@ -437,8 +439,9 @@ async def test_a_split_message_resumes_where_it_broke(make_rig: RigFactory) -> N
     assert row[0] == "pending" and len(row[1].split(",")) == 1  # part one went out
     # the sender retried the part twice (server_backoff_s) before giving it up for now
     assert [c.error_code for c in rig.tg.calls_of("sendMessage")] == [None, 502, 502, 502]
-    async with rig.app.store.transaction() as tx:
-        await tx.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00Z'")
+    assert await rig.app.delivery.drain() == 0  # its backoff has not passed yet
+    later = datetime.now(UTC) + timedelta(days=1)  # past the row's backoff, on the outbox's clock
+    rig.app.outbox.clock = lambda: later
     assert await rig.app.delivery.drain() == 1
     (row,) = await rig.app.store.fetchall("SELECT status, external_id FROM outbox")
     parts = [m["text"] for m in rig.tg.sent(ADMIN)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -124,9 +124,11 @@ class AgentRunner:
         late: bool = False,
     ) -> Run:
         """Create a run owned by this process and carry it out; returns the finished run."""
-        async with self.store.transaction() as tx:
-            rid = await self.add(tx, name, trigger, message=message, parent_run=parent_run)
-        return await self.follow(rid, late=late)
+        _, task = await self.commit_then_launch(
+            lambda tx: self.add(tx, name, trigger, message=message, parent_run=parent_run),
+            late=late,
+        )
+        return await asyncio.shield(task)
 
     async def start(
         self,
@@ -137,10 +139,32 @@ class AgentRunner:
         parent_run: int | None = None,
     ) -> int:
         """Like ``run`` but in the background; returns the run id at once."""
-        async with self.store.transaction() as tx:
-            rid = await self.add(tx, name, trigger, message=message, parent_run=parent_run)
-        self.launch(rid)
+        rid, _ = await self.commit_then_launch(
+            lambda tx: self.add(tx, name, trigger, message=message, parent_run=parent_run)
+        )
         return rid
+
+    async def commit_then_launch(
+        self, write: Callable[[Transaction], Awaitable[int]], *, late: bool = False
+    ) -> tuple[int, asyncio.Task[Run]]:
+        """Commit the queued run ``write`` adds (with whatever else it writes in the same
+        transaction), then start carrying it out: one step a cancelled caller cannot cut in
+        two. A caller cancelled mid-commit (a client that hung up, a job stopped) would
+        otherwise leave a committed run queued under this live process, which neither
+        adoption (unowned runs only) nor recovery (dead owners only) would ever take."""
+
+        async def step() -> tuple[int, asyncio.Task[Run]]:
+            async with self.store.transaction() as tx:
+                rid = await write(tx)
+            return rid, self.launch(rid, late=late)
+
+        inner = asyncio.create_task(step())
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            # the step goes on; its failure, if any, is logged rather than lost
+            inner.add_done_callback(_log_step_failure)
+            raise
 
     async def add(
         self,
@@ -171,13 +195,13 @@ class AgentRunner:
 
         The run is a tracked task, so shutdown waits for it (or interrupts it) even when
         whoever awaited it here (a scheduler job, a request) has gone away."""
+        return await asyncio.shield(self.launch(run_id, late=late))
+
+    def launch(self, run_id: int, *, late: bool = False) -> asyncio.Task[Run]:
+        """Carry out a run :meth:`add` wrote, in the background (a tracked task)."""
         task = asyncio.create_task(self.execute(run_id, late=late))
         self._track(run_id, task)
-        return await asyncio.shield(task)
-
-    def launch(self, run_id: int, *, late: bool = False) -> None:
-        """Carry out a run :meth:`add` wrote, in the background."""
-        self._track(run_id, asyncio.create_task(self.execute(run_id, late=late)))
+        return task
 
     async def queue(self, name: str, trigger: Trigger, *, message: str | None = None) -> int:
         """A queued run no process owns yet: a running serve's adoption loop takes it."""
@@ -519,3 +543,9 @@ class AgentRunner:
                 alerts.deliver,
                 {"agent": agent.name, "run_id": run_id, "status": "alert", "text": text},
             )
+
+
+def _log_step_failure(task: asyncio.Task[tuple[int, asyncio.Task[Run]]]) -> None:
+    """A commit-then-launch step whose caller was cancelled failed: say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("queuing a run failed after its caller left", exc_info=task.exception())

@@ -6,6 +6,7 @@ the stored last fire, the trigger and ``now``, so it is tested with plain tables
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from core.agents.runs import Status, Trigger
 from core.agents.state import AgentStates
 from core.config.agents import AgentConfig
 from core.config.models import Config
-from core.store.base import Store
+from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
 
 log = logging.getLogger("openclaw.scheduler")
@@ -176,12 +177,15 @@ class Scheduler:
                 await self.states.set_last_fire(tx, name, fire)
             log.info("agent %s is disabled (%s); fire skipped", name, state.disabled_reason)
             return
+
         # the fire is recorded with its run row, in one transaction: a crash between the
         # two would otherwise lose the fire (recorded, so catch-up skips it; no run)
-        async with self.store.transaction() as tx:
+        async def record(tx: Transaction) -> int:
             await self.states.set_last_fire(tx, name, fire)
-            rid = await self.runner.add(tx, name, Trigger.SCHEDULE, scheduled_for=fire)
-        await self.runner.follow(rid)
+            return await self.runner.add(tx, name, Trigger.SCHEDULE, scheduled_for=fire)
+
+        _, task = await self.runner.commit_then_launch(record)
+        await asyncio.shield(task)
 
     async def catch_up(self, now: datetime) -> list[int]:
         """Handle fires missed while no process was running; returns the late runs started."""

@@ -137,7 +137,7 @@ class App:
                 key.get_secret_value() if key else None,
                 secret_headers(pcfg.headers_env, settings),
             )
-        ledger = Ledger(store, config)
+        ledger = Ledger(store, config, clock=clock)
         metrics = Metrics(health, time.monotonic)
         approvals = ApprovalBroker(store, config.approvals, clock=clock)
         outbox_ref: list[Outbox] = []

@@ -428,7 +428,7 @@ async def _usage(args: argparse.Namespace, settings: Settings, config: Config, p
         if other is not None:
             from core.engine.whatif import what_if
 
-            w = await what_if(app.store, other, since)
+            w = what_if(await app.ledger.requests_since(since), other)
             print(
                 f"\nWhat if {args.what_if} had applied: {w.requests} answered requests, "
                 f"{w.known} priced ({w.moved} would have started on another tier)."

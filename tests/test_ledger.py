@@ -157,7 +157,7 @@ async def test_what_if_reprices_only_what_was_recorded(store: SQLiteStore) -> No
     from core.config.load import parse_config
 
     other = parse_config(doc, warnings=[])
-    w = await what_if(store, other, timedelta(days=1))
+    w = what_if(await ledger.requests_since(timedelta(days=1)), other)
     assert (w.requests, w.known) == (3, 2)
     assert dict(w.unknown) == {0: 1}  # r1 never ran on tier 0: counted, not guessed
     assert w.actual_usd == pytest.approx(2000 * 0.3e-6 + 200 * 2.5e-6)

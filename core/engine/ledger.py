@@ -6,6 +6,8 @@ The engine (the caller) records; adapters never touch the ledger.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -98,6 +100,20 @@ class UsageReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedAttempt:
+    """One attempt as the ledger holds it, for replaying on another pyramid (what-if)."""
+
+    task: str | None
+    min_tier: int
+    tier: int
+    ref: str
+    outcome: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
 class TraceStep:
     """One attempt of a run's route trace."""
 
@@ -175,16 +191,23 @@ INTERRUPTED = "the process stopped during the call; cost counted at the worst ca
 class Ledger:
     """Records attempts and answers usage questions."""
 
-    def __init__(self, store: Store, config: Config, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
         self.config = config
+        self.clock = clock  # an attempt row's time when the engine gives none; report periods
         self.owner = owner or owner_id()  # whose pending rows these are, for recovery
 
     def _row(
         self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
     ) -> tuple[Any, ...]:
         return (
-            utcnow_iso(when),
+            utcnow_iso(when or self.clock()),
             meta.request_id,
             meta.run_id,
             meta.agent,
@@ -256,7 +279,7 @@ class Ledger:
         """Usage over the last ``since``, grouped by tier, model, agent, day or task."""
         if group not in _GROUP_SQL:
             raise ValueError(f"invalid group {group!r}: use one of {', '.join(GROUPS)}")
-        start = utcnow_iso((now or datetime.now(UTC)) - since)
+        start = utcnow_iso((now or self.clock()) - since)
         key = _GROUP_SQL[group]
         rows = await self.store.fetchall(
             f"SELECT {key} AS k, COUNT(DISTINCT request_id), COUNT(*),"
@@ -289,3 +312,22 @@ class Ledger:
         return UsageReport(
             start, group, usage_rows, total, answered, dict(sorted(share.items())), cost, cloud, top
         )
+
+    async def requests_since(
+        self, since: timedelta, now: datetime | None = None
+    ) -> list[list[RecordedAttempt]]:
+        """The attempts of each request recorded in the last ``since``, in order."""
+        start = utcnow_iso((now or self.clock()) - since)
+        rows = await self.store.fetchall(
+            "SELECT request_id, task, min_tier, tier, provider || '/' || model, outcome,"
+            " input_tokens, output_tokens, cost_usd FROM attempts WHERE ts >= ? ORDER BY id",
+            (start,),
+        )
+        by_request: dict[str, list[RecordedAttempt]] = defaultdict(list)
+        for r in rows:
+            by_request[r[0]].append(
+                RecordedAttempt(
+                    r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]), float(r[8])
+                )
+            )
+        return list(by_request.values())

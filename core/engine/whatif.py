@@ -10,12 +10,11 @@ it is counted as unknown, with the tier, and left out of both sides.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from core.config.models import Config, Cost
-from core.store.base import Store
-from core.store.times import utcnow_iso
+from core.engine.ledger import RecordedAttempt
 
 
 @dataclass
@@ -41,36 +40,12 @@ def _cost(config: Config, ref: str, tier_level: int) -> Cost:
     return first.cost if first else Cost()
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    task: str | None
-    min_tier: int
-    tier: int
-    ref: str
-    outcome: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-
-
-async def what_if(
-    store: Store, other: Config, since: timedelta, now: datetime | None = None
-) -> WhatIf:
-    """Replay the answered requests of the period on ``other``."""
-    start = utcnow_iso((now or datetime.now(UTC)) - since)
-    rows = await store.fetchall(
-        "SELECT request_id, task, min_tier, tier, provider || '/' || model, outcome,"
-        " input_tokens, output_tokens, cost_usd FROM attempts WHERE ts >= ? ORDER BY id",
-        (start,),
-    )
-    by_request: dict[str, list[_Row]] = defaultdict(list)
-    for r in rows:
-        by_request[r[0]].append(
-            _Row(r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]), float(r[8]))
-        )
+def what_if(requests: Iterable[list[RecordedAttempt]], other: Config) -> WhatIf:
+    """Replay recorded requests (the ledger's :meth:`~core.engine.ledger.Ledger.requests_since`)
+    on ``other``: a pure function of what was recorded and the other config."""
     result = WhatIf()
     levels = sorted(t.level for t in other.tiers)
-    for attempts in by_request.values():
+    for attempts in requests:
         if not any(a.outcome == "ok" for a in attempts):
             continue  # never answered: nothing to compare
         result.requests += 1
@@ -79,7 +54,7 @@ async def what_if(
         new_min = (
             other.task_tier(task) if task is not None and task in other.tasks else (first.min_tier)
         )
-        at: dict[int, list[_Row]] = defaultdict(list)
+        at: dict[int, list[RecordedAttempt]] = defaultdict(list)
         for a in attempts:
             at[a.tier].append(a)
         cost = 0.0

@@ -92,7 +92,10 @@ async def test_app_open_gives_its_one_clock_to_everything_that_stamps_time(
         (session,) = await app.store.fetchall("SELECT created_at FROM sessions")
         (row,) = await app.store.fetchall("SELECT created_at, next_attempt_at FROM outbox")
         assert session[0] == stamped and tuple(row) == (stamped, stamped)
+        (attempt,) = await app.store.fetchall("SELECT ts FROM attempts")
+        assert attempt[0] == stamped
         readers = [app.runner, app.runner.runs, app.runner.sessions, app.outbox, app.approvals]
+        readers += [app.ledger]
         assert all(r.clock is clock for r in readers)
         assert app.scheduler.clock is clock and app.overview.clock is clock
     finally:

@@ -34,7 +34,7 @@ from core.errors import StoreUnavailable
 from core.facade import AttemptObserver, Facade
 from core.ops.metrics import Metrics
 from core.ops.owners import owner_id
-from core.overview import Overview, StatusHook
+from core.overview import Overview
 from core.providers import build_provider
 from core.providers.base import Provider
 from core.store.path import unwritable
@@ -234,7 +234,27 @@ class App:
 
     @cached_property
     def facade(self) -> Facade:
-        """The narrow door the gateway and the bot get instead of the whole app."""
+        """The narrow door the gateway and the bot get instead of the whole app. Its
+        registrations close over the parts they wire (the delivery worker's channels, the
+        approval broker, the engine, the overview), not over the app."""
+        channels = self.delivery.channels
+        approvals = self.approvals
+        observers = self.engine.observers
+        overview = self.overview
+
+        def add_channel(name: str, channel: Channel) -> None:
+            """Deliver outbox rows whose target is ``name:…`` through ``channel``."""
+            channels[name] = channel
+
+        def set_approval_notifier(notify: Notifier, close: Closer) -> None:
+            """Show pending approvals through ``notify``; update the copies via ``close``."""
+            approvals.notifiers.append(notify)
+            approvals.closers.append(close)
+
+        def add_attempt_observer(observer: AttemptObserver) -> None:
+            """Call ``observer`` with every attempt the engine records."""
+            observers.append(observer)
+
         return Facade(
             config=self.config,
             settings=self.settings,
@@ -243,32 +263,15 @@ class App:
             runner=self.runner,
             runs=self.runner.runs,
             states=self.runner.states,
-            approvals=self.approvals,
+            approvals=approvals,
             ledger=self.ledger,
-            overview=self.overview,
+            overview=overview,
             metrics=self.metrics,
-            add_channel=self.add_channel,
-            set_approval_notifier=self.set_approval_notifier,
-            add_attempt_observer=self.add_attempt_observer,
-            add_status_hook=self.add_status_hook,
+            add_channel=add_channel,
+            set_approval_notifier=set_approval_notifier,
+            add_attempt_observer=add_attempt_observer,
+            add_status_hook=overview.add_status_hook,
         )
-
-    def add_channel(self, name: str, channel: Channel) -> None:
-        """Deliver outbox rows whose target is ``name:…`` through ``channel``."""
-        self.delivery.channels[name] = channel
-
-    def set_approval_notifier(self, notify: Notifier, close: Closer) -> None:
-        """Show pending approvals through ``notify``; update the copies through ``close``."""
-        self.approvals.notifiers.append(notify)
-        self.approvals.closers.append(close)
-
-    def add_attempt_observer(self, observer: AttemptObserver) -> None:
-        """Call ``observer`` with every attempt the engine records."""
-        self.engine.observers.append(observer)
-
-    def add_status_hook(self, name: str, hook: StatusHook) -> None:
-        """Show ``hook()`` as ``name`` in /api/status and the bot's /status."""
-        self.overview.add_status_hook(name, hook)
 
     async def start_embedded(self) -> None:
         """Start the embedded model processes (for commands that call models). One that

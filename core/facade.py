@@ -42,7 +42,7 @@ class Facade:
     ledger: Ledger
     overview: Overview
     metrics: Metrics
-    # registrations (the composition root's own methods: it does the wiring)
+    # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]
     add_attempt_observer: Callable[[AttemptObserver], None]

@@ -35,3 +35,27 @@ def test_no_interface_imports_the_composition_root_or_the_store(path: Path) -> N
 def test_the_facade_holds_no_store_outbox_or_providers() -> None:
     names = {f.name for f in fields(Facade)}
     assert not names & {"store", "outbox", "delivery", "providers", "health", "scheduler"}
+
+
+async def test_the_facades_registrations_lead_back_to_no_app(tmp_path: Path) -> None:
+    # a bound App method (or a closure over the App) would hand the whole app to the bot
+    from core.app import App
+    from core.config.load import parse_config
+    from core.config.settings import Settings
+    from tests.configs import pyramid
+
+    app = await App.open(
+        parse_config(pyramid(), warnings=[]),
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        tmp_path / "facade.db",
+    )
+    try:
+        facade = app.facade
+        for f in fields(Facade):
+            value = getattr(facade, f.name)
+            assert getattr(value, "__self__", None) is not app, f.name
+            cells = getattr(value, "__closure__", None) or ()
+            assert all(c.cell_contents is not app for c in cells), f.name
+        assert not isinstance(facade, App) and app not in vars(facade).values()
+    finally:
+        await app.close()

@@ -199,8 +199,8 @@ async def test_status_snapshot_keys_and_plugins(open_app: Opener) -> None:
         "provider": "local",
         "api": "ollama",
     }
-    app.add_status_hook("other", lambda: {"x": 1})
-    app.add_status_hook("telegram", lambda: {"mode": "polling"})
+    app.facade.add_status_hook("other", lambda: {"x": 1})
+    app.facade.add_status_hook("telegram", lambda: {"mode": "polling"})
     snap = (await app.overview.status(1.5)).as_dict()
     assert list(snap)[-2:] == ["telegram", "other"]
     assert snap["telegram"] == {"mode": "polling"}

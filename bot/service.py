@@ -268,7 +268,7 @@ class TelegramBot:
         async def handle(request: web.Request) -> web.Response:
             given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
             if self._secret is None or not hmac.compare_digest(
-                given.encode(), self._secret.encode()
+                given.encode("utf-8", "surrogateescape"), self._secret.encode()
             ):
                 return web.json_response({"ok": False}, status=401)
             try:

@@ -220,6 +220,7 @@ async def test_the_webhook_checks_the_secret_in_constant_time(
                 {header: ""},
                 {header: "wrong"},
                 {header: secrets.WEBHOOK_SECRET[:-1]},
+                {header: b"\xffnot-utf-8\xfe"},  # refused like any wrong secret, not a 500
                 {"Authorization": f"Bearer {secrets.GATEWAY_TOKEN}"},  # the gateway's token
             ):
                 # observed, not replaced: the real compare_digest decides, once a request

@@ -56,7 +56,8 @@ class PollWatch(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Any:
-        if not isinstance(method, GetUpdates):
+        polling = isinstance(method, GetUpdates)  # a flag: the call keeps method's type
+        if not polling:
             return await make_request(bot, method)
         self.started = time.monotonic()
         try:
@@ -276,7 +277,9 @@ class TelegramBot:
             except ValueError:
                 return web.json_response({"ok": False, "error": "not JSON"}, status=400)
             # answer Telegram at once; the handlers run on their own
-            task = asyncio.create_task(self.dp.feed_webhook_update(self.bot, update))
+            task: asyncio.Task[Any] = asyncio.create_task(
+                self.dp.feed_webhook_update(self.bot, update)
+            )
             self._webhook_tasks.add(task)
             task.add_done_callback(self._webhook_tasks.discard)
             return web.json_response({"ok": True})

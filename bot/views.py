@@ -11,7 +11,7 @@ from core.engine.ledger import TARGET_SHARE, TraceStep, UsageReport
 from core.overview import AgentRow, StatusSnapshot
 from core.types import Attempt
 
-STATUS_ICON = {
+STATUS_ICON: dict[str, str] = {
     Status.OK: "✅",
     Status.LATE: "🕗",
     Status.FAILED: "❌",

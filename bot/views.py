@@ -7,7 +7,8 @@ from typing import Any
 from bot.text import escape, truncate
 from core.agents.runs import Run, Status
 from core.engine.approvals import ApprovalRecord
-from core.engine.ledger import TARGET_SHARE, TraceStep, UsageReport
+from core.engine.ledger import TraceStep, UsageReport
+from core.engine.tier_targets import TARGET_SHARE
 from core.overview import AgentRow, StatusSnapshot
 from core.types import Attempt
 

@@ -21,7 +21,8 @@ from core.config.load import load_config
 from core.config.models import Config
 from core.config.settings import Settings
 from core.engine.engine import Result
-from core.engine.ledger import GROUPS, TARGET_SHARE, UsageReport
+from core.engine.ledger import GROUPS, UsageReport
+from core.engine.tier_targets import TARGET_SHARE
 from core.errors import (
     EX_CONFIG,
     AllAttemptsFailed,

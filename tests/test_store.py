@@ -133,6 +133,10 @@ async def test_aiosqlite_still_runs_a_function_on_its_thread(store: SQLiteStore)
     (thread,) = [t for t in threading.enumerate() if t.ident == ident]
     assert "_connection_worker_thread" in thread.name  # aiosqlite's own
     assert await count(store) == 1  # the same connection the store reads from
+    # join_worker's private attribute: the worker thread of a connection
+    worker = getattr(store.db, "_thread", None)
+    assert isinstance(worker, threading.Thread), "aiosqlite's _thread changed: fix join_worker"
+    assert worker.ident == ident
 
 
 async def test_a_cancelled_transaction_never_leaves_one_open(store: SQLiteStore) -> None:

@@ -1,11 +1,10 @@
-"""The chart's tier targets come from the one table, ledger.TARGET_SHARE."""
+"""The chart's tier targets come from the one table, tier_targets.TARGET_SHARE."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.engine.ledger import TARGET_SHARE
-from core.engine.tier_targets import TARGET_MID_PCT, middle_pct
+from core.engine.tier_targets import TARGET_MID_PCT, TARGET_SHARE, middle_pct
 
 
 def test_the_middles_of_the_pyramid() -> None:

@@ -225,11 +225,3 @@ class Runs:
             "SELECT id FROM runs WHERE status = 'queued' AND owner IS NULL ORDER BY id"
         )
         return [int(r[0]) for r in rows]
-
-    async def cost_today(self, agent: str, day_start: str) -> float:
-        """What the agent's runs cost since ``day_start``."""
-        rows = await self.store.fetchall(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE agent = ? AND created_at >= ?",
-            (agent, day_start),
-        )
-        return float(rows[0][0])

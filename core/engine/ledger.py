@@ -18,9 +18,6 @@ from core.store.base import Store
 from core.store.times import utcnow_iso
 from core.types import Attempt, Usage
 
-# the pyramid an operator aims for: share of answered requests per tier, in %
-TARGET_SHARE: dict[int, str] = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
-
 Group = Literal["tier", "model", "agent", "day", "task"]
 GROUPS: tuple[str, ...] = ("tier", "model", "agent", "day", "task")
 _GROUP_SQL: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Tier targets as numbers, derived from the one table of them (``ledger.TARGET_SHARE``).
+"""The tier targets: the one table of them (``TARGET_SHARE``), and the same as numbers.
 
 The table is written for people ("60–70", "~5"); a chart needs one number per tier. Deriving
 it here keeps the chart from drifting when the table changes.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from core.engine.ledger import TARGET_SHARE
+# the pyramid an operator aims for: share of answered requests per tier, in %
+TARGET_SHARE: dict[int, str] = {0: "60–70", 1: "15–20", 2: "10–15", 3: "~5"}
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 

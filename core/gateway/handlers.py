@@ -15,7 +15,8 @@ from core import __version__
 from core.agents.runner import AgentError, UnknownAgent
 from core.agents.runs import Status, Trigger
 from core.engine.engine import Result, Started, new_request_id
-from core.engine.ledger import GROUPS, TARGET_SHARE
+from core.engine.ledger import GROUPS
+from core.engine.tier_targets import TARGET_SHARE
 from core.errors import (
     AllAttemptsFailed,
     ProviderError,

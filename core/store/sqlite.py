@@ -71,11 +71,22 @@ async def on_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) 
     per gateway request at c=64); aiosqlite's own ``execute`` + ``fetchall`` + ``close``
     is three. Run there as one function, a group of writes also cannot be left half
     open by a cancelled caller. aiosqlite has no public way to do this: ``_execute`` and
-    ``_conn`` are what it uses itself (0.22). The only use of either, so an upgrade that
-    breaks them breaks here, and ``tests/test_store.py`` says so first.
+    ``_conn`` are what it uses itself (0.22). This and :func:`join_worker` are the only
+    uses of its private API, so an upgrade that breaks them breaks here, and
+    ``tests/test_store.py`` says so first.
     """
     result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
     return result
+
+
+async def join_worker(conn: aiosqlite.Connection, timeout_s: float = 5.0) -> None:
+    """Wait for the worker thread of a connection that failed to open (aiosqlite's
+    private ``_thread``): it stops with a call that answers on this loop, and unwaited it
+    answers a closed loop and dies with a traceback (after an exit-78 message, or in the
+    next test)."""
+    worker = getattr(conn, "_thread", None)
+    if worker is not None and worker.is_alive():
+        await asyncio.to_thread(worker.join, timeout_s)
 
 
 # -- what runs on the SQLite thread ---------------------------------------------------------
@@ -141,12 +152,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     try:
         return await conn
     except BaseException:
-        # a failed connect stops aiosqlite's worker thread with a call that answers on
-        # this loop: wait for it, or it answers a closed loop and dies with a traceback
-        # (after an exit-78 message, or in the next test)
-        worker = getattr(conn, "_thread", None)
-        if worker is not None and worker.is_alive():
-            await asyncio.to_thread(worker.join, 5.0)
+        await join_worker(conn)
         raise
 
 

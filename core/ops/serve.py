@@ -16,7 +16,6 @@ from core.app import App, missing_keys
 from core.gateway import Gateway, PortInUse
 from core.ops.backoff import Backoff
 from core.ops.probes import Prober
-from core.store.sqlite import unavailable
 
 log = logging.getLogger("openclaw.serve")
 ADOPT_INTERVAL_S = 1.0
@@ -57,7 +56,7 @@ async def _adopt_forever(app: App, stop: asyncio.Event) -> None:
             await app.runner.adopt_unclaimed()
             backoff.succeeded()
         except Exception as e:
-            wait_s = backoff.failed(unavailable(e) or e)
+            wait_s = backoff.failed(e)  # the store raises StoreUnavailable itself
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait_s)
 

@@ -3,14 +3,16 @@ case, so the doubled-budget retry can be refused where its first call was not.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
-from core.providers.testing import Answer, TestProvider
+from core.errors import ProviderError
+from core.providers.testing import Answer, Fault, TestProvider
 from core.store.sqlite import SQLiteStore
-from core.types import ChatRequest, Message
+from core.types import ChatRequest, Message, ModelCall, ModelResponse
 from tests.configs import make_config, pyramid
 
 
@@ -42,3 +44,56 @@ async def test_a_retry_whose_doubled_worst_case_passes_a_cap_is_skipped(
         assert await store.fetchall("SELECT * FROM reservations") == []
     finally:
         await store.close()
+
+
+class _OpensABreaker(TestProvider):
+    """Tier 0's provider: while its call is in flight, another request's failure opens
+    Tier 1's breaker (as a burst of concurrent failures would)."""
+
+    def __init__(self, name: str, health: HealthBoard, ref: str) -> None:
+        super().__init__(name)
+        self.health, self.ref = health, ref
+
+    async def complete(self, model: str, call: ModelCall) -> ModelResponse:
+        provider, other = self.ref.split("/", 1)
+        self.health.failure(
+            self.ref, ProviderError("unavailable", provider, other), 1.0, time.monotonic()
+        )
+        return await super().complete(model, call)
+
+
+async def test_a_breaker_that_opened_after_planning_stops_the_call() -> None:
+    cfg = make_config()
+    health = HealthBoard(cfg.routing)
+    providers: dict[str, TestProvider] = {name: TestProvider(name) for name in cfg.providers}
+    providers["local"] = _OpensABreaker("local", health, "flash/gemini-flash")
+    providers["local"].script("qwen3:14b", Fault("unavailable"))
+    providers["deep"].script("deepseek-chat", Answer("from deepseek"))
+    engine = Engine(cfg, providers, health=health)
+    res = await engine.complete(ChatRequest((Message("user", "hi"),)))
+    assert res.content == "from deepseek"
+    assert [(a.ref, a.outcome) for a in res.attempts] == [
+        ("local/qwen3:14b", "unavailable"),
+        ("flash/gemini-flash", "skipped"),  # planned while closed, open by its turn
+        ("deep/deepseek-chat", "ok"),
+    ]
+    assert res.attempts[1].reason.startswith("cooling down")
+    assert providers["flash"].calls == []  # the gate asked the breaker again: no call left
+
+
+async def test_a_model_planned_as_the_last_resort_is_still_called() -> None:
+    # every model cooling down when the request began: the plan tries them anyway, and the
+    # gate must not refuse them for the cooldown the plan already knew about
+    cfg = make_config()
+    health = HealthBoard(cfg.routing)
+    now = time.monotonic()
+    for ref in cfg.models:
+        provider, model = ref.split("/", 1)
+        health.failure(ref, ProviderError("unavailable", provider, model), 1.0, now)
+    providers = {name: TestProvider(name) for name in cfg.providers}
+    providers["local"].script("qwen3:14b", Answer("from local"))
+    res = await Engine(cfg, providers, health=health).complete(
+        ChatRequest((Message("user", "hi"),))
+    )
+    assert res.content == "from local"
+    assert [(a.ref, a.outcome) for a in res.attempts] == [("local/qwen3:14b", "ok")]

@@ -201,6 +201,10 @@ class Engine:
             health=self.health.snapshot(self._clock()),
         )
 
+    def _blocked_now(self, ref: str) -> str | None:
+        """Why ``ref`` may not be called at this moment (the gate asks before each call)."""
+        return self.health.blocked(ref, self._clock())
+
     async def complete(self, request: ChatRequest, rules: Validators | None = None) -> Result:
         """Answer a request; raises AllAttemptsFailed when no model could.
 
@@ -227,14 +231,26 @@ class Engine:
     async def _run(
         self, req: ChatRequest, *, stream: bool, rules: Validators | None = None
     ) -> AsyncGenerator[StreamItem, None]:
-        p = self.plan(req.task, req.tier, req.max_tokens)
+        health = self.health.snapshot(self._clock())
+        p = plan(
+            self.config, task=req.task, tier=req.tier, max_tokens=req.max_tokens, health=health
+        )
         rid = req.request_id or new_request_id()
         meta = RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller)
         st = _State(rid, p, meta, rules or p.rules)
         st.attempts.extend(
             Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped
         )
-        gate = Gate(self.config, req, p, rid, approver=self.approver, budget=self.budget)
+        gate = Gate(
+            self.config,
+            req,
+            p,
+            rid,
+            approver=self.approver,
+            budget=self.budget,
+            blocked_now=self._blocked_now,
+            planned_blocked=health.blocked.keys(),
+        )
         climbed: int | None = None  # the last tier left for the next one
         kept: _End | None = None  # a lower tier's imperfect answer, in case a denial ends it
         for cand in p.candidates:

@@ -1,18 +1,20 @@
 """May this candidate be called now? One gate per request, asked before every call.
 
-Cooldowns and missing keys are settled earlier, by the plan (core/engine/routing.py), which
-leaves blocked models out. The gate adds what needs I/O and must happen at call time:
-spend caps (a read-only check before an admin is asked, a reservation of the worst case
-before each call), and approval for tiers that require it (asked once per tier and
-request). A refusal comes back as the attempt to record; the engine's policy
-(core/engine/policy.py) decides where the request goes from there.
+The plan (core/engine/routing.py) leaves out the models blocked when the request began.
+The gate asks again at call time: a breaker that opened since (another request's
+failures, while this one waited for an approval or on a lower tier) refuses the call,
+unless the plan chose the model only because everything was cooling down. It adds spend
+caps (a read-only check before an admin is asked, a reservation of the worst case before
+each call) and approval for tiers that require it (asked once per tier and request). A
+refusal comes back as the attempt to record; the engine's policy (core/engine/policy.py)
+decides where the request goes from there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from core.config.models import Config
@@ -54,6 +56,8 @@ class Gate:
         *,
         approver: Approver,
         budget: BudgetGuard | None,
+        blocked_now: Callable[[str], str | None] | None = None,
+        planned_blocked: Collection[str] = (),
     ) -> None:
         self.config = config
         self.request = request
@@ -62,6 +66,9 @@ class Gate:
         self.approver = approver
         self.budget = budget
         self._decisions: dict[int, Decision] = {}  # by tier: one question per tier
+        self._blocked_now = blocked_now  # why a model may not be called at this moment
+        # blocked when planned, yet planned (everything was cooling down): not re-checked
+        self._last_resort = frozenset(planned_blocked)
 
     async def enter(
         self, cand: Candidate, max_tokens: int, *, retry: bool, tried: Sequence[Attempt]
@@ -72,6 +79,10 @@ class Gate:
         was approved already and only reserves its new worst case. ``tried``: the
         attempts so far, which an admin is shown as the reason for the escalation.
         """
+        if not retry and self._blocked_now is not None and cand.ref not in self._last_resort:
+            why = self._blocked_now(cand.ref)
+            if why is not None:
+                return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
         if not retry and cand.requires_approval:
             refused = await self._admit(cand, tried)
             if refused is not None:

@@ -68,16 +68,18 @@ class HealthBoard:
         blocked: dict[str, str] = {}
         cooling: set[str] = set()
         for ref, b in self._breakers.items():
-            st = b.state(now)
-            if st == "unavailable":
-                blocked[ref] = b.unavailable
-            elif st == "open":
-                blocked[ref] = f"cooling down {b.open_until - now:.0f}s after {b.last_error}"
-                cooling.add(ref)
-            elif st == "half_open" and b.probing:
-                blocked[ref] = "a probe request is already testing it"
-                cooling.add(ref)
+            why = _why_blocked(b, now)
+            if why is not None:
+                blocked[ref], cools = why
+                if cools:
+                    cooling.add(ref)
         return HealthSnapshot(blocked, frozenset(cooling))
+
+    def blocked(self, ref: str, now: float) -> str | None:
+        """Why ``ref`` must not be called at ``now`` (as in :meth:`snapshot`), or None."""
+        b = self._breakers.get(ref)
+        why = _why_blocked(b, now) if b is not None else None
+        return why[0] if why is not None else None
 
     def begin(self, ref: str, now: float) -> None:
         """Note that a call to ``ref`` starts; a half-open breaker lets only this one through."""
@@ -140,3 +142,16 @@ class HealthBoard:
                 }
             )
         return rows
+
+
+def _why_blocked(b: Breaker, now: float) -> tuple[str, bool] | None:
+    """Why a breaker keeps its model from being called now, and whether that is only a
+    cooldown (which a plan with nothing else left may try anyway); None when it may be."""
+    st = b.state(now)
+    if st == "unavailable":
+        return b.unavailable, False
+    if st == "open":
+        return f"cooling down {b.open_until - now:.0f}s after {b.last_error}", True
+    if st == "half_open" and b.probing:
+        return "a probe request is already testing it", True
+    return None

@@ -101,6 +101,15 @@ class ProviderConfig(StrictModel):
         return url.rstrip("/")
 
 
+SamplingParam = Literal["temperature", "top_p", "top_k"]
+# Anthropic's API version 2026-10-21 refuses temperature, top_p and top_k with a 400, and
+# Claude Opus 4.7 and later refuse temperature on every version: a caller's value sent
+# there would be a fatal error that takes the model out for fatal_cooldown_s
+DROPPED_BY_API: dict[str, tuple[SamplingParam, ...]] = {
+    "anthropic-messages": ("temperature", "top_p", "top_k"),
+}
+
+
 class Cost(StrictModel):
     """USD per one million tokens."""
 
@@ -126,6 +135,8 @@ class ModelConfig(StrictModel):
     # careless max_tokens never earns a 400 (or, worse, opens the model's breaker)
     max_output_tokens: int | None = Field(default=None, ge=1)
     cost: Cost = Field(default_factory=Cost)
+    # sampling parameters never sent to this model; None: its API's default (DROPPED_BY_API)
+    drop_params: list[SamplingParam] | None = None
 
 
 class TierConfig(StrictModel):

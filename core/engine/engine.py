@@ -186,6 +186,7 @@ class Engine:
         self.approver: Approver = approver or PolicyApprover(config.approvals)
 
         self._clock = clock
+        self._warned_drops: set[str] = set()  # models a dropped parameter was logged for
         self.observers = list(observers)  # e.g. metrics; called for every ledger row
         self.budget = budget  # spend caps: None when none are configured
 
@@ -200,6 +201,22 @@ class Engine:
             max_tokens=max_tokens,
             health=self.health.snapshot(self._clock()),
         )
+
+    def _temperature(self, req: ChatRequest, cand: Candidate) -> float | None:
+        """The request's temperature, unless the model must not get one (``drop_params``):
+        then it is left out, with one warning per model the first time a value is dropped."""
+        if req.temperature is None or "temperature" not in cand.drops:
+            return req.temperature
+        if cand.ref not in self._warned_drops:
+            self._warned_drops.add(cand.ref)
+            log.warning(
+                "%s does not take temperature: the caller's %g is not sent to it "
+                '([models."%s"] drop_params)',
+                cand.ref,
+                req.temperature,
+                cand.ref,
+            )
+        return None
 
     def _blocked_now(self, ref: str) -> str | None:
         """Why ``ref`` may not be called at this moment (the gate asks before each call)."""
@@ -329,7 +346,7 @@ class Engine:
         self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
-        call = ModelCall(req.messages, max_tokens, req.temperature, cand.reasoning)
+        call = ModelCall(req.messages, max_tokens, self._temperature(req, cand), cand.reasoning)
         hold = st.rules.strict
         committed = False
         # generated so far (answer and reasoning, sent on or held back): the upstream

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.config.models import Config, TaskConfig, split_model_ref
+from core.config.models import DROPPED_BY_API, Config, ModelConfig, TaskConfig, split_model_ref
 from core.errors import RoutingError
 
 
@@ -31,6 +31,7 @@ class Candidate:
     reasoning: bool
     requires_approval: bool
     output_limit: int | None = None  # the model's max_output_tokens: no budget goes over it
+    drops: frozenset[str] = frozenset()  # sampling parameters never sent to this model
 
     @property
     def ref(self) -> str:
@@ -128,7 +129,14 @@ def plan(
             if limit is not None:  # the model's own limit beats the floor: over it is a 400
                 tokens = min(tokens, limit)
             cand = Candidate(
-                t.level, provider, model, tokens, mcfg.reasoning, t.requires_approval, limit
+                t.level,
+                provider,
+                model,
+                tokens,
+                mcfg.reasoning,
+                t.requires_approval,
+                limit,
+                _drops(config, provider, mcfg),
             )
             if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))
@@ -143,3 +151,10 @@ def plan(
         skipped = [s for s in skipped if s.ref not in retried]
         reasons.append("every model is cooling down; trying them anyway")
     return Plan(name, min_tier, rules, tuple(candidates), tuple(skipped), tuple(reasons))
+
+
+def _drops(config: Config, provider: str, model: ModelConfig) -> frozenset[str]:
+    """The sampling parameters never sent to ``model``: its own list, else its API's."""
+    if model.drop_params is not None:
+        return frozenset(model.drop_params)
+    return frozenset(DROPPED_BY_API.get(config.providers[provider].api, ()))

@@ -199,6 +199,19 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime) -> float | None
     return max(0.0, (when - now).total_seconds())
 
 
+_SAMPLING_PARAM = re.compile(r"\b(temperature|top_p|top_k)\b")
+
+
+def parameter_fix(detail: str, ref: str) -> str:
+    """The fix to add to a 400 that names a sampling parameter the model refuses ("" when
+    it names none): leave it out for that model with ``drop_params``."""
+    named = sorted(set(_SAMPLING_PARAM.findall(detail)))
+    if not named:
+        return ""
+    listed = ", ".join(f'"{p}"' for p in named)
+    return f' (fix: [models."{ref}"] drop_params = [{listed}])'
+
+
 def error_detail(body: bytes) -> str:
     """A short message from an error body: the provider's JSON error when there is one."""
     text = body.decode("utf-8", errors="replace").strip()
@@ -466,6 +479,8 @@ class Provider(ABC):
         for secret in self._secrets:  # before error_detail cuts the text: a cut key would
             body = body.replace(secret.encode(), REDACTED.encode())  # go unredacted
         detail = error_detail(body) or response.reason or ""
+        if status == 400:
+            detail += parameter_fix(detail, f"{self.name}/{model}")
         return self._error(
             kind_for_status(status, detail),
             model,

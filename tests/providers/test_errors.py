@@ -184,3 +184,24 @@ async def test_base_url_without_scheme_is_a_config_error(api: str) -> None:
     assert info.value.kind == "misconfigured"
     assert info.value.outcome == "fatal"
     assert "base_url" in info.value.detail
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("api", APIS)
+async def test_a_400_naming_a_sampling_parameter_says_the_fix(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, api: str, stream: bool
+) -> None:
+    # Opus 4.7+: "temperature is deprecated for this model" (a fatal 400)
+    fake_llm.script(
+        "m", Reply(status=400, error_message="temperature is deprecated for this model")
+    )
+    provider = make_provider(api)
+    with pytest.raises(ProviderError) as info:
+        await call(provider, stream)
+    assert info.value.detail.endswith(
+        f' (fix: [models."fake-{api}/m"] drop_params = ["temperature"])'
+    )
+    fake_llm.script("m", Reply(status=400, error_message="messages: field required"))
+    with pytest.raises(ProviderError) as info:
+        await call(provider, stream)
+    assert "drop_params" not in info.value.detail

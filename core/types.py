@@ -58,6 +58,7 @@ class ModelCall:
     max_tokens: int
     temperature: float | None = None
     reasoning: bool = False  # a thinking model: adapters that can toggle thinking turn it on
+    context: int | None = None  # the model's context window in tokens, where it must be told
 
 
 @dataclass(frozen=True, slots=True)

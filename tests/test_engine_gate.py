@@ -97,3 +97,26 @@ async def test_a_model_planned_as_the_last_resort_is_still_called() -> None:
     )
     assert res.content == "from local"
     assert [(a.ref, a.outcome) for a in res.attempts] == [("local/qwen3:14b", "ok")]
+
+
+async def test_a_prompt_over_a_models_context_goes_to_the_next_model() -> None:
+    doc = pyramid()
+    doc["models"]["local/qwen3:14b"]["context"] = 100  # tokens
+    doc["models"]["flash/gemini-flash"]["context"] = 100_000
+    cfg = make_config(models=doc["models"])
+    providers = {name: TestProvider(name) for name in cfg.providers}
+    providers["local"].script("qwen3:14b", Answer("short one"))
+    providers["flash"].script("gemini-flash", Answer("from flash"))
+    engine = Engine(cfg, providers, health=HealthBoard(cfg.routing))
+    res = await engine.complete(ChatRequest((Message("user", "hi " * 400),)))  # ~300 tokens
+    assert res.content == "from flash"
+    assert [(a.ref, a.outcome) for a in res.attempts] == [
+        ("local/qwen3:14b", "skipped"),
+        ("flash/gemini-flash", "ok"),
+    ]
+    assert res.attempts[0].reason == "the prompt (~301 tokens) is over the model's context of 100"
+    assert providers["local"].calls == []
+    assert [c.call.context for c in providers["flash"].calls] == [100_000]
+    # a prompt that fits is sent, with the context for the adapter to pass on
+    res = await engine.complete(ChatRequest((Message("user", "hi"),)))
+    assert res.content == "short one" and providers["local"].calls[0].call.context == 100

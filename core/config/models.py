@@ -135,6 +135,9 @@ class ModelConfig(StrictModel):
     # careless max_tokens never earns a 400 (or, worse, opens the model's breaker)
     max_output_tokens: int | None = Field(default=None, ge=1)
     cost: Cost = Field(default_factory=Cost)
+    # the context window in tokens: a prompt estimated over it is not sent to this model,
+    # and Ollama is told it (options.num_ctx) instead of truncating at its 4k default
+    context: int | None = Field(default=None, ge=1)
     # sampling parameters never sent to this model; None: its API's default (DROPPED_BY_API)
     drop_params: list[SamplingParam] | None = None
 

@@ -346,7 +346,9 @@ class Engine:
         self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
-        call = ModelCall(req.messages, max_tokens, self._temperature(req, cand), cand.reasoning)
+        call = ModelCall(
+            req.messages, max_tokens, self._temperature(req, cand), cand.reasoning, cand.context
+        )
         hold = st.rules.strict
         committed = False
         # generated so far (answer and reasoning, sent on or held back): the upstream

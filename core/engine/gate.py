@@ -3,7 +3,8 @@
 The plan (core/engine/routing.py) leaves out the models blocked when the request began.
 The gate asks again at call time: a breaker that opened since (another request's
 failures, while this one waited for an approval or on a lower tier) refuses the call,
-unless the plan chose the model only because everything was cooling down. It adds spend
+unless the plan chose the model only because everything was cooling down. A prompt
+estimated over a model's ``context`` is not sent to it either. It adds spend
 caps (a read-only check before an admin is asked, a reservation of the worst case before
 each call) and approval for tiers that require it (asked once per tier and request). A
 refusal comes back as the attempt to record; the engine's policy (core/engine/policy.py)
@@ -69,6 +70,7 @@ class Gate:
         self._blocked_now = blocked_now  # why a model may not be called at this moment
         # blocked when planned, yet planned (everything was cooling down): not re-checked
         self._last_resort = frozenset(planned_blocked)
+        self._prompt_tokens = estimate_input_tokens(request.messages)  # the same for each call
 
     async def enter(
         self, cand: Candidate, max_tokens: int, *, retry: bool, tried: Sequence[Attempt]
@@ -83,6 +85,12 @@ class Gate:
             why = self._blocked_now(cand.ref)
             if why is not None:
                 return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
+        if cand.context is not None and self._prompt_tokens > cand.context:
+            why = (
+                f"the prompt (~{self._prompt_tokens} tokens) is over the model's context of "
+                f"{cand.context}"
+            )
+            return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
         if not retry and cand.requires_approval:
             refused = await self._admit(cand, tried)
             if refused is not None:

@@ -32,6 +32,7 @@ class Candidate:
     requires_approval: bool
     output_limit: int | None = None  # the model's max_output_tokens: no budget goes over it
     drops: frozenset[str] = frozenset()  # sampling parameters never sent to this model
+    context: int | None = None  # the model's context window in tokens
 
     @property
     def ref(self) -> str:
@@ -137,6 +138,7 @@ def plan(
                 t.requires_approval,
                 limit,
                 _drops(config, provider, mcfg),
+                mcfg.context,
             )
             if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))

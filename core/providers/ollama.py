@@ -55,8 +55,11 @@ class Ollama(Provider):
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
-        """messages, options.num_predict, and ``think`` for thinking models."""
+        """messages, options (num_predict; num_ctx from the model's ``context``), and
+        ``think`` for thinking models."""
         options: dict[str, Any] = {"num_predict": call.max_tokens}
+        if call.context is not None:  # else Ollama's default (4k on small GPUs) cuts the
+            options["num_ctx"] = call.context  # prompt from its start, system prompt first
         if call.temperature is not None:
             options["temperature"] = call.temperature
         body: dict[str, Any] = {

@@ -52,6 +52,19 @@ async def test_no_think_flag_for_plain_models(
     assert req.headers["authorization"] == "Bearer tok"
 
 
+async def test_the_models_context_is_sent_as_num_ctx_both_ways(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    # without it Ollama's default context (4k on small GPUs) cuts a longer prompt from its
+    # start, the system prompt first, and says nothing
+    provider = make_provider(API)
+    call = ModelCall((Message("user", "x"),), 7, context=32768)
+    await provider.complete("qwen3:14b", call)
+    [_ async for _ in provider.stream("qwen3:14b", call)]
+    plain, streamed = fake_llm.requests
+    assert plain.body["options"] == streamed.body["options"] == {"num_predict": 7, "num_ctx": 32768}
+
+
 async def test_thinking_field_and_counts(fake_llm: FakeLLM, make_provider: ProviderFactory) -> None:
     fake_llm.script("qwen3:14b", Reply(text="Hello", reasoning="greet", input_tokens=20,
                                        output_tokens=4, reasoning_tokens=6))  # fmt: skip

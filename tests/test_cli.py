@@ -151,6 +151,9 @@ async def test_doctor_probes_and_advises(fake_llm: FakeLLM, cli_env: dict[str, s
     fake_llm.models = ["llama3"]
     code, out, _ = await openclaw(cli_env, "doctor")
     assert "not offered: qwen3:14b (`ollama pull qwen3:14b`)" in out
+    # a cloud model the provider no longer lists: retired (or a typo), not a pull away
+    retired = "gemini-flash (model retired or misspelled: see the provider's deprecations page)"
+    assert f"not offered: {retired}" in out
 
 
 def copy_with(src: Path, dst: Path, old: str, new: str) -> None:

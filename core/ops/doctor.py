@@ -45,8 +45,11 @@ def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str
             return f"the server failed ({error.kind}): check its logs"
 
 
+RETIRED = "model retired or misspelled: see the provider's deprecations page"
+
+
 def _pull_hint(provider: Provider, model: str) -> str:
-    return f"`ollama pull {model}`" if provider.api == "ollama" else "check the model id"
+    return f"`ollama pull {model}`" if provider.api == "ollama" else RETIRED
 
 
 async def probe(

@@ -481,6 +481,8 @@ class Provider(ABC):
         detail = error_detail(body) or response.reason or ""
         if status == 400:
             detail += parameter_fix(detail, f"{self.name}/{model}")
+        elif status == 404 and "model" in detail.lower():  # not a wrong base_url: the id
+            detail += " (model retired or misspelled: see the provider's deprecations page)"
         return self._error(
             kind_for_status(status, detail),
             model,

@@ -205,3 +205,17 @@ async def test_a_400_naming_a_sampling_parameter_says_the_fix(
     with pytest.raises(ProviderError) as info:
         await call(provider, stream)
     assert "drop_params" not in info.value.detail
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_404_for_the_model_says_it_may_be_retired(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, api: str
+) -> None:
+    fake_llm.script("m", Reply(status=404, error_message="model: claude-opus-4-0 not found"))
+    provider = make_provider(api)
+    with pytest.raises(ProviderError) as info:
+        await call(provider, False)
+    assert info.value.kind == "not_found"
+    assert info.value.detail.endswith(
+        "(model retired or misspelled: see the provider's deprecations page)"
+    )

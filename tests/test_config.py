@@ -432,3 +432,21 @@ def test_config_check_takes_the_file_as_an_argument(tmp_path: Path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["config", "check", str(ROOT / "openclaw.example.toml")]) == 0
     assert capsys.readouterr().out.startswith(f"# {ROOT / 'openclaw.example.toml'}: valid")
+
+
+def test_keep_alive_is_an_ollama_duration_on_an_ollama_provider() -> None:
+    doc = pyramid()
+    doc["providers"]["local"]["keep_alive"] = "1h30m"
+    assert parse_config(doc, warnings=[]).providers["local"].keep_alive == "1h30m"
+    doc["providers"]["local"]["keep_alive"] = "half an hour"
+    (problem,) = problems(doc)
+    assert problem == (
+        "providers.local.keep_alive: 'half an hour' is not a duration: write it like \"30m\","
+        ' "24h", "-1" (for ever) or "0" (unload at once)'
+    )
+    doc["providers"]["local"].pop("keep_alive")
+    doc["providers"]["deep"]["keep_alive"] = "30m"
+    (problem,) = problems(doc)
+    assert problem == (
+        "providers.deep.keep_alive: is Ollama's, and this provider is not Ollama: remove it"
+    )

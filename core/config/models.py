@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from core.config.agents import AgentConfig
 from core.config.budgets import BudgetsConfig
@@ -77,6 +79,10 @@ class EmbeddedConfig(StrictModel):
     start_timeout_s: float = Field(default=60.0, gt=0)
 
 
+# a Go duration as Ollama parses it ("10m", "1h30m", "-1", "0"); a bare number is seconds
+KEEP_ALIVE = r"-?(\d+(\.\d+)?|(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)"
+
+
 class ProviderConfig(StrictModel):
     """One upstream: which wire format it speaks, where, and with which key."""
 
@@ -89,6 +95,27 @@ class ProviderConfig(StrictModel):
     headers: dict[str, str] = Field(default_factory=dict)
     # header name -> the variable holding its value: a secret header stays out of the file
     headers_env: HeadersEnv = Field(default_factory=dict)
+    # Ollama only: how long a model stays loaded after a request ("30m", "24h", "-1" for
+    # ever, "0" to unload at once); None: Ollama's own default (5 minutes)
+    keep_alive: str | None = None
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _ollama_duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("api") != "ollama":
+            raise PydanticCustomError(
+                "keep_alive", "is Ollama's, and this provider is not Ollama: remove it"
+            )
+        if not re.fullmatch(KEEP_ALIVE, value):
+            raise PydanticCustomError(
+                "keep_alive",
+                '{shown} is not a duration: write it like "30m", "24h", "-1" (for ever) or "0"'
+                " (unload at once)",
+                {"shown": repr(value)},
+            )
+        return value
 
     @model_validator(mode="after")
     def _headers_once(self) -> ProviderConfig:

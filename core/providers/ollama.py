@@ -70,6 +70,8 @@ class Ollama(Provider):
         }
         if call.reasoning:
             body["think"] = True  # thinking arrives in message.thinking, not as <think> text
+        if self.config.keep_alive is not None:  # how long the model stays loaded afterwards
+            body["keep_alive"] = _keep_alive(self.config.keep_alive)
         return HttpCall("/api/chat", body)
 
     def parse_body(self, data: Any) -> list[Chunk]:
@@ -91,3 +93,12 @@ class Ollama(Provider):
         """``{"models": [{"name": …}]}``."""
         items = as_list(as_dict(data, "response").get("models") or [], "models")
         return [as_text(as_dict(m, "model").get("name"), "name") for m in items]
+
+
+def _keep_alive(value: str) -> str | int | float:
+    """A bare number is seconds, sent as a number (Ollama reads a string as a duration)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return value
+    return int(seconds) if seconds.is_integer() else seconds

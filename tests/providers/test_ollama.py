@@ -65,6 +65,19 @@ async def test_the_models_context_is_sent_as_num_ctx_both_ways(
     assert plain.body["options"] == streamed.body["options"] == {"num_predict": 7, "num_ctx": 32768}
 
 
+@pytest.mark.parametrize(("keep_alive", "sent"), [("30m", "30m"), ("-1", -1), ("90", 90)])
+async def test_keep_alive_is_sent_as_ollama_reads_it(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, keep_alive: str, sent: object
+) -> None:
+    provider = make_provider(API, keep_alive=keep_alive)
+    await provider.complete("qwen3:14b", ModelCall((Message("user", "x"),), 7))
+    [_ async for _ in provider.stream("qwen3:14b", ModelCall((Message("user", "x"),), 7))]
+    plain, streamed = fake_llm.requests
+    assert plain.body["keep_alive"] == streamed.body["keep_alive"] == sent
+    await make_provider(API).complete("qwen3:14b", ModelCall((Message("user", "x"),), 7))
+    assert "keep_alive" not in fake_llm.requests[-1].body  # unset: Ollama's own default
+
+
 async def test_thinking_field_and_counts(fake_llm: FakeLLM, make_provider: ProviderFactory) -> None:
     fake_llm.script("qwen3:14b", Reply(text="Hello", reasoning="greet", input_tokens=20,
                                        output_tokens=4, reasoning_tokens=6))  # fmt: skip

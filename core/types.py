@@ -59,6 +59,7 @@ class ModelCall:
     temperature: float | None = None
     reasoning: bool = False  # a thinking model: adapters that can toggle thinking turn it on
     context: int | None = None  # the model's context window in tokens, where it must be told
+    no_think: bool = False  # a thinking model told not to think: adapters that can, say so
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,3 +120,13 @@ async def test_a_prompt_over_a_models_context_goes_to_the_next_model() -> None:
     # a prompt that fits is sent, with the context for the adapter to pass on
     res = await engine.complete(ChatRequest((Message("user", "hi"),)))
     assert res.content == "short one" and providers["local"].calls[0].call.context == 100
+
+
+async def test_a_no_think_task_reaches_the_adapter() -> None:
+    cfg = make_config(tasks={"chat": 0, "routine": {"tier": 0, "think": False}})
+    providers = {name: TestProvider(name) for name in cfg.providers}
+    providers["local"].script("qwen3:14b", Answer("done"))
+    engine = Engine(cfg, providers, health=HealthBoard(cfg.routing))
+    await engine.complete(ChatRequest((Message("user", "hi"),), task="routine"))
+    (call,) = providers["local"].calls
+    assert (call.call.reasoning, call.call.no_think) == (False, True)

@@ -103,3 +103,14 @@ def test_unknown_task_or_tier(task: str | None, tier: int | None, message: str) 
 def test_plan_has_the_tasks_validators() -> None:
     assert plan(CFG, task="extract").rules.json_keys == ["name"]
     assert plan(CFG, task="summarize").rules.min_chars == 20
+
+
+def test_a_task_with_think_false_calls_thinking_models_without_thinking() -> None:
+    cfg = make_config(
+        tasks={"chat": 0, "routine": {"tier": 0, "think": False}, "deep": {"tier": 0}},
+    )
+    local, flash = plan(cfg, task="routine").candidates[:2]
+    assert (local.ref, local.reasoning, local.no_think) == ("local/qwen3:14b", False, True)
+    assert (flash.reasoning, flash.no_think) == (False, False)  # not a thinking model
+    as_configured = plan(cfg, task="deep").candidates[0]
+    assert (as_configured.reasoning, as_configured.no_think) == (True, False)

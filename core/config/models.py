@@ -179,6 +179,9 @@ class TaskConfig(Validators):
     """A task type: its minimum tier and the validators its answers must pass."""
 
     tier: int = Field(ge=0)
+    # false: thinking models answer this task without thinking (routine work, less time);
+    # None: each model as configured (its ``reasoning``)
+    think: bool | None = None
 
 
 class RoutingConfig(StrictModel):
@@ -245,6 +248,11 @@ class Config(StrictModel):
         """The minimum tier of a configured task."""
         value = self.tasks[name]
         return value if isinstance(value, int) else value.tier
+
+    def task_think(self, name: str) -> bool | None:
+        """Whether thinking models think for a configured task (None: as configured)."""
+        value = self.tasks[name]
+        return None if isinstance(value, int) else value.think
 
     @functools.cached_property
     def default_task(self) -> str | None:

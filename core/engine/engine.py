@@ -347,7 +347,12 @@ class Engine:
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
         call = ModelCall(
-            req.messages, max_tokens, self._temperature(req, cand), cand.reasoning, cand.context
+            req.messages,
+            max_tokens,
+            self._temperature(req, cand),
+            cand.reasoning,
+            cand.context,
+            cand.no_think,
         )
         hold = st.rules.strict
         committed = False

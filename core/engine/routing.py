@@ -33,6 +33,7 @@ class Candidate:
     output_limit: int | None = None  # the model's max_output_tokens: no budget goes over it
     drops: frozenset[str] = frozenset()  # sampling parameters never sent to this model
     context: int | None = None  # the model's context window in tokens
+    no_think: bool = False  # a thinking model told not to think (its task's think = false)
 
     @property
     def ref(self) -> str:
@@ -114,6 +115,7 @@ def plan(
     health = health or HealthSnapshot()
     name, min_tier, rules, why = resolve_start(config, task, tier)
     floor = config.routing.reasoning_floor
+    think = config.task_think(name) if name is not None and name in config.tasks else None
     candidates: list[Candidate] = []
     cooling: list[Candidate] = []
     skipped: list[Skip] = []
@@ -124,7 +126,8 @@ def plan(
             provider, model = split_model_ref(ref)
             mcfg = config.models[ref]
             tokens = max_tokens or mcfg.max_tokens
-            if mcfg.reasoning:
+            reasoning = mcfg.reasoning and think is not False
+            if reasoning:
                 tokens = max(tokens, floor)
             limit = mcfg.max_output_tokens
             if limit is not None:  # the model's own limit beats the floor: over it is a 400
@@ -134,11 +137,12 @@ def plan(
                 provider,
                 model,
                 tokens,
-                mcfg.reasoning,
+                reasoning,
                 t.requires_approval,
                 limit,
                 _drops(config, provider, mcfg),
                 mcfg.context,
+                mcfg.reasoning and not reasoning,
             )
             if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))

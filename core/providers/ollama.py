@@ -70,6 +70,8 @@ class Ollama(Provider):
         }
         if call.reasoning:
             body["think"] = True  # thinking arrives in message.thinking, not as <think> text
+        elif call.no_think:
+            body["think"] = False  # a thinking model thinks unless told not to
         if self.config.keep_alive is not None:  # how long the model stays loaded afterwards
             body["keep_alive"] = _keep_alive(self.config.keep_alive)
         return HttpCall("/api/chat", body)

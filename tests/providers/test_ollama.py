@@ -78,6 +78,15 @@ async def test_keep_alive_is_sent_as_ollama_reads_it(
     assert "keep_alive" not in fake_llm.requests[-1].body  # unset: Ollama's own default
 
 
+async def test_a_thinking_model_told_not_to_think_gets_think_false(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    # a task with think = false: Ollama's thinking models think unless told otherwise
+    call = ModelCall((Message("user", "x"),), 7, no_think=True)
+    await make_provider(API).complete("qwen3:14b", call)
+    assert fake_llm.requests[-1].body["think"] is False
+
+
 async def test_thinking_field_and_counts(fake_llm: FakeLLM, make_provider: ProviderFactory) -> None:
     fake_llm.script("qwen3:14b", Reply(text="Hello", reasoning="greet", input_tokens=20,
                                        output_tokens=4, reasoning_tokens=6))  # fmt: skip

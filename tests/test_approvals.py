@@ -138,14 +138,16 @@ async def test_copies_shown_after_the_decision_are_closed_too(store: SQLiteStore
     await b.drain()
 
 
+async def one_copy(record: ApprovalRecord, shown: CopyShown) -> list[str]:
+    """A notifier that reaches one admin: copy 1 in chat 1, message 10."""
+    await shown(1, 10)
+    return []
+
+
 async def test_a_late_decision_says_what_happened(store: SQLiteStore) -> None:
     b = broker(store)
 
-    async def one(record: ApprovalRecord, shown: CopyShown) -> list[str]:
-        await shown(1, 10)
-        return []
-
-    b.notifiers.append(one)
+    b.notifiers.append(one_copy)
     deciding = asyncio.create_task(b.decide(REQUEST))
     await first_copy(b)
     assert await b.resolve(1, False, "@a") == (True, "denied — thanks")
@@ -160,11 +162,7 @@ async def test_close_copy_only_edits_copies_of_that_approval(store: SQLiteStore)
     closed = Closed()
     b.closers.append(closed)
 
-    async def one(record: ApprovalRecord, shown: CopyShown) -> list[str]:
-        await shown(1, 10)
-        return []
-
-    b.notifiers.append(one)
+    b.notifiers.append(one_copy)
     deciding = asyncio.create_task(b.decide(REQUEST))
     await first_copy(b)
     assert not await b.close_copy(1, 1, 10)  # still pending: nothing to close
@@ -183,11 +181,7 @@ async def test_an_approvals_times_are_the_brokers_clock(store: SQLiteStore) -> N
     now = [t0]
     b.clock = lambda: now[0]
 
-    async def one(record: ApprovalRecord, shown: CopyShown) -> list[str]:
-        await shown(1, 10)
-        return []
-
-    b.notifiers.append(one)
+    b.notifiers.append(one_copy)
     deciding = asyncio.create_task(b.decide(REQUEST))
     await first_copy(b)
     now[0] += timedelta(seconds=42)

@@ -128,7 +128,10 @@ class ProviderConfig(StrictModel):
         return url.rstrip("/")
 
 
-SamplingParam = Literal["temperature", "top_p", "top_k"]
+# request parameters a model may refuse: drop_params leaves them out for that model
+SamplingParam = Literal["temperature", "top_p", "top_k", "seed", "stop", "parallel_tool_calls"]
+# what a model can do with JSON: a schema enforced, any JSON object, or nothing
+JsonMode = Literal["schema", "object", "none"]
 # Anthropic's API version 2026-10-21 refuses temperature, top_p and top_k with a 400, and
 # Claude Opus 4.7 and later refuse temperature on every version: a caller's value sent
 # there would be a fatal error that takes the model out for fatal_cooldown_s
@@ -167,6 +170,12 @@ class ModelConfig(StrictModel):
     context: int | None = Field(default=None, ge=1)
     # sampling parameters never sent to this model; None: its API's default (DROPPED_BY_API)
     drop_params: list[SamplingParam] | None = None
+    # false: the model cannot call tools; a request that offers tools (or carries tool
+    # calls in its history) skips it with that reason
+    tools: bool = True
+    # schema: JSON Schema output natively; object: JSON mode only (a schema is checked after
+    # and stated in the prompt); none: no JSON mode (a request for JSON output skips it)
+    json_: JsonMode = Field(default="schema", alias="json")
 
 
 class TierConfig(StrictModel):

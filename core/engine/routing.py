@@ -34,6 +34,8 @@ class Candidate:
     drops: frozenset[str] = frozenset()  # sampling parameters never sent to this model
     context: int | None = None  # the model's context window in tokens
     no_think: bool = False  # a thinking model told not to think (its task's think = false)
+    tools: bool = True  # the model can call tools ([models."…"] tools)
+    json: str = "schema"  # "schema" | "object" | "none" ([models."…"] json)
 
     @property
     def ref(self) -> str:
@@ -143,6 +145,8 @@ def plan(
                 _drops(config, provider, mcfg),
                 mcfg.context,
                 mcfg.reasoning and not reasoning,
+                mcfg.tools,
+                mcfg.json_,
             )
             if ref in health.blocked:
                 skipped.append(Skip(t.level, ref, health.blocked[ref]))

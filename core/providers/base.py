@@ -13,6 +13,7 @@ into deltas and the final :class:`ModelResponse`.
 from __future__ import annotations
 
 import json
+import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
@@ -28,7 +29,7 @@ from core.config.models import ProviderConfig
 from core.errors import ErrorKind, ProviderError
 from core.ops.redaction import REDACTED, redact
 from core.providers.think import ThinkSplitter
-from core.types import ModelCall, ModelResponse, StreamDelta, Usage
+from core.types import ModelCall, ModelResponse, StreamDelta, ToolCall, Usage
 
 DETAIL_MAX_CHARS = 300
 
@@ -44,6 +45,20 @@ class UpstreamError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    """A tool call, or a piece of one in a stream. Pieces with one ``index`` are one call:
+    ``id``, ``name`` and ``signature`` are kept from the first piece that has them and the
+    ``arguments`` text is concatenated. Each adapter gives every call of an answer its own
+    index (a content block's, a delta's, or a running count)."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    signature: str = ""
 
 
 @dataclass(slots=True)
@@ -64,6 +79,7 @@ class Chunk:
     finish_reason: str | None = None
     done: bool = False  # the terminal event of a stream was seen
     end: bool = False  # nothing more will come: stop reading
+    tool_calls: list[ToolCallPart] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,7 @@ class Accumulator:
         self._cached = 0
         self.finish_reason: str | None = None
         self.done = False
+        self._calls: dict[int, ToolCallPart] = {}
 
     def add(self, chunk: Chunk) -> StreamDelta | None:
         """Take one chunk; return the delta it completes, if any."""
@@ -108,6 +125,8 @@ class Accumulator:
             self._cached = chunk.cached_tokens
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
+        for part in chunk.tool_calls:
+            self._add_call(part)
         self.done = self.done or chunk.done
         return self._delta(content, chunk.reasoning + thought)
 
@@ -117,16 +136,40 @@ class Accumulator:
         return self._delta(content, reasoning)
 
     def response(self, status: int, model: str) -> ModelResponse:
-        """The final response, content and reasoning aggregated."""
+        """The final response, content, reasoning and tool calls aggregated.
+
+        A call without an id (Ollama, Gemini) gets one; an answer with tool calls whose API
+        said only "stop" (Ollama, Gemini) finishes with ``tool_calls``, as OpenAI's does.
+        """
         usage = Usage(self._input, self._output, self._reasoning_tokens, self._cached)
+        calls = tuple(
+            ToolCall(p.id or new_call_id(), p.name, p.arguments, p.signature)
+            for _, p in sorted(self._calls.items())
+        )
+        finish = self.finish_reason
+        if calls and finish in (None, "stop"):
+            finish = "tool_calls"
         return ModelResponse(
             "".join(self._content),
             "".join(self._reasoning),
             usage,
-            self.finish_reason,
+            finish,
             status,
             model,
+            calls,
         )
+
+    def _add_call(self, part: ToolCallPart) -> None:
+        held = self._calls.get(part.index)
+        if held is None:
+            self._calls[part.index] = ToolCallPart(
+                part.index, part.id, part.name, part.arguments, part.signature
+            )
+            return
+        held.id = held.id or part.id
+        held.name = held.name or part.name
+        held.signature = held.signature or part.signature
+        held.arguments += part.arguments
 
     def _delta(self, content: str, reasoning: str) -> StreamDelta | None:
         if not content and not reasoning:
@@ -137,6 +180,11 @@ class Accumulator:
 
 
 # -- pure helpers ----------------------------------------------------------------
+
+
+def new_call_id() -> str:
+    """An id for a tool call whose API gave none (``call_`` + 24 hex digits, as OpenAI's)."""
+    return f"call_{random.getrandbits(96):024x}"
 
 
 # a 400 that names an unknown model (DeepSeek answers "Model Not Exist" with 400) or a bad

@@ -16,7 +16,7 @@ import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,20 @@ OLLAMA = "ollama"
 APIS = (OPENAI, ANTHROPIC, GOOGLE, OLLAMA)
 _SHORT = {"openai": OPENAI, "anthropic": ANTHROPIC, "google": GOOGLE, "ollama": OLLAMA}
 PIECE_CHARS = 3
+
+
+@dataclass
+class FakeToolCall:
+    """A tool call in a scripted answer. ``arguments``: a dict is sent as the format's JSON
+    (an object for Anthropic, Gemini and Ollama, JSON text for OpenAI); a str is sent as is
+    where the format carries text (OpenAI, Anthropic's input_json_delta), to script broken
+    arguments. ``id``: None lets the format's default stand (formats without ids send none);
+    ``signature``: Gemini's thoughtSignature on the functionCall part."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str | None = None
+    signature: str | None = None
 
 
 @dataclass
@@ -58,6 +72,10 @@ class Reply:
     output_tokens: int | None = None  # the visible answer only; reasoning is counted apart
     reasoning_tokens: int | None = None
     cached_tokens: int = 0  # of the input, read from the prompt cache (reported per format)
+    # tool calls after the text, in the format's own shape (JSON and streamed); with them the
+    # default finish is the format's tool-call reason (tool_calls, tool_use; Gemini and
+    # Ollama say STOP/stop)
+    tool_calls: list[FakeToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -220,51 +238,60 @@ def _google_usage(a: _Answer, *, final: bool = True) -> dict[str, Any]:
     return usage
 
 
-def _complete_body(api: str, a: _Answer) -> dict[str, Any]:
+def _openai_body(a: _Answer) -> dict[str, Any]:
     finish = a.reply.finish_reason
-    if api == OPENAI:
-        message: dict[str, Any] = {"role": "assistant", "content": a.content}
-        if a.reasoning:
-            message["reasoning_content"] = a.reasoning
-        return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": a.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop"}],
-            "usage": _openai_usage(a),
-        }
-    if api == ANTHROPIC:
-        blocks: list[dict[str, Any]] = []
-        if a.reasoning:
-            blocks.append({"type": "thinking", "thinking": a.reasoning, "signature": "sig"})
-        blocks.append({"type": "text", "text": a.content})
-        return {
-            "id": "msg_fake",
-            "type": "message",
-            "role": "assistant",
-            "model": a.model,
-            "content": blocks,
-            "stop_reason": finish or "end_turn",
-            "stop_sequence": None,
-            "usage": {**a.anthropic_input(), "output_tokens": a.billed_output},
-        }
-    if api == GOOGLE:
-        parts: list[dict[str, Any]] = []
-        if a.reasoning:
-            parts.append({"text": a.reasoning, "thought": True})
-        parts.append({"text": a.content})
-        return {
-            "candidates": [
-                {
-                    "content": {"parts": parts, "role": "model"},
-                    "finishReason": finish or "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": _google_usage(a),
-            "modelVersion": a.model,
-        }
+    message: dict[str, Any] = {"role": "assistant", "content": a.content}
+    if a.reasoning:
+        message["reasoning_content"] = a.reasoning
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": a.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop"}],
+        "usage": _openai_usage(a),
+    }
+
+
+def _anthropic_body(a: _Answer) -> dict[str, Any]:
+    finish = a.reply.finish_reason
+    blocks: list[dict[str, Any]] = []
+    if a.reasoning:
+        blocks.append({"type": "thinking", "thinking": a.reasoning, "signature": "sig"})
+    blocks.append({"type": "text", "text": a.content})
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": a.model,
+        "content": blocks,
+        "stop_reason": finish or "end_turn",
+        "stop_sequence": None,
+        "usage": {**a.anthropic_input(), "output_tokens": a.billed_output},
+    }
+
+
+def _google_body(a: _Answer) -> dict[str, Any]:
+    finish = a.reply.finish_reason
+    parts: list[dict[str, Any]] = []
+    if a.reasoning:
+        parts.append({"text": a.reasoning, "thought": True})
+    parts.append({"text": a.content})
+    return {
+        "candidates": [
+            {
+                "content": {"parts": parts, "role": "model"},
+                "finishReason": finish or "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": _google_usage(a),
+        "modelVersion": a.model,
+    }
+
+
+def _ollama_body(a: _Answer) -> dict[str, Any]:
+    finish = a.reply.finish_reason
     message = {"role": "assistant", "content": a.content}
     if a.reasoning:
         message["thinking"] = a.reasoning
@@ -279,86 +306,116 @@ def _complete_body(api: str, a: _Answer) -> dict[str, Any]:
     }
 
 
+_BODIES: dict[str, Callable[[_Answer], dict[str, Any]]] = {
+    OPENAI: _openai_body,
+    ANTHROPIC: _anthropic_body,
+    GOOGLE: _google_body,
+    OLLAMA: _ollama_body,
+}
+
+
+def _complete_body(api: str, a: _Answer) -> dict[str, Any]:
+    return _BODIES[api](a)
+
+
 def _sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     payload = data if isinstance(data, str) else json.dumps(data)
     return f"{head}data: {payload}\n\n".encode()
 
 
-def _stream_frames(api: str, a: _Answer) -> tuple[list[bytes], list[bytes], list[bytes]]:
+_Frames = tuple[list[bytes], list[bytes], list[bytes]]
+
+
+def _openai_frames(a: _Answer) -> _Frames:
     """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
     finish = a.reply.finish_reason
     thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
-    if api == OPENAI:
 
-        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "finish_reason": reason}
-            obj = {"id": "c", "object": "chat.completion.chunk", "model": a.model}
-            return _sse({**obj, "choices": [choice]})
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": reason}
+        obj = {"id": "c", "object": "chat.completion.chunk", "model": a.model}
+        return _sse({**obj, "choices": [choice]})
 
-        head = [chunk({"role": "assistant", "content": ""})]
-        body = [chunk({"reasoning_content": p}) for p in thoughts]
-        body += [chunk({"content": p}) for p in texts]
-        tail = [chunk({}, finish or "stop")]
-        if a.usage_in_stream:
-            tail.append(_sse({"id": "c", "choices": [], "usage": _openai_usage(a)}))
-        return head, body, [*tail, _sse("[DONE]")]
-    if api == ANTHROPIC:
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": "msg_fake",
-                "type": "message",
-                "role": "assistant",
-                "model": a.model,
-                "content": [],
-                "stop_reason": None,
-                "usage": {**a.anthropic_input(), "output_tokens": 1},
-            },
-        }
-        head = [_sse(start, "message_start"), _sse({"type": "ping"}, "ping")]
-        body: list[bytes] = []
-        for index, (kind, pieces) in enumerate((("thinking", thoughts), ("text", texts))):
-            if not pieces:
-                continue
-            block = {"type": kind, kind: ""}
-            frames = [
-                _sse(
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                    "content_block_delta",
-                )
-                for delta in [{"type": f"{kind}_delta", kind: p} for p in pieces]
-                + ([{"type": "signature_delta", "signature": "sig"}] if kind == "thinking" else [])
-            ]
-            start = {"type": "content_block_start", "index": index, "content_block": block}
-            stop = {"type": "content_block_stop", "index": index}
-            # the block start rides with its first piece, so a cut stream still carries text
-            frames[0] = _sse(start, "content_block_start") + frames[0]
-            frames[-1] += _sse(stop, "content_block_stop")
-            body += frames
-        delta = {
-            "type": "message_delta",
-            "delta": {"stop_reason": finish or "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": a.billed_output},
-        }
-        tail = [_sse(delta, "message_delta"), _sse({"type": "message_stop"}, "message_stop")]
-        return head, body, tail
-    if api == GOOGLE:
+    head = [chunk({"role": "assistant", "content": ""})]
+    body = [chunk({"reasoning_content": p}) for p in thoughts]
+    body += [chunk({"content": p}) for p in texts]
+    tail = [chunk({}, finish or "stop")]
+    if a.usage_in_stream:
+        tail.append(_sse({"id": "c", "choices": [], "usage": _openai_usage(a)}))
+    return head, body, [*tail, _sse("[DONE]")]
 
-        def piece(text: str, thought: bool) -> bytes:
-            part: dict[str, Any] = {"text": text, **({"thought": True} if thought else {})}
-            cand = {"content": {"parts": [part], "role": "model"}, "index": 0}
-            usage = _google_usage(a, final=False)
-            return _sse({"candidates": [cand], "usageMetadata": usage, "modelVersion": a.model})
 
-        body = [piece(p, True) for p in thoughts] + [piece(p, False) for p in texts]
-        last = {
-            "content": {"parts": [{"text": ""}], "role": "model"},
-            "finishReason": finish or "STOP",
-            "index": 0,
-        }
-        final = {"candidates": [last], "usageMetadata": _google_usage(a), "modelVersion": a.model}
-        return [], body, [_sse(final)]
+def _anthropic_frames(a: _Answer) -> _Frames:
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    finish = a.reply.finish_reason
+    thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": a.model,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**a.anthropic_input(), "output_tokens": 1},
+        },
+    }
+    head = [_sse(start, "message_start"), _sse({"type": "ping"}, "ping")]
+    body: list[bytes] = []
+    for index, (kind, pieces) in enumerate((("thinking", thoughts), ("text", texts))):
+        if not pieces:
+            continue
+        block = {"type": kind, kind: ""}
+        frames = [
+            _sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
+            for delta in [{"type": f"{kind}_delta", kind: p} for p in pieces]
+            + ([{"type": "signature_delta", "signature": "sig"}] if kind == "thinking" else [])
+        ]
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        stop = {"type": "content_block_stop", "index": index}
+        # the block start rides with its first piece, so a cut stream still carries text
+        frames[0] = _sse(start, "content_block_start") + frames[0]
+        frames[-1] += _sse(stop, "content_block_stop")
+        body += frames
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": finish or "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": a.billed_output},
+    }
+    tail = [_sse(delta, "message_delta"), _sse({"type": "message_stop"}, "message_stop")]
+    return head, body, tail
+
+
+def _google_frames(a: _Answer) -> _Frames:
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    finish = a.reply.finish_reason
+    thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
+
+    def piece(text: str, thought: bool) -> bytes:
+        part: dict[str, Any] = {"text": text, **({"thought": True} if thought else {})}
+        cand = {"content": {"parts": [part], "role": "model"}, "index": 0}
+        usage = _google_usage(a, final=False)
+        return _sse({"candidates": [cand], "usageMetadata": usage, "modelVersion": a.model})
+
+    body = [piece(p, True) for p in thoughts] + [piece(p, False) for p in texts]
+    last = {
+        "content": {"parts": [{"text": ""}], "role": "model"},
+        "finishReason": finish or "STOP",
+        "index": 0,
+    }
+    final = {"candidates": [last], "usageMetadata": _google_usage(a), "modelVersion": a.model}
+    return [], body, [_sse(final)]
+
+
+def _ollama_frames(a: _Answer) -> _Frames:
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    finish = a.reply.finish_reason
+    thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
 
     def line(message: dict[str, Any], **extra: Any) -> bytes:
         obj = {"model": a.model, "created_at": "2025-01-01T00:00:00Z", "message": message}
@@ -374,6 +431,19 @@ def _stream_frames(api: str, a: _Answer) -> tuple[list[bytes], list[bytes], list
         eval_count=a.billed_output,
     )
     return [], body, [done]
+
+
+_FRAMES: dict[str, Callable[[_Answer], _Frames]] = {
+    OPENAI: _openai_frames,
+    ANTHROPIC: _anthropic_frames,
+    GOOGLE: _google_frames,
+    OLLAMA: _ollama_frames,
+}
+
+
+def _stream_frames(api: str, a: _Answer) -> _Frames:
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    return _FRAMES[api](a)
 
 
 _STREAM_TYPES = {

@@ -111,6 +111,16 @@ class RequestRejected(AllAttemptsFailed):
         super().__init__(attempts, f"{error.provider}/{error.model} refused the request")
 
 
+class CannotServe(AllAttemptsFailed):
+    """No model of the plan can serve what the request asks for (tools to a model with
+    ``tools = false``, JSON output to one with ``json = "none"``, a prompt over every
+    context window): the caller must change the request or the config, so the gateway
+    answers 400. ``str()`` names each model and why."""
+
+    def __init__(self, attempts: Sequence[Attempt]) -> None:
+        super().__init__(attempts, "no configured model can serve this request")
+
+
 class StoreUnavailable(OpenClawError):
     """The store cannot take writes (read-only file, disk full, I/O error).
 

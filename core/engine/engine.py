@@ -38,7 +38,15 @@ from core.engine.policy import Ended, Next, Step, next_step
 from core.engine.routing import Candidate, Plan, plan
 from core.engine.validators import validate
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
-from core.types import Attempt, ChatRequest, ModelCall, ModelResponse, StreamDelta, Usage
+from core.types import (
+    Attempt,
+    ChatRequest,
+    ModelCall,
+    ModelResponse,
+    StreamDelta,
+    ToolCall,
+    Usage,
+)
 
 log = logging.getLogger("openclaw.engine")
 
@@ -74,6 +82,7 @@ class Result:
     attempts: tuple[Attempt, ...]
     plan: Plan
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # the calls the answering model asked for
 
     @property
     def usage(self) -> Usage:
@@ -330,6 +339,7 @@ class Engine:
             tuple(self._trace(st, upto_tier)),
             st.plan,
             end.response.finish_reason,
+            end.response.tool_calls,
         )
 
     @staticmethod

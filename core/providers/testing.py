@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import ErrorKind, ProviderError
-from core.types import ModelCall, ModelResponse, StreamDelta, Usage
+from core.types import ModelCall, ModelResponse, StreamDelta, ToolCall, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class Answer:
     reasoning_tokens: int = 0
     finish_reason: str | None = "stop"
     chunk: int = 4
+    tool_calls: tuple[ToolCall, ...] = ()  # with calls, the finish is "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,8 @@ class TestProvider:
     @staticmethod
     def _response(model: str, a: Answer) -> ModelResponse:
         usage = Usage(a.input_tokens, a.output_tokens, a.reasoning_tokens)
-        return ModelResponse(a.text, a.reasoning, usage, a.finish_reason, 200, model)
+        finish = "tool_calls" if a.tool_calls and a.finish_reason == "stop" else a.finish_reason
+        return ModelResponse(a.text, a.reasoning, usage, finish, 200, model, a.tool_calls)
 
 
 if TYPE_CHECKING:  # mypy holds the fake to the interface the engine calls

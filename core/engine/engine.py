@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 from core.config.common import Validators
 from core.config.models import Config, split_model_ref
@@ -36,19 +36,22 @@ from core.engine.health import HealthBoard
 from core.engine.ledger import Ledger, RequestMeta, price
 from core.engine.policy import Ended, Next, Step, next_step
 from core.engine.routing import Candidate, Plan, plan
+from core.engine.structured import check_json, check_tool_calls, output_format, unfit
 from core.engine.validators import validate
-from core.errors import AllAttemptsFailed, ProviderError, RequestRejected
+from core.errors import AllAttemptsFailed, CannotServe, ProviderError, RequestRejected
 from core.types import (
     Attempt,
     ChatRequest,
     ModelCall,
     ModelResponse,
+    ResponseFormat,
     StreamDelta,
     ToolCall,
     Usage,
 )
 
 log = logging.getLogger("openclaw.engine")
+_V = TypeVar("_V")
 
 
 def new_request_id() -> str:
@@ -153,7 +156,7 @@ class _End:
         return Ended(
             self.attempt.outcome,
             self.committed,
-            r is not None and bool(r.content.strip()),
+            r is not None and bool(r.content.strip() or r.tool_calls),
             r is not None and bool(r.reasoning or r.usage.reasoning_tokens),
         )
 
@@ -171,6 +174,7 @@ class _State:
     meta: RequestMeta
     rules: Validators
     attempts: list[Attempt] = field(default_factory=list)
+    fit: bool = False  # some candidate could serve the request (it passed the capability gate)
 
 
 class Engine:
@@ -195,7 +199,8 @@ class Engine:
         self.approver: Approver = approver or PolicyApprover(config.approvals)
 
         self._clock = clock
-        self._warned_drops: set[str] = set()  # models a dropped parameter was logged for
+        # (model, parameter) pairs a dropped value was logged for
+        self._warned_drops: set[tuple[str, str]] = set()
         self.observers = list(observers)  # e.g. metrics; called for every ledger row
         self.budget = budget  # spend caps: None when none are configured
 
@@ -211,18 +216,19 @@ class Engine:
             health=self.health.snapshot(self._clock()),
         )
 
-    def _temperature(self, req: ChatRequest, cand: Candidate) -> float | None:
-        """The request's temperature, unless the model must not get one (``drop_params``):
-        then it is left out, with one warning per model the first time a value is dropped."""
-        if req.temperature is None or "temperature" not in cand.drops:
-            return req.temperature
-        if cand.ref not in self._warned_drops:
-            self._warned_drops.add(cand.ref)
+    def _param(self, cand: Candidate, name: str, value: _V) -> _V | None:
+        """A request parameter, unless the model must not get it (``drop_params``): then it
+        is left out, with one warning per model and parameter the first time one is."""
+        if value is None or value == () or name not in cand.drops:
+            return value
+        if (cand.ref, name) not in self._warned_drops:
+            self._warned_drops.add((cand.ref, name))
             log.warning(
-                "%s does not take temperature: the caller's %g is not sent to it "
+                "%s does not take %s: the caller's %r is not sent to it "
                 '([models."%s"] drop_params)',
                 cand.ref,
-                req.temperature,
+                name,
+                value,
                 cand.ref,
             )
         return None
@@ -301,7 +307,19 @@ class Engine:
         if kept is not None and _keeps_lower(req, st, stream):
             yield self._result(st, kept, None)
             return
+        if not st.fit and self._unservable(req, p):
+            raise CannotServe(self._trace(st))
         raise AllAttemptsFailed(self._trace(st), f"no model could answer {asked_for(p)}")
+
+    def _unservable(self, req: ChatRequest, p: Plan) -> bool:
+        """No model of the plan can serve ``req``, healthy or not: the request's fault (or
+        the config's), not an outage. The models the plan left out as blocked count too:
+        one of them could have served it once healthy."""
+        if not p.candidates and not p.skipped:
+            return False
+        blocked = plan(self.config, task=req.task, tier=req.tier, max_tokens=req.max_tokens)
+        planned = {c.ref for c in p.candidates}
+        return all(unfit(c, req) is not None for c in blocked.candidates if c.ref not in planned)
 
     async def _candidate(
         self, st: _State, gate: Gate, cand: Candidate, req: ChatRequest, stream: bool
@@ -311,6 +329,7 @@ class Engine:
         max_tokens, retried = cand.max_tokens, False
         while True:
             ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
+            st.fit = st.fit or not ticket.unfit
             end = _End(ticket.refused) if ticket.refused is not None else None
             if end is None:
                 try:
@@ -356,15 +375,25 @@ class Engine:
         self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
+        fmt, messages = output_format(cand, req, st.rules.json_)
         call = ModelCall(
-            req.messages,
+            messages,
             max_tokens,
-            self._temperature(req, cand),
+            self._param(cand, "temperature", req.temperature),
             cand.reasoning,
             cand.context,
             cand.no_think,
+            req.tools,
+            req.tool_choice,
+            self._param(cand, "parallel_tool_calls", req.parallel_tool_calls),
+            fmt,
+            self._param(cand, "stop", req.stop) or (),
+            self._param(cand, "top_p", req.top_p),
+            self._param(cand, "seed", req.seed),
         )
-        hold = st.rules.strict
+        # held until judged: a tool call or JSON answer that fails its checks climbs, and
+        # what went out cannot be taken back
+        hold = st.rules.strict or req.uses_tools or (fmt is not None and fmt.wants_json)
         committed = False
         # generated so far (answer and reasoning, sent on or held back): the upstream
         # bills a stream that breaks for what it generated, so the ledger does too
@@ -411,20 +440,23 @@ class Engine:
                 st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
             )
             return
-        attempt = self._answered(st, cand, resp, t0, max_tokens, committed)
+        attempt = self._answered(st, cand, req, resp, fmt, t0, max_tokens, committed)
         await self._record(st, attempt)
         reason = attempt.reason if attempt.outcome == "unusable" else None
         if stream and not committed and reason is None:
             committed = True
             yield self._started(st, cand)
-            yield StreamDelta(resp.content.lstrip())
+            if resp.content.strip() or not resp.tool_calls:
+                yield StreamDelta(resp.content.lstrip())
         yield _End(attempt, resp, None, committed)
 
     def _answered(
         self,
         st: _State,
         cand: Candidate,
+        req: ChatRequest,
         resp: ModelResponse,
+        fmt: ResponseFormat | None,
         t0: float,
         max_tokens: int,
         committed: bool,
@@ -433,7 +465,7 @@ class Engine:
         latency = (time.perf_counter() - t0) * 1000
         self.health.success(cand.ref, latency, self._clock())
         # what already went out cannot be judged any more: a streamed answer is final
-        reason = None if committed else validate(resp.content, st.rules)
+        reason = None if committed else self._judge(st, req, resp, fmt)
         if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
             reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
         return Attempt(
@@ -447,7 +479,21 @@ class Engine:
             resp.usage,
             price(self.config, cand.ref, resp.usage),
             max_tokens,
+            len(resp.tool_calls),
         )
+
+    @staticmethod
+    def _judge(
+        st: _State, req: ChatRequest, resp: ModelResponse, fmt: ResponseFormat | None
+    ) -> str | None:
+        """Why an answer is unusable: its tool calls do not serve the request, or (an
+        answer in text) it fails the task's validators or the JSON asked for (the caller's
+        schema, even where the model was sent JSON mode only)."""
+        fmt = req.response_format or fmt
+        why = check_tool_calls(resp.tool_calls, req.tools, req.tool_choice)
+        if why is not None or resp.tool_calls:
+            return why  # a turn of tool calls: its text is not the answer yet
+        return validate(resp.content, st.rules) or check_json(resp.content, fmt)
 
     async def _cancelled(
         self, st: _State, cand: Candidate, req: ChatRequest, t0: float, max_tokens: int

@@ -4,7 +4,8 @@ The plan (core/engine/routing.py) leaves out the models blocked when the request
 The gate asks again at call time: a breaker that opened since (another request's
 failures, while this one waited for an approval or on a lower tier) refuses the call,
 unless the plan chose the model only because everything was cooling down. A prompt
-estimated over a model's ``context`` is not sent to it either. It adds spend
+estimated over a model's ``context`` is not sent to it either, nor a request it cannot
+serve (tools, JSON output: core/engine/structured.py). It adds spend
 caps (a read-only check before an admin is asked, a reservation of the worst case before
 each call) and approval for tiers that require it (asked once per tier and request). A
 refusal comes back as the attempt to record; the engine's policy (core/engine/policy.py)
@@ -23,6 +24,7 @@ from core.engine.approvals import ApprovalRequest, Approver, Decision
 from core.engine.budget import BudgetGuard, estimate_input_tokens
 from core.engine.ledger import price
 from core.engine.routing import Candidate, Plan
+from core.engine.structured import unfit
 from core.types import Attempt, ChatRequest, Usage
 
 log = logging.getLogger("openclaw.engine")
@@ -40,6 +42,7 @@ class Ticket:
 
     refused: Attempt | None = None
     reservation: int | None = None
+    unfit: bool = False  # refused because the model cannot serve this request at all
 
 
 _FREE = Ticket()  # most calls: no approval to ask, no cap to reserve against
@@ -85,12 +88,9 @@ class Gate:
             why = self._blocked_now(cand.ref)
             if why is not None:
                 return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
-        if cand.context is not None and self._prompt_tokens > cand.context:
-            why = (
-                f"the prompt (~{self._prompt_tokens} tokens) is over the model's context of "
-                f"{cand.context}"
-            )
-            return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
+        why = self._unfit(cand)
+        if why is not None:
+            return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why), unfit=True)
         if not retry and cand.requires_approval:
             refused = await self._admit(cand, tried)
             if refused is not None:
@@ -103,6 +103,16 @@ class Gate:
         if over:
             return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", over))
         return Ticket(reservation=reservation)
+
+    def _unfit(self, cand: Candidate) -> str | None:
+        """Why ``cand`` cannot serve this request whatever its health: over its context,
+        or without the tools or JSON mode the request needs."""
+        if cand.context is not None and self._prompt_tokens > cand.context:
+            return (
+                f"the prompt (~{self._prompt_tokens} tokens) is over the model's context of "
+                f"{cand.context}"
+            )
+        return unfit(cand, self.request)
 
     async def leave(self, cand: Candidate, ticket: Ticket) -> None:
         """The call ended and its cost is in the ledger: drop its reservation."""

@@ -155,14 +155,14 @@ def baselines(
 _INSERT = (
     "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
     " model, streamed, caller, owner, outcome, reason, status, latency_ms, input_tokens,"
-    " output_tokens, reasoning_tokens, cost_usd, cached_tokens)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " output_tokens, reasoning_tokens, cost_usd, cached_tokens, tool_calls)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # a request has at most one call in flight, so its pending row is found by request id
 _FINISH = (
     "UPDATE attempts SET owner = NULL, outcome = ?, reason = ?, status = ?, latency_ms = ?,"
     " input_tokens = ?, output_tokens = ?, reasoning_tokens = ?, cost_usd = ?,"
-    " cached_tokens = ? WHERE request_id = ? AND outcome = 'pending'"
+    " cached_tokens = ?, tool_calls = ? WHERE request_id = ? AND outcome = 'pending'"
 )
 
 
@@ -179,6 +179,7 @@ def _outcome(attempt: Attempt) -> tuple[Any, ...]:
         u.reasoning_tokens,
         attempt.cost_usd,
         u.cached_input_tokens,
+        attempt.tool_calls,
     )
 
 

@@ -178,6 +178,12 @@ async def _m008_attempts_in_flight(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX attempts_pending ON attempts (id) WHERE outcome = 'pending'")
 
 
+async def _m009_attempts_tool_calls(db: aiosqlite.Connection) -> None:
+    # the tool calls a model asked for in the attempt (an answer that is only tool calls
+    # has no text, and a run's tool loop is counted by them)
+    await db.execute("ALTER TABLE attempts ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -187,4 +193,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("006_attempts_cached_tokens", _m006_attempts_cached_tokens),
     ("007_outbox_open_by_target", _m007_outbox_open_by_target),
     ("008_attempts_in_flight", _m008_attempts_in_flight),
+    ("009_attempts_tool_calls", _m009_attempts_tool_calls),
 ]

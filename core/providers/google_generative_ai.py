@@ -1,8 +1,14 @@
-"""Google Generative Language API (Gemini): generateContent and streamGenerateContent."""
+"""Google Generative Language API (Gemini): generateContent and streamGenerateContent.
+
+Tools go out as ``functionDeclarations`` and come back as ``functionCall`` parts, each call
+whole in one part (streams too). A call's ``thoughtSignature`` is kept on the ToolCall and
+sent back on the same part of the same turn: Gemini 3 refuses a function-call step without it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import json
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +19,7 @@ from core.providers.base import (
     HttpCall,
     Malformed,
     Provider,
+    ToolCallPart,
     UpstreamError,
     as_count,
     as_dict,
@@ -21,7 +28,7 @@ from core.providers.base import (
     iter_sse,
     load_json,
 )
-from core.types import ModelCall
+from core.types import Message, ModelCall, ToolChoice, ToolSpec
 
 FINISH_REASONS: dict[str, str] = {
     "STOP": "stop",
@@ -47,10 +54,143 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 
+# Gemini 3 answers 400 when the first functionCall of a step in the current turn comes back
+# without a thoughtSignature, which history Gemini did not write (another provider's turns,
+# after a failover) never has. The FAQ of https://ai.google.dev/gemini-api/docs/thought-signatures
+# names two dummy values that skip the check ("context_engineering_is_the_way_to_go" or this one);
+# Vertex AI's page documents only this one, so it is the one sent. It goes as this literal text
+# over REST, as the Vercel AI SDK sends it (vercel/ai#15560: a replay without signatures to
+# gemini-3-flash-preview went from 400 to 200 with it).
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+# tool_choice -> functionCallingConfig.mode; "tool" is ANY limited by allowedFunctionNames
+TOOL_MODES: dict[str, str] = {"auto": "AUTO", "required": "ANY", "tool": "ANY", "none": "NONE"}
+
+
 def _model_path(model: str) -> str:
     # "tunedModels/x" names its own collection; a bare id lives under models/
     path = model if "/" in model else f"models/{model}"
     return quote(path, safe="/-._~")
+
+
+def _args(arguments: str) -> dict[str, Any]:
+    """A call's arguments as the object Gemini wants. Text that is not a JSON object (a model's
+    broken arguments, kept in history beside the error they caused) travels under one key, so
+    the model still sees what it wrote instead of an empty call."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+
+
+def _result(content: str) -> dict[str, Any]:
+    """A tool result as ``functionResponse.response``: a JSON object as is, else wrapped as
+    ``{"result": text}``, the key the SDK's own function calling and the docs' examples use."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"result": content}
+
+
+def _model_parts(message: Message) -> list[dict[str, Any]]:
+    """An assistant turn: its text, then one functionCall part per call with its signature.
+
+    Only the first call of a step must carry one (Gemini signs only the first of parallel
+    calls), so a step without any gets the dummy on its first call only.
+    """
+    parts: list[dict[str, Any]] = []
+    if message.content or not message.tool_calls:
+        parts.append({"text": message.content})
+    for i, call in enumerate(message.tool_calls):
+        function: dict[str, Any] = {"name": call.name, "args": _args(call.arguments)}
+        if call.id:
+            function["id"] = call.id
+        part: dict[str, Any] = {"functionCall": function}
+        signature = call.signature or (SKIP_SIGNATURE if i == 0 else "")
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
+    return parts
+
+
+def _function_response(message: Message, names: Mapping[str, str]) -> dict[str, Any]:
+    """A ``tool`` turn. Gemini matches results by name (``id`` when the call had one); a
+    result without ``name`` takes the name of the call it answers."""
+    call_id = message.tool_call_id or ""
+    name = message.name or names.get(call_id, "")
+    response: dict[str, Any] = {"name": name, "response": _result(message.content)}
+    if call_id:
+        response["id"] = call_id
+    return {"functionResponse": response}
+
+
+def _contents(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Roles user/model; the results of one step's calls share one user content."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    contents: list[dict[str, Any]] = []
+    previous = ""
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            part = _function_response(m, names)
+            if previous == "tool":
+                contents[-1]["parts"].append(part)
+            else:
+                contents.append({"role": "user", "parts": [part]})
+        elif m.role == "assistant":
+            contents.append({"role": "model", "parts": _model_parts(m)})
+        else:
+            contents.append({"role": "user", "parts": [{"text": m.content}]})
+        previous = m.role
+    return contents
+
+
+def _tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
+    """One Tool with every declaration. ``parametersJsonSchema`` takes the JSON Schema as
+    is; ``parameters`` takes only the SDK's OpenAPI-3.0 subset (no oneOf/allOf/const, no type
+    lists) and would need a lossy conversion."""
+    declarations: list[dict[str, Any]] = []
+    for tool in tools:
+        declaration: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            declaration["description"] = tool.description
+        if tool.parameters:  # a function without parameters leaves them unset
+            declaration["parametersJsonSchema"] = dict(tool.parameters)
+        declarations.append(declaration)
+    return [{"functionDeclarations": declarations}]
+
+
+def _tool_config(choice: ToolChoice) -> dict[str, Any]:
+    config: dict[str, Any] = {"mode": TOOL_MODES[choice.mode]}
+    if choice.mode == "tool" and choice.name:
+        config["allowedFunctionNames"] = [choice.name]
+    return {"functionCallingConfig": config}
+
+
+def _generation_config(call: ModelCall) -> dict[str, Any]:
+    config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
+    if call.temperature is not None:
+        config["temperature"] = call.temperature
+    if call.top_p is not None:
+        config["topP"] = call.top_p
+    if call.seed is not None:
+        config["seed"] = call.seed
+    if call.stop:
+        config["stopSequences"] = list(call.stop)
+    if call.reasoning:
+        config["thinkingConfig"] = {"includeThoughts": True}
+    fmt = call.response_format
+    if fmt is not None and fmt.wants_json:
+        config["responseMimeType"] = "application/json"
+        # responseJsonSchema takes standard JSON Schema; responseSchema only the OpenAPI subset
+        if fmt.type == "json_schema" and fmt.schema is not None:
+            config["responseJsonSchema"] = dict(fmt.schema)
+    return config
 
 
 def _usage(chunk: Chunk, meta: Any) -> None:
@@ -79,8 +219,24 @@ def _raise_if_error(data: dict[str, Any]) -> None:
     raise UpstreamError(status, f"{label}: {message}" if label else message)
 
 
-def _parse(data: Any, *, streamed: bool) -> Chunk:
-    """One GenerateContentResponse: the whole answer, or one streamed piece of it."""
+def _call(part: dict[str, Any], index: int) -> ToolCallPart:
+    """A functionCall part: always a whole call (args an object, id rarely given)."""
+    function = as_dict(part["functionCall"], "functionCall")
+    args = as_dict(function.get("args") or {}, "functionCall.args")
+    return ToolCallPart(
+        index,
+        as_text(function.get("id"), "functionCall.id"),
+        as_text(function.get("name"), "functionCall.name"),
+        json.dumps(args, ensure_ascii=False),
+        as_text(part.get("thoughtSignature"), "thoughtSignature"),
+    )
+
+
+def _parse(data: Any, *, streamed: bool, first_call: int = 0) -> Chunk:
+    """One GenerateContentResponse: the whole answer, or one streamed piece of it.
+
+    ``first_call``: the index of this piece's first call (calls earlier in the stream count).
+    """
     data = as_dict(data, "response")
     _raise_if_error(data)
     chunk = Chunk()
@@ -91,6 +247,9 @@ def _parse(data: Any, *, streamed: bool) -> Chunk:
         content = as_dict(candidate.get("content") or {}, "content")
         for part in as_list(content.get("parts") or [], "parts"):
             part = as_dict(part, "part")
+            if part.get("functionCall") is not None:
+                chunk.tool_calls.append(_call(part, first_call + len(chunk.tool_calls)))
+                continue
             text = as_text(part.get("text"), "part.text")
             if part.get("thought") is True:
                 chunk.reasoning += text
@@ -119,21 +278,23 @@ class GoogleGenerativeAI(Provider):
         return {"x-goog-api-key": self._api_key} if self._api_key else {}
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
-        """contents (roles user/model), systemInstruction, generationConfig."""
+        """contents (roles user/model), systemInstruction, tools, toolConfig, generationConfig.
+
+        ``parallel_tool_calls`` is not sent: FunctionCallingConfig has only mode,
+        allowedFunctionNames and (Vertex only) streamFunctionCallArguments, so Gemini has no
+        switch for it and may answer with several calls whatever was asked.
+        """
         system = "\n\n".join(m.content for m in call.messages if m.role == "system")
-        contents = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-            for m in call.messages
-            if m.role != "system"
-        ]
-        config: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
-        if call.temperature is not None:
-            config["temperature"] = call.temperature
-        if call.reasoning:
-            config["thinkingConfig"] = {"includeThoughts": True}
-        body: dict[str, Any] = {"contents": contents, "generationConfig": config}
+        body: dict[str, Any] = {
+            "contents": _contents(call.messages),
+            "generationConfig": _generation_config(call),
+        }
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
+        if call.tools:
+            body["tools"] = _tools(call.tools)
+            if call.tool_choice is not None:
+                body["toolConfig"] = _tool_config(call.tool_choice)
         if stream:
             return HttpCall(
                 f"/{_model_path(model)}:streamGenerateContent", body, params={"alt": "sse"}
@@ -145,9 +306,13 @@ class GoogleGenerativeAI(Provider):
         return [_parse(data, streamed=False)]
 
     async def parse_stream(self, response: aiohttp.ClientResponse) -> AsyncGenerator[Chunk, None]:
-        """SSE ``data:`` events, each a GenerateContentResponse; the last usage wins."""
+        """SSE ``data:`` events, each a GenerateContentResponse; the last usage wins. Each
+        functionCall part is a whole call: calls get a running index across events."""
+        calls = 0
         async for event in iter_sse(response):
-            yield _parse(load_json(event.data), streamed=True)
+            chunk = _parse(load_json(event.data), streamed=True, first_call=calls)
+            calls += len(chunk.tool_calls)
+            yield chunk
 
     def models_call(self) -> HttpCall:
         """GET {base}/models."""

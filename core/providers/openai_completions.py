@@ -12,6 +12,7 @@ from core.providers.base import (
     HttpCall,
     Malformed,
     Provider,
+    ToolCallPart,
     UpstreamError,
     as_count,
     as_dict,
@@ -20,7 +21,7 @@ from core.providers.base import (
     iter_sse,
     load_json,
 )
-from core.types import ModelCall
+from core.types import Message, ModelCall, ResponseFormat, ToolChoice, ToolSpec
 
 
 def _usage(chunk: Chunk, usage: Any) -> None:
@@ -53,6 +54,80 @@ def _raise_if_error(data: dict[str, Any]) -> None:
     raise UpstreamError(500, str(err))
 
 
+def _message(m: Message) -> dict[str, Any]:
+    """One turn: an assistant turn's calls as ``tool_calls`` (its content null when it has
+    no text), a tool result as ``role: tool`` with the ``tool_call_id`` it answers."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content}
+    if m.role == "assistant" and m.tool_calls:
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+        return {"role": "assistant", "content": m.content or None, "tool_calls": calls}
+    return {"role": m.role, "content": m.content}
+
+
+def _tool(spec: ToolSpec) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": spec.name}
+    if spec.description:
+        function["description"] = spec.description
+    # "omitting parameters defines a function with an empty parameter list" (OpenAI); servers
+    # that render tools into a chat template (llama.cpp, vLLM) get that list spelled out
+    function["parameters"] = dict(spec.parameters) or {"type": "object", "properties": {}}
+    if spec.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode == "tool":
+        return {"type": "function", "function": {"name": choice.name or ""}}
+    return choice.mode
+
+
+def _response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    # name is required (^[a-zA-Z0-9_-]{1,64}$): a schema without one is called "response"
+    spec: dict[str, Any] = {"name": fmt.name or "response", "strict": fmt.strict}
+    if fmt.description:
+        spec["description"] = fmt.description
+    if fmt.schema is not None:
+        spec["schema"] = dict(fmt.schema)
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _tool_calls(value: Any, where: str, *, streamed: bool) -> list[ToolCallPart]:
+    """``message.tool_calls`` (whole calls, numbered by position) or ``delta.tool_calls``
+    (pieces numbered by ``index``: the id and name come first, the arguments in fragments).
+
+    The arguments stay text as the model wrote them, valid JSON or not: the engine judges.
+    """
+    if value is None:
+        return []
+    parts = []
+    for position, item in enumerate(as_list(value, f"{where}.tool_calls")):
+        what = f"{where}.tool_calls[{position}]"
+        item = as_dict(item, what)
+        index = item.get("index", position) if streamed else position
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise Malformed(f"{what}.index is not an integer")
+        function = item.get("function")
+        if function is None and not streamed:
+            raise Malformed(f"{what} has no function")
+        function = as_dict(function or {}, f"{what}.function")
+        parts.append(
+            ToolCallPart(
+                index,
+                id=as_text(item.get("id"), f"{what}.id"),
+                name=as_text(function.get("name"), f"{what}.function.name"),
+                arguments=as_text(function.get("arguments"), f"{what}.function.arguments"),
+            )
+        )
+    return parts
+
+
 def _parse(data: Any, *, key: str, streamed: bool) -> Chunk:
     """One completion (``key="message"``) or one stream chunk (``key="delta"``)."""
     data = as_dict(data, "response")
@@ -73,6 +148,7 @@ def _parse(data: Any, *, key: str, streamed: bool) -> Chunk:
         chunk.reasoning = as_text(
             message.get("reasoning_content"), f"{key}.reasoning_content"
         ) or as_text(message.get("reasoning"), f"{key}.reasoning")
+        chunk.tool_calls = _tool_calls(message.get("tool_calls"), key, streamed=streamed)
         chunk.finish_reason = as_text(choice.get("finish_reason"), "finish_reason") or None
         chunk.done = chunk.finish_reason is not None
     _usage(chunk, data.get("usage"))
@@ -89,15 +165,31 @@ class OpenAICompletions(Provider):
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
-        """Messages pass through unchanged; usage is asked for in streams too."""
+        """Messages, tool calls and results in OpenAI's shapes; tools, tool choice, response
+        format, stop, top_p and seed only when set; usage is asked for in streams too."""
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in call.messages],
+            "messages": [_message(m) for m in call.messages],
             "max_tokens": call.max_tokens,
             "stream": stream,
         }
         if call.temperature is not None:
             body["temperature"] = call.temperature
+        if call.top_p is not None:
+            body["top_p"] = call.top_p
+        if call.seed is not None:
+            body["seed"] = call.seed
+        if call.stop:
+            body["stop"] = list(call.stop)
+        if call.tools:
+            body["tools"] = [_tool(t) for t in call.tools]
+            # OpenAI refuses both without tools ("only allowed when 'tools' are specified")
+            if call.tool_choice is not None:
+                body["tool_choice"] = _tool_choice(call.tool_choice)
+            if call.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = call.parallel_tool_calls
+        if call.response_format is not None:
+            body["response_format"] = _response_format(call.response_format)
         if stream:
             body["stream_options"] = {"include_usage": True}
         return HttpCall("/chat/completions", body)

@@ -239,16 +239,27 @@ def _google_usage(a: _Answer, *, final: bool = True) -> dict[str, Any]:
 
 
 def _openai_body(a: _Answer) -> dict[str, Any]:
-    finish = a.reply.finish_reason
+    """A chat.completion. Scripted calls go in message.tool_calls (a str ``arguments``
+    verbatim, to script broken JSON), the content null when there is no text, and the
+    finish is tool_calls."""
+    calls = []
+    for i, c in enumerate(a.reply.tool_calls):
+        args = c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments)
+        function = {"name": c.name, "arguments": args}
+        calls.append({"id": c.id or f"call_fake{i}", "type": "function", "function": function})
+    finish = a.reply.finish_reason or ("tool_calls" if calls else "stop")
     message: dict[str, Any] = {"role": "assistant", "content": a.content}
     if a.reasoning:
         message["reasoning_content"] = a.reasoning
+    if calls:
+        message["content"] = a.content or None
+        message["tool_calls"] = calls
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": a.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": _openai_usage(a),
     }
 
@@ -328,8 +339,11 @@ _Frames = tuple[list[bytes], list[bytes], list[bytes]]
 
 
 def _openai_frames(a: _Answer) -> _Frames:
-    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
-    finish = a.reply.finish_reason
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece, then the
+    tool calls: each call's first delta carries its index, id and name, its arguments follow
+    in pieces, and the pieces of parallel calls are interleaved (told apart by index)."""
+    calls = _openai_body(a)["choices"][0]["message"].get("tool_calls", [])
+    finish = a.reply.finish_reason or ("tool_calls" if calls else "stop")
     thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
 
     def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
@@ -340,7 +354,20 @@ def _openai_frames(a: _Answer) -> _Frames:
     head = [chunk({"role": "assistant", "content": ""})]
     body = [chunk({"reasoning_content": p}) for p in thoughts]
     body += [chunk({"content": p}) for p in texts]
-    tail = [chunk({}, finish or "stop")]
+    for i, call in enumerate(calls):
+        start = {
+            **call,
+            "index": i,
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        body.append(chunk({"tool_calls": [start]}))
+    fragments = [_pieces(call["function"]["arguments"]) for call in calls]
+    for step in range(max(map(len, fragments), default=0)):
+        for i, pieces in enumerate(fragments):
+            if step < len(pieces):
+                piece = {"index": i, "function": {"arguments": pieces[step]}}
+                body.append(chunk({"tool_calls": [piece]}))
+    tail = [chunk({}, finish)]
     if a.usage_in_stream:
         tail.append(_sse({"id": "c", "choices": [], "usage": _openai_usage(a)}))
     return head, body, [*tail, _sse("[DONE]")]

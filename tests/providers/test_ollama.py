@@ -1,4 +1,4 @@
-"""ollama: stream always explicit, think, options, NDJSON."""
+"""ollama: stream always explicit, think, options, NDJSON, tools and structured output."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ from typing import Any
 import pytest
 
 from core.providers.base import Chunk, Malformed, UpstreamError
-from core.types import Message, ModelCall
+from core.types import (
+    Message,
+    ModelCall,
+    ModelResponse,
+    ResponseFormat,
+    StreamDelta,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 from tests.conftest import ProviderFactory
-from tests.fakes.llm import FakeLLM, Reply
+from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
 
 API = "ollama"
 CALL = ModelCall(
@@ -109,3 +118,233 @@ def test_missing_fields_are_malformed(make_provider: ProviderFactory, data: Any)
 def test_error_line(make_provider: ProviderFactory) -> None:
     with pytest.raises(UpstreamError, match="runner crashed"):
         parse(make_provider, {"error": "runner crashed"})
+
+
+@pytest.mark.parametrize(
+    "data", [{"message": {"tool_calls": {}}}, {"message": {"tool_calls": [1]}}]
+)
+def test_malformed_tool_calls(make_provider: ProviderFactory, data: Any) -> None:
+    with pytest.raises(Malformed, match="tool_call"):
+        parse(make_provider, {"done": True, **data})
+
+
+# -- tools, structured output, sampling options ------------------------------------------
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Weather for a city.",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "The city"}},
+        "required": ["city"],
+    },
+)
+NOW = ToolSpec("now")  # no description, no parameters
+ASK = (Message("user", "Weather in Paris?"),)
+
+
+async def send_both(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, call: ModelCall
+) -> dict[str, Any]:
+    """Send ``call`` plain and streamed; both bodies must be equal but for ``stream``."""
+    provider = make_provider(API)
+    await provider.complete("m", call)
+    [_ async for _ in provider.stream("m", call)]
+    plain, streamed = fake_llm.requests
+    assert (plain.body.pop("stream"), streamed.body.pop("stream")) == (False, True)
+    assert plain.body == streamed.body
+    body: dict[str, Any] = plain.body
+    return body
+
+
+async def test_tools_and_sampling_options(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    call = ModelCall(
+        ASK,
+        50,
+        temperature=0.2,
+        tools=(WEATHER, NOW),
+        tool_choice=ToolChoice("auto"),
+        parallel_tool_calls=False,  # Ollama has no switch for it: not sent
+        stop=("END", "STOP"),
+        top_p=0.9,
+        seed=7,
+    )
+    body = await send_both(fake_llm, make_provider, call)
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "description": "The city"}},
+                    "required": ["city"],
+                },
+                "description": "Weather for a city.",
+            },
+        },
+        # parameters.type must be "object" (the Go server's ToolFunctionParameters)
+        {"type": "function", "function": {"name": "now", "parameters": {"type": "object",
+                                                                       "properties": {}}}},
+    ]  # fmt: skip
+    assert body["options"] == {
+        "num_predict": 50,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["END", "STOP"],
+    }
+    # /api/chat has neither field (ollama/ollama#11171): nothing is invented
+    assert not {"tool_choice", "parallel_tool_calls", "format"} & body.keys()
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        (None, ["get_weather", "now"]),
+        (ToolChoice("auto"), ["get_weather", "now"]),
+        (ToolChoice("required"), ["get_weather", "now"]),  # not enforceable: the engine checks
+        (ToolChoice("tool", "now"), ["now"]),  # no other tool can be called
+        (ToolChoice("tool", "missing"), ["get_weather", "now"]),  # not offered: all, engine judges
+        (ToolChoice("none"), []),
+    ],
+)
+async def test_tool_choice_is_what_tools_are_sent(
+    fake_llm: FakeLLM,
+    make_provider: ProviderFactory,
+    choice: ToolChoice | None,
+    sent: list[str],
+) -> None:
+    call = ModelCall(ASK, 50, tools=(WEATHER, NOW), tool_choice=choice)
+    body = await send_both(fake_llm, make_provider, call)
+    assert [t["function"]["name"] for t in body.get("tools", [])] == sent
+    assert "tool_choice" not in body
+
+
+async def test_history_with_tool_calls_and_results(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    history = (
+        *ASK,
+        Message(
+            "assistant",
+            "",
+            tool_calls=(
+                ToolCall("call_1", "get_weather", '{"city": "Paris"}'),
+                ToolCall("call_2", "now", ""),  # no arguments: an empty object
+            ),
+        ),
+        Message("tool", "21C clear", tool_call_id="call_1", name="get_weather"),
+        Message("tool", "12:00", tool_call_id="call_2"),  # no name: taken from the call
+        Message("assistant", "", tool_calls=(ToolCall("call_3", "get_weather", '{"city": "Par'),)),
+        Message("tool", "error: arguments not valid JSON", tool_call_id="call_3"),
+    )
+    body = await send_both(fake_llm, make_provider, ModelCall(history, 50, tools=(WEATHER, NOW)))
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                # arguments as an object: Ollama refuses the text with a 400
+                {"id": "call_1", "function": {"index": 0, "name": "get_weather",
+                                              "arguments": {"city": "Paris"}}},
+                {"id": "call_2", "function": {"index": 1, "name": "now", "arguments": {}}},
+            ],
+        },
+        {"role": "tool", "content": "21C clear", "tool_name": "get_weather",
+         "tool_call_id": "call_1"},
+        {"role": "tool", "content": "12:00", "tool_name": "now", "tool_call_id": "call_2"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                # broken arguments, kept in history: the model still sees what it wrote
+                {"id": "call_3", "function": {"index": 0, "name": "get_weather",
+                                              "arguments": {"_raw_arguments": '{"city": "Par'}}},
+            ],
+        },
+        {"role": "tool", "content": "error: arguments not valid JSON",
+         "tool_name": "get_weather", "tool_call_id": "call_3"},
+    ]  # fmt: skip
+
+
+SCHEMA = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "sent"),
+    [
+        (ResponseFormat("json_object"), "json"),
+        (ResponseFormat("json_schema", "person", SCHEMA, strict=True), SCHEMA),
+        (ResponseFormat("json_schema"), "json"),  # no schema given: any JSON object
+        (ResponseFormat("text"), None),
+    ],
+)
+async def test_response_format_is_sent_as_format(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, fmt: ResponseFormat, sent: object
+) -> None:
+    body = await send_both(fake_llm, make_provider, ModelCall(ASK, 50, response_format=fmt))
+    assert body.get("format") == sent
+
+
+async def answers(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, reply: Reply
+) -> tuple[ModelResponse, ModelResponse]:
+    """The JSON and the streamed answer to the same scripted reply."""
+    fake_llm.script("m", reply, reply)
+    provider = make_provider(API)
+    plain = await provider.complete("m", ModelCall(ASK, 50, tools=(WEATHER, NOW)))
+    events = [e async for e in provider.stream("m", ModelCall(ASK, 50, tools=(WEATHER, NOW)))]
+    assert all(isinstance(e, StreamDelta) for e in events[:-1])
+    streamed = events[-1]
+    assert isinstance(streamed, ModelResponse)
+    return plain, streamed
+
+
+async def test_a_tool_call_is_parsed_both_ways(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    call = FakeToolCall("get_weather", {"city": "Paris"}, id="call_abc12345")
+    reply = Reply(text="", tool_calls=[call])
+    for resp in await answers(fake_llm, make_provider, reply):
+        (got,) = resp.tool_calls
+        assert (got.id, got.name, got.arguments) == ("call_abc12345", "get_weather",
+                                                     '{"city": "Paris"}')  # fmt: skip
+        # Ollama says done_reason "stop"; a call-carrying answer finishes like OpenAI's
+        assert resp.finish_reason == "tool_calls"
+        assert resp.content == ""
+
+
+async def test_parallel_tool_calls_keep_their_order_and_get_ids(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    # servers before v0.12.10 send no ids; a stream sends each call on a line of its own
+    reply = Reply(
+        text="Checking.",
+        tool_calls=[
+            FakeToolCall("get_weather", {"city": "Paris"}),
+            FakeToolCall("get_weather", {"city": "Oslo"}),
+            FakeToolCall("now"),
+        ],
+    )
+    for resp in await answers(fake_llm, make_provider, reply):
+        assert [(c.name, c.arguments) for c in resp.tool_calls] == [
+            ("get_weather", '{"city": "Paris"}'),
+            ("get_weather", '{"city": "Oslo"}'),
+            ("now", "{}"),
+        ]
+        ids = [c.id for c in resp.tool_calls]
+        assert all(i.startswith("call_") for i in ids) and len(set(ids)) == 3
+        assert (resp.content, resp.finish_reason) == ("Checking.", "tool_calls")
+
+
+async def test_string_arguments_are_passed_on_as_they_are(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    # a proxy that sends text, or a broken one: the engine judges it, not the adapter
+    reply = Reply(text="", tool_calls=[FakeToolCall("get_weather", '{"city": "Par')])
+    for resp in await answers(fake_llm, make_provider, reply):
+        assert [c.arguments for c in resp.tool_calls] == ['{"city": "Par']

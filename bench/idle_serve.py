@@ -100,18 +100,22 @@ timeout_s = 120
 max_tokens = 2048
 cost = {{ input = 0.0, output = 0.0 }}
 
-[models."gemini/gemini-2.5-flash"]
+[models."gemini/gemini-3.8-flash"]
 reasoning = true
 max_tokens = 2048
-cost = {{ input = 0.30, output = 2.50 }}
+cost = {{ input = 0.75, output = 3.75 }}
+drop_params = ["temperature", "top_p", "top_k"]
 
-[models."deepseek/deepseek-chat"]
+[models."deepseek/deepseek-flash"]
+reasoning = true
 max_tokens = 4096
-cost = {{ input = 0.28, output = 0.42 }}
+cost = {{ input = 0.30, output = 1.20, cached_input = 0.006 }}
+tools = false
+json = "object"
 
-[models."anthropic/claude-opus-4-5"]
-max_tokens = 4096
-cost = {{ input = 5.0, output = 25.0 }}
+[models."anthropic/claude-opus-5-5"]
+max_tokens = 8192
+cost = {{ input = 4.0, output = 20.0, cached_input = 0.20 }}
 
 [[tiers]]
 level = 0
@@ -119,15 +123,15 @@ models = ["local/{model}"]
 
 [[tiers]]
 level = 1
-models = ["gemini/gemini-2.5-flash"]
+models = ["gemini/gemini-3.8-flash"]
 
 [[tiers]]
 level = 2
-models = ["deepseek/deepseek-chat"]
+models = ["deepseek/deepseek-flash"]
 
 [[tiers]]
 level = 3
-models = ["anthropic/claude-opus-4-5"]
+models = ["anthropic/claude-opus-5-5"]
 requires_approval = true
 
 [tasks]

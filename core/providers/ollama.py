@@ -1,10 +1,14 @@
 """Ollama's native chat API: POST {base}/api/chat, NDJSON when streaming.
 
 Tools go out as ``tools`` and come back in ``message.tool_calls``, each call whole, its
-arguments a JSON object (streams too: a line carries whole calls). The wire format is the
-Go server's ``api.ChatRequest``/``api.Message`` (ollama/ollama ``api/types.go``): a call's
-``function.index`` since v0.4.7, its ``id`` and a result's ``tool_call_id`` since v0.12.10
-(older servers ignore unknown fields); ``tool_name`` names the tool of a result.
+arguments a JSON object (streams too: a line carries whole calls). A result names its tool
+with ``tool_name``. Requests hold to the official client's types (``ollama._types``, which
+tests/wire.py checks): the server's ``api/types.go`` also defines a call's ``id`` (v0.12.10)
+and ``function.index`` (v0.4.7) and a result's ``tool_call_id`` (v0.12.10), but the client
+does not, so they are not sent. Of the server's renderers that read them, gemma4 and
+glimmer name a result by ``tool_name`` just as well; cohere (Command R) then writes results
+without their call's id. Answers carry the ``id`` since v0.12.10: it is kept, and a call
+without one gets one from the Accumulator.
 
 What the API lacks, and how it is handled:
 
@@ -97,21 +101,18 @@ def _arguments(text: str) -> dict[str, Any]:
 def _message(m: Message, names: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
-        out["tool_calls"] = [_call_out(c, i) for i, c in enumerate(m.tool_calls)]
+        out["tool_calls"] = [_call_out(c) for c in m.tool_calls]
     if m.role == "tool":
-        # tool_name is what most templates render; tool_call_id what some (gemma4,
-        # cohere) match results to calls by
+        # the only link from a result to its call the client defines: a result without a
+        # name takes the name of the call it answers
         name = m.name or names.get(m.tool_call_id or "", "")
         if name:
             out["tool_name"] = name
-        if m.tool_call_id:
-            out["tool_call_id"] = m.tool_call_id
     return out
 
 
-def _call_out(call: ToolCall, index: int) -> dict[str, Any]:
-    function = {"index": index, "name": call.name, "arguments": _arguments(call.arguments)}
-    return {"id": call.id, "function": function} if call.id else {"function": function}
+def _call_out(call: ToolCall) -> dict[str, Any]:
+    return {"function": {"name": call.name, "arguments": _arguments(call.arguments)}}
 
 
 def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:

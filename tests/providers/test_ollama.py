@@ -248,26 +248,25 @@ async def test_history_with_tool_calls_and_results(
             "role": "assistant",
             "content": "",
             "tool_calls": [
-                # arguments as an object: Ollama refuses the text with a 400
-                {"id": "call_1", "function": {"index": 0, "name": "get_weather",
-                                              "arguments": {"city": "Paris"}}},
-                {"id": "call_2", "function": {"index": 1, "name": "now", "arguments": {}}},
+                # arguments as an object: Ollama refuses the text with a 400. No id or
+                # function.index: the server defines them, the official client does not
+                {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                {"function": {"name": "now", "arguments": {}}},
             ],
         },
-        {"role": "tool", "content": "21C clear", "tool_name": "get_weather",
-         "tool_call_id": "call_1"},
-        {"role": "tool", "content": "12:00", "tool_name": "now", "tool_call_id": "call_2"},
+        # tool_name links a result to its call (tool_call_id is not in the client's types)
+        {"role": "tool", "content": "21C clear", "tool_name": "get_weather"},
+        {"role": "tool", "content": "12:00", "tool_name": "now"},
         {
             "role": "assistant",
             "content": "",
             "tool_calls": [
                 # broken arguments, kept in history: the model still sees what it wrote
-                {"id": "call_3", "function": {"index": 0, "name": "get_weather",
-                                              "arguments": {"_raw_arguments": '{"city": "Par'}}},
+                {"function": {"name": "get_weather",
+                              "arguments": {"_raw_arguments": '{"city": "Par'}}},
             ],
         },
-        {"role": "tool", "content": "error: arguments not valid JSON",
-         "tool_name": "get_weather", "tool_call_id": "call_3"},
+        {"role": "tool", "content": "error: arguments not valid JSON", "tool_name": "get_weather"},
     ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from core.engine.ledger import GROUPS
 from core.engine.tier_targets import TARGET_SHARE
 from core.errors import (
     AllAttemptsFailed,
+    CannotServe,
     ProviderError,
     RequestRejected,
     RoutingError,
@@ -29,13 +30,14 @@ from core.gateway.auth import FailureLimiter
 from core.gateway.openai_api import (
     ChunkWriter,
     GatewayError,
+    capabilities,
     completion_json,
     parse_chat,
     route_names,
 )
 from core.ops.metrics import Metrics
 from core.parsing import parse_id, parse_int, parse_since
-from core.types import StreamDelta
+from core.types import ChatRequest, StreamDelta
 
 log = logging.getLogger("openclaw.gateway")
 
@@ -170,13 +172,20 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """OpenAI model list: one entry per route name."""
-    names = route_names(request.app[STATE].facade.config)
+    """OpenAI model list: one entry per route name, with what its plan can offer."""
+    config = request.app[STATE].facade.config
     return _json(
         {
             "object": "list",
             "data": [
-                {"id": n, "object": "model", "created": 0, "owned_by": "openclaw"} for n in names
+                {
+                    "id": n,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "openclaw",
+                    "capabilities": capabilities(config, n),
+                }
+                for n in route_names(config)
             ],
         }
     )
@@ -198,6 +207,16 @@ def _route_headers(rid: str, route_line: str) -> dict[str, str]:
 
 def _all_failed(e: AllAttemptsFailed, rid: str) -> GatewayError:
     tried = len([a for a in e.attempts if a.outcome not in ("skipped", "denied")])
+    if isinstance(e, CannotServe):  # tools or JSON no model of the route has: the caller's
+        return GatewayError(
+            400,
+            str(e),
+            code="no_capable_model",
+            headers={
+                "x-openclaw-request-id": rid,
+                "x-openclaw-route": f"cannot serve; attempts={tried}",
+            },
+        )
     if isinstance(e, RequestRejected):  # the request's own fault: the caller must change it
         return GatewayError(
             400,
@@ -245,6 +264,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 result.content,
                 result.finish_reason,
                 result.answered_by.usage,
+                result.tool_calls,
             ),
             headers=headers,
         )
@@ -253,7 +273,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, st: GatewayState, req: Any, include_usage: bool, rid: str
+    request: web.Request, st: GatewayState, req: ChatRequest, include_usage: bool, rid: str
 ) -> web.StreamResponse:
     """SSE: every stream that began ends with a finish (and ``[DONE]``) or an error event,
     whatever broke; a failure before the first byte is an ordinary JSON error."""
@@ -276,7 +296,12 @@ async def _stream(
                     first = False
                 elif isinstance(item, Result):
                     assert resp is not None
-                    await resp.write(writer.finish(item.finish_reason, item.answered_by.usage))
+                    # the calls go out whole once the engine has judged them: before, the
+                    # answer could still fail over
+                    calls = item.tool_calls
+                    tail = writer.tool_calls(calls, first=first) if calls else b""
+                    tail += writer.finish(item.finish_reason, item.answered_by.usage, calls)
+                    await resp.write(tail)
                     finished = True
     except Exception as e:
         if resp is None:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from core.config.models import Config
+from core.engine.routing import plan
+from core.gateway import openai_fields as of
+from core.gateway.openai_fields import FieldError
 from core.parsing import parse_int
-from core.types import ChatRequest, Message, Role, Usage
+from core.types import ChatRequest, ToolCall, Usage
 
-ROLES: dict[str, Role] = {
-    "system": "system",
-    "developer": "system",
-    "user": "user",
-    "assistant": "assistant",
-}
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
 # a signed 32-bit int, far over any model's output; the engine caps at the model's own limit
 MAX_TOKENS = 2**31 - 1
 
@@ -90,30 +86,6 @@ def resolve_model(config: Config, model: Any) -> tuple[str | None, int | None]:
     )
 
 
-def _content(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = []
-        for i, part in enumerate(value):
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise GatewayError(
-                    400,
-                    f"{where}[{i}]: only text parts are supported "
-                    '({"type": "text", "text": "..."})',
-                    param=f"{where}[{i}]",
-                )
-            texts.append(part["text"])
-        return "".join(texts)
-    raise GatewayError(400, f"{where} must be a string or a list of text parts", param=where)
-
-
 def _token_count(body: Mapping[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
@@ -132,57 +104,87 @@ class ChatCall:
 
 
 def parse_chat(config: Config, body: Any, request_id: str) -> ChatCall:
-    """Validate an OpenAI chat-completions body. Raises GatewayError (400/404)."""
+    """Validate an OpenAI chat-completions body and map every field of it onto a
+    ChatRequest; a field that cannot be honoured is refused (see openai_fields).
+    Raises GatewayError (400/404)."""
     if not isinstance(body, dict):
         raise GatewayError(400, "the request body must be a JSON object")
-    for key in UNSUPPORTED:
-        if body.get(key):
-            raise GatewayError(400, f"{key} is not supported by this gateway", param=key)
-    if body.get("n") not in (None, 1):
-        raise GatewayError(400, "only n = 1 is supported", param="n")
+    fields = {k: v for k, v in body.items() if v is not None}  # null counts as absent
+    try:
+        return _parse(config, fields, request_id)
+    except FieldError as e:
+        raise GatewayError(400, e.message, param=e.param, code=e.code) from None
+
+
+def _parse(config: Config, body: dict[str, Any], request_id: str) -> ChatCall:
+    of.check_fields(body)
     task, tier = resolve_model(config, body.get("model"))
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise GatewayError(400, "messages must be a non-empty array", param="messages")
-    messages = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise GatewayError(
-                400,
-                f"messages[{i}].role must be one of {', '.join(ROLES)}",
-                param=f"messages[{i}].role",
-            )
-        messages.append(
-            Message(ROLES[m["role"]], _content(m.get("content"), f"messages[{i}].content"))
-        )
+    messages = of.messages(body.get("messages"))
     max_tokens = _token_count(body, "max_completion_tokens") or _token_count(body, "max_tokens")
-    temperature = body.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 2
-    ):
-        raise GatewayError(400, "temperature must be a number from 0 to 2", param="temperature")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise GatewayError(400, "stream must be a boolean", param="stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise GatewayError(400, "stream_options must be an object", param="stream_options")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise GatewayError(400, "user must be a string", param="user")
+    tools = of.tools(body["tools"]) if "tools" in body else ()
+    choice = of.tool_choice(body["tool_choice"], tools) if "tool_choice" in body else None
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None:
+        parallel = of.flag(parallel, "parallel_tool_calls")
     req = ChatRequest(
-        tuple(messages),
+        messages,
         task=task,
         tier=tier,
         max_tokens=max_tokens,
-        temperature=float(temperature) if temperature is not None else None,
+        temperature=of.number(body, "temperature", 0, 2),
         request_id=request_id,
-        caller=user,
+        caller=of.caller(body),
+        tools=tools,
+        tool_choice=choice,
+        # without tools there is nothing to call in parallel: asks for nothing
+        parallel_tool_calls=parallel if tools else None,
+        response_format=(
+            of.response_format(body["response_format"]) if "response_format" in body else None
+        ),
+        stop=of.stop(body["stop"]) if "stop" in body else (),
+        top_p=of.number(body, "top_p", 0, 1),
+        seed=of.seed(body["seed"]) if "seed" in body else None,
     )
-    model = body.get("model") or "auto"
-    return ChatCall(req, str(model), stream, bool(options.get("include_usage")))
+    include_usage = (
+        of.stream_options(body["stream_options"], stream) if "stream_options" in body else False
+    )
+    return ChatCall(req, str(body.get("model") or "auto"), stream, include_usage)
+
+
+def capabilities(config: Config, name: str) -> dict[str, bool]:
+    """Whether the route ``name`` can offer tools and JSON output: any model of its plan
+    (from the config, not the moment's health: a cooldown passes) that can."""
+    task, tier = resolve_model(config, name)
+    cands = plan(config, task=task, tier=tier).candidates
+    return {
+        "tools": any(c.tools for c in cands),
+        "json_schema": any(c.json == "schema" for c in cands),
+        # a model that enforces a schema has JSON mode too
+        "json_object": any(c.json in ("schema", "object") for c in cands),
+    }
+
+
+def tool_calls_json(calls: Sequence[ToolCall], request_id: str) -> list[dict[str, Any]]:
+    """OpenAI ``tool_calls``; each id carries the call's signature (openai_fields)."""
+    return [
+        {
+            "id": of.encode_call_id(c.id or f"call_{request_id[4:]}_{i}", c.signature),
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        for i, c in enumerate(calls)
+    ]
+
+
+def finish_reason(reason: str | None, calls: Sequence[ToolCall]) -> str:
+    """The choice's finish_reason: a turn that ends in tool calls says ``tool_calls``
+    (Gemini and Ollama say stop), and none given is ``stop``."""
+    if calls and reason in (None, "stop"):
+        return "tool_calls"
+    return reason or "stop"
 
 
 def usage_json(u: Usage) -> dict[str, Any]:
@@ -196,9 +198,18 @@ def usage_json(u: Usage) -> dict[str, Any]:
 
 
 def completion_json(
-    request_id: str, model: str, content: str, finish_reason: str | None, usage: Usage
+    request_id: str,
+    model: str,
+    content: str,
+    reason: str | None,
+    usage: Usage,
+    calls: Sequence[ToolCall] = (),
 ) -> dict[str, Any]:
-    """A whole ``chat.completion``."""
+    """A whole ``chat.completion``; with tool calls, content is null when empty."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["content"] = content or None
+        message["tool_calls"] = tool_calls_json(calls, request_id)
     return {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -208,9 +219,9 @@ def completion_json(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason or "stop",
+                "finish_reason": finish_reason(reason, calls),
             }
         ],
         "usage": usage_json(usage),
@@ -221,6 +232,7 @@ class ChunkWriter:
     """Builds ``chat.completion.chunk`` SSE lines for one stream."""
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
+        self.request_id = request_id
         self.id = f"chatcmpl-{request_id}"
         self.model = model
         self.created = int(time.time())
@@ -246,10 +258,29 @@ class ChunkWriter:
             d["role"] = "assistant"
         return self._line([{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}])
 
-    def finish(self, finish_reason: str | None, usage: Usage) -> bytes:
+    def tool_calls(self, calls: Sequence[ToolCall], *, first: bool = False) -> bytes:
+        """One chunk per call, each whole (``index``, ``id``, ``type``, the name and all of
+        its arguments): OpenAI's delta format, which clients merge by index. The first
+        one carries the role when no content came before it."""
+        out = b""
+        for i, call in enumerate(tool_calls_json(calls, self.request_id)):
+            d: dict[str, Any] = {"tool_calls": [{"index": i, **call}]}
+            if first and i == 0:
+                d = {"role": "assistant", "content": None, **d}
+            out += self._line([{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}])
+        return out
+
+    def finish(self, reason: str | None, usage: Usage, calls: Sequence[ToolCall] = ()) -> bytes:
         """The closing chunk(s) and ``[DONE]``."""
         out = self._line(
-            [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason or "stop"}]
+            [
+                {
+                    "index": 0,
+                    "delta": {},
+                    "logprobs": None,
+                    "finish_reason": finish_reason(reason, calls),
+                }
+            ]
         )
         if self.include_usage:
             out += self._line([], usage)

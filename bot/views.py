@@ -131,10 +131,13 @@ def trace_text(run: Run, steps: list[TraceStep]) -> str:
     lines = [f"<b>Route of #{run.id}</b> ({escape(run.agent)})"]
     for s in steps:
         reason = f" — {escape(truncate(s.reason, 120))}" if s.reason else ""
+        calls = (
+            f", {s.tool_calls} tool call{'s' if s.tool_calls != 1 else ''}" if s.tool_calls else ""
+        )
         lines.append(
             f"tier {s.tier} {escape(s.provider)}/{escape(s.model)}: "
             f"<b>{escape(s.outcome)}</b> {s.latency_ms:.0f} ms, "
-            f"{s.input_tokens}→{s.output_tokens} tok, ${s.cost_usd:.5f}"
+            f"{s.input_tokens}→{s.output_tokens} tok{calls}, ${s.cost_usd:.5f}"
             f"{reason}"
         )
     if len(lines) == 1:

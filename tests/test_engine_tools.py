@@ -4,15 +4,18 @@ skipped for what they cannot do, and which answers are unusable (and climb)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
+from core.engine.ledger import Ledger
 from core.engine.structured import JSON_NOTE, check_json, check_tool_calls, schema_error
 from core.errors import AllAttemptsFailed, CannotServe
 from core.providers.testing import Answer, Fault, TestProvider
+from core.store.sqlite import SQLiteStore
 from core.types import ChatRequest, Message, ResponseFormat, ToolCall, ToolChoice, ToolSpec
 from tests.configs import make_config, pyramid
 from tests.test_engine import RecordingApprover
@@ -329,3 +332,25 @@ async def test_dropped_parameters_are_left_out_per_model() -> None:
     )
     sent = providers["deep"].calls[0].call
     assert (sent.seed, sent.parallel_tool_calls, sent.stop, sent.top_p) == (None, None, (), 0.5)
+
+
+async def test_the_ledger_counts_tool_calls_per_attempt(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "ledger.db")
+    try:
+        cfg = make_config()
+        providers = {name: TestProvider(name) for name in cfg.providers}
+        ledger = Ledger(store, cfg)
+        engine = Engine(cfg, providers, health=HealthBoard(cfg.routing), ledger=ledger)
+        two = (call(), call(arguments='{"city": "Rome"}', id_="c2"))
+        providers["local"].script("qwen3:14b", Answer("", tool_calls=(call("nope"),)))
+        providers["flash"].script("gemini-flash", Answer("", tool_calls=two))
+        result = await engine.complete(ChatRequest(ASK, tier=0, tools=(WEATHER,), run_id="7"))
+        rows = await store.fetchall("SELECT model, outcome, tool_calls FROM attempts ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            ("qwen3:14b", "unusable", 1),
+            ("gemini-flash", "ok", 2),
+        ]
+        assert [s.tool_calls for s in await ledger.trace(7)] == [1, 2]
+        assert result.trace().splitlines()[1].endswith(", 2 tool calls")
+    finally:
+        await store.close()

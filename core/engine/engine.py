@@ -122,6 +122,8 @@ def format_trace(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
                 f" {a.latency_ms:.0f} ms, {u.input_tokens} in / {u.output_tokens} out"
                 f" ({u.reasoning_tokens} reasoning), ${a.cost_usd:.6f}"
             )
+            if a.tool_calls:
+                line += f", {a.tool_calls} tool call" + ("s" if a.tool_calls != 1 else "")
         lines.append(line)
     return "\n".join(lines)
 

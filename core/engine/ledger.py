@@ -123,6 +123,7 @@ class TraceStep:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    tool_calls: int = 0  # the tool calls the model asked for
 
 
 def _primary_cost(config: Config, at_least: int) -> Cost | None:
@@ -266,7 +267,7 @@ class Ledger:
         """A run's route trace: every attempt of it, in the order they were made."""
         rows = await self.store.fetchall(
             "SELECT tier, provider, model, outcome, reason, latency_ms, input_tokens,"
-            " output_tokens, cost_usd FROM attempts WHERE run_id = ? ORDER BY id",
+            " output_tokens, cost_usd, tool_calls FROM attempts WHERE run_id = ? ORDER BY id",
             (str(run_id),),
         )
         return [TraceStep(*r) for r in rows]

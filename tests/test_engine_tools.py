@@ -354,3 +354,14 @@ async def test_the_ledger_counts_tool_calls_per_attempt(tmp_path: Path) -> None:
         assert result.trace().splitlines()[1].endswith(", 2 tool calls")
     finally:
         await store.close()
+
+
+async def test_a_dropped_tool_choice_is_still_checked_in_the_answer() -> None:
+    # Opus 5.5 thinks on every request and refuses a forced tool_choice with a 400
+    engine, providers = engine_for({"opus/claude-opus": {"drop_params": ["tool_choice"]}})
+    providers["opus"].script("claude-opus", Answer("I would rather chat."))
+    req = ChatRequest(ASK, tier=3, tools=(WEATHER,), tool_choice=ToolChoice("required"))
+    with pytest.raises(AllAttemptsFailed) as e:
+        await engine.complete(req)
+    assert providers["opus"].calls[0].call.tool_choice is None
+    assert "no tool call, though tool_choice is required" in str(e.value)

@@ -129,7 +129,11 @@ class ProviderConfig(StrictModel):
 
 
 # request parameters a model may refuse: drop_params leaves them out for that model
-SamplingParam = Literal["temperature", "top_p", "top_k", "seed", "stop", "parallel_tool_calls"]
+# (tool_choice: models that think on every request, e.g. Claude Opus 5.5, refuse a forced
+# choice; dropped, the engine still checks the answer against the caller's choice)
+SamplingParam = Literal[
+    "temperature", "top_p", "top_k", "seed", "stop", "parallel_tool_calls", "tool_choice"
+]
 # what a model can do with JSON: a schema enforced, any JSON object, or nothing
 JsonMode = Literal["schema", "object", "none"]
 # Anthropic's API version 2026-10-21 refuses temperature, top_p and top_k with a 400, and

@@ -386,7 +386,7 @@ class Engine:
             cand.context,
             cand.no_think,
             req.tools,
-            req.tool_choice,
+            self._param(cand, "tool_choice", req.tool_choice),
             self._param(cand, "parallel_tool_calls", req.parallel_tool_calls),
             fmt,
             self._param(cand, "stop", req.stop) or (),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +25,6 @@ from core.types import (
 )
 from tests.conftest import ProviderFactory
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
-from tests.wire import check_request
 
 API = "anthropic-messages"
 MESSAGES = (
@@ -36,18 +34,6 @@ MESSAGES = (
     Message("assistant", "Salut"),
     Message("user", "Encore"),
 )
-
-
-@pytest.fixture(autouse=True)
-def _requests_fit_the_sdk(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every body a test sent the fake is one the official SDK's request types accept."""
-    fake: FakeLLM | None = None
-    if "fake_llm" in request.fixturenames:
-        fake = request.getfixturevalue("fake_llm")
-    yield
-    for req in fake.requests if fake is not None else []:
-        if req.path.startswith("/v1/messages"):
-            check_request(API, req.body, path=req.path, stream=req.stream)
 
 
 def body_of(make_provider: ProviderFactory, call: ModelCall, stream: bool = False) -> Any:

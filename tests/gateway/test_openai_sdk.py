@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
+from pydantic import BaseModel
 
-from tests.fakes.llm import Reply, echo
+from tests.fakes.llm import FakeToolCall, Reply, echo
 from tests.gateway.conftest import TOKEN, Running
 
 
@@ -208,3 +216,157 @@ async def test_a_request_the_upstream_refuses_is_a_400_and_opens_no_breaker(
         )
     assert answer.model == "local/qwen3:14b"  # tier 0 still serves everyone else
     assert [r.model for r in gateway.fake.requests] == ["qwen3:14b", "qwen3:14b"]
+
+
+# -- tools and structured output, as the SDK's own helpers use them ------------------------
+
+
+class GetWeather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+SDK_TIERS = [
+    ("tier:0", "qwen3:14b"),
+    ("tier:1", "gemini-flash"),
+    ("tier:2", "deepseek-chat"),
+    ("tier:3", "claude-opus"),
+]
+SDK_TIER_IDS = ["ollama", "gemini", "openai", "anthropic"]
+
+
+async def test_tools_and_the_message_sent_back_as_the_sdk_returned_it(gateway: Running) -> None:
+    gateway.fake.script(
+        "deepseek-chat",
+        Reply(text="", tool_calls=[FakeToolCall("get_weather", {"city": "Oslo"}, id="call_1")]),
+        Reply(text="Sunny in Oslo."),
+    )
+    ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": "weather in Oslo?"}]
+    async with client(gateway) as c:
+        first = await c.chat.completions.create(
+            model="tier:2", messages=ask, tools=[WEATHER_TOOL], tool_choice="auto"
+        )
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        (call,) = choice.message.tool_calls or []
+        assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+        assert call.id == "call_1" and call.function.name == "get_weather"
+        assert json.loads(call.function.arguments) == {"city": "Oslo"}
+        # the usual loop: the SDK's own message object goes back, then the result
+        history: list[Any] = [
+            *ask,
+            choice.message,
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ]
+        second = await c.chat.completions.create(
+            model="tier:2", messages=history, tools=[WEATHER_TOOL]
+        )
+    assert second.choices[0].message.content == "Sunny in Oslo."
+    assert second.choices[0].finish_reason == "stop"
+    sent = gateway.fake.requests[-1].body["messages"]
+    assert {"role": "tool", "tool_call_id": "call_1", "content": "sunny"} in sent
+
+
+@pytest.mark.parametrize(("route", "model"), SDK_TIERS, ids=SDK_TIER_IDS)
+async def test_streamed_tool_calls_through_the_sdks_stream_helper(
+    gateway: Running, route: str, model: str
+) -> None:
+    gateway.fake.script(
+        model,
+        Reply(text="", tool_calls=[FakeToolCall("GetWeather", {"city": "Oslo"})]),
+    )
+    async with (
+        client(gateway) as c,
+        c.chat.completions.stream(
+            model=route,
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=[openai.pydantic_function_tool(GetWeather)],
+        ) as stream,
+    ):
+        done = [ev async for ev in stream if ev.type == "tool_calls.function.arguments.done"]
+        final = await stream.get_final_completion()
+    assert [ev.parsed_arguments for ev in done] == [GetWeather(city="Oslo")]
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.function.parsed_arguments == GetWeather(city="Oslo")
+
+
+@pytest.mark.parametrize(("route", "model"), SDK_TIERS, ids=SDK_TIER_IDS)
+async def test_parse_with_a_pydantic_response_format(
+    gateway: Running, route: str, model: str
+) -> None:
+    gateway.fake.script(model, Reply(text='{"name": "Ada", "age": 36}'))
+    async with client(gateway) as c:
+        done = await c.chat.completions.parse(
+            model=route,
+            messages=[{"role": "user", "content": "who wrote the first program?"}],
+            response_format=Person,
+        )
+    assert done.choices[0].message.parsed == Person(name="Ada", age=36)
+    assert done.model.endswith(model)
+
+
+async def test_parse_with_a_strict_pydantic_tool(gateway: Running) -> None:
+    gateway.fake.script(
+        "gemini-flash", Reply(text="", tool_calls=[FakeToolCall("GetWeather", {"city": "Oslo"})])
+    )
+    async with client(gateway) as c:
+        done = await c.chat.completions.parse(
+            model="tier:1",
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=[openai.pydantic_function_tool(GetWeather)],
+        )
+    (call,) = done.choices[0].message.tool_calls or []
+    assert call.function.parsed_arguments == GetWeather(city="Oslo")
+
+
+async def test_a_streamed_response_format_through_the_stream_helper(gateway: Running) -> None:
+    gateway.fake.script("deepseek-chat", Reply(text='{"name": "Ada", "age": 36}'))
+    async with (
+        client(gateway) as c,
+        c.chat.completions.stream(
+            model="tier:2",
+            messages=[{"role": "user", "content": "who?"}],
+            response_format=Person,
+        ) as stream,
+    ):
+        final = await stream.get_final_completion()
+    assert final.choices[0].message.parsed == Person(name="Ada", age=36)
+
+
+async def test_a_field_the_gateway_cannot_honour_is_a_bad_request_in_the_sdk(
+    gateway: Running,
+) -> None:
+    async with client(gateway, max_retries=0) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "x"}], logprobs=True
+            )
+        assert info.value.param == "logprobs" and info.value.code == "unsupported_parameter"
+        with pytest.raises(openai.BadRequestError) as info:
+            await c.chat.completions.create(
+                model="auto",
+                messages=[{"role": "user", "content": "x"}],
+                extra_body={"top_k": 40},
+            )
+        assert info.value.param == "top_k" and "unknown field top_k" in info.value.message
+    assert gateway.fake.requests == []

@@ -5,8 +5,9 @@ import this module as ``from _common import ...``.
 
 The loopback upstream runs in its own process: ``python bench/_common.py upstream`` prints
 ``upstream-port N`` once it listens on 127.0.0.1 and answers every
-``POST /v1/chat/completions`` with the same small OpenAI-style body (``start_upstream`` does
-all of that for you).
+``POST /v1/chat/completions`` with the same small OpenAI-style body, or, when the request
+offers ``tools``, with one call of the first tool whose arguments match its JSON Schema
+(``start_upstream`` does all of that for you).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,50 @@ UPSTREAM_BODY = json.dumps(
 ).encode()
 
 
+# An agent-style turn: a system prompt, a user question, two tools with JSON-Schema
+# parameters, tool_choice auto (about 1.2 KB, against the plain request's 80 bytes).
+AGENT_SYSTEM = (
+    "You are the operations assistant of a small web shop. Answer briefly. Use a tool "
+    "when the question needs live data; never guess order states or stock levels."
+)
+AGENT_USER = "Where is order 40512, and is the blue kettle (SKU KT-220-BL) back in stock?"
+AGENT_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order_status",
+            "description": "Look up an order's state and its carrier's tracking number.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "string", "description": "the order number"},
+                    "include_items": {"type": "boolean", "description": "list the items"},
+                },
+                "required": ["order_id"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "check_stock",
+            "description": "Units in stock of a product per warehouse.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string", "pattern": "^[A-Z0-9-]+$"},
+                    "warehouse": {"type": "string", "enum": ["all", "north", "south"]},
+                    "min_units": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+                "required": ["sku"],
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+
+
 def one_tier_config(upstream_port: int, model: str = UPSTREAM_MODEL) -> str:
     """An OpenClaw config: the gateway on a free port, one tier of one model on the
     loopback upstream (the benchmarks append their own tables)."""
@@ -83,8 +129,71 @@ chat = 0
 
 
 async def _upstream_chat(request: web.Request) -> web.Response:
-    await request.read()
+    raw = await request.read()
+    # a plain body is not parsed at all, so the plain figures stay what they were
+    if b'"tools"' in raw:
+        tools = json.loads(raw).get("tools")
+        if tools:
+            function = tools[0]["function"]
+            name = function["name"]
+            params = json.dumps(function.get("parameters") or {}, sort_keys=True)
+            return web.Response(body=tool_call_body(name, params), content_type="application/json")
     return web.Response(body=UPSTREAM_BODY, content_type="application/json")
+
+
+@lru_cache(maxsize=64)
+def tool_call_body(name: str, parameters_json: str) -> bytes:
+    """The upstream's answer to a request offering tools: one call of ``name`` with
+    arguments built from its parameters' JSON Schema (given as JSON text, so it can key the
+    cache), content null and finish_reason tool_calls, as OpenAI answers."""
+    arguments = example_value(json.loads(parameters_json))
+    call = {
+        "id": "call_bench_0",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, separators=(",", ":"))},
+    }
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench-tools",
+            "object": "chat.completion",
+            "created": 0,
+            "model": UPSTREAM_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def example_value(schema: Mapping[str, Any]) -> Any:
+    """A small value that satisfies the simple JSON Schemas tools declare: every property
+    of an object, the first of an enum, a number within its bounds, a string the
+    benchmark's own patterns accept."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: example_value(v) for k, v in props.items()}
+    if kind == "array":
+        return [example_value(schema["items"])] * schema.get("minItems", 0)
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "A1" if "pattern" in schema else "bench"
 
 
 async def _upstream_models(request: web.Request) -> web.Response:
@@ -390,10 +499,32 @@ def chat_body(model: str, content: str = "ping", max_tokens: int = 16) -> bytes:
     return json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens}).encode()
 
 
+def tool_chat_body(model: str, max_tokens: int = 16) -> bytes:
+    """A non-streaming agent turn: system and user message, ``AGENT_TOOLS``, tool_choice auto."""
+    messages = [
+        {"role": "system", "content": AGENT_SYSTEM},
+        {"role": "user", "content": AGENT_USER},
+    ]
+    body = {
+        "model": model,
+        "messages": messages,
+        "tools": AGENT_TOOLS,
+        "tool_choice": "auto",
+        "max_tokens": max_tokens,
+    }
+    return json.dumps(body).encode()
+
+
 async def one_request(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    want_tool_calls: bool = False,
 ) -> tuple[float, str]:
-    """One request; its latency in ms and an error ('' when it answered with content)."""
+    """One request; its latency in ms and an error ('' when it answered with content, or
+    with ``want_tool_calls`` when it answered with tool calls and finish_reason tool_calls).
+    """
     t0 = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as resp:
@@ -405,10 +536,18 @@ async def one_request(
     if status != 200:
         return elapsed_ms, f"HTTP {status}: {raw[:200]!r}"
     try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        choice = json.loads(raw)["choices"][0]
+        message = choice["message"]
+        if want_tool_calls:
+            calls = message.get("tool_calls") or []
+            named = all(c["function"]["name"] for c in calls)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return elapsed_ms, f"malformed body: {raw[:200]!r}"
-    return elapsed_ms, "" if content else "empty content"
+    if want_tool_calls:  # an answer in text would mean the tools were lost on the way
+        if not calls or not named or choice.get("finish_reason") != "tool_calls":
+            return elapsed_ms, f"no tool call: {raw[:200]!r}"
+        return elapsed_ms, ""
+    return elapsed_ms, "" if message.get("content") else "empty content"
 
 
 async def drive(
@@ -419,6 +558,7 @@ async def drive(
     n: int,
     concurrency: int,
     phase: Phase | None,
+    want_tool_calls: bool = False,
 ) -> None:
     """Send ``n`` requests with ``concurrency`` workers; record into ``phase`` if given."""
     remaining = n
@@ -427,7 +567,7 @@ async def drive(
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            ms, err = await one_request(session, url, body, headers)
+            ms, err = await one_request(session, url, body, headers, want_tool_calls)
             if phase is None:
                 continue
             if err:
@@ -451,12 +591,14 @@ async def run_phase(
     *,
     server_pid: int | None = None,
     body: bytes | None = None,
+    want_tool_calls: bool = False,
 ) -> Phase:
     """Warm up, then send ``n`` measured requests at ``concurrency`` to ``url``.
 
-    With ``server_pid`` the phase also records the CPU time of that process (and its
-    children) over the measured part, a figure that stays meaningful on a busy machine
-    where wall-clock ones do not.
+    ``body`` defaults to ``chat_body(model)``; with ``want_tool_calls`` only an answer with
+    tool calls counts (for ``tool_chat_body``). With ``server_pid`` the phase also records
+    the CPU time of that process (and its children) over the measured part, a figure that
+    stays meaningful on a busy machine where wall-clock ones do not.
     """
     body = body if body is not None else chat_body(model)
     headers = {"Content-Type": "application/json"}
@@ -466,10 +608,10 @@ async def run_phase(
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await drive(session, url, body, headers, warmup, concurrency, None)
+        await drive(session, url, body, headers, warmup, concurrency, None, want_tool_calls)
         cpu0 = tree_cpu_s(server_pid) if server_pid else None
         t0 = time.perf_counter()
-        await drive(session, url, body, headers, n, concurrency, phase)
+        await drive(session, url, body, headers, n, concurrency, phase, want_tool_calls)
         phase.wall_s = time.perf_counter() - t0
         cpu1 = tree_cpu_s(server_pid) if server_pid else None
     if cpu0 is not None and cpu1 is not None:

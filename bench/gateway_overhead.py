@@ -7,8 +7,15 @@ upstream, through OpenClaw and through LiteLLM at each concurrency, and compares
 percentiles, requests/s and the server process's CPU time per request (the figure to trust
 on a busy machine, where wall-clock latencies are noisy).
 
+Two kinds of request, measured in the same run, taking turns: ``plain`` (one short user
+message) and ``tools`` (an agent turn: system and user message, two tools with JSON-Schema
+parameters, tool_choice auto), which the upstream answers with one tool call. OpenClaw
+holds that answer until it has checked the call's arguments against the tool's schema, so
+the ``tools`` rows show what that costs; the same targets apply to both kinds.
+
     .venv/bin/python bench/gateway_overhead.py [--concurrency 1,16,64] [--requests N]
-                                               [--rounds 4] [--no-litellm] [--timeout-s 900]
+                                               [--kind plain,tools] [--rounds 4]
+                                               [--no-litellm] [--timeout-s 900]
 
 Everything listens on 127.0.0.1; the temp dir and every subprocess are removed/stopped on
 the way out, and the whole run is bounded by ``--timeout-s``.
@@ -25,25 +32,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from _common import (
     HOST,
     REQUEST_TIMEOUT_S,
     RESULTS_DIR,
     UPSTREAM_MODEL,
     Phase,
+    chat_body,
     exit_on_sigterm,
     machine_info,
+    one_request,
     one_tier_config,
     rss_kib,
     run_phase,
     start_gateway,
     start_upstream,
     stop,
+    tool_chat_body,
     wait_ready,
     write_results,
 )
@@ -56,6 +67,8 @@ TARGET_RATIO_C1 = 4.0  # LiteLLM's added p50 over OpenClaw's, at c=1
 TARGET_RATIO_C64 = 10.0  # LiteLLM's added p99 over OpenClaw's, at c=64
 RESULTS_PATH = RESULTS_DIR / "gateway_overhead.json"
 TARGETS = ("direct", "openclaw", "litellm")
+# the request bodies by kind, for a target's model name
+BODIES: dict[str, Callable[[str], bytes]] = {"plain": chat_body, "tools": tool_chat_body}
 
 
 @dataclass
@@ -72,43 +85,71 @@ class Server:
 # -- measuring ----------------------------------------------------------------------------
 
 
+async def _probe(s: Server, kind: str) -> str:
+    """One request of ``kind`` to ``s``; '' when it answers as a phase would count it."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.token}"}
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        _, err = await one_request(
+            session, s.url, BODIES[kind](s.model), headers, want_tool_calls=kind == "tools"
+        )
+    return err
+
+
 async def _bench(
     servers: list[Server],
     ready_urls: list[tuple[str, dict[str, str] | None]],
+    kinds: Sequence[str],
     concurrencies: Sequence[int],
     requests: dict[int, int],
     warmup: int,
     rounds: int,
     deadline: float,
-) -> dict[int, dict[str, Phase]]:
+    skipped: dict[str, str],
+) -> dict[int, dict[str, dict[str, Phase]]]:
+    """Phases by concurrency, kind and target; a LiteLLM that cannot answer a kind is left
+    out of it, the reason in ``skipped[kind]``."""
     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
         for url, headers in ready_urls:
             await wait_ready(url, deadline, headers)
-        out: dict[int, dict[str, Phase]] = {}
+        runs: dict[str, list[Server]] = {}
+        for kind in kinds:
+            runs[kind] = list(servers)
+            peer = next((s for s in servers if s.name == "litellm"), None)
+            if peer is not None and (err := await _probe(peer, kind)):
+                skipped[kind] = f"cannot answer the {kind} request through its proxy: {err}"
+                print(f"litellm {skipped[kind]}", file=sys.stderr, flush=True)
+                runs[kind].remove(peer)
+        out: dict[int, dict[str, dict[str, Phase]]] = {}
         for c in concurrencies:
             n = requests[c]
             names = ", ".join(s.name for s in servers)
             print(
-                f"c={c}: {n} requests each in {rounds} turns (+{warmup} warm-up each): {names}",
+                f"c={c}: {n} requests of each kind ({', '.join(kinds)}) to each target in "
+                f"{rounds} turns (+{warmup} warm-up each): {names}",
                 flush=True,
             )
-            out[c] = {s.name: Phase(s.name, c, 0) for s in servers}
-            # the targets take turns, so that a change in the machine's load (other work
-            # on a small machine) falls on all of them rather than on one
+            out[c] = {k: {s.name: Phase(s.name, c, 0) for s in runs[k]} for k in kinds}
+            # the targets and the kinds take turns, so that a change in the machine's load
+            # (other work on a small machine) falls on all of them rather than on one
             for r in range(rounds):
                 share = n // rounds + (1 if r < n % rounds else 0)
-                for s in servers if r % 2 == 0 else servers[::-1]:
-                    ph = await run_phase(
-                        s.name,
-                        s.url,
-                        s.model,
-                        s.token,
-                        c,
-                        share,
-                        warmup,  # every turn: each opens its own connections
-                        server_pid=s.pid,
-                    )
-                    _merge(out[c][s.name], ph)
+                for kind in kinds if r % 2 == 0 else kinds[::-1]:
+                    order = runs[kind] if r % 2 == 0 else runs[kind][::-1]
+                    for s in order:
+                        ph = await run_phase(
+                            s.name,
+                            s.url,
+                            s.model,
+                            s.token,
+                            c,
+                            share,
+                            warmup,  # every turn: each opens its own connections
+                            server_pid=s.pid,
+                            body=BODIES[kind](s.model),
+                            want_tool_calls=kind == "tools",
+                        )
+                        _merge(out[c][kind][s.name], ph)
         return out
 
 
@@ -161,113 +202,176 @@ def _round(x: float | None, digits: int = 3) -> float | str | None:
     return round(x, digits)
 
 
-def _report(
-    phases: dict[int, dict[str, Phase]], litellm_note: str
-) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    rows: list[dict[str, Any]] = []
-    added: dict[int, dict[str, dict[int, float]]] = {}
-    head = (
-        f"{'c':>3} {'target':<9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'+p50':>8} {'+p95':>8} {'+p99':>8} {'req/s':>7} {'cpu ms/req':>10} "
-        f"{'ok':>6} {'err':>4}"
-    )
-    lines = ["", head]
-    for c, by_name in phases.items():
-        direct = by_name["direct"]
-        added[c] = {}
-        row: dict[str, Any] = {"concurrency": c}
-        for name in TARGETS:
-            ph = by_name.get(name)
-            if ph is None:
-                why = "see below" if litellm_note else "not run"
-                lines.append(f"{c:>3} {name:<9} {'n/a':>8}  ({why})")
-                row[name] = None
-                continue
-            add = {p: ph.pct(p) - direct.pct(p) for p in (50, 95, 99)}
-            if name != "direct":
-                added[c][name] = add
-            plus = (
-                "".join(f" {add[p]:>+8.3f}" for p in (50, 95, 99))
-                if name != "direct"
-                else f" {'':>8} {'':>8} {'':>8}"
-            )
-            lines.append(
-                f"{c:>3} {name:<9} {ph.pct(50):>8.3f} {ph.pct(95):>8.3f} {ph.pct(99):>8.3f}"
-                f"{plus} {ph.rps:>7.0f} {_fmt(ph.cpu_ms_per_request, '.3f'):>10} "
-                f"{ph.ok:>6} {ph.errors:>4}"
-            )
-            row[name] = ph.summary()
-            if name != "direct":
-                row[name]["added_ms"] = {f"p{p}": _round(v) for p, v in add.items()}
-        for name in TARGETS:
-            ph = by_name.get(name)
-            if ph is not None and ph.first_error:
-                lines.append(f"    {name} first error: {ph.first_error}")
-        rows.append(row)
+def _limit(value: float | str | None, limit: str, ok: bool | None) -> dict[str, Any]:
+    return {"value": value, "limit": limit, "verdict": _verdict(ok)}
+
+
+def _kind_targets(
+    added: dict[int, dict[str, dict[int, float]]], ratios: dict[str, float | None]
+) -> dict[str, Any]:
+    """The four targets for one kind of request (the same limits for every kind)."""
 
     def get(c: int, name: str, p: int) -> float | None:
         return added.get(c, {}).get(name, {}).get(p)
-
-    ratios: dict[str, float | None] = {}
-    cpu_ratios: dict[str, float | None] = {}
-    for c, by_name in phases.items():
-        for p in (50, 95, 99):
-            ratios[f"c{c}_p{p}"] = _ratio(get(c, "litellm", p), get(c, "openclaw", p))
-        ours, peer = by_name.get("openclaw"), by_name.get("litellm")
-        if ours and peer and ours.cpu_ms_per_request and peer.cpu_ms_per_request:
-            cpu_ratios[f"c{c}"] = peer.cpu_ms_per_request / ours.cpu_ms_per_request
-    if ratios:
-        lines.append("")
-        lines.append(
-            "LiteLLM added ÷ OpenClaw added: "
-            + "  ".join(f"{k} {_times(v)}" for k, v in ratios.items())
-        )
-    if cpu_ratios:
-        lines.append(
-            "LiteLLM CPU/request ÷ OpenClaw's: "
-            + "  ".join(f"{k} {_times(v)}" for k, v in cpu_ratios.items())
-        )
 
     p50_c1 = get(1, "openclaw", 50)
     p99_c64 = get(64, "openclaw", 99)
     r_c1 = ratios.get("c1_p50")
     r_c64 = ratios.get("c64_p99")
-    targets: dict[str, Any] = {
-        "openclaw_p50_added_c1_ms": {
-            "value": _round(p50_c1),
-            "limit": f"≤ {TARGET_P50_C1_MS}",
-            "verdict": _verdict(None if p50_c1 is None else p50_c1 <= TARGET_P50_C1_MS),
-        },
-        "openclaw_p99_added_c64_ms": {
-            "value": _round(p99_c64),
-            "limit": f"≤ {TARGET_P99_C64_MS}",
-            "verdict": _verdict(None if p99_c64 is None else p99_c64 <= TARGET_P99_C64_MS),
-        },
-        "litellm_over_openclaw_p50_added_c1": {
-            "value": _round(r_c1, 2),
-            "limit": f"≥ {TARGET_RATIO_C1}",
-            "verdict": _verdict(None if r_c1 is None else r_c1 >= TARGET_RATIO_C1),
-        },
-        "litellm_over_openclaw_p99_added_c64": {
-            "value": _round(r_c64, 2),
-            "limit": f"≥ {TARGET_RATIO_C64}",
-            "verdict": _verdict(None if r_c64 is None else r_c64 >= TARGET_RATIO_C64),
-        },
+    return {
+        "openclaw_p50_added_c1_ms": _limit(
+            _round(p50_c1),
+            f"≤ {TARGET_P50_C1_MS}",
+            None if p50_c1 is None else p50_c1 <= TARGET_P50_C1_MS,
+        ),
+        "openclaw_p99_added_c64_ms": _limit(
+            _round(p99_c64),
+            f"≤ {TARGET_P99_C64_MS}",
+            None if p99_c64 is None else p99_c64 <= TARGET_P99_C64_MS,
+        ),
+        "litellm_over_openclaw_p50_added_c1": _limit(
+            _round(r_c1, 2),
+            f"≥ {TARGET_RATIO_C1}",
+            None if r_c1 is None else r_c1 >= TARGET_RATIO_C1,
+        ),
+        "litellm_over_openclaw_p99_added_c64": _limit(
+            _round(r_c64, 2),
+            f"≥ {TARGET_RATIO_C64}",
+            None if r_c64 is None else r_c64 >= TARGET_RATIO_C64,
+        ),
     }
-    ours_ok = all(
-        by_name[n].errors == 0 for by_name in phases.values() for n in ("direct", "openclaw")
+
+
+def _report(
+    phases: dict[int, dict[str, dict[str, Phase]]],
+    litellm_note: str,
+    skipped: dict[str, str],
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    rows: list[dict[str, Any]] = []
+    kinds = list(next(iter(phases.values())))
+    # kind → c → target → percentile → ms over direct
+    added: dict[str, dict[int, dict[str, dict[int, float]]]] = {k: {} for k in kinds}
+    head = (
+        f"{'c':>3} {'kind':<5} {'target':<9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'+p50':>8} {'+p95':>8} {'+p99':>8} {'req/s':>7} {'cpu ms/req':>10} "
+        f"{'ok':>6} {'err':>4}"
     )
+    lines = ["", head]
+    for c, by_kind in phases.items():
+        for kind, by_name in by_kind.items():
+            direct = by_name["direct"]
+            added[kind][c] = {}
+            row: dict[str, Any] = {"concurrency": c, "kind": kind}
+            for name in TARGETS:
+                ph = by_name.get(name)
+                if ph is None:
+                    why = "see below" if litellm_note or kind in skipped else "not run"
+                    lines.append(f"{c:>3} {kind:<5} {name:<9} {'n/a':>8}  ({why})")
+                    row[name] = None
+                    continue
+                add = {p: ph.pct(p) - direct.pct(p) for p in (50, 95, 99)}
+                if name != "direct":
+                    added[kind][c][name] = add
+                plus = (
+                    "".join(f" {add[p]:>+8.3f}" for p in (50, 95, 99))
+                    if name != "direct"
+                    else f" {'':>8} {'':>8} {'':>8}"
+                )
+                lines.append(
+                    f"{c:>3} {kind:<5} {name:<9} {ph.pct(50):>8.3f} {ph.pct(95):>8.3f} "
+                    f"{ph.pct(99):>8.3f}{plus} {ph.rps:>7.0f} "
+                    f"{_fmt(ph.cpu_ms_per_request, '.3f'):>10} {ph.ok:>6} {ph.errors:>4}"
+                )
+                row[name] = ph.summary()
+                if name != "direct":
+                    row[name]["added_ms"] = {f"p{p}": _round(v) for p, v in add.items()}
+            for name in TARGETS:
+                ph = by_name.get(name)
+                if ph is not None and ph.first_error:
+                    lines.append(f"    {kind} {name} first error: {ph.first_error}")
+            rows.append(row)
+
+    def get(kind: str, c: int, name: str, p: int) -> float | None:
+        return added[kind].get(c, {}).get(name, {}).get(p)
+
+    targets: dict[str, Any] = {}
+    all_ratios: dict[str, dict[str, float | str | None]] = {}
+    all_cpu_ratios: dict[str, dict[str, float | str | None]] = {}
+    compared: list[str] = []
+    for kind in kinds:
+        ratios: dict[str, float | None] = {}
+        cpu_ratios: dict[str, float | None] = {}
+        for c, by_kind in phases.items():
+            ours, peer = by_kind[kind].get("openclaw"), by_kind[kind].get("litellm")
+            if peer is None:
+                continue
+            for p in (50, 95, 99):
+                ratios[f"c{c}_p{p}"] = _ratio(
+                    get(kind, c, "litellm", p), get(kind, c, "openclaw", p)
+                )
+            if ours and ours.cpu_ms_per_request and peer.cpu_ms_per_request:
+                cpu_ratios[f"c{c}"] = peer.cpu_ms_per_request / ours.cpu_ms_per_request
+        if ratios:
+            compared.append(
+                f"{kind}: LiteLLM added ÷ OpenClaw added: "
+                + "  ".join(f"{k} {_times(v)}" for k, v in ratios.items())
+            )
+        if cpu_ratios:
+            compared.append(
+                f"{kind}: LiteLLM CPU/request ÷ OpenClaw's: "
+                + "  ".join(f"{k} {_times(v)}" for k, v in cpu_ratios.items())
+            )
+        targets[kind] = _kind_targets(added[kind], ratios)
+        all_ratios[kind] = {k: _round(v, 2) for k, v in ratios.items()}
+        all_cpu_ratios[kind] = {k: _round(v, 2) for k, v in cpu_ratios.items()}
+
+    # what the tool-call request costs OpenClaw over the plain one, measured in the same run
+    tools_minus_plain: dict[str, dict[str, float | str | None]] = {}
+    if "plain" in kinds and "tools" in kinds:
+        for c, by_kind in phases.items():
+            plain, tools = by_kind["plain"]["openclaw"], by_kind["tools"]["openclaw"]
+            delta = {
+                f"added_p{p}_ms": _diff(
+                    get("tools", c, "openclaw", p), get("plain", c, "openclaw", p)
+                )
+                for p in (50, 95, 99)
+            }
+            delta["cpu_ms_per_request"] = _diff(tools.cpu_ms_per_request, plain.cpu_ms_per_request)
+            tools_minus_plain[f"c{c}"] = {k: _round(v) for k, v in delta.items()}
+            compared.append(
+                f"openclaw tools − plain at c={c}: "
+                + "  ".join(f"{k} {_fmt(v, '+.3f')}" for k, v in delta.items())
+            )
+
+    ours_ok = all(
+        by_name[n].errors == 0
+        for by_kind in phases.values()
+        for by_name in by_kind.values()
+        for n in ("direct", "openclaw")
+    )
+    if compared:
+        lines += ["", *compared]
     lines.append("")
-    for name, t in targets.items():
-        value = "n/a" if t["value"] is None else str(t["value"])
-        lines.append(f"target {name} {t['limit']}: {value}  {t['verdict']}")
+    for kind in kinds:
+        for name, t in targets[kind].items():
+            value = "n/a" if t["value"] is None else str(t["value"])
+            lines.append(f"target {kind} {name} {t['limit']}: {value}  {t['verdict']}")
     lines.append(f"errors (direct, openclaw): {'none' if ours_ok else 'SOME (see above)'}")
     if litellm_note:
         lines.append(f"litellm: {litellm_note}")
+    for kind, why in skipped.items():
+        lines.append(f"litellm {kind}: skipped, {why}")
     targets["no_errors"] = ours_ok
-    targets["ratios_added"] = {k: _round(v, 2) for k, v in ratios.items()}
-    targets["ratios_cpu_per_request"] = {k: _round(v, 2) for k, v in cpu_ratios.items()}
+    targets["ratios_added"] = all_ratios
+    targets["ratios_cpu_per_request"] = all_cpu_ratios
+    targets["openclaw_tools_minus_plain"] = tools_minus_plain
     return rows, targets, lines
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
+    return a - b
 
 
 # -- entry --------------------------------------------------------------------------------
@@ -279,7 +383,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--requests",
         type=int,
-        help="measured requests per target and concurrency (default 2000 at c=1, 4000 otherwise)",
+        help="measured requests per target, kind and concurrency "
+        "(default 2000 at c=1, 4000 otherwise)",
     )
     p.add_argument(
         "--warmup", type=int, default=200, help="unmeasured requests per target and turn"
@@ -293,7 +398,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout-s", type=float, default=900.0, help="bound on the whole run")
     p.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON results path")
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    p.add_argument(
+        "--kind",
+        default=",".join(BODIES),
+        help="comma-separated request kinds, plain and/or tools (default plain,tools)",
+    )
     args = p.parse_args(argv)
+    args.kinds = list(dict.fromkeys(k.strip() for k in args.kind.split(",") if k.strip()))
+    unknown = [k for k in args.kinds if k not in BODIES]
+    if unknown or not args.kinds:
+        p.error(f"--kind takes plain and/or tools separated by commas, not {args.kind!r}")
     try:
         args.concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     except ValueError:
@@ -322,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss: dict[str, int | None] = {}
     litellm_note = "skipped (--no-litellm)" if args.no_litellm else ""
     litellm_version: str | None = None
+    skipped: dict[str, str] = {}  # kind → why LiteLLM was left out of it
     try:
         procs["upstream"], upstream_port = start_upstream(tmp, deadline)
         config = one_tier_config(upstream_port)
@@ -371,11 +486,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         phases = asyncio.run(
-            _bench(servers, ready, args.concurrencies, requests, args.warmup, args.rounds, deadline)
+            _bench(
+                servers,
+                ready,
+                args.kinds,
+                args.concurrencies,
+                requests,
+                args.warmup,
+                args.rounds,
+                deadline,
+                skipped,
+            )
         )
         for s in servers:
             rss[s.name] = rss_kib(s.pid) if s.pid else None
-        rows, targets, lines = _report(phases, litellm_note)
+        rows, targets, lines = _report(phases, litellm_note, skipped)
     finally:
         for name in reversed(list(procs)):
             exit_codes[name] = stop(procs[name])
@@ -392,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_info(),
         "litellm_version": litellm_version,
         "litellm_note": litellm_note,
+        "litellm_skipped_kinds": skipped,
         "parameters": {
+            "kinds": args.kinds,
             "concurrency": args.concurrencies,
             "requests": {str(c): n for c, n in requests.items()},
             "warmup": args.warmup,

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.wire import WireError, check_request
+
 OPENAI = "openai-completions"
 ANTHROPIC = "anthropic-messages"
 GOOGLE = "google-generative-ai"
@@ -485,10 +487,17 @@ _STREAM_TYPES = {
 
 
 class FakeLLM:
-    """A real aiohttp server on 127.0.0.1 (a free port) speaking all four formats."""
+    """A real aiohttp server on 127.0.0.1 (a free port) speaking all four formats.
 
-    def __init__(self) -> None:
+    Every chat request body is judged by the official SDK's request types
+    (:func:`tests.wire.check_request`): one they refuse is answered 400, as the real API
+    would, and listed in ``wire_errors``; leaving ``async with`` then fails the test.
+    ``check_wire=False`` is for a test that sends junk on purpose."""
+
+    def __init__(self, *, check_wire: bool = True) -> None:
         self.default: Reply | Callable[[RecordedRequest], Reply] = Reply()
+        self.check_wire = check_wire
+        self.wire_errors: list[str] = []
         self.requests: list[RecordedRequest] = []
         self.models: list[str] = ["fake-model"]
         self.url = ""
@@ -502,6 +511,10 @@ class FakeLLM:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+        # raised even when the test failed already: a refused body is the likelier cause
+        if self.wire_errors:
+            listed = "\n".join(f"  {e}" for e in self.wire_errors)
+            raise AssertionError(f"requests the official SDKs' types refuse:\n{listed}")
 
     def base_url(self, api: str) -> str:
         """What to put in ProviderConfig.base_url for ``api`` (short or full name)."""
@@ -623,6 +636,17 @@ class FakeLLM:
         asyncio.get_running_loop().create_task(self._notify())
         return rec
 
+    def _refuse(self, rec: RecordedRequest) -> web.Response | None:
+        """A 400 in the format's error shape for a body the SDK's types refuse, else None."""
+        if not self.check_wire:
+            return None
+        try:
+            check_request(rec.api, rec.body, path=rec.path, stream=rec.stream)
+        except WireError as error:
+            self.wire_errors.append(f"{rec.path}: {error}")
+            return web.json_response(_error_body(rec.api, 400, str(error)), status=400)
+        return None
+
     async def _notify(self) -> None:
         async with self._arrived:
             self._arrived.notify_all()
@@ -642,6 +666,8 @@ class FakeLLM:
         self, request: web.Request, api: str, model: str, body: Any, stream: Any
     ) -> web.StreamResponse:
         rec = self._record(request, api, model, body, bool(stream))
+        if refused := self._refuse(rec):
+            return refused  # before a scripted reply is spent, as a real API would refuse
         reply = self._next_reply(rec)
         if reply.hang:
             await self._wait_gone(request)

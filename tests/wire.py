@@ -10,8 +10,14 @@ judged by the type the vendor's own SDK builds requests from:
 - anthropic-messages: ``anthropic.types.message_create_params``
   ``MessageCreateParamsNonStreaming`` / ``MessageCreateParamsStreaming``
 - google-generative-ai: the REST body's top-level keys (those the SDK's own Gemini API
-  converter sends), each part with the ``google.genai.types`` pydantic model, then through
-  the SDK's Gemini API converter, which refuses the fields only Vertex AI defines
+  converter sends); each one's value with its ``google.genai.types`` pydantic model
+  (``Content``, ``Tool``, ``ToolConfig``, ``GenerationConfig``, ``SafetySetting``), from the
+  JSON text so bytes are base64 as on the wire; then through the SDK's Gemini API
+  converter, which refuses the fields only Vertex AI defines. Two rules the models leave
+  loose are held as the API holds them: a Part carries exactly one kind of data, and an
+  enum is its exact name (the SDK takes any case, and unknown names with a warning)
+- the URL, when given: the endpoint, and for Gemini the model path, the method and
+  ``alt=sse`` on a stream
 - ollama: ``ollama._types.ChatRequest`` with its nested ``Message``, ``Tool``, ``Options``
 
 The two Stainless SDKs (openai, anthropic) describe requests as TypedDicts, which pydantic
@@ -35,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
-from typing import Any, Literal, NotRequired, Required, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, NotRequired, Required, Union, get_args, get_origin
 from urllib.parse import parse_qs, urlsplit
 
 import pydantic
@@ -126,7 +132,7 @@ class _Miss:
 
 @dataclass(frozen=True)
 class _Field:
-    hint: Any  # Required/NotRequired stripped, Annotated kept
+    hint: Any  # the type itself: Required/NotRequired/Annotated stripped
     required: bool
     discriminates: bool  # a Literal: it says which alternative of a union this dict is
 
@@ -336,7 +342,9 @@ def _check_anthropic(body: Any, path: str, stream: bool | None) -> None:
 # -- pydantic models (google-genai, ollama) ------------------------------------------------
 
 
-def _raise_pydantic(api: str, judge: str, prefix: Path, error: pydantic.ValidationError) -> None:
+def _raise_pydantic(
+    api: str, judge: str, prefix: Path, error: pydantic.ValidationError
+) -> NoReturn:
     """The first complaint, its path in wire keys, in the words the walker uses."""
     first = error.errors()[0]
     where = format_path((*prefix, *first["loc"]))
@@ -413,10 +421,9 @@ def _gemini_keys() -> dict[str, _GeminiKey]:
     }
 
 
-def _check_gemini_path(path: str, stream: bool | None) -> bool:
+def _check_gemini_path(path: str, stream: bool | None) -> None:
     """``/v1beta/models/{model}:generateContent``, or ``:streamGenerateContent?alt=sse``
-    (without alt=sse the stream is one JSON array, not server-sent events). Returns
-    whether the URL asks for a stream."""
+    (without alt=sse the stream is one JSON array, not server-sent events)."""
     url = urlsplit(path)
     resource, _, method = url.path.rpartition(":")
     judge = "the Gemini API's URL scheme"
@@ -430,7 +437,6 @@ def _check_gemini_path(path: str, stream: bool | None) -> bool:
     alt = parse_qs(url.query).get("alt")
     if streaming and alt != ["sse"]:
         raise WireError(GOOGLE, judge, "URL", f"streamGenerateContent without alt=sse: {path!r}")
-    return streaming
 
 
 def _check_google(body: Any, path: str, stream: bool | None) -> None:

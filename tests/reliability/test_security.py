@@ -371,7 +371,7 @@ BAD_BODIES: list[tuple[bytes, str | None]] = [
     (chat(temperature='"hot"'), "temperature"),
     (chat(stream_options="[1]"), "stream_options"),
     (chat(user="5"), "user"),
-    (chat(tools='[{"type": "function"}]'), "tools"),
+    (chat(tools='[{"type": "function"}]'), "tools[0].function"),
 ]
 
 

@@ -98,7 +98,7 @@ class RecordedRequest:
                 out += [p.get("text", "") for p in c.get("parts", [])]
             return out
         out = [body["system"]] if isinstance(body.get("system"), str) else []
-        return out + [m.get("content", "") for m in body.get("messages", [])]
+        return out + [_content_text(m.get("content")) for m in body.get("messages", [])]
 
     @property
     def last_user_text(self) -> str:
@@ -107,7 +107,18 @@ class RecordedRequest:
             users = [c for c in body.get("contents", []) if c.get("role") == "user"]
             return "".join(p.get("text", "") for p in users[-1]["parts"]) if users else ""
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        return str(users[-1]["content"]) if users else ""
+        return _content_text(users[-1]["content"]) if users else ""
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, null (OpenAI's with tool calls), or content blocks
+    (Anthropic's: text blocks, and tool results with text content)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = [b.get("text") or b.get("content") for b in content if isinstance(b, dict)]
+    return "\n".join(t for t in texts if isinstance(t, str))
 
 
 def echo(request: RecordedRequest) -> Reply:
@@ -266,19 +277,41 @@ def _openai_body(a: _Answer) -> dict[str, Any]:
     }
 
 
+def _anthropic_tool_use(index: int, call: FakeToolCall) -> tuple[dict[str, Any], str]:
+    """A tool_use block and its arguments as JSON text (streamed in input_json_delta pieces).
+
+    A str ``arguments`` is that text verbatim, to script broken JSON in a stream. A whole
+    body can only carry an object: a str that is a JSON object goes as that object, any
+    other str as the ``input`` itself, which no real body has (the adapter says malformed).
+    """
+    text = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+    value: Any = call.arguments
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(value)
+            value = parsed if isinstance(parsed, dict) else value
+    block = {"type": "tool_use", "id": call.id or f"toolu_fake{index}", "name": call.name}
+    return {**block, "input": value}, text
+
+
 def _anthropic_body(a: _Answer) -> dict[str, Any]:
-    finish = a.reply.finish_reason
+    """A message: thinking, text (left out when only calls are said), then a tool_use block
+    per scripted call, and stop_reason tool_use when there are calls."""
+    calls = a.reply.tool_calls
+    finish = a.reply.finish_reason or ("tool_use" if calls else "end_turn")
     blocks: list[dict[str, Any]] = []
     if a.reasoning:
         blocks.append({"type": "thinking", "thinking": a.reasoning, "signature": "sig"})
-    blocks.append({"type": "text", "text": a.content})
+    if a.content or not calls:
+        blocks.append({"type": "text", "text": a.content})
+    blocks += [_anthropic_tool_use(i, c)[0] for i, c in enumerate(calls)]
     return {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
         "model": a.model,
         "content": blocks,
-        "stop_reason": finish or "end_turn",
+        "stop_reason": finish,
         "stop_sequence": None,
         "usage": {**a.anthropic_input(), "output_tokens": a.billed_output},
     }
@@ -376,8 +409,12 @@ def _openai_frames(a: _Answer) -> _Frames:
 
 
 def _anthropic_frames(a: _Answer) -> _Frames:
-    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
-    finish = a.reply.finish_reason
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece, then per
+    tool call a content_block_start (tool_use, input {}), input_json_delta fragments (an
+    empty one first, as the API sends) and a content_block_stop. Blocks are numbered by
+    their place in the message, as the API's index is."""
+    calls = a.reply.tool_calls
+    finish = a.reply.finish_reason or ("tool_use" if calls else "end_turn")
     thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
     start = {
         "type": "message_start",
@@ -392,18 +429,24 @@ def _anthropic_frames(a: _Answer) -> _Frames:
         },
     }
     head = [_sse(start, "message_start"), _sse({"type": "ping"}, "ping")]
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    if thoughts:
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in thoughts]
+        deltas.append({"type": "signature_delta", "signature": "sig"})
+        blocks.append(({"type": "thinking", "thinking": ""}, deltas))
+    if texts:
+        deltas = [{"type": "text_delta", "text": p} for p in texts]
+        blocks.append(({"type": "text", "text": ""}, deltas))
+    for i, call in enumerate(calls):
+        use, text = _anthropic_tool_use(i, call)
+        fragments = ["", *_pieces(text)]
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in fragments]
+        blocks.append(({**use, "input": {}}, deltas))
     body: list[bytes] = []
-    for index, (kind, pieces) in enumerate((("thinking", thoughts), ("text", texts))):
-        if not pieces:
-            continue
-        block = {"type": kind, kind: ""}
+    for index, (block, deltas) in enumerate(blocks):
         frames = [
-            _sse(
-                {"type": "content_block_delta", "index": index, "delta": delta},
-                "content_block_delta",
-            )
-            for delta in [{"type": f"{kind}_delta", kind: p} for p in pieces]
-            + ([{"type": "signature_delta", "signature": "sig"}] if kind == "thinking" else [])
+            _sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta")
+            for d in deltas
         ]
         start = {"type": "content_block_start", "index": index, "content_block": block}
         stop = {"type": "content_block_stop", "index": index}
@@ -413,7 +456,7 @@ def _anthropic_frames(a: _Answer) -> _Frames:
         body += frames
     delta = {
         "type": "message_delta",
-        "delta": {"stop_reason": finish or "end_turn", "stop_sequence": None},
+        "delta": {"stop_reason": finish, "stop_sequence": None},
         "usage": {"output_tokens": a.billed_output},
     }
     tail = [_sse(delta, "message_delta"), _sse({"type": "message_stop"}, "message_stop")]

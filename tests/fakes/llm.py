@@ -317,17 +317,32 @@ def _anthropic_body(a: _Answer) -> dict[str, Any]:
     }
 
 
+def _google_call(call: FakeToolCall) -> dict[str, Any]:
+    """A functionCall part: args is always an object (a str is parsed), the signature sits
+    on the part beside it, an id only when scripted (the Gemini API rarely sends one)."""
+    args = call.arguments if isinstance(call.arguments, dict) else json.loads(call.arguments)
+    function: dict[str, Any] = {"name": call.name, "args": args}
+    if call.id is not None:
+        function["id"] = call.id
+    part: dict[str, Any] = {"functionCall": function}
+    if call.signature is not None:
+        part["thoughtSignature"] = call.signature
+    return part
+
+
 def _google_body(a: _Answer) -> dict[str, Any]:
     finish = a.reply.finish_reason
     parts: list[dict[str, Any]] = []
     if a.reasoning:
         parts.append({"text": a.reasoning, "thought": True})
-    parts.append({"text": a.content})
+    if a.content or not a.reply.tool_calls:
+        parts.append({"text": a.content})
+    parts += [_google_call(c) for c in a.reply.tool_calls]
     return {
         "candidates": [
             {
                 "content": {"parts": parts, "role": "model"},
-                "finishReason": finish or "STOP",
+                "finishReason": finish or "STOP",  # Gemini says STOP after calls too
                 "index": 0,
             }
         ],
@@ -337,10 +352,22 @@ def _google_body(a: _Answer) -> dict[str, Any]:
 
 
 def _ollama_body(a: _Answer) -> dict[str, Any]:
+    """An /api/chat answer. Scripted calls go in message.tool_calls as Ollama sends them:
+    arguments an object (a str verbatim, to script broken ones), function.index counting
+    the calls, an id only when scripted (servers before v0.12.10 send none); the finish
+    stays "stop"."""
     finish = a.reply.finish_reason
-    message = {"role": "assistant", "content": a.content}
+    message: dict[str, Any] = {"role": "assistant", "content": a.content}
     if a.reasoning:
         message["thinking"] = a.reasoning
+    calls = []
+    for i, c in enumerate(a.reply.tool_calls):
+        call: dict[str, Any] = {"function": {"index": i, "name": c.name, "arguments": c.arguments}}
+        if c.id is not None:
+            call["id"] = c.id
+        calls.append(call)
+    if calls:
+        message["tool_calls"] = calls
     return {
         "model": a.model,
         "created_at": "2025-01-01T00:00:00Z",
@@ -464,17 +491,19 @@ def _anthropic_frames(a: _Answer) -> _Frames:
 
 
 def _google_frames(a: _Answer) -> _Frames:
-    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece and call."""
     finish = a.reply.finish_reason
     thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
 
-    def piece(text: str, thought: bool) -> bytes:
-        part: dict[str, Any] = {"text": text, **({"thought": True} if thought else {})}
+    def frame(part: dict[str, Any]) -> bytes:
         cand = {"content": {"parts": [part], "role": "model"}, "index": 0}
         usage = _google_usage(a, final=False)
         return _sse({"candidates": [cand], "usageMetadata": usage, "modelVersion": a.model})
 
-    body = [piece(p, True) for p in thoughts] + [piece(p, False) for p in texts]
+    body = [frame({"text": p, "thought": True}) for p in thoughts]
+    body += [frame({"text": p}) for p in texts]
+    # each call whole in a chunk of its own, as Gemini streams them
+    body += [frame(_google_call(c)) for c in a.reply.tool_calls]
     last = {
         "content": {"parts": [{"text": ""}], "role": "model"},
         "finishReason": finish or "STOP",
@@ -485,9 +514,11 @@ def _google_frames(a: _Answer) -> _Frames:
 
 
 def _ollama_frames(a: _Answer) -> _Frames:
-    """(head, body, tail) frames: body holds one frame per reasoning/content piece."""
+    """(head, body, tail) frames: body holds one frame per reasoning/content piece, then a
+    line per tool call, each call whole (Ollama never splits one)."""
     finish = a.reply.finish_reason
     thoughts, texts = _pieces(a.reasoning), _pieces(a.content)
+    calls = _ollama_body(a)["message"].get("tool_calls", [])
 
     def line(message: dict[str, Any], **extra: Any) -> bytes:
         obj = {"model": a.model, "created_at": "2025-01-01T00:00:00Z", "message": message}
@@ -495,6 +526,7 @@ def _ollama_frames(a: _Answer) -> _Frames:
 
     body = [line({"role": "assistant", "content": "", "thinking": p}) for p in thoughts]
     body += [line({"role": "assistant", "content": p}) for p in texts]
+    body += [line({"role": "assistant", "content": "", "tool_calls": [c]}) for c in calls]
     done = line(
         {"role": "assistant", "content": ""},
         done=True,

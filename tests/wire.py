@@ -549,6 +549,8 @@ class _OllamaWalk:
             raise self.fail(path, f"expected an object ({model.__name__}), got {_kind(value)}")
         keys = _model_keys(model)
         form: dict[str, Any] = {}
+        if model is _property_model():
+            value = self.server_property(value, path)
         for key, element in value.items():
             if key not in keys:
                 raise self.fail((*path, key), f"not a field of {model.__name__}")
@@ -581,6 +583,29 @@ class _OllamaWalk:
             return {k: self.hint(item, element, (*path, k)) for k, element in value.items()}
         return value
 
+    def server_property(self, value: dict[str, Any], path: Path) -> dict[str, Any]:
+        """The keys Ollama's server reads of a tool property beyond the client's Property
+        (api/types.go ToolProperty: anyOf, nested properties, required), checked here; the
+        rest is left to the client's model."""
+        prop = _property_model()
+        rest = {k: v for k, v in value.items() if k not in ("anyOf", "properties", "required")}
+        if "anyOf" in value:
+            alternatives = value["anyOf"]
+            if not isinstance(alternatives, list):
+                raise self.fail((*path, "anyOf"), f"expected an array, got {_kind(alternatives)}")
+            for i, alt in enumerate(alternatives):
+                self.model(prop, alt, (*path, "anyOf", i))
+        if "properties" in value:
+            nested = value["properties"]
+            if not isinstance(nested, dict):
+                raise self.fail((*path, "properties"), f"expected an object, got {_kind(nested)}")
+            for name, sub in nested.items():
+                self.model(prop, sub, (*path, "properties", name))
+        required = value.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise self.fail((*path, "required"), "expected an array of strings")
+        return rest
+
     def image(self, value: Any, path: Path) -> dict[str, Any]:
         """On the wire an image is its base64 text; the model holds it as ``{"value": …}``."""
         from ollama._types import Image
@@ -592,6 +617,13 @@ class _OllamaWalk:
         except ValueError as error:
             raise self.fail(path, str(error), f"{self.judge} Image") from None
         return {"value": value}
+
+
+def _property_model() -> type[pydantic.BaseModel]:
+    from ollama._types import Tool
+
+    prop: type[pydantic.BaseModel] = Tool.Function.Parameters.Property
+    return prop
 
 
 def _check_ollama(body: Any, path: str, stream: bool | None) -> None:

@@ -132,13 +132,41 @@ def _tools(tools: Sequence[ToolSpec], choice: ToolChoice | None) -> list[dict[st
     for tool in tools:
         # parameters.type must be "object" (api.ToolFunctionParameters; the client's
         # Literal['object']); strict has no counterpart and is left out
-        function: dict[str, Any] = {
-            "name": tool.name,
-            "parameters": {"type": "object", "properties": {}, **tool.parameters},
-        }
+        function: dict[str, Any] = {"name": tool.name, "parameters": _parameters(tool.parameters)}
         if tool.description:
             function["description"] = tool.description
         out.append({"type": "function", "function": function})
+    return out
+
+
+# what Ollama's server reads of a tool's JSON Schema (api/types.go: ToolFunctionParameters,
+# ToolProperty); it decodes into those structs and drops every other keyword (title,
+# minimum, format, additionalProperties …) without a word, so they are not sent at all
+_PARAMETER_KEYS = ("type", "$defs", "items", "required", "properties")
+_PROPERTY_KEYS = ("anyOf", "type", "items", "description", "enum", "properties", "required")
+
+
+def _parameters(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: schema[k] for k in _PARAMETER_KEYS if k in schema}
+    out["type"] = "object"  # the server and the client both require an object
+    out["properties"] = _properties(schema.get("properties"))
+    return out
+
+
+def _properties(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {name: _property(prop) for name, prop in value.items()}
+
+
+def _property(prop: Any) -> Any:
+    if not isinstance(prop, Mapping):
+        return prop
+    out = {k: prop[k] for k in _PROPERTY_KEYS if k in prop}
+    if "properties" in out:
+        out["properties"] = _properties(out["properties"])
+    if isinstance(out.get("anyOf"), list):
+        out["anyOf"] = [_property(p) for p in out["anyOf"]]
     return out
 
 

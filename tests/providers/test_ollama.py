@@ -200,6 +200,47 @@ async def test_tools_and_sampling_options(
     assert not {"tool_choice", "parallel_tool_calls", "format"} & body.keys()
 
 
+async def test_schema_keywords_the_server_drops_are_not_sent(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    # the openai SDK's pydantic_function_tool (and LangChain) add title, additionalProperties…
+    rich = ToolSpec(
+        "book",
+        "",
+        {
+            "title": "Book",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "when": {"title": "When", "type": "string", "format": "date-time"},
+                "seats": {"type": "integer", "minimum": 1, "description": "how many"},
+                "where": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "title": "City"}},
+                    "required": ["city"],
+                },
+                "mode": {"anyOf": [{"type": "string", "enum": ["car"]}, {"type": "null"}]},
+            },
+            "required": ["when"],
+        },
+    )
+    body = await send_both(fake_llm, make_provider, ModelCall(ASK, 50, tools=(rich,)))
+    assert body["tools"][0]["function"]["parameters"] == {
+        "type": "object",
+        "required": ["when"],
+        "properties": {
+            "when": {"type": "string"},
+            "seats": {"type": "integer", "description": "how many"},
+            "where": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+            "mode": {"anyOf": [{"type": "string", "enum": ["car"]}, {"type": "null"}]},
+        },
+    }
+
+
 @pytest.mark.parametrize(
     ("choice", "sent"),
     [

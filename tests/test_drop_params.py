@@ -76,5 +76,7 @@ def test_an_unknown_parameter_names_the_key() -> None:
     doc["models"]["opus/claude-opus"]["drop_params"] = ["temprature"]
     (problem,) = problems(doc)
     assert problem.startswith("models.opus/claude-opus.drop_params[0]: ")
-    assert "'temperature', 'top_p', 'top_k', 'seed', 'stop', 'parallel_tool_calls' or 'tool_choice'" in problem
+    named = "'temperature', 'top_p', 'top_k', 'seed', 'stop', 'parallel_tool_calls' or "
+    named += "'tool_choice'"
+    assert named in problem
     assert "(got 'temprature')" in problem

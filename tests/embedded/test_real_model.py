@@ -5,6 +5,7 @@ A 135M model is checked loosely: the answer must mention Paris.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -131,6 +132,28 @@ async def test_serve_answers_through_the_gateway_and_an_agent(served: str) -> No
         assert emb["file"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
         model = next(m for m in status["models"] if m["model"] == "embedded/smollm2")
         assert model["last_latency_ms"] > 0
+
+
+async def test_a_json_schema_answer_from_the_embedded_model(served: str) -> None:
+    # llama.cpp turns the schema into a grammar: even a 135M model answers valid JSON
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string", "maxLength": 20}},
+        "required": ["capital"],
+        "additionalProperties": False,
+    }
+    async with openai.AsyncOpenAI(base_url=served + "/v1", api_key="tok-emb") as c:
+        done = await c.chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=64,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema, "strict": True},
+            },
+        )
+    answer = json.loads(done.choices[0].message.content or "")
+    assert set(answer) == {"capital"} and isinstance(answer["capital"], str), answer
 
 
 async def test_a_killed_model_is_restarted_and_requests_fail_over(

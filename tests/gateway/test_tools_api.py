@@ -375,3 +375,46 @@ async def test_the_default_pyramid_offers_everything_everywhere(gateway: Running
     assert all(
         m["capabilities"] == {"tools": True, "json_schema": True, "json_object": True} for m in data
     )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_failover_in_the_middle_of_a_tool_conversation_changes_format(
+    gateway: Running, stream: bool
+) -> None:
+    # Ollama made the call; at the next turn it is down, and Gemini gets the same
+    # conversation in its own format: functionCall and functionResponse parts
+    gateway.fake.script(
+        "qwen3:14b",
+        Reply(text="", tool_calls=[FakeToolCall("get_weather", {"city": "Oslo"}, id="call_1")]),
+        Reply(status=503, error_message="overloaded"),
+    )
+    gateway.fake.script("gemini-flash", Reply(text="Sunny in Oslo."))
+    first = await chat(gateway, model="tier:0", messages=ASK, tools=[WEATHER])
+    assistant = first.json()["choices"][0]["message"]
+    history = [
+        *ASK,
+        assistant,
+        {"role": "tool", "tool_call_id": assistant["tool_calls"][0]["id"], "content": "sunny"},
+    ]
+    if stream:
+        r, events = await sse(
+            gateway, model="tier:0", messages=history, tools=[WEATHER], stream=True
+        )
+        text = "".join(
+            e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]
+        )
+    else:
+        r = await chat(gateway, model="tier:0", messages=history, tools=[WEATHER])
+        text = r.json()["choices"][0]["message"]["content"]
+    assert r.status_code == 200
+    assert text == "Sunny in Oslo."
+    assert r.headers["x-openclaw-route"] == "tier=1; model=flash/gemini-flash; attempts=2"
+    sent = gateway.fake.requests[-1]
+    assert sent.model == "gemini-flash"
+    model_turn, results = sent.body["contents"][1:]
+    (call_part,) = model_turn["parts"]
+    assert call_part["functionCall"]["name"] == "get_weather"
+    assert call_part["functionCall"]["args"] == {"city": "Oslo"}
+    assert call_part["thoughtSignature"]  # Gemini's documented skip value: Ollama signs none
+    assert results["parts"][0]["functionResponse"]["name"] == "get_weather"
+    assert sent.body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,8 +16,8 @@ from core.errors import AllAttemptsFailed, CannotServe
 from core.providers.testing import Answer, Fault, TestProvider
 from core.store.sqlite import SQLiteStore
 from core.types import ChatRequest, Message, ResponseFormat, ToolCall, ToolChoice, ToolSpec
-from tests.configs import make_config, pyramid
-from tests.test_engine import RecordingApprover
+from tests.configs import make_config
+from tests.test_drop_params import engine_for
 
 ASK = (Message("user", "what is the weather in Paris?"),)
 WEATHER = ToolSpec(
@@ -36,17 +35,6 @@ SCHEMA = {
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
     "required": ["name", "age"],
 }
-Providers = dict[str, TestProvider]
-
-
-def engine_for(models: dict[str, dict[str, Any]] | None = None) -> tuple[Engine, Providers]:
-    doc = pyramid()
-    for ref, extra in (models or {}).items():
-        doc["models"][ref].update(extra)
-    cfg = make_config(models=doc["models"])
-    providers = {name: TestProvider(name) for name in cfg.providers}
-    approver = RecordingApprover(True)
-    return Engine(cfg, providers, health=HealthBoard(cfg.routing), approver=approver), providers
 
 
 def call(

@@ -25,6 +25,7 @@ from core.types import (
 )
 from tests.conftest import ProviderFactory
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
+from tests.providers.both import both
 
 API = "anthropic-messages"
 MESSAGES = (
@@ -175,14 +176,6 @@ WEATHER = ToolSpec(
 )
 CLOCK = ToolSpec("get_time")  # no description, no parameters
 ASK = (Message("user", "Weather in Paris?"),)
-
-
-async def both(provider: Any, model: str, call: ModelCall) -> tuple[ModelResponse, ModelResponse]:
-    """The JSON answer and the streamed one's final response."""
-    plain = await provider.complete(model, call)
-    [*_, streamed] = [item async for item in provider.stream(model, call)]
-    assert isinstance(streamed, ModelResponse)
-    return plain, streamed
 
 
 async def test_tools_and_stop_in_the_request(

@@ -19,6 +19,7 @@ from core.types import (
 )
 from tests.conftest import ProviderFactory
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
+from tests.providers.both import sent_both
 
 API = "ollama"
 CALL = ModelCall(
@@ -146,15 +147,8 @@ ASK = (Message("user", "Weather in Paris?"),)
 async def send_both(
     fake_llm: FakeLLM, make_provider: ProviderFactory, call: ModelCall
 ) -> dict[str, Any]:
-    """Send ``call`` plain and streamed; both bodies must be equal but for ``stream``."""
-    provider = make_provider(API)
-    await provider.complete("m", call)
-    [_ async for _ in provider.stream("m", call)]
-    plain, streamed = fake_llm.requests
-    assert (plain.body.pop("stream"), streamed.body.pop("stream")) == (False, True)
-    assert plain.body == streamed.body
-    body: dict[str, Any] = plain.body
-    return body
+    """Send ``call`` plain and streamed; both bodies must be equal: return one."""
+    return await sent_both(fake_llm, make_provider(API), call)
 
 
 async def test_tools_and_sampling_options(

@@ -14,7 +14,6 @@ from core.providers.openai_completions import _parse
 from core.types import (
     Message,
     ModelCall,
-    ModelResponse,
     ResponseFormat,
     ToolCall,
     ToolChoice,
@@ -22,6 +21,7 @@ from core.types import (
 )
 from tests.conftest import ProviderFactory
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
+from tests.providers.both import both
 
 API = "openai-completions"
 CALL = ModelCall(
@@ -133,14 +133,6 @@ WEATHER = ToolSpec(
 )
 CLOCK = ToolSpec("get_time")  # no description, no parameters
 ASK = (Message("user", "Weather in Paris?"),)
-
-
-async def both(provider: Any, model: str, call: ModelCall) -> tuple[ModelResponse, ModelResponse]:
-    """The JSON answer and the streamed one's final response."""
-    plain = await provider.complete(model, call)
-    [*_, streamed] = [item async for item in provider.stream(model, call)]
-    assert isinstance(streamed, ModelResponse)
-    return plain, streamed
 
 
 async def test_tools_and_sampling_in_the_request(

@@ -450,3 +450,15 @@ def test_keep_alive_is_an_ollama_duration_on_an_ollama_provider() -> None:
     assert problem == (
         "providers.deep.keep_alive: is Ollama's, and this provider is not Ollama: remove it"
     )
+
+
+def test_no_think_body_is_for_openai_completions_servers() -> None:
+    doc = pyramid()
+    off = {"thinking": {"type": "disabled"}}
+    doc["providers"]["deep"]["no_think_body"] = off
+    assert parse_config(doc, warnings=[]).providers["deep"].no_think_body == off
+    doc["providers"]["local"]["no_think_body"] = off
+    (problem,) = problems(doc)
+    assert problem.startswith(
+        "providers.local.no_think_body: is for openai-completions servers only: remove it"
+    )

@@ -315,10 +315,25 @@ def _streams(body: Any, stream: bool | None) -> bool:
     return stream if stream is not None else isinstance(body, dict) and body.get("stream") is True
 
 
+# body fields OpenAI-compatible servers define beyond OpenAI's own, as their references
+# give them; an adapter sends one only where config asks ([providers] no_think_body)
+OPENAI_EXTENSIONS: dict[str, Callable[[Any], bool]] = {
+    # DeepSeek's thinking switch (api-docs.deepseek.com/guides/thinking_mode)
+    "thinking": lambda v: (
+        isinstance(v, dict) and set(v) == {"type"} and v["type"] in ("enabled", "disabled")
+    ),
+}
+
+
 def _check_openai(body: Any, path: str, stream: bool | None) -> None:
     from openai.types.chat import completion_create_params as params
 
     _check_endpoint(OPENAI, path)
+    if isinstance(body, dict):
+        for key, valid in OPENAI_EXTENSIONS.items():
+            if key in body and not valid(body[key]):
+                raise WireError(OPENAI, "the server's reference", key, "not its documented shape")
+        body = {k: v for k, v in body.items() if k not in OPENAI_EXTENSIONS}
     streaming = _streams(body, stream)
     td = (
         params.CompletionCreateParamsStreaming

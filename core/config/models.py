@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -98,6 +98,23 @@ class ProviderConfig(StrictModel):
     # Ollama only: how long a model stays loaded after a request ("30m", "24h", "-1" for
     # ever, "0" to unload at once); None: Ollama's own default (5 minutes)
     keep_alive: str | None = None
+    # openai-completions only: body fields that turn a thinking model's thinking off, for
+    # servers whose switch is not OpenAI's (DeepSeek: {thinking = {type = "disabled"}}).
+    # Sent when a task says think = false, and with a conversation that holds tool calls:
+    # DeepSeek's thinking mode refuses (400) tool-call turns without their reasoning, which
+    # OpenAI clients never send back
+    no_think_body: dict[str, Any] | None = None
+
+    @field_validator("no_think_body")
+    @classmethod
+    def _openai_only(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        if value is not None and info.data.get("api") != "openai-completions":
+            raise PydanticCustomError(
+                "no_think_body", "is for openai-completions servers only: remove it"
+            )
+        return value
 
     @field_validator("keep_alive")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -192,6 +193,12 @@ class OpenAICompletions(Provider):
             body["response_format"] = _response_format(call.response_format)
         if stream:
             body["stream_options"] = {"include_usage": True}
+        off = self.config.no_think_body
+        if off is not None and (call.no_think or any(m.tool_calls for m in call.messages)):
+            # the server's own switch ([providers] no_think_body): a task that says
+            # think = false, or a tool conversation, whose earlier tool-call turns come
+            # without their reasoning (DeepSeek's thinking mode refuses those with a 400)
+            body.update(copy.deepcopy(off))
         return HttpCall("/chat/completions", body)
 
     def parse_body(self, data: Any) -> list[Chunk]:

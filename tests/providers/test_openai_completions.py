@@ -409,3 +409,33 @@ def test_malformed_tool_calls(make_provider: ProviderFactory, calls: Any) -> Non
 def test_malformed_stream_index(index: Any) -> None:
     with pytest.raises(Malformed, match="index"):
         delta_parts([{"index": index}])
+
+
+@pytest.mark.parametrize(
+    ("call", "sent"),
+    [
+        (ModelCall(ASK, 50), False),
+        (ModelCall(ASK, 50, no_think=True), True),  # a task's think = false
+        (
+            ModelCall(
+                (
+                    *ASK,
+                    Message("assistant", "", (ToolCall("c1", "get_weather", "{}"),)),
+                    Message("tool", "sunny", tool_call_id="c1"),
+                ),
+                50,
+                tools=(WEATHER,),
+            ),
+            True,  # DeepSeek's thinking mode wants each tool-call turn's reasoning back
+        ),
+    ],
+    ids=["plain", "think-false", "tool-history"],
+)
+async def test_no_think_body_turns_a_servers_thinking_off(
+    fake_llm: FakeLLM, make_provider: ProviderFactory, call: ModelCall, sent: bool
+) -> None:
+    off = {"thinking": {"type": "disabled"}}
+    provider = make_provider(API, no_think_body=off)
+    await both(provider, "m", call)
+    for request in fake_llm.requests:  # both ways, and the wire check knows DeepSeek's field
+        assert (request.body.get("thinking") == off["thinking"]) is sent

@@ -33,7 +33,10 @@ from core.providers.base import (
 )
 from core.types import Message, ModelCall, ResponseFormat, ToolChoice, ToolSpec
 
-ANTHROPIC_VERSION = "2023-06-01"
+# the current version (platform.claude.com/docs/en/api/versioning), the one the official
+# SDK sends and whose request types tests/wire.py holds every body to; it has no
+# temperature, top_p or top_k, which drop_params leaves out by default for this API
+ANTHROPIC_VERSION = "2026-10-21"
 MIN_THINKING_BUDGET = 1024  # the API refuses less
 
 # error.type -> the HTTP status Anthropic uses for it, so stream errors map like HTTP ones

@@ -49,15 +49,15 @@ def body_of(make_provider: ProviderFactory, call: ModelCall, stream: bool = Fals
 async def test_request_mapping(fake_llm: FakeLLM, make_provider: ProviderFactory) -> None:
     provider = make_provider(API, api_key="sk-ant-1")
     call = ModelCall(MESSAGES, max_tokens=500)
-    await provider.complete("claude-opus-4-5", call)
-    [_ async for _ in provider.stream("claude-opus-4-5", call)]
+    await provider.complete("claude-opus-5-5", call)
+    [_ async for _ in provider.stream("claude-opus-5-5", call)]
     plain, streamed = fake_llm.requests
     assert plain.path == streamed.path == "/v1/messages"
     assert plain.headers["x-api-key"] == "sk-ant-1"
-    assert plain.headers["anthropic-version"] == "2023-06-01"
+    assert plain.headers["anthropic-version"] == "2026-10-21"
     assert "authorization" not in plain.headers
     assert plain.body == {
-        "model": "claude-opus-4-5",
+        "model": "claude-opus-5-5",
         "max_tokens": 500,
         "system": "You are terse.\n\nAnswer in French.",
         "messages": [

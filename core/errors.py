@@ -23,6 +23,9 @@ ErrorKind = Literal[
     "malformed",  # the body could not be parsed, or had the wrong content-type
     "stream_cut",  # the stream ended before its final event
     "unavailable",  # no key configured, or otherwise not usable
+    # a 400 saying the model cannot do what this request asks (Ollama's "does not support
+    # tools"): the next model may, and the model is fine for other requests
+    "unsupported",
 ]
 
 # configuration faults: the model cannot answer anyone until the operator fixes it
@@ -75,11 +78,14 @@ class ProviderError(OpenClawError):
         super().__init__(f"{where}: {kind}{code}" + (f": {detail}" if detail else ""))
 
     @property
-    def outcome(self) -> Literal["unavailable", "fatal", "rejected"]:
+    def outcome(self) -> Literal["unavailable", "fatal", "rejected", "skipped"]:
         """fatal = a config problem (next model, long cooldown); rejected = this request's
-        own fault (no breaker; the request fails); else just unavailable."""
+        own fault (no breaker; the request fails); skipped = the model cannot serve this
+        request (no breaker; the next model gets it); else just unavailable."""
         if self.kind in FATAL_KINDS:
             return "fatal"
+        if self.kind == "unsupported":
+            return "skipped"
         return "rejected" if self.kind == "bad_request" else "unavailable"
 
 

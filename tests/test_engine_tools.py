@@ -4,15 +4,17 @@ skipped for what they cannot do, and which answers are unusable (and climb)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from core.config.common import Validators
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
 from core.engine.ledger import Ledger
 from core.engine.structured import JSON_NOTE, check_json, check_tool_calls, schema_error
-from core.errors import AllAttemptsFailed, CannotServe
+from core.errors import AllAttemptsFailed, CannotServe, ProviderError
 from core.providers.testing import Answer, Fault, TestProvider
 from core.store.sqlite import SQLiteStore
 from core.types import ChatRequest, Message, ResponseFormat, ToolCall, ToolChoice, ToolSpec
@@ -353,3 +355,83 @@ async def test_a_dropped_tool_choice_is_still_checked_in_the_answer() -> None:
         await engine.complete(req)
     assert providers["opus"].calls[0].call.tool_choice is None
     assert "no tool call, though tool_choice is required" in str(e.value)
+
+
+# -- found in review -------------------------------------------------------------------
+
+
+async def test_a_json_task_is_judged_by_its_validators_not_by_json_mode() -> None:
+    engine, providers = engine_for()
+    providers["local"].script("qwen3:14b", Answer("[1, 2, 3]"))  # JSON, not an object
+    result = await engine.complete(
+        ChatRequest(ASK, tier=0), Validators.model_validate({"json": True})
+    )
+    assert result.content == "[1, 2, 3]"
+    assert providers["local"].calls[0].call.response_format == ResponseFormat("json_object")
+
+
+async def test_a_json_task_with_tools_is_not_put_in_json_mode() -> None:
+    engine, providers = engine_for()
+    providers["local"].script("qwen3:14b", Answer("", tool_calls=(call(),)))
+    await engine.complete(ChatRequest(ASK, task="extract", tools=(WEATHER,)))
+    sent = providers["local"].calls[0].call
+    assert sent.response_format is None
+    assert all(m.content != JSON_NOTE for m in sent.messages)
+
+
+async def test_json_asked_for_comes_back_without_a_markdown_fence() -> None:
+    engine, providers = engine_for()
+    providers["local"].script("qwen3:14b", Answer('```json\n{"a": 1}\n```'))
+    req = ChatRequest(ASK, tier=0, response_format=ResponseFormat("json_object"))
+    assert (await engine.complete(req)).content == '{"a": 1}'
+    providers["local"].script("qwen3:14b", Answer('```json\n{"a": 1}\n```'))
+    items = [i async for i in engine.stream(req)]
+    assert "".join(getattr(i, "content", "") for i in items[:-1]) == '{"a": 1}'
+
+
+async def test_a_schema_whose_ref_does_not_resolve_is_named_not_a_crash() -> None:
+    bad = {"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}}
+    assert schema_error(bad) == "$ref '#/$defs/nope' does not resolve inside the schema"
+    engine, providers = engine_for()
+    providers["local"].script("qwen3:14b", Answer('{"a": 1}'))
+    providers["flash"].script("gemini-flash", Answer('{"a": 1}'))
+    fmt = ResponseFormat("json_schema", "x", bad)
+    with pytest.raises(AllAttemptsFailed) as e:
+        await engine.complete(ChatRequest(ASK, tier=0, response_format=fmt))
+    assert "the schema for the answer cannot be used" in str(e.value)
+
+
+async def test_a_model_that_says_it_takes_no_tools_is_passed_over_without_a_breaker() -> None:
+    engine, providers = engine_for()
+    providers["local"].script(
+        "qwen3:14b", Fault("unsupported", 400, "qwen3:14b does not support tools")
+    )
+    providers["flash"].script("gemini-flash", Answer("", tool_calls=(call(),)))
+    result = await engine.complete(ChatRequest(ASK, tier=0, tools=(WEATHER,)))
+    assert result.answered_by.ref == "flash/gemini-flash"
+    assert result.attempts[0].outcome == "skipped"
+    assert engine.health.blocked("local/qwen3:14b", time.monotonic()) is None
+
+
+async def test_a_dropped_tool_choice_of_none_sends_no_tools() -> None:
+    engine, providers = engine_for({"opus/claude-opus": {"drop_params": ["tool_choice"]}})
+    providers["opus"].script("claude-opus", Answer("sunny"))
+    req = ChatRequest(ASK, tier=3, tools=(WEATHER,), tool_choice=ToolChoice("none"))
+    await engine.complete(req)
+    sent = providers["opus"].calls[0].call
+    assert (sent.tools, sent.tool_choice) == ((), None)
+
+
+async def test_an_unfit_model_whose_breaker_is_open_is_still_unfit() -> None:
+    refs = (
+        "local/qwen3:14b",
+        "flash/gemini-flash",
+        "deep/deepseek-chat",
+        "deep2/deepseek-backup",
+        "opus/claude-opus",
+    )
+    engine, _ = engine_for({ref: {"tools": False} for ref in refs})
+    down = ProviderError("refused", "flash", "gemini-flash", "down")
+    engine.health.failure("flash/gemini-flash", down, 1.0, time.monotonic())
+    with pytest.raises(CannotServe):
+        await engine.complete(ChatRequest(ASK, tier=0, tools=(WEATHER,)))

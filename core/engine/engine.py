@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, cast
 
 from core.config.common import Validators
@@ -36,15 +36,14 @@ from core.engine.health import HealthBoard
 from core.engine.ledger import Ledger, RequestMeta, price
 from core.engine.policy import Ended, Next, Step, next_step
 from core.engine.routing import Candidate, Plan, plan
-from core.engine.structured import check_json, check_tool_calls, output_format, unfit
-from core.engine.validators import validate
+from core.engine.structured import check_json, check_tool_calls, output_format
+from core.engine.validators import strip_fence, validate
 from core.errors import AllAttemptsFailed, CannotServe, ProviderError, RequestRejected
 from core.types import (
     Attempt,
     ChatRequest,
     ModelCall,
     ModelResponse,
-    ResponseFormat,
     StreamDelta,
     ToolCall,
     Usage,
@@ -309,19 +308,19 @@ class Engine:
         if kept is not None and _keeps_lower(req, st, stream):
             yield self._result(st, kept, None)
             return
-        if not st.fit and self._unservable(req, p):
+        if not st.fit and self._unservable(req, p, gate):
             raise CannotServe(self._trace(st))
         raise AllAttemptsFailed(self._trace(st), f"no model could answer {asked_for(p)}")
 
-    def _unservable(self, req: ChatRequest, p: Plan) -> bool:
+    def _unservable(self, req: ChatRequest, p: Plan, gate: Gate) -> bool:
         """No model of the plan can serve ``req``, healthy or not: the request's fault (or
         the config's), not an outage. The models the plan left out as blocked count too:
         one of them could have served it once healthy."""
         if not p.candidates and not p.skipped:
             return False
-        blocked = plan(self.config, task=req.task, tier=req.tier, max_tokens=req.max_tokens)
+        every = plan(self.config, task=req.task, tier=req.tier, max_tokens=req.max_tokens)
         planned = {c.ref for c in p.candidates}
-        return all(unfit(c, req) is not None for c in blocked.candidates if c.ref not in planned)
+        return all(gate.unfit(c) is not None for c in every.candidates if c.ref not in planned)
 
     async def _candidate(
         self, st: _State, gate: Gate, cand: Candidate, req: ChatRequest, stream: bool
@@ -378,6 +377,9 @@ class Engine:
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
         provider = self.providers[cand.provider]
         fmt, messages = output_format(cand, req, st.rules.json_)
+        tools, choice = req.tools, self._param(cand, "tool_choice", req.tool_choice)
+        if choice is None and req.tool_choice is not None and req.tool_choice.mode == "none":
+            tools = ()  # a model that takes no tool_choice is kept from calls by having none
         call = ModelCall(
             messages,
             max_tokens,
@@ -385,8 +387,8 @@ class Engine:
             cand.reasoning,
             cand.context,
             cand.no_think,
-            req.tools,
-            self._param(cand, "tool_choice", req.tool_choice),
+            tools,
+            choice,
             self._param(cand, "parallel_tool_calls", req.parallel_tool_calls),
             fmt,
             self._param(cand, "stop", req.stop) or (),
@@ -442,9 +444,14 @@ class Engine:
                 st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
             )
             return
-        attempt = self._answered(st, cand, req, resp, fmt, t0, max_tokens, committed)
+        attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed)
         await self._record(st, attempt)
         reason = attempt.reason if attempt.outcome == "unusable" else None
+        fmt_asked = req.response_format
+        if reason is None and not committed and fmt_asked is not None and fmt_asked.wants_json:
+            # JSON asked for is answered as JSON: a Markdown fence the check looked inside
+            # would break the caller's json.loads
+            resp = replace(resp, content=strip_fence(resp.content).strip())
         if stream and not committed and reason is None:
             committed = True
             yield self._started(st, cand)
@@ -458,7 +465,6 @@ class Engine:
         cand: Candidate,
         req: ChatRequest,
         resp: ModelResponse,
-        fmt: ResponseFormat | None,
         t0: float,
         max_tokens: int,
         committed: bool,
@@ -467,7 +473,7 @@ class Engine:
         latency = (time.perf_counter() - t0) * 1000
         self.health.success(cand.ref, latency, self._clock())
         # what already went out cannot be judged any more: a streamed answer is final
-        reason = None if committed else self._judge(st, req, resp, fmt)
+        reason = None if committed else self._judge(st, req, resp)
         if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
             reason = f"reasoning used the budget of {max_tokens} tokens, no answer"
         return Attempt(
@@ -485,17 +491,15 @@ class Engine:
         )
 
     @staticmethod
-    def _judge(
-        st: _State, req: ChatRequest, resp: ModelResponse, fmt: ResponseFormat | None
-    ) -> str | None:
+    def _judge(st: _State, req: ChatRequest, resp: ModelResponse) -> str | None:
         """Why an answer is unusable: its tool calls do not serve the request, or (an
-        answer in text) it fails the task's validators or the JSON asked for (the caller's
-        schema, even where the model was sent JSON mode only)."""
-        fmt = req.response_format or fmt
+        answer in text) it fails the task's validators or the JSON the caller asked for
+        (its schema, even where the model was sent JSON mode only; a task's own JSON mode
+        is judged by the task's validators)."""
         why = check_tool_calls(resp.tool_calls, req.tools, req.tool_choice)
         if why is not None or resp.tool_calls:
             return why  # a turn of tool calls: its text is not the answer yet
-        return validate(resp.content, st.rules) or check_json(resp.content, fmt)
+        return validate(resp.content, st.rules) or check_json(resp.content, req.response_format)
 
     async def _cancelled(
         self, st: _State, cand: Candidate, req: ChatRequest, t0: float, max_tokens: int
@@ -547,7 +551,7 @@ class Engine:
         usage: Usage | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
-        if e.outcome == "rejected":  # the model is fine; this request is not
+        if e.outcome in ("rejected", "skipped"):  # the model is fine; this request is not
             self.health.abandon(cand.ref)
             cooldown = 0.0
             log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)

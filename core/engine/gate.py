@@ -84,13 +84,14 @@ class Gate:
         was approved already and only reserves its new worst case. ``tried``: the
         attempts so far, which an admin is shown as the reason for the escalation.
         """
+        # first: a model that could never serve the request says so, healthy or not
+        why = self.unfit(cand)
+        if why is not None:
+            return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why), unfit=True)
         if not retry and self._blocked_now is not None and cand.ref not in self._last_resort:
             why = self._blocked_now(cand.ref)
             if why is not None:
                 return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why))
-        why = self._unfit(cand)
-        if why is not None:
-            return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", why), unfit=True)
         if not retry and cand.requires_approval:
             refused = await self._admit(cand, tried)
             if refused is not None:
@@ -104,7 +105,7 @@ class Gate:
             return Ticket(Attempt(cand.tier, cand.provider, cand.model, "skipped", over))
         return Ticket(reservation=reservation)
 
-    def _unfit(self, cand: Candidate) -> str | None:
+    def unfit(self, cand: Candidate) -> str | None:
         """Why ``cand`` cannot serve this request whatever its health: over its context,
         or without the tools or JSON mode the request needs."""
         if cand.context is not None and self._prompt_tokens > cand.context:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.config.models import DROPPED_BY_API, Config, ModelConfig, TaskConfig, split_model_ref
+from core.config.models import (
+    DROPPED_BY_API,
+    Config,
+    JsonMode,
+    ModelConfig,
+    TaskConfig,
+    split_model_ref,
+)
 from core.errors import RoutingError
 
 
@@ -35,7 +42,7 @@ class Candidate:
     context: int | None = None  # the model's context window in tokens
     no_think: bool = False  # a thinking model told not to think (its task's think = false)
     tools: bool = True  # the model can call tools ([models."…"] tools)
-    json: str = "schema"  # "schema" | "object" | "none" ([models."…"] json)
+    json: JsonMode = "schema"  # [models."…"] json
 
     @property
     def ref(self) -> str:

@@ -20,6 +20,9 @@ from typing import Any
 
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators as schema_validators
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from core.engine.routing import Candidate
 from core.engine.validators import strip_fence
@@ -51,7 +54,9 @@ def output_format(
     """
     fmt = req.response_format
     if fmt is None or not fmt.wants_json:
-        if json_task and cand.json != "none" and fmt is None:
+        # not with tools: JSON mode beside them is refused by some APIs and would keep the
+        # model from calling the tools it was offered
+        if json_task and cand.json != "none" and fmt is None and not req.tools:
             return ResponseFormat("json_object"), _with_note(req.messages, JSON_NOTE)
         return fmt, req.messages
     if fmt.type == "json_schema" and cand.json == "object":
@@ -128,7 +133,34 @@ def schema_error(schema: Mapping[str, Any]) -> str | None:
         cls.check_schema(dict(schema))
     except schema_errors.SchemaError as e:
         return e.message
+    return unresolved_ref(schema)
+
+
+def unresolved_ref(schema: Mapping[str, Any]) -> str | None:
+    """The first ``$ref`` in ``schema`` that does not resolve inside it (nothing is fetched:
+    a remote reference is unresolved too), or None."""
+    registry: Registry[Any] = Registry().with_resource(
+        _BASE, Resource.from_contents(dict(schema), default_specification=DRAFT202012)
+    )
+    resolver = registry.resolver(base_uri=_BASE)
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {ref!r} does not resolve inside the schema"
     return None
+
+
+_BASE = "urn:openclaw:schema"
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, Mapping):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
 
 
 def _schema_fault(doc: Any, schema: Mapping[str, Any], what: str) -> str | None:
@@ -136,9 +168,10 @@ def _schema_fault(doc: Any, schema: Mapping[str, Any], what: str) -> str | None:
         return None
     try:
         validator = _validator(json.dumps(schema, sort_keys=True))
-    except (schema_errors.SchemaError, ValueError) as e:  # checked at the gateway; not here
-        return f"the schema for {what} is not valid ({e})"
-    error = schema_errors.best_match(validator.iter_errors(doc))
+        error = schema_errors.best_match(validator.iter_errors(doc))
+    except (schema_errors.SchemaError, ValueError, Unresolvable) as e:
+        # the gateway refuses such schemas; a caller inside the process may not have
+        return f"the schema for {what} cannot be used ({e})"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)

@@ -7,14 +7,14 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from core.config.models import Config
 from core.engine.routing import plan
 from core.gateway import openai_fields as of
 from core.gateway.openai_fields import FieldError
 from core.parsing import parse_int
-from core.types import ChatRequest, ToolCall, Usage
+from core.types import ChatRequest, FinishReason, ToolCall, Usage
 
 # a signed 32-bit int, far over any model's output; the engine caps at the model's own limit
 MAX_TOKENS = 2**31 - 1
@@ -179,12 +179,19 @@ def tool_calls_json(calls: Sequence[ToolCall], request_id: str) -> list[dict[str
     ]
 
 
+FINISH_REASONS = frozenset(get_args(FinishReason))
+
+
 def finish_reason(reason: str | None, calls: Sequence[ToolCall]) -> str:
-    """The choice's finish_reason: a turn that ends in tool calls says ``tool_calls``
-    (Gemini and Ollama say stop), and none given is ``stop``."""
+    """The choice's finish_reason, always one of OpenAI's: a turn that ends in tool calls
+    says ``tool_calls`` (Gemini and Ollama say stop), none given is ``stop``, and a
+    provider's own word (Anthropic's pause_turn, model_context_window_exceeded; Gemini's
+    lowercased extras) is ``length`` when it ran out of room, else ``stop``."""
     if calls and reason in (None, "stop"):
         return "tool_calls"
-    return reason or "stop"
+    if reason is None or reason in FINISH_REASONS:
+        return reason or "stop"
+    return "length" if "context" in reason or "token" in reason else "stop"
 
 
 def usage_json(u: Usage) -> dict[str, Any]:

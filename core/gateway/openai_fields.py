@@ -27,6 +27,7 @@ from typing import Any
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators as schema_validators
 
+from core.engine.structured import unresolved_ref
 from core.suggest import close_matches
 from core.types import Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolMode, ToolSpec
 
@@ -280,7 +281,8 @@ def _schema_problem(text: str) -> tuple[str, str] | None:
     except schema_errors.SchemaError as e:
         at = "".join(f"[{p!r}]" for p in e.absolute_path)
         return at, f" is not a valid JSON Schema: {e.message}"
-    return None
+    unresolved = unresolved_ref(schema)  # else every answer checked against it would fail
+    return None if unresolved is None else ("", f" is not a usable JSON Schema: {unresolved}")
 
 
 # -- messages -------------------------------------------------------------------------

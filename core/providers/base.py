@@ -161,6 +161,13 @@ class Accumulator:
 
     def _add_call(self, part: ToolCallPart) -> None:
         held = self._calls.get(part.index)
+        if held is not None and part.id and held.id and part.id != held.id:
+            # another call under a reused index (servers that stream whole calls without
+            # one): a call of its own, after the others
+            part = ToolCallPart(
+                max(self._calls) + 1, part.id, part.name, part.arguments, part.signature
+            )
+            held = None
         if held is None:
             self._calls[part.index] = ToolCallPart(
                 part.index, part.id, part.name, part.arguments, part.signature
@@ -195,6 +202,8 @@ _UNKNOWN_MODEL = re.compile(
     re.IGNORECASE,
 )
 _BAD_KEY = re.compile(r"API_KEY_INVALID|api key not valid|invalid api key", re.IGNORECASE)
+# a model that cannot do what the request asks (Ollama: "… does not support tools")
+_NO_TOOLS = re.compile(r"does not support (tools|function calling)", re.IGNORECASE)
 
 
 def kind_for_status(status: int, detail: str = "") -> ErrorKind:
@@ -205,6 +214,8 @@ def kind_for_status(status: int, detail: str = "") -> ErrorKind:
             return "auth"
         if _UNKNOWN_MODEL.search(detail):
             return "not_found"
+        if _NO_TOOLS.search(detail):
+            return "unsupported"
     if status == 429:
         return "rate_limited"
     if status in (401, 403):
@@ -527,7 +538,9 @@ class Provider(ABC):
         for secret in self._secrets:  # before error_detail cuts the text: a cut key would
             body = body.replace(secret.encode(), REDACTED.encode())  # go unredacted
         detail = error_detail(body) or response.reason or ""
-        if status == 400:
+        if status == 400 and _NO_TOOLS.search(detail):
+            detail += f' (fix: [models."{self.name}/{model}"] tools = false)'
+        elif status == 400:
             detail += parameter_fix(detail, f"{self.name}/{model}")
         elif status == 404 and "model" in detail.lower():  # not a wrong base_url: the id
             detail += " (model retired or misspelled: see the provider's deprecations page)"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core.gateway.openai_api import ChatCall, GatewayError, parse_chat
+from core.gateway.openai_api import ChatCall, GatewayError, finish_reason, parse_chat
 from core.gateway.openai_fields import MAPPED, REFUSED, decode_call_id, encode_call_id
 from core.types import Message, ResponseFormat, ToolCall, ToolChoice, ToolSpec
 from tests.configs import make_config
@@ -670,3 +670,35 @@ async def test_a_body_using_every_mapped_field_is_served(gateway: Running) -> No
         r = await c.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("reason", "calls", "said"),
+    [
+        (None, (), "stop"),
+        ("stop", (ToolCall("c", "f", "{}"),), "tool_calls"),
+        ("length", (), "length"),
+        ("content_filter", (), "content_filter"),
+        ("pause_turn", (), "stop"),  # Anthropic's own words are never passed on
+        ("model_context_window_exceeded", (), "length"),
+        ("malformed_function_call", (), "stop"),  # Gemini's, lowercased
+    ],
+)
+def test_finish_reasons_are_always_openais(
+    reason: str | None, calls: tuple[ToolCall, ...], said: str
+) -> None:
+    assert finish_reason(reason, calls) == said
+
+
+def test_a_schema_whose_ref_does_not_resolve_is_refused() -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}},
+        },
+    }
+    with pytest.raises(GatewayError) as e:
+        parse_chat(CONFIG, {"model": "auto", "messages": [USER], "tools": [tool]}, "req_1")
+    assert e.value.param == "tools[0].function.parameters"
+    assert "does not resolve inside the schema" in e.value.message

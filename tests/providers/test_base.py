@@ -13,6 +13,7 @@ from core.providers import PROVIDER_CLASSES, build_provider
 from core.providers.base import (
     Accumulator,
     Chunk,
+    ToolCallPart,
     error_detail,
     kind_for_status,
     parse_retry_after,
@@ -138,3 +139,16 @@ async def test_default_base_url_is_used() -> None:
         assert provider.config.resolved_base_url == "https://api.anthropic.com"
     finally:
         await provider.aclose()
+
+
+def test_whole_calls_streamed_under_one_index_stay_apart() -> None:
+    # servers that stream whole calls without an index (each lands on position 0)
+    acc = Accumulator()
+    acc.add(Chunk(tool_calls=[ToolCallPart(0, "id1", "a", '{"x": 1}')]))
+    acc.add(Chunk(tool_calls=[ToolCallPart(0, "id2", "b", '{"y": 2}')]))
+    acc.add(Chunk(tool_calls=[ToolCallPart(0, "", "", "")]))  # a piece with no id joins
+    calls = acc.response(200, "m").tool_calls
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("id1", "a", '{"x": 1}'),
+        ("id2", "b", '{"y": 2}'),
+    ]

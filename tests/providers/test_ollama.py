@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import ProviderError
 from core.providers.base import Chunk, Malformed, UpstreamError
 from core.types import (
     Message,
@@ -382,3 +383,14 @@ async def test_string_arguments_are_passed_on_as_they_are(
     reply = Reply(text="", tool_calls=[FakeToolCall("get_weather", '{"city": "Par')])
     for resp in await answers(fake_llm, make_provider, reply):
         assert [c.arguments for c in resp.tool_calls] == ['{"city": "Par']
+
+
+async def test_a_model_without_tools_says_so_with_the_fix(
+    fake_llm: FakeLLM, make_provider: ProviderFactory
+) -> None:
+    message = "registry.ollama.ai/library/gemma2:2b does not support tools"
+    fake_llm.script("m", Reply(status=400, error_message=message))
+    with pytest.raises(ProviderError) as e:
+        await make_provider(API).complete("m", ModelCall(ASK, 50, tools=(WEATHER,)))
+    assert (e.value.kind, e.value.outcome) == ("unsupported", "skipped")
+    assert e.value.detail.endswith('(fix: [models."fake-ollama/m"] tools = false)')

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections.abc
 import enum
+import functools
 import json
 import re
 import types
@@ -658,3 +659,20 @@ _CHECKERS: dict[str, Callable[[Any, str, bool | None], None]] = {
     GOOGLE: _check_google,
     OLLAMA: _check_ollama,
 }
+
+
+_WARM_BODIES: dict[str, dict[str, Any]] = {
+    OPENAI: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    ANTHROPIC: {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+    GOOGLE: {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+    OLLAMA: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+}
+
+
+@functools.cache
+def warm() -> None:
+    """Import the SDKs and resolve their types once (about 2.5 s, most of it anthropic's),
+    before a server takes requests: judged on a request's path, the first request of each
+    format would stall that long, and a test that times its breaker would see it."""
+    for api, body in _WARM_BODIES.items():
+        check_request(api, body)

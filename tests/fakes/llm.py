@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.wire import WireError, check_request
+from tests.wire import WireError, check_request, warm
 
 OPENAI = "openai-completions"
 ANTHROPIC = "anthropic-messages"
@@ -613,6 +613,8 @@ class FakeLLM:
         self._queues[model].extend(replies)
 
     async def start(self) -> FakeLLM:
+        if self.check_wire:
+            warm()  # once per process, before any request is timed
         self._closing = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai)

@@ -96,7 +96,7 @@ def run_line(run: Run) -> str:
         tier = " " + escape(run.route.split(";")[0].replace("tier=", "tier "))
     return (
         f"{STATUS_ICON.get(run.status, '·')} #{run.id} {escape(run.agent)} "
-        f"{escape(run.status)}{tier} ${run.cost_usd:.4f}"
+        f"{escape(run.status)}{' quiet' if run.quiet else ''}{tier} ${run.cost_usd:.4f}"
     )
 
 
@@ -111,6 +111,8 @@ def run_result(run: Run) -> str:
     head += f" · ${run.cost_usd:.4f}"
     if run.error:
         return f"{head}\n\n<i>{escape(run.error)}</i>"
+    if run.quiet:  # asked for (/run, Rerun): say why nothing else came
+        return f"{head}\n\n<i>quiet: the agent answered NO_REPLY, nothing was delivered</i>"
     return f"{head}\n\n{escape(run.output or '')}"
 
 

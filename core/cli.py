@@ -539,6 +539,7 @@ async def _agents(args: argparse.Namespace, settings: Settings, config: Config, 
 def _print_run(run: Run, full: bool) -> None:
     print(
         f"run {run.id}: {run.agent} [{run.trigger}] {run.status}"
+        + (" (quiet: NO_REPLY, nothing delivered)" if run.quiet else "")
         + (f" (rerun of {run.parent_run})" if run.parent_run else "")
         + f", ${run.cost_usd:.6f}"
         + (f", {run.route}" if run.route else "")

@@ -22,6 +22,7 @@ from core.agents.runs import Run, Runs, Status, Trigger
 from core.agents.sessions import Sessions, child_session_id, session_id
 from core.agents.state import AgentStates
 from core.agents.templating import TemplateError, Templates
+from core.agents.verdicts import Verdict, verdict
 from core.config.agents import AgentConfig
 from core.config.models import Config
 from core.delivery.outbox import Outbox, OutboxRow
@@ -365,13 +366,23 @@ class AgentRunner:
                 except Exception as e:  # a bug must still leave a record
                     log.exception("agent %s run %s crashed", agent.name, run_id)
                     error = f"{type(e).__name__}: {e}"
+                said = verdict(output) if output and agent.kind != "systemEvent" else Verdict()
+                error = error or said.failure
                 status = Status.FAILED if error else (Status.LATE if late else Status.OK)
                 # the messages are written with the outcome: a crash between the two
                 # would leave a finished run whose digest is never sent
-                messages = await self._messages(agent, run_id, status, output, error)
+                messages = (
+                    [] if said.quiet else await self._messages(agent, run_id, status, output, error)
+                )
                 async with self.store.transaction() as tx:
                     await self.runs.finish(
-                        tx, run_id, status, output=output, error=error, route=route
+                        tx,
+                        run_id,
+                        status,
+                        output=output,
+                        error=error,
+                        route=route,
+                        quiet=said.quiet and not error,
                     )
                     await self.outbox.add(tx, messages)
                 if messages:

@@ -59,6 +59,7 @@ class Run:
     cost_usd: float
     route: str | None
     owner: str | None
+    quiet: bool = False  # the answer said NO_REPLY: ok, nothing delivered on purpose
 
     @property
     def done(self) -> bool:
@@ -80,7 +81,12 @@ class Run:
         """A run as the store returns it."""
         fields = dict(row)
         return cls(
-            **fields | {"trigger": Trigger(fields["trigger"]), "status": Status(fields["status"])}
+            **fields
+            | {
+                "trigger": Trigger(fields["trigger"]),
+                "status": Status(fields["status"]),
+                "quiet": bool(fields.get("quiet", 0)),
+            }
         )
 
 
@@ -164,15 +170,25 @@ class Runs:
         output: str | None = None,
         error: str | None = None,
         route: str | None = None,
+        quiet: bool = False,
     ) -> None:
         """Record the outcome in ``tx`` (with the run's outbox rows, so that a crash never
         leaves a finished run without its messages); the cost is what the ledger holds
-        for the run."""
+        for the run. ``quiet``: the answer said NO_REPLY, so nothing was delivered."""
         await tx.execute(
             "UPDATE runs SET status = ?, finished_at = ?, output = ?, error = ?, route = ?,"
-            " cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
+            " quiet = ?, cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
             " WHERE run_id = ?) WHERE id = ?",
-            (status, utcnow_iso(self.clock()), output, error, route, str(run_id), run_id),
+            (
+                status,
+                utcnow_iso(self.clock()),
+                output,
+                error,
+                route,
+                int(quiet),
+                str(run_id),
+                run_id,
+            ),
         )
 
     async def get(self, run_id: int) -> Run | None:

@@ -184,6 +184,11 @@ async def _m009_attempts_tool_calls(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0")
 
 
+async def _m010_runs_quiet(db: aiosqlite.Connection) -> None:
+    # a run whose answer said NO_REPLY: ok, and nothing was delivered on purpose
+    await db.execute("ALTER TABLE runs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -194,4 +199,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("007_outbox_open_by_target", _m007_outbox_open_by_target),
     ("008_attempts_in_flight", _m008_attempts_in_flight),
     ("009_attempts_tool_calls", _m009_attempts_tool_calls),
+    ("010_runs_quiet", _m010_runs_quiet),
 ]

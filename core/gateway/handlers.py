@@ -26,8 +26,10 @@ from core.errors import (
     StoreUnavailable,
 )
 from core.facade import Facade
+from core.gateway.agent_model import answer_agent, parse_agent_chat
 from core.gateway.auth import FailureLimiter
 from core.gateway.openai_api import (
+    SSE_HEADERS,
     ChunkWriter,
     GatewayError,
     capabilities,
@@ -40,12 +42,6 @@ from core.parsing import parse_id, parse_int, parse_since
 from core.types import ChatRequest, StreamDelta
 
 log = logging.getLogger("openclaw.gateway")
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
 
 
 @dataclass
@@ -244,9 +240,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI ``POST /v1/chat/completions``, JSON or SSE."""
     st = request.app[STATE]
     rid = new_request_id()
-    call = parse_chat(st.facade.config, await _body(request), rid)
+    body = await _body(request)
+    agent_call = parse_agent_chat(st.facade, body)  # None unless model is agent:<name>
+    call = parse_chat(st.facade.config, body, rid) if agent_call is None else None
     st.in_flight += 1
     try:
+        if agent_call is not None:
+            return await answer_agent(request, st.facade, agent_call, rid)
+        assert call is not None
         if call.stream:
             return await _stream(request, st, call.request, call.include_usage, rid)
         try:

@@ -18,6 +18,11 @@ from core.types import ChatRequest, FinishReason, ToolCall, Usage
 
 # a signed 32-bit int, far over any model's output; the engine caps at the model's own limit
 MAX_TOKENS = 2**31 - 1
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 
 class GatewayError(Exception):
@@ -61,6 +66,7 @@ def route_names(config: Config) -> list[str]:
         ["auto"]
         + [f"task:{t}" for t in sorted(config.tasks)]
         + [f"tier:{lv}" for lv in config.levels]
+        + [f"agent:{a.name}" for a in config.agents]  # core/gateway/agent_model.py
     )
 
 
@@ -77,8 +83,13 @@ def resolve_model(config: Config, model: Any) -> tuple[str | None, int | None]:
                 level = parse_int(value, "tier")
                 if config.tier(level) is not None:
                     return None, level
+    raise model_not_found(config, model)
+
+
+def model_not_found(config: Config, model: Any) -> GatewayError:
+    """The 404 for a ``model`` that names no route or agent, listing the valid ones."""
     valid = ", ".join(route_names(config))
-    raise GatewayError(
+    return GatewayError(
         404,
         f"The model {model!r} does not exist. Valid models: {valid}",
         param="model",
@@ -156,7 +167,10 @@ def _parse(config: Config, body: dict[str, Any], request_id: str) -> ChatCall:
 
 def capabilities(config: Config, name: str) -> dict[str, bool]:
     """Whether the route ``name`` can offer tools and JSON output: any model of its plan
-    (from the config, not the moment's health: a cooldown passes) that can."""
+    (from the config, not the moment's health: a cooldown passes) that can. An
+    ``agent:`` model offers neither: the agent decides."""
+    if name.startswith("agent:"):
+        return {"tools": False, "json_schema": False, "json_object": False}
     task, tier = resolve_model(config, name)
     cands = plan(config, task=task, tier=tier).candidates
     return {

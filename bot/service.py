@@ -29,6 +29,7 @@ from bot.middlewares import AccessMiddleware
 from bot.reporter import RunReporter
 from bot.routers.agents import make_agents_router
 from bot.routers.approvals import ApprovalMessages, make_approvals_router
+from bot.routers.ask import make_ask_router
 from bot.routers.budget import make_budget_router
 from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.start import make_start_router
@@ -119,6 +120,7 @@ class TelegramBot:
             make_status_router(),
             make_approvals_router(),
             make_budget_router(),
+            make_ask_router(),  # last: plain text is whatever no command took
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
         self.dp.errors.register(_send_failed, ExceptionTypeFilter(TelegramAPIError, PartialSend))

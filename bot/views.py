@@ -30,9 +30,11 @@ ADMIN_COMMANDS = [
     ("status", "provider health, queues, pending approvals"),
     ("approvals", "pending Tier-3 approvals"),
     ("budget", "spend caps, what is left, the month-end forecast"),
+    ("ask", "ask the models: /ask [task:<t>|tier:<n>] <question>"),
+    ("new", "start a new conversation for /ask"),
     ("help", "what this bot does"),
 ]
-READ_ONLY = {"agents", "runs", "usage", "status", "budget", "help"}
+READ_ONLY = {"agents", "runs", "usage", "status", "budget", "ask", "new", "help"}
 
 
 def help_text(is_admin: bool) -> str:

@@ -262,6 +262,7 @@ class App:
             budget=self.engine.budget,
             runner=self.runner,
             runs=self.runner.runs,
+            sessions=self.runner.sessions,
             states=self.runner.states,
             approvals=approvals,
             ledger=self.ledger,

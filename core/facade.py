@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from core.agents.runner import AgentRunner
 from core.agents.runs import Runs
+from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
 from core.config.models import Config
 from core.config.settings import Settings
@@ -37,6 +38,7 @@ class Facade:
     budget: BudgetGuard | None  # None: no caps configured
     runner: AgentRunner  # start, rerun, wait, the agent by name
     runs: Runs
+    sessions: Sessions  # the bot's per-chat conversations (/ask)
     states: AgentStates  # enable / disable
     approvals: ApprovalBroker
     ledger: Ledger

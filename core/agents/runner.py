@@ -98,6 +98,7 @@ class AgentRunner:
         self.peak = {"agents": 0, "subagents": 0}
         self._shared: dict[str, asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[Run]] = {}  # run id → its task
+        self._reply_to: dict[int, str] = {}  # a reply run → the one target it answers
 
     # -- entry points --------------------------------------------------------------
 
@@ -216,6 +217,31 @@ class AgentRunner:
         if old is None:
             raise AgentError(f"no run {run_id}")
         return await self.start(old.agent, trigger, message=old.message, parent_run=run_id)
+
+    async def reply(self, target: str, external_id: str, text: str) -> int | None:
+        """Someone answered the message a run delivered to ``target`` as ``external_id``
+        (one of the ids the channel confirmed): start a child run of that agent that
+        continues the run's session with ``text``, its result delivered to ``target``
+        only. None: no run's result was delivered there as that message."""
+        rows = await self.store.fetchall(
+            "SELECT run_id FROM outbox WHERE target = ? AND kind = 'result'"
+            " AND status = 'delivered' AND run_id IS NOT NULL"
+            " AND (',' || external_id || ',') LIKE ? ORDER BY id DESC LIMIT 1",
+            (target, f"%,{external_id},%"),
+        )
+        parent = await self.runs.get(int(rows[0][0])) if rows else None
+        if parent is None:
+            return None
+
+        async def write(tx: Transaction) -> int:
+            rid = await self.add(
+                tx, parent.agent, Trigger.REPLY, message=text, parent_run=parent.id
+            )
+            self._reply_to[rid] = target  # before the run can reach its delivery
+            return rid
+
+        rid, _ = await self.commit_then_launch(write)
+        return rid
 
     async def adopt_unclaimed(self) -> int:
         """Take queued runs no process owns (queued by another process); returns how many."""
@@ -429,6 +455,8 @@ class AgentRunner:
         return self.templates.render_string(agent.message, context, f"agent {agent.name} message")
 
     async def _work(self, agent: AgentConfig, run: Run, sid: str) -> tuple[str, str | None]:
+        if run.trigger == Trigger.REPLY:
+            return await self._continue(agent, run, sid)
         context = await self._context(agent, run)
         if agent.subagents is not None:
             context["subresults"] = await self._fan_out(agent, run, sid, context)
@@ -452,6 +480,36 @@ class AgentRunner:
         result = await self.engine.complete(
             ChatRequest(
                 tuple(messages),
+                task=agent.task,
+                tier=agent.tier,
+                max_tokens=agent.max_tokens,
+                run_id=str(run.id),
+                agent=agent.name,
+                keep_lower_on_deny=agent.keep_lower_on_deny,
+            ),
+            rules=agent.validators,
+        )
+        await self.sessions.append(sid, "assistant", result.content)
+        return result.content, result.route_header()
+
+    async def _continue(self, agent: AgentConfig, run: Run, sid: str) -> tuple[str, str | None]:
+        """A reply run: the parent run's own messages, then the reply, and nothing of any
+        other run. The exchange is copied into this run's session, so a reply to this
+        run's answer continues the whole conversation."""
+        parent = await self.runs.get(run.parent_run) if run.parent_run is not None else None
+        psid = parent.session_id if parent is not None else None
+        if psid is None or not psid.startswith("cron:"):
+            raise AgentError(
+                "only an isolated run's answer can be continued by a reply"
+                " (a shared session holds every run's messages)"
+            )
+        history = await self.sessions.history(psid)
+        user = Message("user", run.message or "")
+        for m in (*history, user):
+            await self.sessions.append(sid, m.role, m.content)
+        result = await self.engine.complete(
+            ChatRequest(
+                (*history, user),
                 task=agent.task,
                 tier=agent.tier,
                 max_tokens=agent.max_tokens,
@@ -518,13 +576,14 @@ class AgentRunner:
         self, agent: AgentConfig, run_id: int, status: Status, output: str | None, error: str | None
     ) -> list[OutboxRow]:
         """The outbox rows of a successful run, rendered (not yet written)."""
+        reply_to = self._reply_to.pop(run_id, None)  # a reply is answered where it was made
         if error is not None:
             return []
         try:
             return await self.outbox.render_rows(
                 run_id,
                 "result",
-                agent.deliver,
+                [reply_to] if reply_to else agent.deliver,
                 {"agent": agent.name, "run_id": run_id, "status": status, "text": output or ""},
             )
         except Exception:  # a broken channel template must not lose the run's record

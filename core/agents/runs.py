@@ -23,6 +23,7 @@ class Trigger(enum.StrEnum):
     API = "api"
     RERUN = "rerun"
     RECOVERY = "recovery"
+    REPLY = "reply"  # a chat reply to a message the parent run delivered
 
 
 class Status(enum.StrEnum):

@@ -15,7 +15,7 @@ from core.store.base import Store
 from core.store.times import utcnow_iso
 from core.types import Message, Role
 
-Mode = Literal["isolated", "shared", "child"]
+Mode = Literal["isolated", "shared", "child", "chat"]
 
 
 def session_id(agent: str, run_id: int, mode: str) -> str:
@@ -68,3 +68,12 @@ class Sessions:
             (sid, limit),
         )
         return [Message(r[0], r[1]) for r in reversed(rows)]
+
+    async def newest(self, prefix: str) -> int | None:
+        """The highest ``n`` of the sessions named ``<prefix><n>`` (a chat's current one)."""
+        rows = await self.store.fetchall(
+            "SELECT MAX(CAST(substr(id, length(?) + 1) AS INTEGER)) FROM sessions"
+            " WHERE substr(id, 1, length(?)) = ?",
+            (prefix, prefix, prefix),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None

@@ -49,6 +49,8 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
         "usage",
         "status",
         "budget",
+        "ask",
+        "new",
         "help",
     }
     assert "approvals" in {c["command"] for c in rig.tg.commands(f"chat:{ADMIN}")}

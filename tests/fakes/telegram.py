@@ -514,9 +514,15 @@ class FakeTelegram:
     # ------------------------------------------------------------ what users do
 
     def user_message(
-        self, user_id: int, text: str, chat_id: int | None = None, username: str = "op"
+        self,
+        user_id: int,
+        text: str,
+        chat_id: int | None = None,
+        username: str = "op",
+        reply_to: int | None = None,
     ) -> int:
-        """Queue a text message from a user; returns its update_id."""
+        """Queue a text message from a user (``reply_to``: a reply to that message id of the
+        chat, as Telegram sends it); returns its update_id."""
         chat_id = user_id if chat_id is None else chat_id
         user = self._user(user_id, username)
         message: dict[str, Any] = {
@@ -526,6 +532,13 @@ class FakeTelegram:
             "from": user,
             "text": text,
         }
+        if reply_to is not None:
+            replied = self._messages.get((chat_id, reply_to))
+            message["reply_to_message"] = (
+                replied.message
+                if replied
+                else {"message_id": reply_to, "date": 0, "chat": message["chat"]}
+            )
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0] if text.strip() else text
             message["entities"] = [

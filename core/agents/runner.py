@@ -98,7 +98,6 @@ class AgentRunner:
         self.peak = {"agents": 0, "subagents": 0}
         self._shared: dict[str, asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[Run]] = {}  # run id → its task
-        self._reply_to: dict[int, str] = {}  # a reply run → the one target it answers
 
     # -- entry points --------------------------------------------------------------
 
@@ -237,7 +236,8 @@ class AgentRunner:
             rid = await self.add(
                 tx, parent.agent, Trigger.REPLY, message=text, parent_run=parent.id
             )
-            self._reply_to[rid] = target  # before the run can reach its delivery
+            # in the run's row: a run recovered after a restart still answers there
+            await tx.execute("UPDATE runs SET reply_to = ? WHERE id = ?", (target, rid))
             return rid
 
         rid, _ = await self.commit_then_launch(write)
@@ -398,7 +398,7 @@ class AgentRunner:
                 # the messages are written with the outcome: a crash between the two
                 # would leave a finished run whose digest is never sent
                 messages = (
-                    [] if said.quiet else await self._messages(agent, run_id, status, output, error)
+                    [] if said.quiet else await self._messages(agent, run, status, output, error)
                 )
                 async with self.store.transaction() as tx:
                     await self.runs.finish(
@@ -573,10 +573,11 @@ class AgentRunner:
         return results
 
     async def _messages(
-        self, agent: AgentConfig, run_id: int, status: Status, output: str | None, error: str | None
+        self, agent: AgentConfig, run: Run, status: Status, output: str | None, error: str | None
     ) -> list[OutboxRow]:
-        """The outbox rows of a successful run, rendered (not yet written)."""
-        reply_to = self._reply_to.pop(run_id, None)  # a reply is answered where it was made
+        """The outbox rows of a successful run, rendered (not yet written); a reply run's go
+        only where the reply was made."""
+        run_id, reply_to = run.id, run.reply_to
         if error is not None:
             return []
         try:

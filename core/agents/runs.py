@@ -61,6 +61,7 @@ class Run:
     route: str | None
     owner: str | None
     quiet: bool = False  # the answer said NO_REPLY: ok, nothing delivered on purpose
+    reply_to: str | None = None  # a reply run: the one target its answer goes to
 
     @property
     def done(self) -> bool:

@@ -189,6 +189,11 @@ async def _m010_runs_quiet(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE runs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0")
 
 
+async def _m011_runs_reply_to(db: aiosqlite.Connection) -> None:
+    # a reply run answers in the chat the reply came from, also after a restart
+    await db.execute("ALTER TABLE runs ADD COLUMN reply_to TEXT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -200,4 +205,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("008_attempts_in_flight", _m008_attempts_in_flight),
     ("009_attempts_tool_calls", _m009_attempts_tool_calls),
     ("010_runs_quiet", _m010_runs_quiet),
+    ("011_runs_reply_to", _m011_runs_reply_to),
 ]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from core.agents.runs import Trigger
 from core.agents.verdicts import Verdict, verdict
 from tests.agents.conftest import AppFactory
 from tests.fakes.llm import FakeLLM, Reply
@@ -79,3 +80,22 @@ async def test_a_system_event_is_delivered_as_written(make_app: AppFactory) -> N
     run = await app.runner.run("watch", "cli")
     assert (run.status, run.quiet) == ("ok", False)
     assert await outbox(app) == ["result"]
+
+
+async def test_a_reply_run_recovered_by_another_process_still_answers_in_the_reply_chat(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    # the reply's target is in the run's row, not in the process that queued it
+    fake_llm.default = Reply(text="more")
+    app = await make_app(
+        [agent(deliver=["log", "slack:ops"])],
+        channels={"slack": {"ops": {"webhook_url_env": "SLACK_OPS_UNSET"}}},
+    )
+    parent = await app.runner.run("watch", "cli")
+    async with app.store.transaction() as tx:
+        rid = await app.runner.add(tx, "watch", Trigger.REPLY, message="and?", parent_run=parent.id)
+        await tx.execute("UPDATE runs SET reply_to = 'log' WHERE id = ?", (rid,))
+    run = await app.runner.execute(rid)
+    assert (run.status, run.reply_to) == ("ok", "log")
+    targets = await app.store.fetchall("SELECT target FROM outbox WHERE run_id = ?", (rid,))
+    assert [t[0] for t in targets] == ["log"]

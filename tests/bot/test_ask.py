@@ -141,6 +141,7 @@ async def test_a_reply_to_a_delivered_run_continues_that_runs_session_only(
         await rig.said(ADMIN, "answer to tell me more")
         child = (await rig.app.facade.runs.recent("alpha", limit=1))[0]
         assert (child.trigger, child.parent_run, child.status) == (Trigger.REPLY, alpha.id, "ok")
+        assert child.reply_to == target  # in the row: a run recovered after a restart too
         sent = rig.llm.requests[-1].texts()
         assert sent == ["alpha prompt", "answer to alpha prompt", "tell me more"]
         assert not any("beta" in t for t in sent)

@@ -477,9 +477,15 @@ class AgentRunner:
             ([Message("system", system)] if system else []) + history + [Message("user", user)]
         )
         await self.sessions.append(sid, "user", user)
+        return await self._answer(agent, run, sid, tuple(messages))
+
+    async def _answer(
+        self, agent: AgentConfig, run: Run, sid: str, messages: tuple[Message, ...]
+    ) -> tuple[str, str | None]:
+        """The agent's model call for a run, its answer kept in the run's session."""
         result = await self.engine.complete(
             ChatRequest(
-                tuple(messages),
+                messages,
                 task=agent.task,
                 tier=agent.tier,
                 max_tokens=agent.max_tokens,
@@ -507,20 +513,7 @@ class AgentRunner:
         user = Message("user", run.message or "")
         for m in (*history, user):
             await self.sessions.append(sid, m.role, m.content)
-        result = await self.engine.complete(
-            ChatRequest(
-                (*history, user),
-                task=agent.task,
-                tier=agent.tier,
-                max_tokens=agent.max_tokens,
-                run_id=str(run.id),
-                agent=agent.name,
-                keep_lower_on_deny=agent.keep_lower_on_deny,
-            ),
-            rules=agent.validators,
-        )
-        await self.sessions.append(sid, "assistant", result.content)
-        return result.content, result.route_header()
+        return await self._answer(agent, run, sid, (*history, user))
 
     async def _fan_out(
         self, agent: AgentConfig, run: Run, sid: str, context: dict[str, Any]

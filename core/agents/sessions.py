@@ -7,13 +7,14 @@ history across runs, which the runner serializes one run at a time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
 from core.store.base import Store
 from core.store.times import utcnow_iso
-from core.types import Message, Role
+from core.types import Message, Role, ToolCall
 
 Mode = Literal["isolated", "shared", "child", "chat"]
 
@@ -56,18 +57,55 @@ class Sessions:
 
     async def append(self, sid: str, role: Role, content: str) -> None:
         """Store one message of the session."""
+        await self.add(sid, Message(role, content))
+
+    async def add(self, sid: str, message: Message) -> None:
+        """Store one message of the session, with its tool calls or the call it answers."""
+        calls = (
+            json.dumps(
+                [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments, "signature": c.signature}
+                    for c in message.tool_calls
+                ]
+            )
+            if message.tool_calls
+            else None
+        )
         await self.store.insert(
-            "INSERT INTO messages (session_id, role, content, ts) VALUES (?, ?, ?, ?)",
-            (sid, role, content, utcnow_iso(self.clock())),
+            "INSERT INTO messages (session_id, role, content, ts, tool_calls, tool_call_id, name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                sid,
+                message.role,
+                message.content,
+                utcnow_iso(self.clock()),
+                calls,
+                message.tool_call_id,
+                message.name,
+            ),
         )
 
     async def history(self, sid: str, limit: int = 50) -> list[Message]:
-        """The last ``limit`` messages of the session, oldest first."""
+        """The last ``limit`` messages of the session, oldest first (never starting with a
+        tool result whose call was cut off: providers refuse an orphaned result)."""
         rows = await self.store.fetchall(
-            "SELECT role, content FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+            "SELECT role, content, tool_calls, tool_call_id, name FROM messages"
+            " WHERE session_id = ? ORDER BY id DESC LIMIT ?",
             (sid, limit),
         )
-        return [Message(r[0], r[1]) for r in reversed(rows)]
+        out = [
+            Message(
+                r[0],
+                r[1],
+                tuple(ToolCall(**c) for c in json.loads(r[2])) if r[2] else (),
+                r[3],
+                r[4],
+            )
+            for r in reversed(rows)
+        ]
+        while out and out[0].role == "tool":
+            out.pop(0)
+        return out
 
     async def newest(self, prefix: str) -> int | None:
         """The highest ``n`` of the sessions named ``<prefix><n>`` (a chat's current one)."""

@@ -78,6 +78,12 @@ class AgentConfig(StrictModel):
     retry_interrupted: bool = True
     # Tier 3 denied: deliver the best (validator-failed) lower-tier answer instead of failing
     keep_lower_on_deny: bool = False
+    # the tool loop: tools named here (built-ins or [tools.NAME] command tools) are offered
+    # to the model; the loop stops (a failed run naming the limit) at max_steps model turns
+    # or once the run's calls cost max_cost_usd
+    tools: list[str] = Field(default_factory=list)
+    max_steps: int = Field(default=8, ge=1, le=100)
+    max_cost_usd: float | None = Field(default=None, gt=0)
 
 
 def is_relative_template(name: str) -> bool:

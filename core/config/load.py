@@ -20,6 +20,7 @@ from core.config.common import (
     ENV_NAME,
 )
 from core.config.models import API_KINDS, Config, ModelConfig, split_model_ref
+from core.config.tools import check_agent_tools, check_tools
 from core.embedded.models import check_embedded
 from core.errors import ConfigError, ConfigProblem
 
@@ -177,6 +178,11 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
         cfg.budgets, set(levels), set(cfg.models), {a.name for a in cfg.agents}
     )
     problems += check_agents(cfg.agents, cfg.channels, cfg.alerts, set(cfg.tasks), set(levels))
+    problems += check_tools(cfg.tools)
+    for i, a in enumerate(cfg.agents):
+        problems += check_agent_tools(
+            f"agents[{i}]", a.name, a.tools, cfg.tools, a.kind == "systemEvent"
+        )
     # raise thinking models to the token floor: under it they answer nothing
     floor = cfg.routing.reasoning_floor
     raised: dict[str, ModelConfig] = {}

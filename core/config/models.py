@@ -20,6 +20,7 @@ from core.config.common import (
     check_header_overlap,
 )
 from core.config.delivery import AlertsConfig, ChannelsConfig, DeliveryConfig
+from core.config.tools import ToolsConfig
 
 ApiKind = Literal["openai-completions", "anthropic-messages", "google-generative-ai", "ollama"]
 API_KINDS: tuple[str, ...] = get_args(ApiKind)
@@ -248,6 +249,7 @@ class Config(StrictModel):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
 
     def agent(self, name: str) -> AgentConfig | None:
         """The agent with this name, if configured."""

@@ -194,6 +194,48 @@ async def _m011_runs_reply_to(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE runs ADD COLUMN reply_to TEXT")
 
 
+async def _m012_tool_loop(db: aiosqlite.Connection) -> None:
+    # one row per step of an agent's tool loop: a model turn, or one tool call it asked for
+    await db.execute(
+        """CREATE TABLE run_steps (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            tier INTEGER,
+            model TEXT,
+            tool TEXT,
+            target TEXT NOT NULL DEFAULT '',
+            call_id TEXT,
+            arguments TEXT,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            size INTEGER NOT NULL DEFAULT 0,
+            excerpt TEXT NOT NULL DEFAULT '',
+            latency_ms REAL NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            ts TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX run_steps_run ON run_steps (run_id, id)")
+    # a session of a tool loop holds assistant tool calls and tool results: a reply run
+    # that continues it must send them back as they were
+    await db.execute("ALTER TABLE messages ADD COLUMN tool_calls TEXT")
+    await db.execute("ALTER TABLE messages ADD COLUMN tool_call_id TEXT")
+    await db.execute("ALTER TABLE messages ADD COLUMN name TEXT")
+    # remember/recall: a per-agent memory that outlives runs and restarts
+    await db.execute(
+        """CREATE TABLE agent_memory (
+            agent TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            run_id INTEGER,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (agent, key)
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -206,4 +248,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("009_attempts_tool_calls", _m009_attempts_tool_calls),
     ("010_runs_quiet", _m010_runs_quiet),
     ("011_runs_reply_to", _m011_runs_reply_to),
+    ("012_tool_loop", _m012_tool_loop),
 ]

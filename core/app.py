@@ -18,6 +18,7 @@ from core.agents.runs import Runs
 from core.agents.scheduler import Scheduler
 from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
+from core.agents.steps import Step
 from core.agents.templating import BUNDLED_TEMPLATES, Templates
 from core.config.models import Config, split_model_ref
 from core.config.settings import Settings
@@ -52,6 +53,14 @@ def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
         if unset:  # a header the upstream needs, sent empty, would only be refused
             out[name] = f"{unset[0]} is not set (add it to .env or the environment)"
     return out
+
+
+def _known_secrets(config: Config, settings: Settings) -> list[str]:
+    """The secret values this process holds (tokens, provider keys): kept out of what a
+    run records of its tool calls."""
+    values = [settings.openclaw_gateway_token, settings.telegram_bot_token]
+    values += [settings.secret(p.api_key_env) for p in config.providers.values() if p.api_key_env]
+    return [v.get_secret_value() for v in values if v is not None]
 
 
 def secret_headers(config_headers_env: dict[str, str], settings: Settings) -> dict[str, str]:
@@ -192,6 +201,7 @@ class App:
             owner=owner,
             base_dir=base,
             clock=clock,
+            secrets=_known_secrets(config, settings),
         )
         channels: dict[str, Channel] = {
             "log": LogChannel(),
@@ -255,6 +265,12 @@ class App:
             """Call ``observer`` with every attempt the engine records."""
             observers.append(observer)
 
+        step_observers = self.runner.step_observers
+
+        def add_step_observer(observer: Callable[[Step], None]) -> None:
+            """Call ``observer`` with every tool-loop step a run records."""
+            step_observers.append(observer)
+
         return Facade(
             config=self.config,
             settings=self.settings,
@@ -262,6 +278,8 @@ class App:
             budget=self.engine.budget,
             runner=self.runner,
             runs=self.runner.runs,
+            steps=self.runner.steps,
+            memory=self.runner.memory,
             sessions=self.runner.sessions,
             states=self.runner.states,
             approvals=approvals,
@@ -272,6 +290,7 @@ class App:
             set_approval_notifier=set_approval_notifier,
             add_attempt_observer=add_attempt_observer,
             add_status_hook=overview.add_status_hook,
+            add_step_observer=add_step_observer,
         )
 
     async def start_embedded(self) -> None:

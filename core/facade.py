@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.agents.memory import Memory
 from core.agents.runner import AgentRunner
 from core.agents.runs import Runs
 from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
+from core.agents.steps import RunSteps, Step
 from core.config.models import Config
 from core.config.settings import Settings
 from core.delivery.channels import Channel
@@ -38,6 +40,8 @@ class Facade:
     budget: BudgetGuard | None  # None: no caps configured
     runner: AgentRunner  # start, rerun, wait, the agent by name
     runs: Runs
+    steps: RunSteps  # a run's tool-loop steps
+    memory: Memory  # what agents remembered (/memory, `openclaw memory`)
     sessions: Sessions  # the bot's per-chat conversations (/ask)
     states: AgentStates  # enable / disable
     approvals: ApprovalBroker
@@ -49,3 +53,4 @@ class Facade:
     set_approval_notifier: Callable[[Notifier, Closer], None]
     add_attempt_observer: Callable[[AttemptObserver], None]
     add_status_hook: Callable[[str, StatusHook], None]
+    add_step_observer: Callable[[Callable[[Step], None]], None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,9 +18,11 @@ import aiohttp
 
 from core.agents.inputs.base import InputError
 from core.agents.inputs.gather import gather_inputs
+from core.agents.memory import Memory
 from core.agents.runs import Run, Runs, Status, Trigger
 from core.agents.sessions import Sessions, child_session_id, session_id
 from core.agents.state import AgentStates
+from core.agents.steps import RunSteps, Step
 from core.agents.templating import TemplateError, Templates
 from core.agents.verdicts import Verdict, verdict
 from core.config.agents import AgentConfig
@@ -78,6 +80,9 @@ class AgentRunner:
         owner: str,
         base_dir: Any,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        steps: RunSteps | None = None,
+        memory: Memory | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -98,6 +103,11 @@ class AgentRunner:
         self.peak = {"agents": 0, "subagents": 0}
         self._shared: dict[str, asyncio.Lock] = {}
         self._tasks: dict[int, asyncio.Task[Run]] = {}  # run id → its task
+        self.steps = steps or RunSteps(store, clock)
+        self.memory = memory or Memory(store, clock)
+        self.secrets = tuple(secrets)  # kept out of recorded tool arguments
+        # called with every recorded step of a tool loop (the bot's /run progress)
+        self.step_observers: list[Callable[[Step], None]] = []
 
     # -- entry points --------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class RunSteps:
             sid = await tx.insert_id(
                 "INSERT INTO run_steps (run_id, step, kind, tier, model, tool, call_id,"
                 " arguments, outcome, detail, size, excerpt, latency_ms, cost_usd, ts, target)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     step.run_id,
                     step.step,

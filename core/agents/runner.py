@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,17 +19,20 @@ import aiohttp
 
 from core.agents.inputs.base import InputError
 from core.agents.inputs.gather import gather_inputs
+from core.agents.loop import LoopStopped, ToolLoop
 from core.agents.memory import Memory
 from core.agents.runs import Run, Runs, Status, Trigger
 from core.agents.sessions import Sessions, child_session_id, session_id
 from core.agents.state import AgentStates
 from core.agents.steps import RunSteps, Step
 from core.agents.templating import TemplateError, Templates
+from core.agents.tools.base import ToolContext, ToolFailure
+from core.agents.tools.registry import build_tools
 from core.agents.verdicts import Verdict, verdict
 from core.config.agents import AgentConfig
 from core.config.models import Config
 from core.delivery.outbox import Outbox, OutboxRow
-from core.engine.engine import Engine
+from core.engine.engine import Engine, Result
 from core.errors import AllAttemptsFailed, OpenClawError, RoutingError
 from core.ops.logs import RUN_ID
 from core.store.base import Store, Transaction
@@ -371,7 +375,13 @@ class AgentRunner:
                 run_id, Status.FAILED, error=f"agent {run.agent!r} is no longer configured"
             )
             return await self._reload(run_id)
-        async with self._slot("agents", self.agent_slots):
+        nested = run.trigger == Trigger.AGENT
+        slot = (
+            self._slot("subagents", self.sub_slots)
+            if nested
+            else self._slot("agents", self.agent_slots)
+        )
+        async with slot:
             shared = self._shared.setdefault(agent.name, asyncio.Lock())
             async with shared if agent.session == "shared" else contextlib.nullcontext():
                 sid = session_id(agent.name, run_id, agent.session)
@@ -389,6 +399,7 @@ class AgentRunner:
                     AllAttemptsFailed,
                     TemplateError,
                     RoutingError,
+                    LoopStopped,
                 ) as e:
                     error = str(e)
                 except asyncio.CancelledError:
@@ -407,8 +418,11 @@ class AgentRunner:
                 status = Status.FAILED if error else (Status.LATE if late else Status.OK)
                 # the messages are written with the outcome: a crash between the two
                 # would leave a finished run whose digest is never sent
+                # a run_agent run's answer goes back to the run that asked, not out
                 messages = (
-                    [] if said.quiet else await self._messages(agent, run, status, output, error)
+                    []
+                    if said.quiet or nested
+                    else await self._messages(agent, run, status, output, error)
                 )
                 async with self.store.transaction() as tx:
                     await self.runs.finish(
@@ -493,6 +507,9 @@ class AgentRunner:
         self, agent: AgentConfig, run: Run, sid: str, messages: tuple[Message, ...]
     ) -> tuple[str, str | None]:
         """The agent's model call for a run, its answer kept in the run's session."""
+        if agent.tools:
+            result = await self._loop(agent, run, sid, messages)
+            return result.content, result.route_header()
         result = await self.engine.complete(
             ChatRequest(
                 messages,
@@ -507,6 +524,68 @@ class AgentRunner:
         )
         await self.sessions.append(sid, "assistant", result.content)
         return result.content, result.route_header()
+
+    async def _loop(
+        self, agent: AgentConfig, run: Run, sid: str, messages: tuple[Message, ...]
+    ) -> Result:
+        """An agent with tools: the tool loop in the run's session."""
+        depth = await self._depth(run)
+
+        async def notify(target: str, text: str) -> None:
+            await self.outbox.enqueue(
+                run.id,
+                "notify",
+                [target],
+                {"agent": agent.name, "run_id": run.id, "status": "notify", "text": text},
+            )
+
+        async def run_agent(name: str, message: str) -> str:
+            return await self._nested(run, name, message)
+
+        ctx = ToolContext(
+            agent.name,
+            run.id,
+            depth,
+            http=self.http,
+            base_dir=Path(self.base_dir),
+            notify=notify,
+            run_agent=run_agent,
+        )
+        tools = build_tools(agent, self.config, base_dir=Path(self.base_dir), memory=self.memory)
+        loop = ToolLoop(
+            self.engine,
+            self.sessions,
+            self.steps,
+            approver=self.engine.approver,
+            secrets=self.secrets,
+            observers=self.step_observers,
+        )
+        return await loop.run(agent, run.id, sid, messages, tools, ctx)
+
+    async def _depth(self, run: Run) -> int:
+        """How many run_agent calls led to ``run`` (0: a trigger started it)."""
+        depth = 0
+        while run.trigger == Trigger.AGENT and run.parent_run is not None and depth < 10:
+            parent = await self.runs.get(run.parent_run)
+            if parent is None:
+                break
+            depth, run = depth + 1, parent
+        return depth
+
+    async def _nested(self, parent: Run, name: str, message: str) -> str:
+        """A run of agent ``name`` started by ``parent``'s run_agent tool: its final answer,
+        or ToolFailure with why it has none. It takes a subagent slot, not an agent slot:
+        the parent holds an agent slot while it waits, and two parents waiting for agent
+        slots their own children need would wait forever."""
+        if self.config.agent(name) is None:
+            raise ToolFailure(f"no agent named {name!r}")
+        rid, task = await self.commit_then_launch(
+            lambda tx: self.add(tx, name, Trigger.AGENT, message=message, parent_run=parent.id)
+        )
+        child = await asyncio.shield(task)
+        if child.status not in (Status.OK, Status.LATE) or child.output is None:
+            raise ToolFailure(f"agent {name} (run #{rid}) {child.status}: {child.error or ''}")
+        return child.output
 
     async def _continue(self, agent: AgentConfig, run: Run, sid: str) -> tuple[str, str | None]:
         """A reply run: the parent run's own messages, then the reply, and nothing of any

@@ -24,6 +24,7 @@ class Trigger(enum.StrEnum):
     RERUN = "rerun"
     RECOVERY = "recovery"
     REPLY = "reply"  # a chat reply to a message the parent run delivered
+    AGENT = "agent"  # the parent run's run_agent tool: its answer goes back, not out
 
 
 class Status(enum.StrEnum):

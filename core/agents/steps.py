@@ -54,6 +54,8 @@ class Step:
         if self.kind == "model":
             return f"🧠 step {self.step} · tier {self.tier} {self.model} → {self.detail}"
         about = f" {self.target}" if self.target else ""
+        if self.outcome == "waiting":
+            return f"⏳ {self.tool}{about}: waiting for {self.detail}"
         said = self.detail if self.outcome == "ok" else f"{self.outcome}: {self.detail}"
         return f"🔧 {self.tool}{about} → {said}"
 

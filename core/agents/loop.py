@@ -167,7 +167,7 @@ class ToolLoop:
             tool=call.name,
             call_id=call.id,
             arguments=arguments,
-            target=_safe_target(tool, args),
+            target=_safe_target(tool, arguments),
         )
         t0 = self.clock()
         outcome, summary = "ok", ""
@@ -228,8 +228,10 @@ class ToolLoop:
                 log.exception("a step observer failed")
 
 
-def _safe_target(tool: Tool, args: Mapping[str, Any]) -> str:
+def _safe_target(tool: Tool, redacted: str) -> str:
+    """What the call is about, from its redacted arguments: the target is stored and shown
+    like them, so a secret argument must not come back through it."""
     try:
-        return tool.target(args)[:80]
+        return tool.target(json.loads(redacted))[:80]
     except Exception:  # a target is a label: a bad argument must not stop the call
         return ""

@@ -601,7 +601,7 @@ class AgentRunner:
         history = await self.sessions.history(psid)
         user = Message("user", run.message or "")
         for m in (*history, user):
-            await self.sessions.append(sid, m.role, m.content)
+            await self.sessions.add(sid, m)  # a loop's tool calls and results too
         return await self._answer(agent, run, sid, (*history, user))
 
     async def _fan_out(

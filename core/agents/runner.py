@@ -392,7 +392,7 @@ class AgentRunner:
                     async with asyncio.timeout(agent.timeout_s):
                         output, route = await self._work(agent, run, sid)
                 except TimeoutError:
-                    error = f"timed out after {agent.timeout_s:g}s"
+                    error = f"timed out after {agent.timeout_s:g}s (the agent's timeout_s)"
                 except (
                     AgentError,
                     InputError,

@@ -253,7 +253,7 @@ async def test_timeout_fails_the_run_and_keeps_the_attempt(
     fake_llm.default = Reply(hang=True)
     app = await make_app([agent("slow", timeout_s=0.3)])
     run = await app.runner.run("slow", "cli")
-    assert run.status == "failed" and run.error == "timed out after 0.3s"
+    assert run.status == "failed" and run.error == "timed out after 0.3s (the agent's timeout_s)"
     rows = await app.store.fetchall("SELECT outcome FROM attempts WHERE run_id = ?", (str(run.id),))
     assert [r[0] for r in rows] == ["cancelled"]
 

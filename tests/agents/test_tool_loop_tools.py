@@ -188,3 +188,32 @@ async def test_secret_arguments_are_not_recorded(make_app: AppFactory, fake_llm:
     assert "hunter2" not in tool.target
     rows = await app.store.fetchall("SELECT arguments, target, excerpt FROM run_steps")
     assert "hunter2" not in json.dumps([list(r) for r in rows])
+
+
+SLEEPER = {
+    "description": "wait",
+    "command": [sys.executable, "-c", "import time, sys; time.sleep(float(sys.argv[1]))", "{s}"],
+    "parameters": {"s": {"type": "number"}},
+}
+
+
+async def test_a_tool_over_its_timeout_is_a_timeout_step_and_the_loop_goes_on(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script("qwen3:14b", call("sleeper", s=30), Reply(text="it hung"))
+    app = await make_app([agent(["sleeper"])], tools={"sleeper": {**SLEEPER, "timeout_s": 0.3}})
+    run = await app.runner.run("watch", "cli")
+    assert (run.status, run.output) == ("ok", "it hung")
+    step = (await app.runner.steps.for_run(run.id))[1]
+    assert step.outcome in ("timeout", "error") and "0.3" in step.detail
+
+
+async def test_the_runs_timeout_stops_a_loop_and_names_the_limit(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = call("sleeper", s=30)
+    app = await make_app([agent(["sleeper"], timeout_s=0.5)], tools={"sleeper": SLEEPER})
+    run = await app.runner.run("watch", "cli")
+    assert run.status == "failed"
+    assert run.error == "timed out after 0.5s (the agent's timeout_s)"
+    assert [s.kind for s in await app.runner.steps.for_run(run.id)] == ["model"]

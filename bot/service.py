@@ -31,6 +31,7 @@ from bot.routers.agents import make_agents_router
 from bot.routers.approvals import ApprovalMessages, make_approvals_router
 from bot.routers.ask import make_ask_router
 from bot.routers.budget import make_budget_router
+from bot.routers.memory import make_memory_router
 from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
@@ -120,6 +121,7 @@ class TelegramBot:
             make_status_router(),
             make_approvals_router(),
             make_budget_router(),
+            make_memory_router(),
             make_ask_router(),  # last: plain text is whatever no command took
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))

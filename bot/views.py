@@ -26,6 +26,7 @@ ADMIN_COMMANDS = [
     ("agents", "agents, their schedules and last runs"),
     ("run", "run an agent now: /run <agent> [message]"),
     ("runs", "recent runs: /runs [agent]"),
+    ("memory", "what an agent remembered: /memory <agent>"),
     ("usage", "usage per tier and model: /usage [today|7d|30d]"),
     ("status", "provider health, queues, pending approvals"),
     ("approvals", "pending Tier-3 approvals"),
@@ -34,7 +35,7 @@ ADMIN_COMMANDS = [
     ("new", "start a new conversation for /ask"),
     ("help", "what this bot does"),
 ]
-READ_ONLY = {"agents", "runs", "usage", "status", "budget", "ask", "new", "help"}
+READ_ONLY = {"agents", "runs", "memory", "usage", "status", "budget", "ask", "new", "help"}
 
 
 def help_text(is_admin: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -167,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     show = sub.add_parser("run-show", help="one run in full: status, output, error, cost")
     show.add_argument("run_id", type=_arg(parse_id))
+    mem = sub.add_parser("memory", help="what an agent remembered (its remember tool)")
+    mem.add_argument("agent")
+    what = mem.add_mutually_exclusive_group()
+    what.add_argument("--json", action="store_true", help="print the entries whole, as JSON")
+    what.add_argument("--forget", metavar="KEY", help="drop one key")
+    what.add_argument("--clear", action="store_true", help="drop all of the agent's keys")
     return p
 
 
@@ -625,6 +632,47 @@ async def _run_show(
     return 0
 
 
+MEMORY_VALUE_SHOWN = 100  # characters of a value in the table: one line each
+
+
+async def _memory(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.agents.runner import UnknownAgent
+
+    app = await _with_app(args, settings, config)
+    try:
+        try:  # as `runs`: an agent that is not configured is an error, not "nothing stored"
+            app.runner.agent(args.agent)
+        except UnknownAgent as e:
+            print(f"openclaw memory: {e}", file=sys.stderr)
+            return 2
+        memory = app.runner.memory
+        if args.forget is not None:
+            gone = await memory.forget(args.agent, args.forget)
+            if not gone:
+                print(f"openclaw memory: {args.agent} has no key {args.forget!r}", file=sys.stderr)
+                return 2
+            print(f"forgot {args.forget!r} of {args.agent}")
+            return 0
+        if args.clear:
+            gone = await memory.forget(args.agent)
+            print(f"forgot {gone} key{'s' if gone != 1 else ''} of {args.agent}")
+            return 0
+        entries = await memory.entries(args.agent)
+    finally:
+        await app.close()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    if not entries:
+        print(f"{args.agent} remembers nothing yet")
+    for entry in entries:
+        line = " ".join(entry.value.split())
+        if len(line) > MEMORY_VALUE_SHOWN:
+            line = line[: MEMORY_VALUE_SHOWN - 1] + "…"
+        print(f"{entry.key}  {entry.updated_at}  run {entry.run_id or '-'}  {line}")
+    return 0
+
+
 async def _status(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
     import aiohttp
 
@@ -725,6 +773,7 @@ _COMMANDS = {
     "run": _run_agent,
     "runs": _runs,
     "run-show": _run_show,
+    "memory": _memory,
     "status": _status,
     "budget": _budget,
 }

@@ -46,6 +46,7 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
     assert {c["command"] for c in rig.tg.commands("default")} == {
         "agents",
         "runs",
+        "memory",
         "usage",
         "status",
         "budget",

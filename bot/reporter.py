@@ -23,9 +23,10 @@ from bot.callbacks import RunCb
 from bot.live import LiveMessage
 from bot.sending import PartialSend, describe, send_parts
 from bot.text import escape
-from bot.views import attempt_line, progress_text, run_result
+from bot.views import attempt_line, progress_lines, progress_text, run_result
 from core.agents.runner import AgentRunner
 from core.agents.runs import Run
+from core.agents.steps import Step
 from core.engine.ledger import RequestMeta
 from core.types import Attempt
 
@@ -88,6 +89,12 @@ class RunReporter:
         if prog is not None:
             self.note(prog, attempt_line(attempt))
 
+    def observe_step(self, step: Step) -> None:
+        """Step observer: a tool call of a tracked run, one line as it happens (a model
+        turn is left out: its attempts are shown already)."""
+        if step.kind == "tool":
+            self.note_run(str(step.run_id), step.line())
+
     def note_run(self, run_id: str | None, line: str) -> None:
         """A line for a tracked run from elsewhere (e.g. waiting for an approval)."""
         prog = self.tracked.get(run_id or "")
@@ -108,8 +115,8 @@ class RunReporter:
                 run = await self.runner.wait(prog.run_id)
         finally:
             self.tracked.pop(str(prog.run_id), None)
-        done = "\n".join([f"Run #{run.id} of {prog.agent}: {run.status}", *prog.lines[-8:]])
-        await live.finish(escape(done))
+        head = escape(f"Run #{run.id} of {prog.agent}: {run.status}")
+        await live.finish("\n".join([head, *progress_lines(prog.lines)]))
         await self._send_result(live.chat_id, run)
         return run
 

@@ -142,6 +142,7 @@ class TelegramBot:
         self.facade.add_channel("telegram", TelegramChannel(self.bot))
         self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
         self.facade.add_attempt_observer(self.reporter.observe)
+        self.facade.add_step_observer(self.reporter.observe_step)
         self.facade.add_status_hook("telegram", self.status)
         try:
             await self._register_commands()

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from bot.text import escape, truncate
+from bot.text import ELLIPSIS, escape, truncate, utf16_len
 from core.agents.runs import Run, Status
+from core.agents.steps import Step
 from core.engine.approvals import ApprovalRecord
 from core.engine.ledger import TraceStep, UsageReport
 from core.engine.tier_targets import TARGET_SHARE
 from core.overview import AgentRow, StatusSnapshot
 from core.types import Attempt
+
+# the progress message shows its last lines, each cut so that, escaped, it fits its share
+# of Telegram's 4096 units next to the head (an agent name is at most 64 characters): a
+# line of "&" escapes to five times its length, so cutting the plain text is not enough
+PROGRESS_LINES = 8
+PROGRESS_LINE_UNITS = 480
+STEP_LINE_UNITS = 400  # a step's line in Details, escaped (many are split into parts)
+STEP_ARGUMENTS_CHARS = 120  # a step's redacted arguments in Details
 
 STATUS_ICON: dict[str, str] = {
     Status.OK: "✅",
@@ -122,7 +132,40 @@ def run_result(run: Run) -> str:
 def progress_text(agent: str, run_id: int | None, lines: list[str]) -> str:
     """The status message edited while a run goes on."""
     head = f"⏳ Running <b>{escape(agent)}</b>" + (f" #{run_id}" if run_id else "") + "…"
-    return "\n".join([head, *(escape(line) for line in lines[-8:])])
+    return "\n".join([head, *progress_lines(lines)])
+
+
+def progress_lines(lines: list[str]) -> list[str]:
+    """The last progress lines, escaped, each within its share of one message."""
+    return [escape_within(line, PROGRESS_LINE_UNITS) for line in lines[-PROGRESS_LINES:]]
+
+
+def escape_within(text: str, limit: int) -> str:
+    """Plain ``text`` escaped, cut (ending in "…") so the escaped form is at most ``limit``
+    UTF-16 units; an entity is never split."""
+    out = escape(text)
+    if utf16_len(out) <= limit:
+        return out
+    budget, used, kept = limit - utf16_len(ELLIPSIS), 0, []
+    for char in text:
+        piece = escape(char)
+        used += utf16_len(piece)
+        if used > budget:
+            break
+        kept.append(piece)
+    return "".join(kept) + ELLIPSIS
+
+
+def step_line(s: Step) -> str:
+    """A tool-loop step in the Details trace: its line, latency, cost, redacted arguments."""
+    args = ""
+    if s.arguments:
+        shown = " ".join(s.arguments.split())
+        args = f" <code>{escape(truncate(shown, STEP_ARGUMENTS_CHARS))}</code>"
+    return (
+        f"{escape_within(s.line(), STEP_LINE_UNITS)} · {s.latency_ms:.0f} ms, "
+        f"${s.cost_usd:.5f}{args}"
+    )
 
 
 def attempt_line(a: Attempt) -> str:
@@ -131,8 +174,8 @@ def attempt_line(a: Attempt) -> str:
     return f"tier {a.tier} {a.ref}: {a.outcome}{reason}"
 
 
-def trace_text(run: Run, steps: list[TraceStep]) -> str:
-    """The route trace of a run (Details button)."""
+def trace_text(run: Run, steps: list[TraceStep], run_steps: Sequence[Step] = ()) -> str:
+    """The route trace of a run (Details button): its attempts, then its tool-loop steps."""
     lines = [f"<b>Route of #{run.id}</b> ({escape(run.agent)})"]
     for s in steps:
         reason = f" — {escape(truncate(s.reason, 120))}" if s.reason else ""
@@ -147,6 +190,8 @@ def trace_text(run: Run, steps: list[TraceStep]) -> str:
         )
     if len(lines) == 1:
         lines.append("<i>no model was called</i>")
+    if run_steps:
+        lines += ["", "<b>Steps</b>", *(step_line(s) for s in run_steps)]
     return "\n".join(lines)
 
 

@@ -617,18 +617,33 @@ async def _runs(args: argparse.Namespace, settings: Settings, config: Config, pa
     return 0
 
 
+STEP_ARGUMENTS_SHOWN = 120  # characters of a step's arguments in run-show
+
+
 async def _run_show(
     args: argparse.Namespace, settings: Settings, config: Config, path: Path
 ) -> int:
     app = await _with_app(args, settings, config)
     try:
         run = await app.runner.runs.get(args.run_id)
+        steps = await app.runner.steps.for_run(args.run_id) if run else []
     finally:
         await app.close()
     if run is None:
         print(f"openclaw run-show: no run {args.run_id}", file=sys.stderr)
         return 2
     _print_run(run, full=True)
+    if steps:
+        print("steps:")
+    for s in steps:
+        # arguments are stored redacted; one line each, so a long body is cut
+        shown = " ".join((s.arguments or "").split())
+        if len(shown) > STEP_ARGUMENTS_SHOWN:
+            shown = shown[: STEP_ARGUMENTS_SHOWN - 1] + "…"
+        print(
+            f"  {s.line()} · {s.latency_ms:.0f} ms, ${s.cost_usd:.6f}"
+            + (f"  {shown}" if shown else "")
+        )
     return 0
 
 

@@ -91,15 +91,17 @@ async def rerun(
 
 
 async def details(query: CallbackQuery, callback_data: RunCb, facade: Facade, bot: Bot) -> None:
-    """The route trace: every attempt with tier, model, outcome, latency, tokens, cost."""
+    """The route trace: every attempt with tier, model, outcome, latency, tokens, cost;
+    then the tool-loop steps."""
     run = await facade.runs.get(callback_data.run_id)
     if run is None:
         await query.answer("No such run.", show_alert=True)
         return
     steps = await facade.ledger.trace(run.id)
+    run_steps = await facade.steps.for_run(run.id)
     await query.answer()
     if query.message is not None:
-        await send_parts(bot, query.message.chat.id, trace_text(run, steps))
+        await send_parts(bot, query.message.chat.id, trace_text(run, steps, run_steps))
 
 
 def make_runs_router() -> Router:

@@ -400,11 +400,13 @@ def _run_id(request: web.Request) -> int:
 
 
 async def run_detail(request: web.Request) -> web.Response:
-    """One run in full."""
-    run = await request.app[STATE].facade.runs.get(_run_id(request))
+    """One run in full, with its tool-loop steps (``[]`` for a run that took none)."""
+    facade = request.app[STATE].facade
+    run = await facade.runs.get(_run_id(request))
     if run is None:
         raise GatewayError(404, "no such run", code="not_found")
-    return _json(run.as_dict())
+    steps = await facade.steps.for_run(run.id)  # one query for all of them
+    return _json(run.as_dict() | {"steps": [asdict(s) for s in steps]})
 
 
 async def start_run(request: web.Request) -> web.Response:

@@ -39,7 +39,7 @@ ADMIN_COMMANDS = [
     ("memory", "what an agent remembered: /memory <agent>"),
     ("usage", "usage per tier and model: /usage [today|7d|30d]"),
     ("status", "provider health, queues, pending approvals"),
-    ("approvals", "pending Tier-3 approvals"),
+    ("approvals", "pending approvals: Tier-3 escalations, agents' tool calls"),
     ("budget", "spend caps, what is left, the month-end forecast"),
     ("ask", "ask the models: /ask [task:<t>|tier:<n>] <question>"),
     ("new", "start a new conversation for /ask"),
@@ -250,8 +250,11 @@ def status_text(status: StatusSnapshot) -> str:
 
 
 def approval_text(rec: ApprovalRecord) -> str:
-    """What the admins see when a request wants a tier that needs approval."""
+    """What the admins see when a request wants a tier that needs approval, or an agent
+    wants to run an operator tool marked ``approval = true``."""
     req = rec.request
+    if req.tool is not None:
+        return _tool_approval_text(rec)
     who = req.agent or req.caller or "a gateway client"
     lines = [
         f"🔐 <b>Approval needed</b> #{rec.id}",
@@ -262,6 +265,20 @@ def approval_text(rec: ApprovalRecord) -> str:
     ]
     if req.preview:
         lines.append(f"Prompt: <i>{escape(truncate(req.preview, 300))}</i>")
+    return "\n".join(lines)
+
+
+def _tool_approval_text(rec: ApprovalRecord) -> str:
+    req = rec.request
+    run = f" (run #{escape(req.run_id)})" if req.run_id else ""
+    lines = [
+        f"🔐 <b>Approval needed</b> #{rec.id}",
+        f"🔧 Agent <b>{escape(req.agent or '?')}</b>{run} wants to run"
+        f" <code>{escape(req.tool or '')}</code>",
+    ]
+    if req.arguments:
+        # truncated before escaping, so a cut never splits an entity like &lt;
+        lines.append(f"Arguments: <pre>{escape(truncate(req.arguments, 600))}</pre>")
     return "\n".join(lines)
 
 

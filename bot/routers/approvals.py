@@ -59,7 +59,7 @@ class ApprovalMessages:
         could not be reached was not."""
         self.reporter.note_run(
             record.request.run_id,
-            f"waiting for an admin to approve tier {record.request.tier} (#{record.id})",
+            f"waiting for an admin to approve {record.request.subject} (#{record.id})",
         )
         if not self.admins:
             return ["[telegram] admins is empty"]

@@ -42,6 +42,16 @@ class ApprovalRequest:
     run_id: str | None = None
     caller: str | None = None
     preview: str = ""  # the start of the prompt
+    # An agent's operator tool call instead of an escalation (core/agents/tool_approval.py):
+    # then tier is TOOL_TIER, model is empty and the texts say "tool <name>", not the tier.
+    tool: str | None = None
+    arguments: str = ""  # the call's arguments, JSON text, redacted by the caller
+
+    @property
+    def subject(self) -> str:
+        """What is to be approved, for texts: ``tier 3 (opus/claude-opus)`` or
+        ``tool deploy``."""
+        return f"tool {self.tool}" if self.tool is not None else f"tier {self.tier} ({self.model})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,8 @@ class ApprovalRecord:
             r["run_id"],
             r["caller"],
             r["preview"],
+            r["tool"],
+            r["arguments"],
         )
         return cls(
             r["id"],
@@ -111,6 +123,7 @@ CopyShown = Callable[[int, int], Awaitable[None]]
 Notifier = Callable[[ApprovalRecord, CopyShown], Awaitable[list[str]]]
 Alert = Callable[[str], Awaitable[None]]
 MAX_DECIDED_BY = 500  # the reason "nobody could be reached" lives in decided_by
+MAX_ARGUMENTS = 4000  # a tool call's arguments as stored; the card shows far fewer
 
 
 class Closer(Protocol):
@@ -153,8 +166,9 @@ class ApprovalBroker:
         async with self.store.transaction() as tx:
             aid = await tx.insert_id(
                 "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model,"
-                " reason, estimated_cost_usd, preview, status, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
+                " reason, estimated_cost_usd, preview, tool, arguments, status, created_at,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                " RETURNING id",
                 (
                     request.request_id,
                     request.run_id,
@@ -166,6 +180,8 @@ class ApprovalBroker:
                     request.reason[:1000],
                     request.estimated_cost_usd,
                     request.preview[:1000],
+                    request.tool,
+                    request.arguments[:MAX_ARGUMENTS],
                     utcnow_iso(now),
                     utcnow_iso(expires),
                 ),
@@ -229,7 +245,7 @@ class ApprovalBroker:
         who = req.agent or req.caller or "a gateway client"
         run = f" (run #{req.run_id})" if req.run_id else ""
         text = (
-            f"Approval #{record.id} for tier {req.tier} ({req.model}) from {who}{run}: {why}."
+            f"Approval #{record.id} for {req.subject} from {who}{run}: {why}."
             f" [approvals] default = {default!r} applied: {status}."
         )
         log.error("%s", text)

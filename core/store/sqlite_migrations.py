@@ -236,6 +236,12 @@ async def _m012_tool_loop(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m013_approvals_tool(db: aiosqlite.Connection) -> None:
+    # an agent's operator tool call, approved like an escalation (tool NULL: an escalation)
+    await db.execute("ALTER TABLE approvals ADD COLUMN tool TEXT")
+    await db.execute("ALTER TABLE approvals ADD COLUMN arguments TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -249,4 +255,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("010_runs_quiet", _m010_runs_quiet),
     ("011_runs_reply_to", _m011_runs_reply_to),
     ("012_tool_loop", _m012_tool_loop),
+    ("013_approvals_tool", _m013_approvals_tool),
 ]

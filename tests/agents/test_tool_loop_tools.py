@@ -217,3 +217,52 @@ async def test_the_runs_timeout_stops_a_loop_and_names_the_limit(
     assert run.status == "failed"
     assert run.error == "timed out after 0.5s (the agent's timeout_s)"
     assert [s.kind for s in await app.runner.steps.for_run(run.id)] == ["model"]
+
+
+@pytest.mark.parametrize("decide", ["approve", "deny", "expire"])
+async def test_an_approval_tool_waits_for_an_admin_and_runs_only_when_approved(
+    make_app: AppFactory, fake_llm: FakeLLM, tmp_path: Path, decide: str
+) -> None:
+    marker = tmp_path / "deployed"
+    tools = {
+        "deploy": {
+            "description": "deploy a service",
+            "command": [sys.executable, "-c", "import sys; open(sys.argv[1], 'w')", "{to}"],
+            "parameters": {"to": {"type": "string"}},
+            "approval": True,
+        }
+    }
+    fake_llm.script("qwen3:14b", call("deploy", to=str(marker)), Reply(text="finished"))
+    app = await make_app(
+        [agent(["deploy"])],
+        tools=tools,
+        approvals={"default": "approve", "timeout_s": 0.5 if decide == "expire" else 30},
+    )
+    shown: list[Any] = []
+    seen: list[str] = []
+    app.runner.step_observers.append(lambda s: seen.append(s.line()))
+
+    async def notify(record: Any, copy_shown: Any) -> list[str]:
+        shown.append(record)
+        await copy_shown(1, len(shown))
+        if decide != "expire":
+            await app.approvals.resolve(record.id, decide == "approve", "admin:1")
+        return []
+
+    async def close(record: Any, copies: Any = None) -> None:
+        return None
+
+    app.facade.set_approval_notifier(notify, close)
+    run = await app.runner.run("watch", "cli")
+    assert (run.status, run.output) == ("ok", "finished")
+    assert [(r.request.tool, r.request.agent) for r in shown] == [("deploy", "watch")]
+    assert json.loads(shown[0].request.arguments) == {"to": str(marker)}
+    step = (await app.runner.steps.for_run(run.id))[1]
+    assert any(line.startswith("⏳ deploy") for line in seen)  # the /run status said so
+    if decide == "approve":
+        assert step.outcome == "ok" and marker.exists()
+    else:
+        assert step.outcome == "denied" and not marker.exists()
+        assert "denied" in json.dumps(chats(fake_llm)[1].body)
+    status = (await app.approvals.get(shown[0].id)).status  # type: ignore[union-attr]
+    assert status == {"approve": "approved", "deny": "denied", "expire": "expired"}[decide]

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.agents.sessions import Sessions
 from core.agents.steps import RunSteps, Step, redact_arguments
+from core.agents.tool_approval import approve_tool_call
 from core.agents.tools.base import Tool, ToolContext, ToolFailure, ToolResult, human_size
 from core.config.agents import AgentConfig
 from core.engine.approvals import Approver
@@ -204,8 +205,6 @@ class ToolLoop:
     async def _approved(self, step: Step, ctx: ToolContext) -> bool:
         """An admin's decision on one call of an ``approval = true`` tool (the run waits,
         and its progress says so)."""
-        from core.agents.tool_approval import approve_tool_call
-
         self._tell(replace(step, outcome="waiting", detail="an admin's approval"))
         decision = await approve_tool_call(
             self.approver,

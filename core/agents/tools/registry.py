@@ -7,6 +7,10 @@ from pathlib import Path
 from core.agents.memory import Memory
 from core.agents.tools.actions import Notify, RunAgent
 from core.agents.tools.base import Tool
+from core.agents.tools.command import CommandTool
+from core.agents.tools.http_get import HttpGet
+from core.agents.tools.memory import Recall, Remember
+from core.agents.tools.read_file import ReadFile
 from core.config.agents import AgentConfig
 from core.config.models import Config
 
@@ -20,25 +24,19 @@ def build_tools(
     for name in agent.tools:
         tool: Tool
         if name == "http_get":
-            from core.agents.tools.http_get import HttpGet
-
             tool = HttpGet(config.tools.http_get)
         elif name == "read_file":
-            from core.agents.tools.read_file import ReadFile
-
             tool = ReadFile(config.tools.read_file, base_dir)
-        elif name in ("remember", "recall"):
-            from core.agents.tools.memory import Recall, Remember
-
-            tool = Remember(memory) if name == "remember" else Recall(memory)
+        elif name == "remember":
+            tool = Remember(memory)
+        elif name == "recall":
+            tool = Recall(memory)
         elif name == "notify":
             tool = Notify(agent.deliver)
         elif name == "run_agent":
             others = {a.name: a.description for a in config.agents if a.name != agent.name}
             tool = RunAgent(others)
         else:
-            from core.agents.tools.command import CommandTool
-
             tool = CommandTool(name, config.tools.commands[name], base_dir)
         tools[name] = tool
     return tools

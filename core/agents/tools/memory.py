@@ -17,6 +17,17 @@ from core.types import ToolSpec
 KEYS_LISTED = 50  # on a missed recall: enough to pick from, short enough for one turn
 TIMEOUT_S = 5.0  # one SQLite row; anything slower is a stuck store, not a busy one
 
+
+def _key(description: str) -> dict[str, Any]:
+    """The JSON Schema of a memory key."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_CHARS,
+        "description": description,
+    }
+
+
 _REMEMBER = ToolSpec(
     name="remember",
     description=(
@@ -29,12 +40,7 @@ _REMEMBER = ToolSpec(
     parameters={
         "type": "object",
         "properties": {
-            "key": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_KEY_CHARS,
-                "description": "the name to store it under, e.g. 'last_status'",
-            },
+            "key": _key("the name to store it under, e.g. 'last_status'"),
             "value": {"type": "string", "description": "what to keep"},
         },
         "required": ["key", "value"],
@@ -52,12 +58,7 @@ _RECALL = ToolSpec(
     parameters={
         "type": "object",
         "properties": {
-            "key": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_KEY_CHARS,
-                "description": "the key it was stored under",
-            },
+            "key": _key("the key it was stored under"),
         },
         "required": ["key"],
         "additionalProperties": False,

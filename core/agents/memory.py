@@ -63,11 +63,13 @@ class Memory:
     async def entries(self, agent: str) -> list[Entry]:
         """Everything the agent remembers, newest first."""
         rows = await self.store.fetchall(
-            "SELECT key, value, updated_at, run_id FROM agent_memory WHERE agent = ?"
-            " ORDER BY updated_at DESC, key",
+            "SELECT key, value, updated_at, run_id FROM agent_memory WHERE agent = ?",
             (agent,),
         )
-        return [Entry(*r) for r in rows]
+        # sorted here, not by ORDER BY: PostgreSQL orders text by the database's collation
+        # (en_US sorts "a" before "B"), SQLite by code point, as Python does
+        entries = sorted((Entry(*r) for r in rows), key=lambda e: e.key)
+        return sorted(entries, key=lambda e: e.updated_at, reverse=True)
 
     async def forget(self, agent: str, key: str | None = None) -> int:
         """Drop one key, or all of the agent's (None); returns how many went."""

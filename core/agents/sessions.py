@@ -8,6 +8,7 @@ history across runs, which the runner serializes one run at a time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -17,6 +18,8 @@ from core.store.times import utcnow_iso
 from core.types import Message, Role, ToolCall
 
 Mode = Literal["isolated", "shared", "child", "chat"]
+# what SQLite's CAST(text AS INTEGER) reads of a text: its leading signed digits
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
 
 
 def session_id(agent: str, run_id: int, mode: str) -> str:
@@ -109,9 +112,10 @@ class Sessions:
 
     async def newest(self, prefix: str) -> int | None:
         """The highest ``n`` of the sessions named ``<prefix><n>`` (a chat's current one)."""
+        # the number is read here, not CAST in SQL: PostgreSQL refuses a tail that is not
+        # all digits ("…:3:sub:1"), where SQLite reads its leading digits (and 0 for none)
         rows = await self.store.fetchall(
-            "SELECT MAX(CAST(substr(id, length(?) + 1) AS INTEGER)) FROM sessions"
-            " WHERE substr(id, 1, length(?)) = ?",
-            (prefix, prefix, prefix),
+            "SELECT id FROM sessions WHERE substr(id, 1, length(?)) = ?", (prefix, prefix)
         )
-        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+        tails = (_LEADING_INT.match(str(r[0])[len(prefix) :]) for r in rows)
+        return max((int(m.group(0)) if m else 0 for m in tails), default=None)

@@ -284,12 +284,13 @@ class Ledger:
             f"SELECT {key} AS k, COUNT(DISTINCT request_id), COUNT(*),"
             " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(input_tokens),"
             " SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_usd)"
-            f" FROM attempts WHERE ts >= ? GROUP BY {key} ORDER BY {key}",
+            f" FROM attempts WHERE ts >= ? GROUP BY {key}",
             (start,),
         )
         usage_rows = [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
-        if group == "tier":
-            usage_rows.sort(key=lambda r: int(r.key))
+        # sorted here, not by ORDER BY: PostgreSQL orders text by the database's collation
+        # (en_US ignores the "-" of agent "-"), SQLite by code point, as Python does
+        usage_rows.sort(key=lambda r: int(r.key) if group == "tier" else r.key)
         (total,) = (
             await self.store.fetchall(
                 "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)

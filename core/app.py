@@ -38,8 +38,9 @@ from core.ops.owners import owner_id
 from core.overview import Overview
 from core.providers import build_provider
 from core.providers.base import Provider
-from core.store.path import unwritable
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
+from core.store.open import open_store
+from core.store.path import DbLocation, unwritable
 
 log = logging.getLogger("openclaw.app")
 
@@ -92,7 +93,7 @@ class App:
 
     config: Config
     settings: Settings
-    store: SQLiteStore
+    store: Store
     ledger: Ledger
     health: HealthBoard
     providers: dict[str, Provider]
@@ -113,7 +114,7 @@ class App:
         cls,
         config: Config,
         settings: Settings,
-        db_path: Path | None = None,
+        db_path: DbLocation | None = None,
         base_dir: Path | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> App:
@@ -126,11 +127,11 @@ class App:
         clock of everything that stamps or reads time: scheduler, budget guard, runs, runner
         (recovery), sessions, approvals, outbox and overview (tests drive their own).
         """
-        path = db_path or settings.db_path()
+        location = db_path or settings.db_path()
         try:
-            store = await SQLiteStore.open(path)
+            store = await open_store(location)
         except StoreUnavailable as e:  # refuse to start: work taken now could not be recorded
-            raise unwritable(path, str(e)) from None
+            raise unwritable(location, str(e)) from None
         health = HealthBoard(config.routing)
         missing = missing_keys(config, settings)
         for ref in config.models:

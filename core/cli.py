@@ -35,7 +35,7 @@ from core.errors import (
 from core.ops.logs import setup_logging
 from core.ops.serve import Extension, serve
 from core.parsing import parse_id, parse_int, parse_since
-from core.store.path import check_db_location
+from core.store.path import PostgresURL, check_db_location, db_url_password
 from core.types import ChatRequest, Message, StreamDelta
 
 log = logging.getLogger("openclaw")
@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="TOML config (default: $OPENCLAW_CONFIG, ./openclaw.toml, else openclaw.example.toml)",
     )
-    p.add_argument("--db", help="SQLite file (default: $OPENCLAW_DB or ./openclaw.db)")
+    p.add_argument(
+        "--db", help="SQLite file or postgresql:// URL (default: $OPENCLAW_DB or ./openclaw.db)"
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
         "--log-format",
@@ -204,11 +206,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args, settings)
         # checked before anything can use it: serve writes its token file beside it
         if args.db is not None:
-            args.db = check_db_location(args.db, "--db")
-            settings.openclaw_db = str(args.db)  # the token file lives beside it
+            raw_db = args.db
+            args.db = check_db_location(raw_db, "--db")
+            # as written: the token file lives beside it, and a URL's str() is masked
+            settings.openclaw_db = raw_db
+            redact.secrets += [p for p in [db_url_password(raw_db)] if p]
         else:
             args.db = settings.db_path()
         if args.command == "service":
+            if isinstance(args.db, PostgresURL):  # its password would land in the unit file
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            "OPENCLAW_DB",
+                            "a service with a PostgreSQL URL is not generated yet",
+                            "install the service with a SQLite path, then set OPENCLAW_DB "
+                            "in the service's environment file",
+                        )
+                    ]
+                )
             from core.ops.service import service_command
 
             # the configured paths, never the example fallback: a service must not run on it
@@ -250,7 +266,10 @@ def _secrets(settings: Settings) -> list[str]:
         settings.deepseek_api_key,
         settings.anthropic_api_key,
     ]
-    return [v.get_secret_value() for v in values if v is not None]
+    out = [v.get_secret_value() for v in values if v is not None]
+    # a PostgreSQL URL's password: redacted from every log line too
+    db_password = db_url_password(settings.openclaw_db)
+    return out + ([db_password] if db_password else [])
 
 
 def _config_secrets(config: Config, settings: Settings) -> list[str]:

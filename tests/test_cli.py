@@ -222,14 +222,15 @@ async def test_usage_what_if(fake_llm: FakeLLM, cli_env: dict[str, str], tmp_pat
 # -- issue 13: OPENCLAW_DB is a SQLite file that can be written, or serve refuses (78) --
 
 
-async def test_a_database_url_is_refused_and_its_password_never_printed(
+async def test_an_unreachable_database_url_exits_78_and_its_password_never_printed(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = cli_env | {"OPENCLAW_DB": "postgresql://claw:hunter2-pw@db.internal/claw"}
-    for command in (("serve",), ("doctor",), ("status",), ("runs",)):
+    nowhere = tmp_path / "no-server-here"  # a socket directory with no server: refused at once
+    env = cli_env | {"OPENCLAW_DB": f"postgresql://claw:hunter2-pw@/claw?host={nowhere}"}
+    for command in (("serve",), ("doctor",), ("runs",)):  # status asks the gateway
         code, out, err = await openclaw(env, *command)
         assert code == 78, (command, out, err)
-        assert "OPENCLAW_DB: 'postgresql://claw:***@db.internal/claw' is a postgresql URL" in err
+        assert "OPENCLAW_DB: cannot connect to postgresql://claw:***@/claw?host=***" in err
         assert "hunter2-pw" not in out + err and "Traceback" not in err
     assert not (tmp_path / "postgresql:").exists()  # no directories named after the URL
     code, _, err = await openclaw(cli_env, "--db", "sqlite:///x.db", "runs")

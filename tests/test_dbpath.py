@@ -8,7 +8,7 @@ import pytest
 
 from core.config.settings import Settings
 from core.errors import ConfigError
-from core.store.path import check_db_location
+from core.store.path import PostgresURL, check_db_location
 
 
 def refused(raw: str) -> str:
@@ -19,14 +19,22 @@ def refused(raw: str) -> str:
     return str(problem)
 
 
-def test_a_url_is_refused_without_its_password() -> None:
-    line = refused("postgresql://openclaw:s3cret-pw@db.internal:5432/claw?sslpassword=k3y")
+def test_a_postgresql_url_is_taken_and_never_shows_its_password() -> None:
+    raw = "postgresql://openclaw:s3cret-pw@db.internal:5432/claw?sslpassword=k3y"
+    location = check_db_location(raw)
+    assert isinstance(location, PostgresURL) and location.url == raw
+    shown = "postgresql://openclaw:***@db.internal:5432/claw?sslpassword=***"
+    assert str(location) == shown and f"{location}" == shown
+    assert "s3cret-pw" not in repr(location) and "k3y" not in repr(location)
+    assert isinstance(check_db_location("postgres://u@h/claw"), PostgresURL)
+
+
+def test_other_urls_are_refused_without_their_password() -> None:
+    line = refused("mysql://openclaw:s3cret-pw@db.internal:3306/claw?sslpassword=k3y")
     assert "s3cret-pw" not in line and "k3y" not in line
-    assert (
-        "'postgresql://openclaw:***@db.internal:5432/claw?sslpassword=***' is a postgresql URL"
-        in line
-    )
-    assert "only a SQLite file path is supported" in line
+    assert "'mysql://openclaw:***@db.internal:3306/claw?sslpassword=***' is a mysql URL" in line
+    assert "names no database" in refused("postgresql://u:s3cret-pw@h:5432")
+    assert "s3cret-pw" not in refused("postgresql://u:s3cret-pw@h:5432/")
 
 
 @pytest.mark.parametrize(
@@ -65,5 +73,5 @@ def test_a_good_path_and_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OPENCLAW_DB", "postgresql://u:pw@h/db")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.openclaw_db == "postgresql://u:pw@h/db"  # kept as written, not a Path
-    with pytest.raises(ConfigError, match="is a postgresql URL"):
-        settings.db_path()
+    assert settings.db_path() == PostgresURL("postgresql://u:pw@h/db")
+    assert settings.token_file() == Path("openclaw.gateway-token")  # not beside a URL

@@ -10,8 +10,8 @@ import pytest
 
 from core.engine.ledger import Ledger, RequestMeta, baselines, price
 from core.parsing import parse_since
+from core.store.migrations import MIGRATIONS
 from core.store.sqlite import SQLiteStore
-from core.store.sqlite_migrations import MIGRATIONS
 from core.types import Attempt, Usage
 from tests.configs import make_config
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL, DotEnvSettingsSource, DotenvType
+
+if TYPE_CHECKING:
+    from core.store.path import DbLocation
 
 EXAMPLE_CONFIG = "openclaw.example.toml"
 
@@ -23,7 +26,7 @@ class Settings(BaseSettings):
 
     openclaw_config: Path = Path("openclaw.toml")
     # kept as written: a Path would turn "postgresql://u:p@h/db" into "postgresql:/u:p@h/db",
-    # and the check (core.store.path) must see a URL to refuse it without echoing its password
+    # and the check (core.store.path) must see a URL to take it without echoing its password
     openclaw_db: str = "openclaw.db"
     openclaw_gateway_token: SecretStr | None = None
     openclaw_token_file: Path | None = None  # where serve keeps a generated gateway token
@@ -59,9 +62,9 @@ class Settings(BaseSettings):
     def _db_as_text(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    def db_path(self) -> Path:
-        """The SQLite file OPENCLAW_DB names, checked (a URL, a directory, a missing folder
-        are ConfigErrors naming OPENCLAW_DB and the fix)."""
+    def db_path(self) -> DbLocation:
+        """The SQLite file or PostgreSQL URL OPENCLAW_DB names, checked (another URL, a
+        directory, a missing folder are ConfigErrors naming OPENCLAW_DB and the fix)."""
         from core.store.path import check_db_location
 
         return check_db_location(self.openclaw_db)
@@ -74,9 +77,12 @@ class Settings(BaseSettings):
         return example if example.exists() else self.openclaw_config
 
     def token_file(self) -> Path:
-        """The generated-token file: OPENCLAW_TOKEN_FILE, else beside the database."""
+        """The generated-token file: OPENCLAW_TOKEN_FILE, else beside the database (for a
+        PostgreSQL URL: in the working directory)."""
         if self.openclaw_token_file is not None:
             return self.openclaw_token_file
+        if "://" in self.openclaw_db:
+            return Path("openclaw.gateway-token")
         return Path(self.openclaw_db).parent / "openclaw.gateway-token"
 
     def secret(self, env_name: str) -> SecretStr | None:

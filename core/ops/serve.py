@@ -132,7 +132,8 @@ async def serve(
                 continue
             started.append(ext)
         print(
-            f"openclaw {__version__} serving; config {config_path}; db {app.store.path}", flush=True
+            f"openclaw {__version__} serving; config {config_path}; db {app.store.location}",
+            flush=True,
         )
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
         print(route_table(app, verdicts), flush=True)

@@ -6,7 +6,7 @@ that must commit with someone else's (a run's outcome and its outbox rows). That
 portable: ``?`` placeholders (an engine converts them to its own), ``RETURNING id`` for a
 new row's id, ISO-8601 UTC text for times, no engine's own functions. Everything only
 one engine understands (PRAGMAs, how a write transaction locks, placeholders, its DDL)
-lives in that engine's module (:mod:`core.store.sqlite`).
+lives in that engine's module (:mod:`core.store.sqlite`, :mod:`core.store.postgres`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ class Transaction(Protocol):
 class Store(Protocol):
     """One database, migrations applied. Errors that mean it cannot take writes now (a
     read-only file, a full disk) are raised as :class:`core.errors.StoreUnavailable`."""
+
+    #: where the database is, as it may be printed (a URL's password masked)
+    location: str
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction (``async with store.transaction() as tx``), serialized with

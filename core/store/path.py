@@ -1,8 +1,10 @@
-"""Where the SQLite database may live: checked before anything opens (or creates) it.
+"""Where the database lives: checked before anything opens (or creates) it.
 
-``OPENCLAW_DB`` names a file. A URL (``postgresql://…``) is refused until PostgreSQL
-support exists: read as a path it would create a directory named ``postgresql:`` and put
-the password into every line that shows the path. A missing directory is an error, never
+``OPENCLAW_DB`` names a SQLite file, or a PostgreSQL database as a
+``postgresql://user[:password]@host[:port]/db`` URL (``postgres://`` too): a
+:class:`PostgresURL`, whose ``str`` and ``repr`` are masked, so printing the location
+never prints the password. Any other URL is refused: read as a path it would create a
+directory named after its scheme. For a file, a missing directory is an error, never
 created silently: a typo in the path would otherwise start on a new, empty database (the
 default, ``./openclaw.db``, lives in the working directory, which always exists).
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from core.config.common import mask_url
 from core.errors import ConfigError, ConfigProblem
@@ -30,14 +34,46 @@ def shown_location(raw: str) -> str:
     return mask_url(raw) if _URL.match(raw.strip()) else raw
 
 
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+@dataclass(frozen=True)
+class PostgresURL:
+    """A PostgreSQL database to use; ``url`` holds the password, ``str()`` masks it."""
+
+    url: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return mask_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"PostgresURL({mask_url(self.url)!r})"
+
+
+DbLocation = Path | PostgresURL
+
+
+def db_url_password(raw: str) -> str | None:
+    """The password written in a database URL (decoded), for log redaction; else None."""
+    if not _URL.match(raw.strip()):
+        return None
+    try:
+        password = urlsplit(raw.strip()).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
 def _problem(key: str, message: str, fix: str = FIX_PATH) -> ConfigError:
     return ConfigError([ConfigProblem(key, message, fix)])
 
 
-def check_db_location(raw: str, key: str = "OPENCLAW_DB") -> Path:
-    """The SQLite file ``raw`` names, or a ConfigError naming ``key`` and the fix.
+def check_db_location(raw: str, key: str = "OPENCLAW_DB") -> DbLocation:
+    """The SQLite file or PostgreSQL database ``raw`` names, or a ConfigError naming
+    ``key`` and the fix.
 
-    Refused: empty, ``:memory:``, a URL, anything under /proc, /sys or /dev, a directory or
+    Refused: empty, ``:memory:``, a URL not ``postgresql://`` (or one without a database
+    name), anything under /proc, /sys or /dev, a directory or
     other non-file, a file whose directory does not exist (or is not a directory). Whether
     the file can be written is found by the store's write probe when it opens.
     """
@@ -46,11 +82,20 @@ def check_db_location(raw: str, key: str = "OPENCLAW_DB") -> Path:
         raise _problem(key, "is empty")
     if _URL.match(text):
         scheme = text.split(":", 1)[0].lower()
-        raise _problem(
-            key,
-            f"{shown_location(text)!r} is a {scheme} URL; only a SQLite file path is supported "
-            "(PostgreSQL support is not built yet)",
-        )
+        if scheme not in _POSTGRES_SCHEMES:
+            raise _problem(
+                key,
+                f"{shown_location(text)!r} is a {scheme} URL; a SQLite file path or a "
+                "postgresql:// URL is supported",
+                f"{FIX_PATH}, or postgresql://user@host:5432/openclaw for PostgreSQL",
+            )
+        if shown_location(text) == "***" or not urlsplit(text).path.strip("/"):
+            raise _problem(
+                key,
+                f"{shown_location(text)!r} names no database (or does not parse)",
+                "write it as postgresql://user[:password]@host[:port]/database",
+            )
+        return PostgresURL(text)
     if text == ":memory:":
         raise _problem(key, "':memory:' would lose every run, message and ledger row at exit")
     path = Path(text).expanduser()
@@ -82,8 +127,17 @@ def check_db_location(raw: str, key: str = "OPENCLAW_DB") -> Path:
     return path
 
 
-def unwritable(path: Path, why: str, key: str = "OPENCLAW_DB") -> ConfigError:
+def unwritable(location: DbLocation, why: str, key: str = "OPENCLAW_DB") -> ConfigError:
     """The config error for a database that opened but cannot take writes (or not open)."""
+    if isinstance(location, PostgresURL):
+        return _problem(
+            key,
+            f"{why}",
+            f"check that the server at {location} is running and reachable, that the user "
+            "may log in (the password from the URL, PGPASSWORD or ~/.pgpass) and create "
+            f"tables in that database, and that it is not read-only; or point {key} elsewhere",
+        )
+    path = location
     return _problem(
         key,
         f"{why}",

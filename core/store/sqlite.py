@@ -1,8 +1,9 @@
 """The embedded SQLite engine: one writer connection, WAL, numbered migrations.
 
 Everything only SQLite understands lives here: the PRAGMAs, ``BEGIN IMMEDIATE`` (how a
-write transaction takes the lock), its error codes, its DDL (:mod:`.sqlite_migrations`)
-and the call that runs a function on aiosqlite's thread. Repositories see the
+write transaction takes the lock), its error codes, its DDL translation (none: the
+portable dialect of :mod:`.migrations` is SQLite's own) and the call that runs a function
+on aiosqlite's thread. Repositories see the
 engine-neutral :class:`core.store.base.Store`.
 """
 
@@ -19,7 +20,7 @@ import aiosqlite
 
 from core.errors import StoreUnavailable
 from core.store.base import Params, Row, Transaction
-from core.store.sqlite_migrations import MIGRATIONS
+from core.store.migrations import MIGRATIONS
 from core.store.times import utcnow_iso
 
 Opener = Callable[[Path], Awaitable[aiosqlite.Connection]]
@@ -87,6 +88,21 @@ async def join_worker(conn: aiosqlite.Connection, timeout_s: float = 5.0) -> Non
     worker = getattr(conn, "_thread", None)
     if worker is not None and worker.is_alive():
         await asyncio.to_thread(worker.join, timeout_s)
+
+
+def translate_ddl(sql: str) -> str:
+    """A migration's portable DDL as SQLite runs it: unchanged (the dialect is SQLite's)."""
+    return sql
+
+
+class _DDL:
+    """The :class:`~core.store.migrations.DDL` a migration writes to: this connection."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str) -> None:
+        await self._db.execute(translate_ddl(sql))
 
 
 # -- what runs on the SQLite thread ---------------------------------------------------------
@@ -216,6 +232,7 @@ class SQLiteStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self.db = db
         self.path = path
+        self.location = str(path)
         self._write_lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None  # the task inside a transaction
         self._pending: list[tuple[str, Params, asyncio.Future[None]]] = []
@@ -274,7 +291,7 @@ class SQLiteStore:
                 continue
             await self.db.execute("BEGIN")
             try:
-                await fn(self.db)
+                await fn(_DDL(self.db))
                 await self.db.execute(
                     "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
                     (name, utcnow_iso()),

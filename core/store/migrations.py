@@ -1,16 +1,43 @@
-"""The SQLite engine's numbered migrations (its DDL: INTEGER PRIMARY KEY rowids, REAL),
-applied in order, each once."""
+"""The numbered migrations of both engines, applied in order, each once (in a transaction
+of its own, recorded in ``schema_migrations``).
+
+Each is DDL written once in a portable dialect, which is SQLite's as it has always been
+written here (so a SQLite file migrated before this module existed has the very same
+schema): ``INTEGER PRIMARY KEY`` for a table's id, ``INTEGER``, ``REAL``, ``TEXT``, string
+defaults in single quotes. An engine translates what differs in its own module:
+:func:`core.store.sqlite.translate_ddl` keeps it as it is,
+:func:`core.store.postgres.translate_ddl` makes the id an identity column and widens the
+types (``BIGINT``, ``DOUBLE PRECISION``).
+
+Money and cost (``cost_usd``, ``amount_usd``, ``estimated_cost_usd``, ``threshold``) are
+double precision on both engines, decided: SQLite's REAL already is an 8-byte double, so
+both hold the same values; NUMERIC would come back from PostgreSQL as ``Decimal`` and
+break the float arithmetic of budgets and the ledger (``Decimal + float`` raises); and a
+cost is a sum of at most a few thousand values of a few cents, far from a double's 15-16
+significant digits. A 4-byte ``real`` is never used.
+
+Migrations take a :class:`DDL` (one ``execute`` of a statement, translated on the way)
+and nothing else: no data, no engine's own SQL.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-
-import aiosqlite
-
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+from typing import Protocol
 
 
-async def _m001_attempts(db: aiosqlite.Connection) -> None:
+class DDL(Protocol):
+    """Where a migration's statements go: the engine translates and runs each."""
+
+    async def execute(self, sql: str) -> None:
+        """Run one DDL statement of the portable dialect."""
+        ...
+
+
+Migration = Callable[[DDL], Awaitable[None]]
+
+
+async def _m001_attempts(db: DDL) -> None:
     await db.execute(
         """CREATE TABLE attempts (
             id INTEGER PRIMARY KEY,
@@ -38,11 +65,11 @@ async def _m001_attempts(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX attempts_request ON attempts (request_id)")
 
 
-async def _m002_attempts_caller(db: aiosqlite.Connection) -> None:
+async def _m002_attempts_caller(db: DDL) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN caller TEXT")
 
 
-async def _m003_agents(db: aiosqlite.Connection) -> None:
+async def _m003_agents(db: DDL) -> None:
     await db.execute(
         """CREATE TABLE runs (
             id INTEGER PRIMARY KEY,
@@ -115,7 +142,7 @@ async def _m003_agents(db: aiosqlite.Connection) -> None:
     )
 
 
-async def _m004_approvals(db: aiosqlite.Connection) -> None:
+async def _m004_approvals(db: DDL) -> None:
     await db.execute(
         """CREATE TABLE approvals (
             id INTEGER PRIMARY KEY,
@@ -140,7 +167,7 @@ async def _m004_approvals(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX approvals_status ON approvals (status)")
 
 
-async def _m005_budgets(db: aiosqlite.Connection) -> None:
+async def _m005_budgets(db: DDL) -> None:
     await db.execute(
         """CREATE TABLE reservations (
             id INTEGER PRIMARY KEY,
@@ -162,39 +189,39 @@ async def _m005_budgets(db: aiosqlite.Connection) -> None:
     )
 
 
-async def _m006_attempts_cached_tokens(db: aiosqlite.Connection) -> None:
+async def _m006_attempts_cached_tokens(db: DDL) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
 
 
-async def _m007_outbox_open_by_target(db: aiosqlite.Connection) -> None:
+async def _m007_outbox_open_by_target(db: DDL) -> None:
     # the claim picks each target's oldest open row: this index answers that per-target
     # MIN(id) from the index alone (10x faster at 1k pending rows, 2x at 100k)
     await db.execute("CREATE INDEX outbox_open ON outbox (status, target, id)")
 
 
-async def _m008_attempts_in_flight(db: aiosqlite.Connection) -> None:
+async def _m008_attempts_in_flight(db: DDL) -> None:
     # a call is a 'pending' row before it leaves; the owner tells recovery whose it was
     await db.execute("ALTER TABLE attempts ADD COLUMN owner TEXT")
     await db.execute("CREATE INDEX attempts_pending ON attempts (id) WHERE outcome = 'pending'")
 
 
-async def _m009_attempts_tool_calls(db: aiosqlite.Connection) -> None:
+async def _m009_attempts_tool_calls(db: DDL) -> None:
     # the tool calls a model asked for in the attempt (an answer that is only tool calls
     # has no text, and a run's tool loop is counted by them)
     await db.execute("ALTER TABLE attempts ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0")
 
 
-async def _m010_runs_quiet(db: aiosqlite.Connection) -> None:
+async def _m010_runs_quiet(db: DDL) -> None:
     # a run whose answer said NO_REPLY: ok, and nothing was delivered on purpose
     await db.execute("ALTER TABLE runs ADD COLUMN quiet INTEGER NOT NULL DEFAULT 0")
 
 
-async def _m011_runs_reply_to(db: aiosqlite.Connection) -> None:
+async def _m011_runs_reply_to(db: DDL) -> None:
     # a reply run answers in the chat the reply came from, also after a restart
     await db.execute("ALTER TABLE runs ADD COLUMN reply_to TEXT")
 
 
-async def _m012_tool_loop(db: aiosqlite.Connection) -> None:
+async def _m012_tool_loop(db: DDL) -> None:
     # one row per step of an agent's tool loop: a model turn, or one tool call it asked for
     await db.execute(
         """CREATE TABLE run_steps (
@@ -236,7 +263,7 @@ async def _m012_tool_loop(db: aiosqlite.Connection) -> None:
     )
 
 
-async def _m013_approvals_tool(db: aiosqlite.Connection) -> None:
+async def _m013_approvals_tool(db: DDL) -> None:
     # an agent's operator tool call, approved like an escalation (tool NULL: an escalation)
     await db.execute("ALTER TABLE approvals ADD COLUMN tool TEXT")
     await db.execute("ALTER TABLE approvals ADD COLUMN arguments TEXT NOT NULL DEFAULT ''")

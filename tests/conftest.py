@@ -12,6 +12,7 @@ from core.config.models import ProviderConfig
 from core.providers import build_provider
 from core.providers.base import Provider
 from tests.fakes.llm import FakeLLM
+from tests.pg import pg_cluster, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL)
 
 PROVIDER_KEY_VARS = (
     "GEMINI_API_KEY",

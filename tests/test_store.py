@@ -250,3 +250,31 @@ async def test_a_failed_open_leaves_no_worker_thread_behind(tmp_path: Path) -> N
     with pytest.raises(StoreUnavailable):
         await SQLiteStore.open(tmp_path / "missing" / "x.db")
     assert workers() == before
+
+
+# -- issue 17: the same store on PostgreSQL (a throwaway cluster, tests/pg.py) -----------
+
+
+async def test_postgres_store_round_trip(pg_url: str) -> None:
+    from core.store.postgres import PostgresStore, translate_ddl
+
+    url = pg_url.replace("postgres@", "postgres:hunter2@")
+    s = await PostgresStore.open(url)
+    try:
+        assert "hunter2" not in s.location
+        async with s.transaction() as tx:
+            await tx.execute(translate_ddl("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)"))
+            first = await tx.insert_id("INSERT INTO t (n) VALUES (?) RETURNING id", (1,))
+            rows = await tx.fetchall("SELECT id, '?' AS q, '50%' AS p FROM t WHERE n = ?", (1,))
+        assert first == 1 and dict(rows[0]) == {"id": 1, "q": "?", "p": "50%"}
+        with pytest.raises(ZeroDivisionError):
+            async with s.transaction() as tx:
+                await tx.execute("INSERT INTO t (n) VALUES (2)")
+                raise ZeroDivisionError
+        await asyncio.gather(
+            *[s.insert("INSERT INTO t (n) VALUES (?)", (i,)) for i in range(3, 50)]
+        )
+        assert (await s.fetchall("SELECT COUNT(*) FROM t"))[0][0] == 48  # 2 rolled back
+        assert await s.writable()
+    finally:
+        await s.close()

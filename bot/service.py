@@ -16,7 +16,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.methods.base import TelegramType
@@ -46,11 +46,13 @@ STOP_POLLING_S = 5.0  # aiogram's stop cancels a long poll at once; this bounds 
 
 
 class PollWatch(BaseRequestMiddleware):
-    """Notes when each getUpdates starts and ends, for the watchdog."""
+    """Notes when each getUpdates starts and ends, for the watchdog; refuses every call
+    once the bot stopped (aiogram would open a new session for it that nobody closes)."""
 
     def __init__(self) -> None:
         self.started: float | None = None  # the getUpdates in flight, if any
         self.last_ok: float | None = None
+        self.stopped = False
 
     async def __call__(
         self,
@@ -58,6 +60,8 @@ class PollWatch(BaseRequestMiddleware):
         bot: Bot,
         method: TelegramMethod[TelegramType],
     ) -> Any:
+        if self.stopped:  # e.g. closing the copies of an approval that shutdown abandoned
+            raise TelegramNetworkError(method, "the bot is stopped")
         polling = isinstance(method, GetUpdates)  # a flag: the call keeps method's type
         if not polling:
             return await make_request(bot, method)
@@ -139,6 +143,7 @@ class TelegramBot:
     async def start(self) -> None:
         """Plug into the app (channel, approvals, progress, status), register the commands,
         then poll (or set the webhook)."""
+        self.watch.stopped = False
         self.facade.add_channel("telegram", TelegramChannel(self.bot))
         self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
         self.facade.add_attempt_observer(self.reporter.observe)
@@ -241,6 +246,8 @@ class TelegramBot:
                 await self._watchdog
         await self._stop_polling()
         await self.reporter.close()
+        await self.facade.approvals.drain()  # copies being sent or closed use the session
+        self.watch.stopped = True
         await self.bot.session.close()
         self.state = "stopped"
 

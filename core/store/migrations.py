@@ -269,6 +269,42 @@ async def _m013_approvals_tool(db: DDL) -> None:
     await db.execute("ALTER TABLE approvals ADD COLUMN arguments TEXT NOT NULL DEFAULT ''")
 
 
+async def _m014_cluster(db: DDL) -> None:
+    # several instances on one database (issue 17). A scheduled fire, a catch-up's missed
+    # record and a recovery of an interrupted run each carry a key no second row may
+    # share, so two schedulers (a leader and a frozen one it replaced) cannot run one fire
+    # twice and one interruption is retried once: "fire:AGENT@TIME", "missed:AGENT@TIME",
+    # "recovery:PARENT". NULL for every other run (NULLs never collide), and for the rows
+    # written before this migration, which may repeat one (nothing is rewritten)
+    await db.execute("ALTER TABLE runs ADD COLUMN dedupe_key TEXT")
+    await db.execute("CREATE UNIQUE INDEX runs_dedupe_key ON runs (dedupe_key)")
+    # the instance a pending approval's run waits on: only a dead one's are abandoned
+    await db.execute("ALTER TABLE approvals ADD COLUMN owner TEXT")
+    # one row per instance that ran serve: its heartbeat, and which one leads (the lock
+    # is the truth; the row is what status shows and what a follower judges staleness by)
+    await db.execute(
+        """CREATE TABLE instances (
+            owner TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            leader INTEGER NOT NULL DEFAULT 0,
+            leader_since TEXT,
+            stopped_at TEXT
+        )"""
+    )
+    # Telegram updates taken through the webhook, by update_id: one redelivered to
+    # another instance behind the load balancer is answered 200 and not handled again
+    await db.execute(
+        """CREATE TABLE telegram_updates (
+            update_id INTEGER NOT NULL PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            owner TEXT NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -283,4 +319,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("011_runs_reply_to", _m011_runs_reply_to),
     ("012_tool_loop", _m012_tool_loop),
     ("013_approvals_tool", _m013_approvals_tool),
+    ("014_cluster", _m014_cluster),
 ]

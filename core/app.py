@@ -20,6 +20,7 @@ from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
 from core.agents.steps import Step
 from core.agents.templating import BUNDLED_TEMPLATES, Templates
+from core.cluster.updates import UpdateLog
 from core.config.models import Config, split_model_ref
 from core.config.settings import Settings
 from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
@@ -287,6 +288,7 @@ class App:
             ledger=self.ledger,
             overview=overview,
             metrics=self.metrics,
+            updates=UpdateLog(self.store, self.owner, self.runner.clock),
             add_channel=add_channel,
             set_approval_notifier=set_approval_notifier,
             add_attempt_observer=add_attempt_observer,

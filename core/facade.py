@@ -11,6 +11,7 @@ from core.agents.runs import Runs
 from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
 from core.agents.steps import RunSteps, Step
+from core.cluster.updates import UpdateLog
 from core.config.models import Config
 from core.config.settings import Settings
 from core.delivery.channels import Channel
@@ -48,6 +49,7 @@ class Facade:
     ledger: Ledger
     overview: Overview
     metrics: Metrics
+    updates: UpdateLog  # webhook updates already taken (by any instance)
     # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]

@@ -1,0 +1,1 @@
+"""Several ``serve`` instances on one database: liveness, one leader, wake-ups, slots."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
 from core.agents.steps import Step
 from core.agents.templating import BUNDLED_TEMPLATES, Templates
+from core.cluster.base import OUTBOX, RUNS, Cluster, Solo
 from core.cluster.updates import UpdateLog
 from core.config.models import Config, split_model_ref
 from core.config.settings import Settings
@@ -72,6 +74,19 @@ def secret_headers(config_headers_env: dict[str, str], settings: Settings) -> di
     return {h: v.get_secret_value() for h, v in values.items() if v is not None}
 
 
+async def open_cluster(store: Store, owner: str, config: Config) -> Cluster:
+    """This process among the instances on its database: on PostgreSQL it takes its
+    liveness lock now (StoreUnavailable when it cannot), on SQLite it is alone."""
+    postgres = sys.modules.get("core.store.postgres")  # loaded only to open such a store
+    if postgres is None or not isinstance(store, postgres.PostgresStore):
+        return Solo(owner)
+    from core.cluster.pg import PgCluster
+
+    cluster = PgCluster(store, owner, config.cluster)
+    await cluster.start()
+    return cluster
+
+
 class _Http:
     """One shared aiohttp session for inputs and outgoing channels, opened on first use."""
 
@@ -107,6 +122,7 @@ class App:
     approvals: ApprovalBroker
     overview: Overview
     owner: str
+    cluster: Cluster
     http: _Http = field(default_factory=_Http)
     embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
 
@@ -129,9 +145,15 @@ class App:
         (recovery), sessions, approvals, outbox and overview (tests drive their own).
         """
         location = db_path or settings.db_path()
+        owner = owner_id()
         try:
             store = await open_store(location)
         except StoreUnavailable as e:  # refuse to start: work taken now could not be recorded
+            raise unwritable(location, str(e)) from None
+        try:
+            cluster = await open_cluster(store, owner, config)
+        except StoreUnavailable as e:
+            await store.close()
             raise unwritable(location, str(e)) from None
         health = HealthBoard(config.routing)
         missing = missing_keys(config, settings)
@@ -189,7 +211,6 @@ class App:
         outbox = Outbox(store, templates, config.delivery, clock=clock)
         outbox_ref.append(outbox)
         http = _Http()
-        owner = owner_id()
         runner = AgentRunner(
             config,
             store=store,
@@ -211,6 +232,13 @@ class App:
             "webhook": WebhookChannel(config, settings, http()),
         }
         delivery = DeliveryWorker(outbox, channels, owner)
+        # what the other instances on the database need: whose rows are orphans, wake-ups
+        runner.runs.alive = outbox.alive = ledger.alive = approvals.alive = cluster.alive
+        approvals.owner = owner
+        store.listen(RUNS, lambda _: runner.queued.set())
+        store.listen(OUTBOX, lambda _: outbox.wakeup.set())
+        if cluster.shared and not config.concurrency.per_instance:
+            runner.cluster_slot = cluster.slot
         scheduler = Scheduler(config, runner, runner.states, store, clock=clock)
         embedded = embedded_models(providers)
         overview = Overview(
@@ -240,6 +268,7 @@ class App:
             approvals,
             overview,
             owner,
+            cluster,
             http,
             embedded,
         )
@@ -314,4 +343,5 @@ class App:
             await p.aclose()
         await self.http.close()
         await self.approvals.drain()  # copies still being sent or closed, bounded
+        await self.cluster.leave()
         await self.store.close()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from core.agents.inputs.base import InputError
 from core.agents.inputs.gather import gather_inputs
 from core.agents.loop import LoopStopped, ToolLoop
 from core.agents.memory import Memory
-from core.agents.runs import Run, Runs, Status, Trigger
+from core.agents.runs import AlreadyExists, Run, Runs, Status, Trigger
 from core.agents.sessions import Sessions, child_session_id, session_id
 from core.agents.state import AgentStates
 from core.agents.steps import RunSteps, Step
@@ -43,6 +44,7 @@ from core.types import ChatRequest, Message
 log = logging.getLogger("openclaw.agents")
 # a run interrupted again and again (a crash loop it may cause itself) stops being retried
 MAX_RECOVERIES = 3
+ADOPT_BATCH = 10  # queued runs taken per claim
 
 
 class AgentError(OpenClawError):
@@ -112,6 +114,11 @@ class AgentRunner:
         self.secrets = tuple(secrets)  # kept out of recorded tool arguments
         # called with every recorded step of a tool loop (the bot's /run progress)
         self.step_observers: list[Callable[[Step], None]] = []
+        self.queued = asyncio.Event()  # set: a run was queued for any instance to adopt
+        # a slot of the whole cluster (core.cluster.pg); none beyond this process's by default
+        self.cluster_slot: Callable[[str, int], AbstractAsyncContextManager[None]] = (
+            lambda kind, limit: contextlib.nullcontext()
+        )
 
     # -- entry points --------------------------------------------------------------
 
@@ -190,10 +197,12 @@ class AgentRunner:
         message: str | None = None,
         parent_run: int | None = None,
         scheduled_for: str | None = None,
+        dedupe_key: str | None = None,
     ) -> int:
         """A queued run of agent ``name`` owned by this process, written in ``tx`` (with
         what must not exist without it: a scheduler's record of the fire); once ``tx``
-        committed, :meth:`follow` or :meth:`launch` carries it out."""
+        committed, :meth:`follow` or :meth:`launch` carries it out. ``dedupe_key``: see
+        :meth:`Runs.create` (raises AlreadyExists)."""
         self.agent(name)
         return await self.runs.create(
             tx,
@@ -203,6 +212,7 @@ class AgentRunner:
             parent_run=parent_run,
             scheduled_for=scheduled_for,
             owner=self.owner,
+            dedupe_key=dedupe_key,
         )
 
     async def follow(self, run_id: int, *, late: bool = False) -> Run:
@@ -260,11 +270,13 @@ class AgentRunner:
     async def adopt_unclaimed(self) -> int:
         """Take queued runs no process owns (queued by another process); returns how many."""
         taken = 0
-        for rid in await self.runs.unclaimed():
-            if await self.runs.claim(rid, self.owner):
+        while True:
+            batch = await self.runs.claim_queued(self.owner, ADOPT_BATCH)
+            for rid in batch:
                 self.launch(rid)
-                taken += 1
-        return taken
+            taken += len(batch)
+            if len(batch) < ADOPT_BATCH:
+                return taken
 
     async def recover(self) -> list[int]:
         """At start: runs a dead process left running become ``interrupted`` (those it
@@ -293,15 +305,19 @@ class AgentRunner:
                     "run %s: interrupted %d times in a row; not retried", run.id, 1 + MAX_RECOVERIES
                 )
                 continue
-            async with self.store.transaction() as tx:
-                rid = await self.runs.create(
-                    tx,
-                    run.agent,
-                    Trigger.RECOVERY,
-                    parent_run=run.id,
-                    message=run.message,
-                    scheduled_for=run.scheduled_for,
-                )
+            try:
+                async with self.store.transaction() as tx:
+                    rid = await self.runs.create(
+                        tx,
+                        run.agent,
+                        Trigger.RECOVERY,
+                        parent_run=run.id,
+                        message=run.message,
+                        scheduled_for=run.scheduled_for,
+                        dedupe_key=f"recovery:{run.id}",
+                    )
+            except AlreadyExists:  # another instance's recovery retried it just now
+                continue
             requeued.append(rid)
         return requeued
 
@@ -447,9 +463,18 @@ class AgentRunner:
 
     @contextlib.asynccontextmanager
     async def _slot(self, kind: str, sem: asyncio.Semaphore) -> Any:
+        """This process's slot of ``kind``, then (several instances on one database,
+        unless ``[concurrency] per_instance``) one of the cluster's."""
+        limit = getattr(self.config.concurrency, kind)
         self.waiting[kind] += 1
         try:
             await sem.acquire()
+            try:
+                cluster_slot = self.cluster_slot(kind, limit)
+                await cluster_slot.__aenter__()
+            except BaseException:
+                sem.release()
+                raise
         finally:
             self.waiting[kind] -= 1
         self.in_flight[kind] += 1
@@ -458,7 +483,10 @@ class AgentRunner:
             yield
         finally:
             self.in_flight[kind] -= 1
-            sem.release()
+            try:
+                await cluster_slot.__aexit__(None, None, None)
+            finally:
+                sem.release()
 
     async def _context(self, agent: AgentConfig, run: Run) -> dict[str, Any]:
         inputs = {}

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from core.ops.owners import owner_alive
+from core.cluster.base import RUNS
+from core.errors import OpenClawError
+from core.ops.owners import Liveness, host_liveness
 from core.store.base import Row, Store, Transaction
 from core.store.times import utcnow_iso
+
+
+class AlreadyExists(OpenClawError):
+    """A run with this dedupe key exists (another scheduler took the fire, another
+    recovery retried the run): the transaction that tried is rolled back."""
 
 
 class Trigger(enum.StrEnum):
@@ -63,6 +69,7 @@ class Run:
     owner: str | None
     quiet: bool = False  # the answer said NO_REPLY: ok, nothing delivered on purpose
     reply_to: str | None = None  # a reply run: the one target its answer goes to
+    dedupe_key: str | None = None  # fire:AGENT@TIME, missed:…, recovery:PARENT (or none)
 
     @property
     def done(self) -> bool:
@@ -101,6 +108,7 @@ class Runs:
     ) -> None:
         self.store = store
         self.clock = clock  # created, started and finished times
+        self.alive: Liveness | None = None  # set by the app: whose runs are orphans
 
     async def create(
         self,
@@ -114,15 +122,21 @@ class Runs:
         message: str | None = None,
         owner: str | None = None,
         error: str | None = None,
+        dedupe_key: str | None = None,
     ) -> int:
         """Insert a run row in ``tx`` (with the writes it must not exist without: the fire a
         scheduler handles); returns its id. A finished status (a missed fire) is stamped
-        finished now."""
+        finished now. A queued run nobody owns wakes every instance's adoption.
+
+        ``dedupe_key`` (``fire:AGENT@TIME``, ``recovery:PARENT``): when a run with that key
+        exists, raises :class:`AlreadyExists` (the caller's transaction rolls back), so
+        two instances cannot both run one fire or retry one interruption."""
         now = utcnow_iso(self.clock())
-        return await tx.insert_id(
+        rows = await tx.fetchall(
             "INSERT INTO runs (agent, trigger, parent_run, status, scheduled_for, created_at,"
-            " message, owner, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " RETURNING id",
+            " message, owner, error, finished_at, dedupe_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
             (
                 agent,
                 trigger,
@@ -134,8 +148,28 @@ class Runs:
                 owner,
                 error,
                 now if status in DONE else None,
+                dedupe_key,
             ),
         )
+        if not rows:
+            raise AlreadyExists(f"a run {dedupe_key} exists already")
+        if status == Status.QUEUED and owner is None:
+            tx.notify(RUNS)
+        return int(rows[0][0])
+
+    async def claim_queued(self, owner: str, limit: int = 10) -> list[int]:
+        """Take up to ``limit`` queued runs nobody owns, oldest first; returns their ids.
+
+        Not serialized with other writes: rows another instance is claiming right now are
+        skipped (``FOR UPDATE SKIP LOCKED``), not waited for, and each is taken once."""
+        async with self.store.transaction(serialized=False) as tx:
+            rows = await tx.fetchall(
+                "UPDATE runs SET owner = ? WHERE id IN (SELECT id FROM runs"
+                " WHERE status = 'queued' AND owner IS NULL ORDER BY id"
+                f" LIMIT {int(limit)}{self.store.skip_locked}) AND owner IS NULL RETURNING id",
+                (owner,),
+            )
+        return sorted(int(r[0]) for r in rows)
 
     async def claim(self, run_id: int, owner: str) -> bool:
         """Take a queued run nobody owns; True if this process got it."""
@@ -224,8 +258,7 @@ class Runs:
         )
         runs = [Run.from_row(r) for r in rows]
         owners = {run.owner for run in runs if run.owner is not None}
-        # off the event loop: on macOS telling a live owner from a reused pid runs ps
-        alive = await asyncio.to_thread(lambda: {o for o in owners if owner_alive(o, me)})
+        alive = await (self.alive or host_liveness(me))(owners)
         return [run for run in runs if run.owner is not None and run.owner not in alive]
 
     async def interrupted_without_retry(self, since: str) -> list[Run]:

@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from core.agents.runner import AgentRunner
-from core.agents.runs import Status, Trigger
+from core.agents.runs import AlreadyExists, Status, Trigger
 from core.agents.state import AgentStates
 from core.config.agents import AgentConfig
 from core.config.models import Config
@@ -115,13 +115,20 @@ class Scheduler:
         self.store = store
         self.clock = clock
         self.aps = AsyncIOScheduler(timezone=UTC)
+        # False: another instance leads (or this one's lease ran out): a job that fires
+        # now does nothing; the leader's scheduler records that fire
+        self.may_fire: Callable[[], bool] = lambda: True
 
     def scheduled_agents(self) -> list[AgentConfig]:
         """Agents with a schedule that the config enables."""
         return [a for a in self.config.agents if a.enabled and a.schedule]
 
     async def start(self) -> None:
-        """Catch up on what was missed, then schedule every agent."""
+        """Catch up on what was missed, then schedule every agent (again after a
+        :meth:`stop`: an instance that leads a second time)."""
+        if self.aps.running:
+            return
+        self.aps = AsyncIOScheduler(timezone=UTC)
         await self.catch_up(self.clock())
         for agent in self.scheduled_agents():
             self.aps.add_job(
@@ -179,12 +186,22 @@ class Scheduler:
             return
 
         # the fire is recorded with its run row, in one transaction: a crash between the
-        # two would otherwise lose the fire (recorded, so catch-up skips it; no run)
+        # two would otherwise lose the fire (recorded, so catch-up skips it; no run). Its
+        # key makes it one run however many schedulers see it (a leader and one it fenced)
         async def record(tx: Transaction) -> int:
             await self.states.set_last_fire(tx, name, fire)
-            return await self.runner.add(tx, name, Trigger.SCHEDULE, scheduled_for=fire)
+            return await self.runner.add(
+                tx, name, Trigger.SCHEDULE, scheduled_for=fire, dedupe_key=f"fire:{name}@{fire}"
+            )
 
-        _, task = await self.runner.commit_then_launch(record)
+        if not self.may_fire():
+            log.info("agent %s: %s left to the leader", name, fire)
+            return
+        try:
+            _, task = await self.runner.commit_then_launch(record)
+        except AlreadyExists:
+            log.info("agent %s: %s was already fired by another instance", name, fire)
+            return
         await asyncio.shield(task)
 
     async def catch_up(self, now: datetime) -> list[int]:
@@ -204,30 +221,47 @@ class Scheduler:
                 continue
             # the missed record, the new last fire and the late run commit together: a
             # crash in between must neither lose the late run nor record the misses twice
-            late_run = None
-            async with self.store.transaction() as tx:
-                if plan.missed:
-                    first, last = plan.missed[0], plan.missed[-1]
-                    span = (
-                        utcnow_iso(first)
-                        if first == last
-                        else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
-                    )
-                    await self.runner.runs.create(
-                        tx,
-                        agent.name,
-                        Trigger.SCHEDULE,
-                        status=Status.MISSED,
-                        scheduled_for=utcnow_iso(last),
-                        error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was "
-                        f"not running ({span}); catch_up_s = {agent.catch_up_s:g}",
-                    )
-                await self.states.set_last_fire(tx, agent.name, utcnow_iso(fires[-1]))
-                if plan.late is not None:
-                    late_run = await self.runner.add(
-                        tx, agent.name, Trigger.SCHEDULE, scheduled_for=utcnow_iso(plan.late)
-                    )
+            try:
+                late_run = await self._record_catch_up(agent, fires, plan)
+            except AlreadyExists:  # another instance caught up on these fires
+                continue
             if late_run is not None:
                 self.runner.launch(late_run, late=True)
                 started.append(late_run)
         return started
+
+    async def _record_catch_up(
+        self, agent: AgentConfig, fires: list[datetime], plan: CatchUp
+    ) -> int | None:
+        """The missed record, the new last fire and the late run (its id), in one
+        transaction (AlreadyExists: another instance recorded them)."""
+        late_run = None
+        async with self.store.transaction() as tx:
+            if plan.missed:
+                first, last = plan.missed[0], plan.missed[-1]
+                span = (
+                    utcnow_iso(first)
+                    if first == last
+                    else (f"{utcnow_iso(first)} … {utcnow_iso(last)}")
+                )
+                await self.runner.runs.create(
+                    tx,
+                    agent.name,
+                    Trigger.SCHEDULE,
+                    status=Status.MISSED,
+                    scheduled_for=utcnow_iso(last),
+                    error=f"{len(plan.missed)} scheduled fire(s) missed while OpenClaw was "
+                    f"not running ({span}); catch_up_s = {agent.catch_up_s:g}",
+                    dedupe_key=f"missed:{agent.name}@{utcnow_iso(last)}",
+                )
+            await self.states.set_last_fire(tx, agent.name, utcnow_iso(fires[-1]))
+            if plan.late is not None:
+                late = utcnow_iso(plan.late)
+                late_run = await self.runner.add(
+                    tx,
+                    agent.name,
+                    Trigger.SCHEDULE,
+                    scheduled_for=late,
+                    dedupe_key=f"fire:{agent.name}@{late}",
+                )
+        return late_run

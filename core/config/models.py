@@ -53,6 +53,29 @@ class GatewayConfig(StrictModel):
 class ConcurrencyConfig(StrictModel):
     agents: int = Field(default=2, ge=1)
     subagents: int = Field(default=4, ge=1)
+    # on PostgreSQL the limits hold for every instance on the database together (the
+    # "2 agents" that protect one Ollama); true: each process has its own
+    per_instance: bool = False
+
+
+class ClusterConfig(StrictModel):
+    """Several ``serve`` instances on one PostgreSQL database (ignored on SQLite)."""
+
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)  # how often each one checks in
+    # a leader silent this long (dead, frozen, cut off) is fenced and replaced; it stops
+    # acting as the leader itself after half of it without a heartbeat
+    leader_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    recover_every_s: float = Field(default=5.0, gt=0, le=3600)  # the leader's orphan sweep
+
+    @model_validator(mode="after")
+    def _timeout_over_heartbeats(self) -> ClusterConfig:
+        if self.leader_timeout_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                f"leader_timeout_s ({self.leader_timeout_s:g}) must be at least 3 heartbeats"
+                f" ({3 * self.heartbeat_s:g}): a leader one slow heartbeat late would be"
+                " replaced; raise [cluster] leader_timeout_s or lower heartbeat_s"
+            )
+        return self
 
 
 class TelegramConfig(StrictModel):
@@ -237,6 +260,7 @@ class Config(StrictModel):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)

@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.agents.templating import Templates
+from core.cluster.base import OUTBOX
 from core.config.delivery import DeliveryConfig
-from core.ops.owners import alive_here
+from core.ops.owners import Liveness, alive_here
 from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
 
@@ -62,6 +63,10 @@ class Outbox:
         self.config = config
         self.clock = clock  # when rows are due, claimed, delivered; when a claim is stale
         self.wakeup = asyncio.Event()
+        self.alive: Liveness | None = None  # set by the app on a shared database
+        # False on a follower of a cluster: rows of LEADER_CHANNELS are the leader's to
+        # send (one sender keeps Telegram's 30 msg/s for the whole bot)
+        self.is_leader: Callable[[], bool] = lambda: True
 
     async def render(self, target: str, context: dict[str, Any]) -> str:
         """The body stored for ``target``: the channel's template, JSON for webhooks."""
@@ -106,6 +111,7 @@ class Outbox:
             " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(r.run_id, r.kind, r.target, r.body, r.status, now, now, r.error) for r in rows],
         )
+        tx.notify(OUTBOX)  # every instance's worker, once committed
 
     def notify(self) -> None:
         """Rows were written: wake the worker."""
@@ -132,12 +138,16 @@ class Outbox:
         failed for good, and none of them overtakes it.
         """
         now = utcnow_iso(self.clock())
+        skip = () if self.is_leader() else tuple(f"{c}:%" for c in LEADER_CHANNELS)
         params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
-        async with self.store.transaction() as tx:
+        # not serialized with other writes: rows another instance is claiming are skipped
+        # (a row locked by it is its head of the queue; the next head waits for it)
+        async with self.store.transaction(serialized=False) as tx:
             rows = await tx.fetchall(
                 "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
-                f" ({_claimable_sql(limit, run_id is not None)}) RETURNING *",
-                params,
+                f" ({_claimable_sql(limit, run_id is not None, len(skip), self.store.skip_locked)})"
+                " AND status = 'pending' RETURNING *",
+                params + skip,
             )
         # RETURNING promises no order
         return sorted((dict(r) for r in rows), key=lambda r: int(r["id"]))
@@ -214,9 +224,13 @@ class Outbox:
             (cutoff,),
         )
         released = 0
+        owners = {str(row[1]) for row in rows if row[1]}
+        if self.alive is not None:  # the cluster's view, valid across hosts
+            alive = await self.alive(owners)
+        else:  # off the event loop: on macOS telling a live owner from a reused pid runs ps
+            alive = await asyncio.to_thread(lambda: {o for o in owners if alive_here(o)})
         for row in rows:
-            # off the event loop: on macOS telling a live owner from a reused pid runs ps
-            if row[1] and await asyncio.to_thread(alive_here, str(row[1])):
+            if row[1] and str(row[1]) in alive:
                 continue
             async with self.store.transaction() as tx:
                 released += await tx.execute(
@@ -252,15 +266,24 @@ class Outbox:
         return int(rows[0][0])
 
 
-def _claimable_sql(limit: int, only_run: bool = False) -> str:
-    """The ids of due rows that head their target's queue (params: now[, run_id]).
+# channels only the leader sends through (several instances on one database)
+LEADER_CHANNELS = ("telegram",)
+
+
+def _claimable_sql(
+    limit: int, only_run: bool = False, skip_channels: int = 0, lock: str = ""
+) -> str:
+    """The ids of due rows that head their target's queue (params: now[, run_id][, one
+    ``target NOT LIKE`` pattern per skipped channel]), ``lock`` appended (the store's
+    ``FOR UPDATE SKIP LOCKED``).
 
     The per-target MIN(id) is read from the ``outbox_open`` index alone.
     """
     return (
         "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
         + (" AND run_id = ?" if only_run else "")
+        + " AND target NOT LIKE ?" * skip_channels
         + " AND id IN (SELECT MIN(id) FROM outbox"
         " WHERE status IN ('pending', 'sending') GROUP BY target)"
-        f" ORDER BY id LIMIT {int(limit)}"
+        f" ORDER BY id LIMIT {int(limit)}{lock}"
     )

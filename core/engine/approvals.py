@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from core.cluster.base import APPROVALS
 from core.config.models import ApprovalsConfig
+from core.ops.owners import Liveness
 from core.store.base import Store
 from core.store.times import utcnow_iso
 
@@ -88,6 +90,7 @@ class ApprovalRecord:
     created_at: str
     expires_at: str
     messages: list[tuple[int, int]]  # (chat id, message id) shown to admins
+    owner: str | None = None  # the instance whose run waits for it
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> ApprovalRecord:
@@ -113,6 +116,7 @@ class ApprovalRecord:
             r["created_at"],
             r["expires_at"],
             [(int(m[0]), int(m[1])) for m in json.loads(r["messages"])],
+            r.get("owner"),
         )
 
 
@@ -124,6 +128,9 @@ Notifier = Callable[[ApprovalRecord, CopyShown], Awaitable[list[str]]]
 Alert = Callable[[str], Awaitable[None]]
 MAX_DECIDED_BY = 500  # the reason "nobody could be reached" lives in decided_by
 MAX_ARGUMENTS = 4000  # a tool call's arguments as stored; the card shows far fewer
+# a waiting run reads its approval's row this often, woken or not: a decision taken on
+# another instance wakes it through the store's notification, or at the latest then
+POLL_S = 2.0
 
 
 class Closer(Protocol):
@@ -155,6 +162,10 @@ class ApprovalBroker:
         self._waiting: dict[int, asyncio.Future[Decision]] = {}
         self._copies_lock = asyncio.Lock()  # messages is read-modified-written
         self._background: set[asyncio.Task[None]] = set()
+        self.owner: str | None = None  # this instance's id, stamped on what it waits for
+        self.alive: Liveness | None = None  # set by the app on a shared database
+        self.poll_s = POLL_S
+        store.listen(APPROVALS, self._decided_elsewhere)
 
     async def decide(self, request: ApprovalRequest) -> Decision:
         """Store a pending approval, notify, wait; expired → denied; reached nobody →
@@ -167,7 +178,8 @@ class ApprovalBroker:
             aid = await tx.insert_id(
                 "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model,"
                 " reason, estimated_cost_usd, preview, tool, arguments, status, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                " expires_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
                 " RETURNING id",
                 (
                     request.request_id,
@@ -184,6 +196,7 @@ class ApprovalBroker:
                     request.arguments[:MAX_ARGUMENTS],
                     utcnow_iso(now),
                     utcnow_iso(expires),
+                    self.owner,
                 ),
             )
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
@@ -195,7 +208,7 @@ class ApprovalBroker:
             # is still being sent (waiting out a 429), and the run goes on at once.
             self._spawn(self._notify(record))
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), self.config.timeout_s)
+                return await asyncio.wait_for(self._wait(aid, fut), self.config.timeout_s)
             except TimeoutError:
                 if not await self._close(aid, "expired", "timeout"):
                     # a decision landed just as time ran out: the row is the truth
@@ -210,6 +223,35 @@ class ApprovalBroker:
             if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._close(aid, "expired", "abandoned"))
+
+    async def _wait(self, aid: int, fut: asyncio.Future[Decision]) -> Decision:
+        """The decision: from this instance (the future), or read from the row when
+        another instance's notification says so, or every ``poll_s`` at the latest."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(fut), self.poll_s)
+            decided = await self._decision_in_row(aid)
+            if decided is not None:
+                return decided
+
+    async def _decision_in_row(self, aid: int) -> Decision | None:
+        record = await self.get(aid)
+        if record is None or record.status not in ("approved", "denied"):
+            return None
+        return Decision(record.status == "approved", record.decided_by or "")
+
+    def _decided_elsewhere(self, payload: str) -> None:
+        """An approval was decided (by any instance): wake its run if it waits here."""
+        fut = self._waiting.get(int(payload)) if payload.isdigit() else None
+        if fut is None or fut.done():
+            return
+
+        async def wake() -> None:
+            decided = await self._decision_in_row(int(payload))
+            if decided is not None and not fut.done():
+                fut.set_result(decided)
+
+        self._spawn(wake())
 
     async def _notify(self, record: ApprovalRecord) -> None:
         reached = 0
@@ -308,6 +350,8 @@ class ApprovalBroker:
                 " AND status = 'pending'",
                 (status, by, utcnow_iso(self.clock()), approval_id),
             )
+            if changed == 1:
+                tx.notify(APPROVALS, str(approval_id))
         if changed != 1:
             return False
         fut = self._waiting.get(approval_id)
@@ -359,11 +403,16 @@ class ApprovalBroker:
         return [ApprovalRecord.from_row(dict(r)) for r in rows]
 
     async def expire_abandoned(self) -> int:
-        """Pending approvals nobody waits for any more (their process ended) are expired."""
+        """Pending approvals nobody waits for any more (their process ended) are expired:
+        this instance's own that no run here waits for, and, on a shared database,
+        those of instances that are gone."""
+        records = await self.pending()
+        others = {r.owner for r in records if r.owner and r.owner != self.owner}
+        alive = await self.alive(others) if self.alive is not None and others else set()
         count = 0
-        for record in await self.pending():
-            if record.id not in self._waiting and await self._close(
-                record.id, "expired", "restart"
-            ):
+        for record in records:
+            mine = record.owner is None or record.owner == self.owner
+            abandoned = record.id not in self._waiting if mine else record.owner not in alive
+            if abandoned and await self._close(record.id, "expired", "restart"):
                 count += 1
         return count

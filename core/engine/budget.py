@@ -1,8 +1,9 @@
 """Spend caps that hold under concurrency: reserve the worst case, check, then settle.
 
 Before a paid attempt the engine reserves its worst-case cost (estimated input plus
-``max_tokens`` at the model's prices) in the same immediate transaction that reads
-what each applicable cap has spent and reserved; after the call the ledger holds the
+``max_tokens`` at the model's prices) in the same transaction that reads what each
+applicable cap has spent and reserved, holding each cap's lock
+(:meth:`core.store.base.Transaction.lock`); after the call the ledger holds the
 actual cost and the reservation is dropped. So concurrent requests — in this process
 or another on the same database — cannot together pass a cap.
 """
@@ -159,7 +160,13 @@ class BudgetGuard:
             return None, None
         now = self.clock()
         refused: tuple[Scope, float] | None = None
-        async with self.store.transaction() as tx:
+        # serialized per cap, not with every write: on PostgreSQL at READ COMMITTED two
+        # reservations that read the sums at once would both fit (40 concurrent $1 calls
+        # against a $10 cap reserved $40); each cap's lock, taken in one order by all,
+        # makes the second read what the first wrote
+        async with self.store.transaction(serialized=False) as tx:
+            for ident in sorted({scope.ident for scope in scopes}):
+                await tx.lock(f"budget:{ident}")
             for scope in scopes:
                 spent, reserved = await self._sums(tx.fetchall, scope, now)
                 if spent + reserved + worst_usd > scope.cap + 1e-12:

@@ -5,7 +5,6 @@ The engine (the caller) records; adapters never touch the ledger.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from core.config.models import Config, Cost
-from core.ops.owners import owner_alive, owner_id
+from core.ops.owners import Liveness, host_liveness, owner_id
 from core.store.base import Store
 from core.store.times import utcnow_iso
 from core.types import Attempt, Usage
@@ -201,6 +200,7 @@ class Ledger:
         self.config = config
         self.clock = clock  # an attempt row's time when the engine gives none; report periods
         self.owner = owner or owner_id()  # whose pending rows these are, for recovery
+        self.alive: Liveness | None = None  # set by the app on a shared database
 
     def _row(
         self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
@@ -250,8 +250,7 @@ class Ledger:
             " WHERE outcome = 'pending'"
         )
         owners = {r["owner"] for r in rows if r["owner"]}
-        me = self.owner
-        alive = await asyncio.to_thread(lambda: {o for o in owners if owner_alive(o, me)})
+        alive = await (self.alive or host_liveness(self.owner))(owners)
         dead = [r for r in rows if r["owner"] not in alive]
         for r in dead:
             ref = f"{r['provider']}/{r['model']}"

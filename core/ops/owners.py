@@ -6,10 +6,16 @@ can tell its dead predecessor's rows from a live sibling's, even when a pid is r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Iterable
+
+# which of these owners are alive: this host's process table (SQLite), or the database's
+# advisory locks (core.cluster.pg, valid across hosts)
+Liveness = Callable[[Iterable[str]], Awaitable[set[str]]]
 
 # an owner id records the time just after its process started, to the second
 START_SLACK_S = 2.0
@@ -91,6 +97,16 @@ def owner_alive(owner: str, me: str) -> bool:
     if rest.partition(":")[0] == str(os.getpid()):
         return False
     return alive_here(owner)
+
+
+def host_liveness(me: str) -> Liveness:
+    """:func:`owner_alive` for many owners, off the event loop (on macOS it runs ps)."""
+
+    async def alive(owners: Iterable[str]) -> set[str]:
+        wanted = set(owners)
+        return await asyncio.to_thread(lambda: {o for o in wanted if owner_alive(o, me)})
+
+    return alive
 
 
 def process_started_at(pid: int) -> float | None:

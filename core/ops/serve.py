@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,13 +53,101 @@ async def _adopt_forever(app: App, stop: asyncio.Event) -> None:
     backoff = Backoff("adopting queued runs", log)
     while not stop.is_set():
         wait_s = ADOPT_INTERVAL_S
+        app.runner.queued.clear()  # before claiming: a run queued meanwhile wakes the wait
         try:
             await app.runner.adopt_unclaimed()
             backoff.succeeded()
         except Exception as e:
             wait_s = backoff.failed(e)  # the store raises StoreUnavailable itself
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait_s)
+        await _wait_any(stop, app.runner.queued, wait_s)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
+    """Until ``stop`` or ``wake`` is set, or ``timeout_s`` passed (polling stays the fallback
+    of every wake-up)."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
+async def recover(app: App) -> tuple[list[int], int, int, int]:
+    """What a dead process left behind: its runs queued again, its outbox claims given
+    back, its pending approvals expired, its calls in flight priced at the worst case."""
+    requeued = await app.runner.recover()
+    released = await app.outbox.release_stale()
+    expired = await app.approvals.expire_abandoned()
+    priced = await app.ledger.recover()  # calls a kill left in flight: billed, maybe
+    return requeued, released, expired, priced
+
+
+class Leadership:
+    """Several instances on one database: a heartbeat each ``[cluster] heartbeat_s``; the
+    leader runs the scheduler, the Telegram side of the extensions and, every
+    ``recover_every_s``, the recovery of what dead instances left."""
+
+    def __init__(self, app: App, extensions: list[Extension], leading: bool) -> None:
+        self.app = app
+        self.extensions = extensions
+        self.leading = leading
+        self.last_sweep = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.app.config.cluster
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), cfg.heartbeat_s)
+            if stop.is_set():
+                return
+            try:
+                await self.step()
+            except Exception:  # the loop must not die: the next heartbeat tries again
+                log.exception("cluster heartbeat")
+
+    async def step(self) -> None:
+        now_leading = await self.app.cluster.campaign()
+        if now_leading and not self.leading:
+            self.leading = True
+            await self._gain()
+        elif self.leading and not now_leading:
+            self.leading = False
+            await self._lose()
+        elif now_leading and time.monotonic() - self.last_sweep >= (
+            self.app.config.cluster.recover_every_s
+        ):
+            self.last_sweep = time.monotonic()
+            requeued, released, expired, priced = await recover(self.app)
+            if requeued or released or expired or priced:
+                log.warning(
+                    "recovered what a stopped instance left: %d runs queued again, %d outbox"
+                    " rows resumed, %d approvals expired, %d calls priced",
+                    len(requeued),
+                    released,
+                    expired,
+                    priced,
+                )
+
+    async def _gain(self) -> None:
+        await recover(self.app)
+        self.last_sweep = time.monotonic()
+        await self.app.scheduler.start()
+        for ext in self.extensions:
+            try:
+                await ext.lead()
+            except Exception:
+                log.exception("an extension failed to take the lead")
+        self.app.outbox.wakeup.set()  # Telegram rows are this one's now
+
+    async def _lose(self) -> None:
+        self.app.scheduler.stop()
+        for ext in self.extensions:
+            try:
+                await ext.follow()
+            except Exception:
+                log.exception("an extension failed to step down")
 
 
 class Extension(Protocol):
@@ -74,6 +163,14 @@ class Extension(Protocol):
 
     async def stop(self) -> None:
         """Stop before the app closes."""
+        ...
+
+    async def lead(self) -> None:
+        """This instance leads (alone, right after start): poll Telegram, set its webhook."""
+        ...
+
+    async def follow(self) -> None:
+        """Another instance leads now: stop what only the leader does."""
         ...
 
     def summary(self) -> str:
@@ -111,31 +208,45 @@ async def serve(
             print(f"openclaw serve: {e}", file=sys.stderr)
             return 1
         await app.start_embedded()
-        # recovery: what a crash left behind
-        requeued = await app.runner.recover()
-        released = await app.outbox.release_stale()
-        expired = await app.approvals.expire_abandoned()
-        priced = await app.ledger.recover()  # calls a kill left in flight: billed, maybe
+        # only the leader schedules and sends Telegram rows; alone, this one leads
+        app.scheduler.may_fire = app.cluster.is_leader
+        app.outbox.is_leader = app.cluster.is_leader
+        leading = await app.cluster.campaign()
+        # recovery: what a crash left behind (the leader's job)
+        requeued, released, expired, priced = await recover(app) if leading else ([], 0, 0, 0)
         prober = Prober(
             app.config, app.providers, app.health, missing_keys(app.config, app.settings)
         )
         verdicts = await prober.probe_all()
-        await app.scheduler.start()
+        if leading:
+            await app.scheduler.start()
         delivery = asyncio.create_task(app.delivery.run(delivering))
         intake.append(asyncio.create_task(_adopt_forever(app, stop)))
         intake.append(asyncio.create_task(prober.run(stop)))
         for ext in extensions:
             try:
                 await ext.start()
+                if leading:
+                    await ext.lead()
             except Exception:  # serve keeps running without it; the log says why
                 log.exception("an extension failed to start")
                 continue
             started.append(ext)
+        if app.cluster.shared:
+            leader = Leadership(app, started, leading)
+            intake.append(asyncio.create_task(leader.run(stop)))
         print(
             f"openclaw {__version__} serving; config {config_path}; db {app.store.location}",
             flush=True,
         )
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
+        if app.cluster.shared:
+            role = "the leader" if leading else "a follower"
+            print(
+                f"Cluster: this instance ({app.owner}) is {role}; "
+                f"{len(await app.cluster.instances())} instances on the database",
+                flush=True,
+            )
         print(route_table(app, verdicts), flush=True)
         if requeued or released or expired or priced:
             print(
@@ -175,9 +286,11 @@ async def serve(
         await stop.wait()
         print("openclaw: shutting down", flush=True)
     finally:
-        # 1. stop taking new work: schedules, the gateway, adoption and probes
+        # 1. stop taking new work: schedules, the gateway, adoption and probes; another
+        # instance takes over the leadership (this one stays alive: its runs finish)
         stop.set()
         app.scheduler.stop()
+        await app.cluster.resign()
         await gateway.stop()
         for task in intake:
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,7 +11,7 @@ lives in that engine's module (:mod:`core.store.sqlite`, :mod:`core.store.postgr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -50,6 +50,20 @@ class Transaction(Protocol):
         """Run a query inside the transaction (it sees the transaction's own writes)."""
         ...
 
+    async def lock(self, name: str) -> None:
+        """Wait until no other transaction holding ``name`` is open, in any process, and
+        hold it until this one ends (a budget cap's reservation check). A no-op where
+        every write transaction is serialized anyway (SQLite)."""
+        ...
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Once this transaction commits (never if it rolls back), call every listener of
+        ``channel`` (:meth:`Store.listen`) in every process on the database."""
+        ...
+
+
+Listener = Callable[[str], None]
+
 
 class Store(Protocol):
     """One database, migrations applied. Errors that mean it cannot take writes now (a
@@ -58,11 +72,27 @@ class Store(Protocol):
     #: where the database is, as it may be printed (a URL's password masked)
     location: str
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    #: appended to a ``SELECT`` that picks rows to claim in an unserialized transaction:
+    #: rows another transaction has locked are skipped, not waited for
+    #: (``FOR UPDATE SKIP LOCKED``; empty where transactions are serialized anyway)
+    skip_locked: str
+
+    def transaction(self, serialized: bool = True) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction (``async with store.transaction() as tx``), serialized with
         every other: what it reads cannot change, in this process or another, before it
         commits. Not reentrant: a block that holds one passes its ``tx`` on instead of
-        opening another (that raises at once rather than waiting for itself forever)."""
+        opening another (that raises at once rather than waiting for itself forever).
+
+        ``serialized=False``: a transaction that makes its own guarantees (a claim of rows
+        with :attr:`skip_locked`, a :meth:`Transaction.lock` per budget cap) and so need
+        not queue behind every other write. Where the engine has only one writer
+        (SQLite) it is serialized all the same."""
+        ...
+
+    def listen(self, channel: str, listener: Listener) -> None:
+        """Call ``listener(payload)`` after each commit that :meth:`Transaction.notify`-ed
+        ``channel``, in this process or another on the same database. A wake-up, not a
+        queue: one may be missed (a reconnect), so listeners keep polling as well."""
         ...
 
     async def insert(self, sql: str, row: Params) -> None:

@@ -13,8 +13,14 @@ other process on the database, as SQLite's ``BEGIN IMMEDIATE`` is: what a transa
 reads cannot change before it commits, whatever the isolation level (READ COMMITTED, the
 default). In this process an ``asyncio.Lock`` queues them first, so waiting writers hold
 no pooled connection and reads go on. One lock for the whole database is the simplest
-correct form; issue 17's later work relaxes it (row claims with ``FOR UPDATE SKIP
-LOCKED``, a lock per budget cap).
+correct form, and the default; a transaction opened with ``serialized=False`` skips it and
+makes its own guarantees: a claim of rows ``FOR UPDATE SKIP LOCKED``
+(:attr:`PostgresStore.skip_locked`), a lock of its own per budget cap
+(:meth:`PostgresTransaction.lock`, ``pg_advisory_xact_lock`` of the name's key).
+
+Wake-ups: :meth:`PostgresTransaction.notify` is ``pg_notify`` just before ``COMMIT`` (so it
+is delivered only if the transaction commits); one connection of the store ``LISTEN``s
+for the channels :meth:`PostgresStore.listen` asked for, reconnecting when it is lost.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -37,16 +45,26 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.config.common import mask_url
 from core.errors import StoreUnavailable
-from core.store.base import Params, Row, Transaction
+from core.store.base import Listener, Params, Row, Transaction
 from core.store.migrations import MIGRATIONS
 from core.store.times import utcnow_iso
 
 Conn = psycopg.AsyncConnection[Any]
+log = logging.getLogger("openclaw.store")
 
 # the one advisory lock every write takes ("openclaw" in ASCII), and the migrations' own
 WRITE_LOCK_KEY = 0x6F70656E636C6177
 MIGRATE_LOCK_KEY = WRITE_LOCK_KEY + 1
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"  # one trip, no params
+LISTEN_RETRY_S = (0.5, 1.0, 2.0, 5.0)  # the listening connection's reconnects
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name`` (the same in every process)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
 
 # SQLSTATEs that mean "this database cannot take writes now", as opposed to a bad statement
 # or a constraint: callers answer 503 and back off instead of failing a row. Class 08 (a
@@ -280,18 +298,30 @@ class PostgresTransaction:
     """A :class:`~core.store.base.Transaction` on one pooled connection. ``BEGIN`` and the
     write lock go with its first statement, in one trip."""
 
-    def __init__(self, conn: Conn, url: str) -> None:
+    def __init__(self, conn: Conn, url: str, serialized: bool = True) -> None:
         self._conn = conn
         self._url = url
+        self._serialized = serialized
         self._begun = False
         self._open = True
+        self._notices: list[tuple[str, str]] = []
 
     async def _begin(self) -> None:
         if not self._open:
             raise RuntimeError("this transaction has ended: use it inside its `async with`")
         if not self._begun:
             self._begun = True
-            await self._conn.execute(_BEGIN)
+            await self._conn.execute(_BEGIN if self._serialized else "BEGIN")
+
+    async def lock(self, name: str) -> None:
+        """``pg_advisory_xact_lock`` of ``name``'s key: held until this transaction ends."""
+        await self.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(name),))
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """``pg_notify`` just before ``COMMIT``: PostgreSQL delivers it only on commit."""
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(f"not a channel name: {channel!r}")
+        self._notices.append((channel, payload))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns how many rows it changed."""
@@ -328,6 +358,9 @@ class PostgresTransaction:
             _raise_mapped(e, self._url)
 
     async def _commit(self) -> None:
+        if self._notices:
+            for channel, payload in dict.fromkeys(self._notices):  # the same one once
+                await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
         self._open = False
         if self._begun:
             try:
@@ -405,6 +438,9 @@ class PostgresStore:
         self.url = url  # holds the password: never print it, print location
         self.location = mask_url(url)
         self.timeout_s = timeout_s
+        self.skip_locked = " FOR UPDATE SKIP LOCKED"
+        self._listeners: dict[str, list[Listener]] = {}
+        self._listening: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None  # the task inside a transaction
         self._pending: list[tuple[str, Params, asyncio.Future[None]]] = []
@@ -488,10 +524,20 @@ class PostgresStore:
             raise RuntimeError(f"{what} inside a transaction: pass its tx on instead")
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, serialized: bool = True) -> AsyncIterator[Transaction]:
         """A write transaction, serialized with every other (the write advisory lock, in
-        every process): committed when the block ends, rolled back when it raises or is
-        cancelled."""
+        every process) unless ``serialized`` is False: committed when the block ends,
+        rolled back when it raises or is cancelled."""
+        if not serialized:
+            async with self._connection() as conn:
+                tx = PostgresTransaction(conn, self.url, serialized=False)
+                try:
+                    yield tx
+                    await tx._commit()
+                except BaseException:
+                    await tx._rollback()
+                    raise
+            return
         self._refuse_reentry("a transaction opened")
         async with self._write_lock:
             self._holder = asyncio.current_task()
@@ -589,8 +635,73 @@ class PostgresStore:
             return False
         return True
 
+    async def connect(self) -> Conn:
+        """A connection of its own, outside the pool (autocommit): for what lives as long
+        as a session (an instance's advisory locks, the leader's). StoreUnavailable when
+        the server cannot be reached."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url,
+                autocommit=True,
+                row_factory=pg_row,
+                connect_timeout=max(2, int(self.timeout_s)),
+            )
+        except psycopg.Error as e:
+            _raise_mapped(e, self.url)
+        await _configure(conn)
+        return conn
+
+    def listen(self, channel: str, listener: Listener) -> None:
+        """Call ``listener(payload)`` for each notification on ``channel``; the first call
+        starts the listening connection."""
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(f"not a channel name: {channel!r}")
+        self._listeners.setdefault(channel, []).append(listener)
+        if self._listening is None:
+            self._listening = asyncio.create_task(self._listen_forever())
+
+    async def _listen_forever(self) -> None:
+        failures = 0
+        while True:
+            conn: Conn | None = None
+            try:
+                conn = await self.connect()
+                heard: set[str] = set()
+                while True:
+                    for channel in set(self._listeners) - heard:
+                        await conn.execute(f"LISTEN {channel}")  # a checked name
+                        heard.add(channel)
+                    if failures:
+                        log.info("listening for wake-ups again")
+                        failures = 0
+                    async for note in conn.notifies(timeout=1.0):
+                        self._dispatch(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # listeners poll as well: slower, never lost
+                if failures == 0:
+                    log.warning("wake-ups lost (%s); reconnecting", scrub(str(e), self.url))
+                await asyncio.sleep(LISTEN_RETRY_S[min(failures, len(LISTEN_RETRY_S) - 1)])
+                failures += 1
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            try:
+                listener(payload)
+            except Exception:
+                log.exception("a listener of %s failed", channel)
+
     async def close(self) -> None:
         """Finish pending writes, then close the pool."""
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listening
+            self._listening = None
         if self._flusher is not None:
             await self._flusher
         await self.pool.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -19,9 +20,11 @@ from typing import Any, NoReturn, TypeVar
 import aiosqlite
 
 from core.errors import StoreUnavailable
-from core.store.base import Params, Row, Transaction
+from core.store.base import Listener, Params, Row, Transaction
 from core.store.migrations import MIGRATIONS
 from core.store.times import utcnow_iso
+
+log = logging.getLogger("openclaw.store")
 
 Opener = Callable[[Path], Awaitable[aiosqlite.Connection]]
 T = TypeVar("T")
@@ -181,6 +184,7 @@ class SQLiteTransaction:
         self._db = db
         self._begun = False
         self._open = True
+        self.notices: list[tuple[str, str]] = []  # for the listeners, once committed
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._open:
@@ -210,6 +214,14 @@ class SQLiteTransaction:
         """Run a query inside the transaction (it sees the transaction's own writes)."""
         return await self._run(_fetchall, sql, params)
 
+    async def lock(self, name: str) -> None:
+        """Nothing to do: this write transaction already excludes every other."""
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Call ``channel``'s listeners once this commits (one process per SQLite file:
+        they are all in this one)."""
+        self.notices.append((channel, payload))
+
     async def _commit(self) -> None:
         self._open = False
         if self._begun:
@@ -233,6 +245,8 @@ class SQLiteStore:
         self.db = db
         self.path = path
         self.location = str(path)
+        self.skip_locked = ""  # one writer: a claim never meets another one's locked rows
+        self._listeners: dict[str, list[Listener]] = {}
         self._write_lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None  # the task inside a transaction
         self._pending: list[tuple[str, Params, asyncio.Future[None]]] = []
@@ -312,9 +326,10 @@ class SQLiteStore:
             raise RuntimeError(f"{what} inside a transaction: pass its tx on instead")
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """A write transaction, serialized with every other (``BEGIN IMMEDIATE``): committed
-        when the block ends, rolled back when it raises or is cancelled."""
+    async def transaction(self, serialized: bool = True) -> AsyncIterator[Transaction]:
+        """A write transaction, serialized with every other (``BEGIN IMMEDIATE``; also when
+        ``serialized`` is False: SQLite has one writer): committed when the block ends,
+        rolled back when it raises or is cancelled."""
         self._refuse_reentry("a transaction opened")
         async with self._write_lock:
             self._holder = asyncio.current_task()
@@ -330,6 +345,19 @@ class SQLiteStore:
                 raise
             finally:
                 self._holder = None
+        for channel, payload in tx.notices:
+            self._dispatch(channel, payload)
+
+    def listen(self, channel: str, listener: Listener) -> None:
+        """Call ``listener`` after each commit that notified ``channel``."""
+        self._listeners.setdefault(channel, []).append(listener)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            try:
+                listener(payload)
+            except Exception:  # a listener's bug must not fail the committed write
+                log.exception("a listener of %s failed", channel)
 
     async def insert(self, sql: str, row: Params) -> None:
         """Write one row, committed when this returns (group commit).

@@ -82,6 +82,7 @@ class PgCluster:
         self._lease_at = 0.0  # monotonic time of the last heartbeat that proved the lock
         self._joined = False  # a serve instance: has a row in instances
         self._slot_freed = asyncio.Event()
+        self._slot_scan = asyncio.Lock()
         self._held: dict[str, set[int]] = {}  # kind → slot numbers held here
         self.leader_owner: str | None = None  # who leads, as last seen
         self.fenced: list[str] = []  # owners of stale leaders this one terminated
@@ -256,25 +257,30 @@ class PgCluster:
         held = self._held.setdefault(kind, set())
         while True:
             self._slot_freed.clear()
-            for i in range(limit):
-                if i in held:
-                    continue
-                rows = await self._on_member(
-                    "SELECT pg_try_advisory_lock(%s)", (_slot_key(kind, i),)
-                )
-                if rows and rows[0][0]:
-                    held.add(i)
-                    return i
+            # one scan at a time here: an advisory lock is reentrant within its session,
+            # so only ``held`` tells this instance's own slots apart
+            async with self._slot_scan:
+                for i in range(limit):
+                    if i in held:
+                        continue
+                    rows = await self._on_member(
+                        "SELECT pg_try_advisory_lock(%s)", (_slot_key(kind, i),)
+                    )
+                    if rows and rows[0][0]:
+                        held.add(i)
+                        return i
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), SLOT_POLL_S)
 
     async def _give_slot(self, kind: str, i: int) -> None:
-        self._held.get(kind, set()).discard(i)
         try:
             await self._on_member("SELECT pg_advisory_unlock(%s)", (_slot_key(kind, i),))
             await self._on_member("SELECT pg_notify(%s, %s)", (SLOTS, kind))
         except Exception as e:  # a lost connection released it already
             log.info("giving back a %s slot: %s", kind, e)
+        finally:  # after the unlock: until then a scan here must not take it again
+            self._held.get(kind, set()).discard(i)
+            self._slot_freed.set()
 
     # -- status and shutdown --------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from core.config.models import ProviderConfig
 from core.providers import build_provider
 from core.providers.base import Provider
 from tests.fakes.llm import FakeLLM
-from tests.pg import pg_cluster, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL)
+from tests.pg import pg_cluster, pg_migrated_url, pg_url  # noqa: F401  (a throwaway PostgreSQL)
+from tests.stores import new_location, store, store_engine, store_location  # noqa: F401
 
 PROVIDER_KEY_VARS = (
     "GEMINI_API_KEY",

@@ -9,6 +9,8 @@ root the cluster belongs to the ``postgres`` user, and the tools run through ``r
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import glob
 import itertools
 import os
@@ -55,6 +57,7 @@ class Cluster:
     as_user: list[str] = field(default_factory=list)  # runuser -u postgres --, as root
     started_s: float = 0.0
     _names: Iterator[int] = field(default_factory=itertools.count)
+    _template: str | None = None  # a database with every migration applied, made on first use
 
     @property
     def data(self) -> Path:
@@ -89,9 +92,37 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
+    def new_migrated_database(self) -> str:
+        """A new database with every migration already applied: a file copy of a template
+        migrated once per session. Measured here: 0.05 s, where a new database and
+        migrating it take 0.25 s (the ``WAL_LOG`` strategy, the default, takes 0.35 s to
+        copy the template: it writes every block to the WAL)."""
+        if self._template is None:
+            template = self.new_database()
+            _migrate(self.url(template))
+            self._template = template
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}" STRATEGY FILE_COPY')
+        return name
+
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _migrate(url: str) -> None:
+    """Open (migrate) and close the store at ``url``, on a loop of its own in a thread: a
+    sync session fixture may be running inside the test's event loop."""
+
+    async def migrate() -> None:
+        from core.store.postgres import PostgresStore
+
+        store = await PostgresStore.open(url)
+        await store.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate()).result()
 
 
 def start_cluster() -> Cluster:
@@ -145,5 +176,13 @@ def pg_cluster() -> Iterator[Cluster]:
 def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     """A URL to a fresh, empty database, dropped after the test."""
     name = pg_cluster.new_database()
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_migrated_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A URL to a fresh database with every migration applied, dropped after the test."""
+    name = pg_cluster.new_migrated_database()
     yield pg_cluster.url(name)
     pg_cluster.drop_database(name)

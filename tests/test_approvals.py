@@ -8,26 +8,15 @@ test decides when each copy "lands"; the bot's side is tested in tests/bot/.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from core.config.models import ApprovalsConfig
 from core.engine.approvals import ApprovalBroker, ApprovalRecord, ApprovalRequest, Copy, CopyShown
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
 from core.store.times import utcnow_iso
 from tests.fakes.wait import until
 
 REQUEST = ApprovalRequest("req-1", "strategy", 3, "opus/claude-opus", "starts at tier 3", 0.01)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "approvals.db")
-    yield s
-    await s.close()
 
 
 class Closed:
@@ -45,7 +34,7 @@ class Closed:
         return {c for _, cs in self.calls for c in cs}
 
 
-def broker(store: SQLiteStore, default: str = "deny", timeout_s: float = 600) -> ApprovalBroker:
+def broker(store: Store, default: str = "deny", timeout_s: float = 600) -> ApprovalBroker:
     config = ApprovalsConfig.model_validate({"default": default, "timeout_s": timeout_s})
     return ApprovalBroker(store, config)
 
@@ -60,7 +49,7 @@ async def first_copy(b: ApprovalBroker) -> None:
     await until(recorded, what="a copy of approval #1 recorded")
 
 
-async def test_nobody_reached_applies_the_default_now_with_the_reason(store: SQLiteStore) -> None:
+async def test_nobody_reached_applies_the_default_now_with_the_reason(store: Store) -> None:
     b = broker(store)
     alerts: list[str] = []
 
@@ -85,7 +74,7 @@ async def test_nobody_reached_applies_the_default_now_with_the_reason(store: SQL
     assert "'deny' applied: denied" in alerts[0]
 
 
-async def test_a_notifier_that_raises_counts_as_reaching_nobody(store: SQLiteStore) -> None:
+async def test_a_notifier_that_raises_counts_as_reaching_nobody(store: Store) -> None:
     b = broker(store, default="approve")
 
     async def broken(record: ApprovalRecord, shown: CopyShown) -> list[str]:
@@ -96,7 +85,7 @@ async def test_a_notifier_that_raises_counts_as_reaching_nobody(store: SQLiteSto
     assert decision.approved and "a notifier failed (RuntimeError)" in decision.note
 
 
-async def test_one_copy_reached_means_the_run_waits_for_a_person(store: SQLiteStore) -> None:
+async def test_one_copy_reached_means_the_run_waits_for_a_person(store: Store) -> None:
     b = broker(store, timeout_s=0.3)
 
     async def one_of_two(record: ApprovalRecord, shown: CopyShown) -> list[str]:
@@ -108,7 +97,7 @@ async def test_one_copy_reached_means_the_run_waits_for_a_person(store: SQLiteSt
     assert decision.by == "timeout"  # nobody decided: expired, not the "unreachable" default
 
 
-async def test_copies_shown_after_the_decision_are_closed_too(store: SQLiteStore) -> None:
+async def test_copies_shown_after_the_decision_are_closed_too(store: Store) -> None:
     b = broker(store)
     closed = Closed()
     b.closers.append(closed)
@@ -144,7 +133,7 @@ async def one_copy(record: ApprovalRecord, shown: CopyShown) -> list[str]:
     return []
 
 
-async def test_a_late_decision_says_what_happened(store: SQLiteStore) -> None:
+async def test_a_late_decision_says_what_happened(store: Store) -> None:
     b = broker(store)
 
     b.notifiers.append(one_copy)
@@ -157,7 +146,7 @@ async def test_a_late_decision_says_what_happened(store: SQLiteStore) -> None:
     await b.drain()
 
 
-async def test_close_copy_only_edits_copies_of_that_approval(store: SQLiteStore) -> None:
+async def test_close_copy_only_edits_copies_of_that_approval(store: Store) -> None:
     b = broker(store)
     closed = Closed()
     b.closers.append(closed)
@@ -175,7 +164,7 @@ async def test_close_copy_only_edits_copies_of_that_approval(store: SQLiteStore)
     assert closed.calls == [("approved", [(1, 10)])]
 
 
-async def test_an_approvals_times_are_the_brokers_clock(store: SQLiteStore) -> None:
+async def test_an_approvals_times_are_the_brokers_clock(store: Store) -> None:
     b = broker(store, timeout_s=600)
     t0 = datetime(2031, 7, 1, 5, 0, tzinfo=UTC)
     now = [t0]

@@ -19,6 +19,7 @@ from core.errors import AllAttemptsFailed
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
+from tests.stores import NewLocation
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # deep/deepseek-chat: 0.28 in, 0.42 out per 1M; max_tokens 512; prompt "hi" → 1 token
@@ -26,7 +27,9 @@ WORST = (1 * 0.28 + 512 * 0.42) / 1e6
 
 
 @pytest.fixture
-async def app_factory(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Any]:
+async def app_factory(
+    fake_llm: FakeLLM, tmp_path: Path, new_location: NewLocation
+) -> AsyncIterator[Any]:
     opened: list[App] = []
 
     async def make(**overrides: Any) -> App:
@@ -34,7 +37,7 @@ async def app_factory(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Any]:
         app = await App.open(
             make_config(base, **overrides),
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"b{len(opened)}.db",
+            new_location(),
             base_dir=tmp_path,
         )
         opened.append(app)

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +27,14 @@ from core.engine.health import HealthBoard
 from core.engine.ledger import INTERRUPTED, Ledger, RequestMeta
 from core.errors import AllAttemptsFailed, ProviderError, RequestRejected, StoreUnavailable
 from core.providers import build_provider
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
+from core.store.open import open_store
+from core.store.path import DbLocation
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.fakes.wait import until
+from tests.stores import NewLocation, set_read_only
 
 
 def closed_port_url() -> str:
@@ -46,8 +48,9 @@ def closed_port_url() -> str:
 class Rig:
     fake: FakeLLM
     engine: Engine
-    store: SQLiteStore
+    store: Store
     config: Config
+    location: DbLocation
 
     async def rows(self) -> list[dict[str, Any]]:
         rows = await self.store.fetchall("SELECT * FROM attempts ORDER BY id")
@@ -71,7 +74,7 @@ RigFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
+async def rig(fake_llm: FakeLLM, new_location: NewLocation) -> AsyncIterator[RigFactory]:
     made: list[Rig] = []
 
     async def make(
@@ -79,7 +82,8 @@ async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
     ) -> Rig:
         base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
-        store = await SQLiteStore.open(tmp_path / f"engine{len(made)}.db")
+        location = new_location()
+        store = await open_store(location)
         providers = {n: build_provider(n, p) for n, p in cfg.providers.items()}
         engine = Engine(
             cfg,
@@ -88,7 +92,7 @@ async def rig(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[RigFactory]:
             ledger=Ledger(store, cfg),
             approver=approver,
         )
-        r = Rig(fake_llm, engine, store, cfg)
+        r = Rig(fake_llm, engine, store, cfg, location)
         made.append(r)
         return r
 
@@ -444,32 +448,28 @@ async def test_a_cancelled_paid_call_counts_its_worst_case(rig: RigFactory) -> N
     assert row["outcome"] == "cancelled" and row["cost_usd"] == pytest.approx(worst)
 
 
-async def test_an_approval_whose_run_goes_away_expires(tmp_path: Path) -> None:
+async def test_an_approval_whose_run_goes_away_expires(store: Store) -> None:
     import asyncio
 
     from core.config.models import ApprovalsConfig
     from core.engine.approvals import ApprovalBroker, ApprovalRequest
 
-    store = await SQLiteStore.open(tmp_path / "a.db")
-    try:
-        broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
+    broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
 
-        async def notify(record: Any, shown: Any) -> list[str]:
-            await shown(1, 1)  # one admin has the request: the run waits for a person
-            return []
+    async def notify(record: Any, shown: Any) -> list[str]:
+        await shown(1, 1)  # one admin has the request: the run waits for a person
+        return []
 
-        broker.notifiers.append(notify)
-        req = ApprovalRequest("r", "strategy", 3, "opus/claude-opus", "why", 0.1)
-        task = asyncio.create_task(broker.decide(req))
-        await until(broker.pending, what="the approval stored as pending")
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        record = await broker.get(1)
-        assert record is not None and record.status == "expired"
-        assert await broker.resolve(1, True, "@late") == (False, "this approval has expired")
-    finally:
-        await store.close()
+    broker.notifiers.append(notify)
+    req = ApprovalRequest("r", "strategy", 3, "opus/claude-opus", "why", 0.1)
+    task = asyncio.create_task(broker.decide(req))
+    await until(broker.pending, what="the approval stored as pending")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = await broker.get(1)
+    assert record is not None and record.status == "expired"
+    assert await broker.resolve(1, True, "@late") == (False, "this approval has expired")
 
 
 # -- a request's own 400 is not an outage (issue 13) ------------------------------------
@@ -613,7 +613,7 @@ async def test_an_unwritable_store_stops_a_request_before_any_upstream_call(
 ) -> None:
     """The row comes first: a store that cannot take it means nothing is sent or paid."""
     r = await rig()
-    await r.store.db.execute("PRAGMA query_only = ON")  # SQLite refuses every write
+    await set_read_only(r.store, r.location, True)  # the store refuses every write
     try:
         with pytest.raises(StoreUnavailable):
             if stream:
@@ -621,5 +621,5 @@ async def test_an_unwritable_store_stops_a_request_before_any_upstream_call(
             else:
                 await r.engine.complete(ask(task="chat"))
     finally:
-        await r.store.db.execute("PRAGMA query_only = OFF")
+        await set_read_only(r.store, r.location, False)
     assert r.fake.requests == []

@@ -4,26 +4,26 @@ case, so the doubled-budget retry can be refused where its first call was not.""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
 from core.errors import ProviderError
 from core.providers.testing import Answer, Fault, TestProvider
-from core.store.sqlite import SQLiteStore
+from core.store.open import open_store
+from core.store.path import DbLocation
 from core.types import ChatRequest, Message, ModelCall, ModelResponse
 from tests.configs import make_config, pyramid
 
 
 async def test_a_retry_whose_doubled_worst_case_passes_a_cap_is_skipped(
-    tmp_path: Path,
+    store_location: DbLocation,
 ) -> None:
     models = pyramid()["models"]
     models["local/qwen3:14b"]["cost"] = {"input": 0.0, "output": 1.0}  # $1 per 1M out
     # 1024 tokens ($0.001024) fit under the cap; the doubled 2048 ($0.002048) do not
     cfg = make_config(models=models, budgets={"tier": {"0": {"day": 0.0015}}})
-    store = await SQLiteStore.open(tmp_path / "gate.db")
+    store = await open_store(store_location)
     try:
         providers = {name: TestProvider(name) for name in cfg.providers}
         providers["local"].script("qwen3:14b", Answer("", reasoning="thinking"))

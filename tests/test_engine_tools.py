@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,8 @@ from core.engine.ledger import Ledger
 from core.engine.structured import JSON_NOTE, check_json, check_tool_calls, schema_error
 from core.errors import AllAttemptsFailed, CannotServe, ProviderError
 from core.providers.testing import Answer, Fault, TestProvider
-from core.store.sqlite import SQLiteStore
+from core.store.open import open_store
+from core.store.path import DbLocation
 from core.types import ChatRequest, Message, ResponseFormat, ToolCall, ToolChoice, ToolSpec
 from tests.configs import make_config
 from tests.test_drop_params import engine_for
@@ -324,8 +324,8 @@ async def test_dropped_parameters_are_left_out_per_model() -> None:
     assert (sent.seed, sent.parallel_tool_calls, sent.stop, sent.top_p) == (None, None, (), 0.5)
 
 
-async def test_the_ledger_counts_tool_calls_per_attempt(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "ledger.db")
+async def test_the_ledger_counts_tool_calls_per_attempt(store_location: DbLocation) -> None:
+    store = await open_store(store_location)
     try:
         cfg = make_config()
         providers = {name: TestProvider(name) for name in cfg.providers}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.facade import Facade
+from core.store.path import DbLocation
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERFACES = sorted([*(ROOT / "core" / "gateway").glob("*.py"), *(ROOT / "bot").rglob("*.py")])
@@ -37,7 +38,9 @@ def test_the_facade_holds_no_store_outbox_or_providers() -> None:
     assert not names & {"store", "outbox", "delivery", "providers", "health", "scheduler"}
 
 
-async def test_the_facades_registrations_lead_back_to_no_app(tmp_path: Path) -> None:
+async def test_the_facades_registrations_lead_back_to_no_app(
+    store_location: DbLocation,
+) -> None:
     # a bound App method (or a closure over the App) would hand the whole app to the bot
     from core.app import App
     from core.config.load import parse_config
@@ -47,7 +50,7 @@ async def test_the_facades_registrations_lead_back_to_no_app(tmp_path: Path) -> 
     app = await App.open(
         parse_config(pyramid(), warnings=[]),
         Settings(_env_file=None),  # type: ignore[call-arg]
-        tmp_path / "facade.db",
+        store_location,
     )
     try:
         facade = app.facade

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,19 +9,13 @@ import pytest
 
 from core.engine.ledger import Ledger, RequestMeta, baselines, price
 from core.parsing import parse_since
+from core.store.base import Store
 from core.store.migrations import MIGRATIONS
 from core.store.sqlite import SQLiteStore
 from core.types import Attempt, Usage
 from tests.configs import make_config
 
 CFG = make_config()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "ledger.db")
-    yield s
-    await s.close()
 
 
 def att(tier: int, ref: str, outcome: str = "ok", tin: int = 0, tout: int = 0) -> Attempt:
@@ -72,7 +65,7 @@ async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
         await s.close()
 
 
-async def test_report_groups_shares_and_savings(store: SQLiteStore) -> None:
+async def test_report_groups_shares_and_savings(store: Store) -> None:
     ledger = Ledger(store, CFG)
     # r1: tier-0 task answered locally (free)
     await ledger.record(RequestMeta("r1", 0, "chat"), att(0, "local/qwen3:14b", tin=1000, tout=500))
@@ -113,7 +106,7 @@ async def test_report_groups_shares_and_savings(store: SQLiteStore) -> None:
     assert [r.key for r in by_day.rows] == [datetime.now(UTC).strftime("%Y-%m-%d")]
 
 
-async def test_report_respects_the_period(store: SQLiteStore) -> None:
+async def test_report_respects_the_period(store: Store) -> None:
     ledger = Ledger(store, CFG)
     old = datetime.now(UTC) - timedelta(days=10)
     await ledger.record(RequestMeta("old", 0), att(1, "flash/gemini-flash", tin=10), when=old)
@@ -122,7 +115,7 @@ async def test_report_respects_the_period(store: SQLiteStore) -> None:
     assert (await ledger.report(timedelta(days=30))).requests == 2
 
 
-async def test_report_rejects_unknown_group(store: SQLiteStore) -> None:
+async def test_report_rejects_unknown_group(store: Store) -> None:
     with pytest.raises(ValueError, match="use one of tier, model"):
         await Ledger(store, CFG).report(timedelta(days=1), "colour")
 
@@ -132,7 +125,7 @@ def test_baselines_without_cloud_tier_above() -> None:
     assert cloud == pytest.approx(5.0) and top == pytest.approx(5.0)
 
 
-async def test_what_if_reprices_only_what_was_recorded(store: SQLiteStore) -> None:
+async def test_what_if_reprices_only_what_was_recorded(store: Store) -> None:
     from core.engine.whatif import what_if
     from tests.configs import pyramid
 

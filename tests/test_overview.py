@@ -3,11 +3,8 @@ agents whatever their number, and the records the gateway and the CLI print."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +14,7 @@ from core.config.settings import Settings
 from core.engine.ledger import RequestMeta, TraceStep
 from core.types import Attempt, Usage
 from tests.configs import make_config
+from tests.stores import NewLocation
 
 # 12:00 UTC: midnight in Tokyo (UTC+9) was at 15:00 UTC the day before
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -24,14 +22,14 @@ Opener = Callable[..., Awaitable[App]]
 
 
 @pytest.fixture
-async def open_app(tmp_path: Path) -> AsyncIterator[Opener]:
+async def open_app(new_location: NewLocation) -> AsyncIterator[Opener]:
     opened: list[App] = []
 
     async def open_(agents: list[dict[str, Any]]) -> App:
         app = await App.open(
             make_config(agents=agents),
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"overview{len(opened)}.db",
+            new_location(),
             clock=lambda: NOW,
         )
         opened.append(app)
@@ -47,29 +45,32 @@ def agent(name: str, **kw: Any) -> dict[str, Any]:
 
 
 async def insert(app: App, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Rows written through a connection of their own (times the store would not pick)."""
-
-    def write() -> None:
-        with sqlite3.connect(app.store.path) as con:
-            con.executemany(sql, rows)
-
-    await asyncio.to_thread(write)
+    """Rows written as they are (times the store would not pick)."""
+    async with app.store.transaction() as tx:
+        await tx.executemany(sql, rows)
 
 
-async def statements(app: App, read: Callable[[], Awaitable[Any]]) -> int:
-    """How many SQL statements ``read()`` makes the store's connection run."""
+async def statements(
+    app: App, read: Callable[[], Awaitable[Any]], monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """How many SQL statements ``read()`` makes the store run (on either engine: every
+    read outside a transaction goes through ``Store.fetchall``)."""
     seen: list[str] = []
-    await app.store.db.set_trace_callback(seen.append)
-    try:
+    fetchall = app.store.fetchall
+
+    async def counted(sql: str, params: Any = ()) -> Any:
+        seen.append(sql)
+        return await fetchall(sql, params)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.store, "fetchall", counted)
         await read()
-    finally:
-        await app.store.db.set_trace_callback(None)
     return len(seen)
 
 
 @pytest.mark.parametrize("n", [1, 1000])
 async def test_the_agents_overview_is_one_query_for_any_number_of_agents(
-    open_app: Opener, n: int
+    open_app: Opener, n: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It was three per agent (state, last run, cost today): 3,000 for 1,000 agents."""
     app = await open_app([agent(f"a{i}", schedule="0 7 * * *") for i in range(n)])
@@ -84,14 +85,14 @@ async def test_the_agents_overview_is_one_query_for_any_number_of_agents(
     async def read() -> None:
         rows.extend(await app.overview.agents())
 
-    assert await statements(app, read) == 1
+    assert await statements(app, read, monkeypatch) == 1
     assert [r.name for r in rows] == [f"a{i}" for i in range(n)]
     assert {r.cost_today_usd for r in rows} == {0.5}
 
 
-async def test_no_agents_no_query(open_app: Opener) -> None:
+async def test_no_agents_no_query(open_app: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
     app = await open_app([])
-    assert await statements(app, app.overview.agents) == 0
+    assert await statements(app, app.overview.agents, monkeypatch) == 0
 
 
 async def test_each_agent_in_its_own_day_and_state(open_app: Opener) -> None:

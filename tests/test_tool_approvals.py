@@ -4,8 +4,6 @@ bot (its side is tests/bot/test_tool_approvals.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -20,16 +18,9 @@ from core.engine.approvals import (
     Decision,
     PolicyApprover,
 )
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
 
 ARGS = '{"service": "web"}'
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "tool_approvals.db")
-    yield s
-    await s.close()
 
 
 def config(default: str = "deny", timeout_s: float = 600) -> ApprovalsConfig:
@@ -60,7 +51,7 @@ async def test_an_approver_that_fails_denies() -> None:
     assert await ask(Broken()) == Decision(False, "error", "the approver failed: RuntimeError")
 
 
-async def test_the_request_round_trips_through_the_store(store: SQLiteStore) -> None:
+async def test_the_request_round_trips_through_the_store(store: Store) -> None:
     b = ApprovalBroker(store, config())
     seen: list[ApprovalRecord] = []
     asked = asyncio.Event()
@@ -89,7 +80,7 @@ async def test_the_request_round_trips_through_the_store(store: SQLiteStore) -> 
     await b.drain()
 
 
-async def test_reaching_nobody_alerts_about_the_tool_not_a_tier(store: SQLiteStore) -> None:
+async def test_reaching_nobody_alerts_about_the_tool_not_a_tier(store: Store) -> None:
     b = ApprovalBroker(store, config())
     alerts: list[str] = []
 

@@ -1,9 +1,7 @@
-"""An App with agents, in front of the fake LLM server, on a temp SQLite file."""
+"""An App with agents, in front of the fake LLM server, on each engine's fresh database."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,15 @@ from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 from tests.fakes.wait import until
+from tests.stores import NewLocation
 
 AppFactory = Callable[..., Awaitable[App]]
 
 
 @pytest.fixture
-async def make_app(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[AppFactory]:
+async def make_app(
+    fake_llm: FakeLLM, tmp_path: Path, new_location: NewLocation
+) -> AsyncIterator[AppFactory]:
     opened: list[App] = []
 
     async def make(agents: list[dict[str, Any]], **overrides: Any) -> App:
@@ -30,7 +31,7 @@ async def make_app(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[AppFactor
         app = await App.open(
             cfg,
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"agents{len(opened)}.db",
+            new_location(),
             base_dir=tmp_path,
         )
         opened.append(app)
@@ -63,16 +64,3 @@ async def set_last_fire(app: App, agent: str, when: str) -> None:
     """The agent's last handled fire, as an earlier process recorded it."""
     async with app.store.transaction() as tx:
         await app.runner.states.set_last_fire(tx, agent, when)
-
-
-def add_trigger(path: Path, sql: str) -> None:
-    """Create a real SQLite trigger on a connection of its own (the app's store is open):
-    it makes one write fail as a crash or a full disk would, with nothing replaced."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute(sql)
-        db.commit()
-
-
-def drop_trigger(path: Path, name: str) -> None:
-    """Undo :func:`add_trigger`."""
-    add_trigger(path, f"DROP TRIGGER {name}")

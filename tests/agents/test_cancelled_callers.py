@@ -5,8 +5,6 @@ one step, so the run is carried out, or was never written."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from core.agents.runs import Status, Trigger
 from tests.agents.conftest import AppFactory, wait_done
 from tests.fakes.llm import FakeLLM, echo
 from tests.fakes.wait import until
+from tests.stores import NewLocation, write_lock_held
 
 
 def agent(name: str) -> dict[str, Any]:
@@ -28,19 +27,18 @@ async def _yield(times: int = 3) -> None:
 
 @pytest.mark.parametrize("entry", ["start", "run"])
 async def test_a_caller_cancelled_mid_commit_still_gets_its_run_carried_out(
-    make_app: AppFactory, fake_llm: FakeLLM, entry: str
+    make_app: AppFactory, fake_llm: FakeLLM, new_location: NewLocation, entry: str
 ) -> None:
     fake_llm.default = echo
     app = await make_app([agent("a")])
-    # another connection holds the write lock: the run's transaction waits inside SQLite
-    with contextlib.closing(sqlite3.connect(app.store.path, isolation_level=None)) as blocker:
-        blocker.execute("BEGIN IMMEDIATE")
+    # another connection holds the write lock: the run's transaction waits inside the
+    # database; the block's end releases it, and the store's transaction commits
+    with write_lock_held(new_location.made[0]):
         call = getattr(app.runner, entry)("a", Trigger.API)
         caller = asyncio.create_task(call)
         await _yield()
         caller.cancel()
         await _yield()
-        blocker.execute("ROLLBACK")  # the store's transaction gets the lock and commits
     with pytest.raises(asyncio.CancelledError):
         await caller
     (row,) = await _wait_for_run(app)

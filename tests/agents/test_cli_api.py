@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.wait import until
 from tests.procs import run_cli as openclaw
 from tests.procs import start_serve
+from tests.stores import location_env
 
 CONFIG = """
 [gateway]
@@ -50,13 +52,13 @@ message = "manual run"
 
 
 @pytest.fixture
-def env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
+def env(fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation) -> dict[str, str]:
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama")), encoding="utf-8")
     out = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
     return out | {
         "OPENCLAW_CONFIG": str(cfg),
-        "OPENCLAW_DB": str(tmp_path / "cli.db"),
+        "OPENCLAW_DB": location_env(store_location),
         "OPENCLAW_GATEWAY_TOKEN": "tok-123",
     }
 

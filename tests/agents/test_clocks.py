@@ -9,6 +9,7 @@ from typing import Any
 
 from core.app import App
 from core.config.settings import Settings
+from core.store.path import DbLocation
 from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_run
 from tests.configs import make_config, pyramid_urls
@@ -71,7 +72,7 @@ async def test_recovery_retries_runs_interrupted_within_the_window_only(
 
 
 async def test_app_open_gives_its_one_clock_to_everything_that_stamps_time(
-    fake_llm: FakeLLM, tmp_path: Path
+    fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation
 ) -> None:
     # a run through the whole app on a stopped clock: its row, its session and its outbox row
     # carry that time, and the other clock readers got the same clock
@@ -81,7 +82,7 @@ async def test_app_open_gives_its_one_clock_to_everything_that_stamps_time(
     app = await App.open(
         cfg,
         Settings(_env_file=None),  # type: ignore[call-arg]
-        tmp_path / "clock.db",
+        store_location,
         base_dir=tmp_path,
         clock=clock,
     )

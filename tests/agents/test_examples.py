@@ -12,6 +12,7 @@ from aiohttp import web
 from core.app import App
 from core.config.load import parse_config
 from core.config.settings import Settings
+from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, echo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,9 @@ async def feeds() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def test_example_agents_run(fake_llm: FakeLLM, feeds: str, tmp_path: Path) -> None:
+async def test_example_agents_run(
+    fake_llm: FakeLLM, feeds: str, store_location: DbLocation
+) -> None:
     fake_llm.default = echo
     doc = tomllib.loads((ROOT / "openclaw.example.toml").read_text(encoding="utf-8"))
     for p in doc["providers"].values():  # every provider → the loopback fake, no keys
@@ -59,7 +62,7 @@ async def test_example_agents_run(fake_llm: FakeLLM, feeds: str, tmp_path: Path)
     app = await App.open(
         config,
         Settings(_env_file=None),  # type: ignore[call-arg]
-        tmp_path / "x.db",
+        store_location,
         base_dir=ROOT,
     )
     try:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, FakeToolCall, RecordedRequest, Reply
 from tests.fakes.wait import until
 from tests.procs import start_serve
+from tests.stores import location_env, run_sql
 
 CONFIG = """
 [gateway]
@@ -48,14 +49,13 @@ def chat(r: RecordedRequest) -> bool:
     return r.path.startswith("/api/chat")
 
 
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return list(conn.execute(sql))
+def rows(db: DbLocation, sql: str) -> list[tuple[object, ...]]:
+    return run_sql(db, sql)
 
 
 @pytest.mark.timeout(180)
 async def test_kill_9_mid_loop_then_a_fresh_loop_and_the_old_steps_kept(
-    fake_llm: FakeLLM, tmp_path: Path
+    fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation
 ) -> None:
     call = Reply(text="", tool_calls=[FakeToolCall("notify", {"text": "OLD-RUN-NOTICE"})])
     fake_llm.script(
@@ -67,10 +67,10 @@ async def test_kill_9_mid_loop_then_a_fresh_loop_and_the_old_steps_kept(
     )
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama")), encoding="utf-8")
-    db = tmp_path / "loop.db"
+    db = store_location
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")} | {
         "OPENCLAW_CONFIG": str(cfg),
-        "OPENCLAW_DB": str(db),
+        "OPENCLAW_DB": location_env(db),
         "OPENCLAW_GATEWAY_TOKEN": "tok-123",
     }
     import httpx

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +15,13 @@ from core.agents.tools.base import ToolContext, ToolFailure
 from core.agents.tools.memory import KEYS_LISTED, Recall, Remember
 from core.app import App
 from core.config.settings import Settings
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
+from core.store.open import open_store
+from core.store.path import DbLocation
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, FakeToolCall, Reply
 from tests.procs import run_cli as openclaw
+from tests.stores import location_env
 
 T0 = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
 
@@ -32,21 +34,16 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "memory.db")
-    yield s
-    await s.close()
-
-
 def ctx(agent: str, run_id: int) -> ToolContext:
     return ToolContext(agent=agent, run_id=run_id)
 
 
-async def test_a_fact_stored_in_one_run_is_recalled_after_a_restart(tmp_path: Path) -> None:
-    db = tmp_path / "restart.db"
+async def test_a_fact_stored_in_one_run_is_recalled_after_a_restart(
+    store_location: DbLocation,
+) -> None:
+    db = store_location
     clock = Clock()
-    first = await SQLiteStore.open(db)
+    first = await open_store(db)
     remember = Remember(Memory(first, clock))
     stored = await remember({"key": "last_status", "value": "green"}, ctx("watch", 7))
     assert stored.content == "Stored under 'last_status' (5 B)."
@@ -54,7 +51,7 @@ async def test_a_fact_stored_in_one_run_is_recalled_after_a_restart(tmp_path: Pa
     assert remember.target({"key": "last_status", "value": "x"}) == "last_status"
     await first.close()  # the process ends
 
-    second = await SQLiteStore.open(db)
+    second = await open_store(db)
     try:
         recall = Recall(Memory(second, clock))
         found = await recall({"key": "last_status"}, ctx("watch", 8))
@@ -71,7 +68,7 @@ async def test_a_fact_stored_in_one_run_is_recalled_after_a_restart(tmp_path: Pa
         await second.close()
 
 
-async def test_agents_do_not_see_each_others_keys(store: SQLiteStore) -> None:
+async def test_agents_do_not_see_each_others_keys(store: Store) -> None:
     memory = Memory(store, Clock())
     await Remember(memory)({"key": "secret", "value": "a's"}, ctx("a", 1))
     recall = Recall(memory)
@@ -86,7 +83,7 @@ async def test_agents_do_not_see_each_others_keys(store: SQLiteStore) -> None:
     assert (await recall({"key": "secret"}, ctx("a", 4))).content.endswith("\na's")
 
 
-async def test_a_missed_recall_lists_at_most_fifty_keys_newest_first(store: SQLiteStore) -> None:
+async def test_a_missed_recall_lists_at_most_fifty_keys_newest_first(store: Store) -> None:
     clock = Clock()
     memory = Memory(store, clock)
     for i in range(KEYS_LISTED + 3):
@@ -97,7 +94,7 @@ async def test_a_missed_recall_lists_at_most_fifty_keys_newest_first(store: SQLi
     assert "'k02'" not in missed.content and missed.content.endswith("(and 3 more).")
 
 
-async def test_a_long_value_is_cut_and_the_model_told(store: SQLiteStore) -> None:
+async def test_a_long_value_is_cut_and_the_model_told(store: Store) -> None:
     memory = Memory(store, Clock())
     result = await Remember(memory)(
         {"key": "page", "value": "x" * (MAX_VALUE_CHARS + 5)}, ctx("a", 1)
@@ -111,7 +108,7 @@ async def test_a_long_value_is_cut_and_the_model_told(store: SQLiteStore) -> Non
 
 
 async def test_a_new_key_past_max_keys_is_refused_but_an_old_one_is_replaced(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     async with store.transaction() as tx:  # one transaction: 500 puts would be 500 commits
         for i in range(MAX_KEYS):
@@ -170,15 +167,15 @@ message = "digest"
 
 
 @pytest.fixture
-def env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
+def env(fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation) -> dict[str, str]:
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(CONFIG.format(ollama=fake_llm.base_url("ollama")), encoding="utf-8")
     out = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    return out | {"OPENCLAW_CONFIG": str(cfg), "OPENCLAW_DB": str(tmp_path / "cli.db")}
+    return out | {"OPENCLAW_CONFIG": str(cfg), "OPENCLAW_DB": location_env(store_location)}
 
 
-async def _seed(db: Path) -> None:
-    store = await SQLiteStore.open(db)
+async def _seed(db: DbLocation) -> None:
+    store = await open_store(db)
     try:
         clock = Clock()
         memory = Memory(store, clock)
@@ -190,8 +187,10 @@ async def _seed(db: Path) -> None:
         await store.close()
 
 
-async def test_memory_lists_prints_json_forgets_and_clears(env: dict[str, str]) -> None:
-    await _seed(Path(env["OPENCLAW_DB"]))
+async def test_memory_lists_prints_json_forgets_and_clears(
+    env: dict[str, str], store_location: DbLocation
+) -> None:
+    await _seed(store_location)
     code, out, err = await openclaw(env, "memory", "watch")
     assert code == 0, err
     assert out.splitlines() == [
@@ -230,7 +229,7 @@ async def test_memory_of_an_unknown_agent_is_an_error_with_the_closest_names(
 
 
 async def test_an_agent_recalls_in_its_next_run_what_it_remembered_before_a_restart(
-    fake_llm: FakeLLM, tmp_path: Path
+    fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation
 ) -> None:
     cfg = make_config(
         pyramid_urls(fake_llm.base_url),
@@ -245,7 +244,7 @@ async def test_an_agent_recalls_in_its_next_run_what_it_remembered_before_a_rest
         ],
     )
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    db = tmp_path / "loop.db"
+    db = store_location
     fake_llm.script(
         "qwen3:14b",
         Reply(text="", tool_calls=[FakeToolCall("remember", {"key": "last", "value": "green"})]),

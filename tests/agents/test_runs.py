@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import pytest
 from core.agents.runner import MAX_RECOVERIES, UnknownAgent
 from core.agents.runs import Runs, Status, Trigger
 from core.store.times import utcnow_iso
-from tests.agents.conftest import AppFactory, add_run, add_trigger, wait_done
+from tests.agents.conftest import AppFactory, add_run, wait_done
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply, echo
 from tests.fakes.wait import until
+from tests.stores import REFUSED, NewLocation, add_refusal
 
 
 def agent(name: str, **kw: Any) -> dict[str, Any]:
@@ -325,27 +325,27 @@ async def test_a_catch_up_run_handed_back_by_recovery_still_ends_late(
     assert (await wait_done(app, on_time)).status == "ok"
 
 
-# real SQLite triggers that fail one of the two writes
-REFUSE_OUTBOX_ROWS = (
-    "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused'); END"
-)
-REFUSE_THE_OUTCOME = (
-    "CREATE TRIGGER refuse BEFORE UPDATE OF status ON runs WHEN NEW.status <> 'running'"
-    " BEGIN SELECT RAISE(ABORT, 'refused'); END"
-)
+# real triggers that fail one of the two writes: (event, table, when)
+REFUSE_OUTBOX_ROWS = ("INSERT", "outbox", None)
+REFUSE_THE_OUTCOME = ("UPDATE OF status", "runs", "NEW.status <> 'running'")
 
 
-@pytest.mark.parametrize("trigger", [REFUSE_OUTBOX_ROWS, REFUSE_THE_OUTCOME])
+@pytest.mark.parametrize(
+    "trigger", [REFUSE_OUTBOX_ROWS, REFUSE_THE_OUTCOME], ids=["outbox", "outcome"]
+)
 async def test_a_run_outcome_and_its_messages_are_written_together(
-    make_app: AppFactory, fake_llm: FakeLLM, tmp_path: Path, trigger: str
+    make_app: AppFactory,
+    fake_llm: FakeLLM,
+    new_location: NewLocation,
+    trigger: tuple[str, str, str | None],
 ) -> None:
     # whichever of the two writes fails, the other must not land: a finished run without
     # its digest loses the digest; a digest queued for a run still "running" is sent again
     # when recovery retries the run
     fake_llm.default = echo
     app = await make_app([agent("d", deliver=["log"])])
-    await asyncio.to_thread(add_trigger, tmp_path / "agents0.db", trigger)
-    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+    await asyncio.to_thread(add_refusal, new_location.made[0], "refuse", *trigger)
+    with pytest.raises(REFUSED, match="refused"):
         await app.runner.run("d", "cli")
     assert len(fake_llm.requests) == 1  # the work was done: only its record failed
     (row,) = await app.store.fetchall("SELECT status, finished_at, output, error FROM runs")

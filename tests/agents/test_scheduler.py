@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,12 +14,11 @@ from core.agents.scheduler import fires_between, latest_fire, plan_catch_up
 from core.store.times import utcnow_iso
 from tests.agents.conftest import (
     AppFactory,
-    add_trigger,
-    drop_trigger,
     set_last_fire,
     wait_done,
 )
 from tests.fakes.llm import FakeLLM, echo
+from tests.stores import REFUSED, NewLocation, add_refusal, drop_refusal
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -202,44 +199,45 @@ async def test_fire_records_and_runs(make_app: AppFactory, fake_llm: FakeLLM) ->
     assert (await app.runner.states.get("a")).last_fire == utcnow_iso(when)
 
 
-async def test_a_fire_is_recorded_only_with_its_run(make_app: AppFactory, tmp_path: Path) -> None:
+async def test_a_fire_is_recorded_only_with_its_run(
+    make_app: AppFactory, new_location: NewLocation
+) -> None:
     """A crash between the two writes must not leave the fire recorded and no run: catch-up
     would then skip it. A failing run insert (a real trigger) stands in for the crash."""
     app = await make_app([hourly("a"), hourly("b")])
-    db = tmp_path / "agents0.db"
-    await asyncio.to_thread(add_trigger, db, NO_RUNS)
-    with pytest.raises(sqlite3.IntegrityError):
+    db = new_location.made[0]
+    await asyncio.to_thread(add_refusal, db, "refuse", *NO_RUNS)
+    with pytest.raises(REFUSED):
         await app.scheduler.fire("a", utc(2026, 11, 25, 11))
     assert (await app.runner.states.get("a")).last_fire is None
     # the same holds for catch-up's late run, missed record and new last fire
     now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
     before = utcnow_iso(now - timedelta(hours=3))
     await set_last_fire(app, "b", before)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(REFUSED):
         await app.scheduler.catch_up(now)
     assert (await app.runner.states.get("b")).last_fire == before
-    await asyncio.to_thread(drop_trigger, db, "refuse")
+    await asyncio.to_thread(drop_refusal, db, "refuse", "runs")
     assert len(await app.scheduler.catch_up(now)) == 1  # nothing was lost: it runs now
 
 
-NO_RUNS = "CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'crash'); END"
+NO_RUNS = ("INSERT", "runs", None, "crash")
 NO_FIRE_RECORDS = [
-    f"CREATE TRIGGER refuse_{when} BEFORE {when} ON agent_state WHEN NEW.last_fire IS NOT NULL"
-    " BEGIN SELECT RAISE(ABORT, 'crash'); END"
+    (f"refuse_{when}", when, "agent_state", "NEW.last_fire IS NOT NULL", "crash")
     for when in ("INSERT", "UPDATE")
 ]
 
 
 async def test_a_run_is_started_only_with_its_fire_recorded(
-    make_app: AppFactory, fake_llm: FakeLLM, tmp_path: Path
+    make_app: AppFactory, fake_llm: FakeLLM, new_location: NewLocation
 ) -> None:
     """The other order: a run without its fire recorded runs twice, once now and once
     when catch-up finds the fire unhandled. Here the fire's record fails."""
     fake_llm.default = echo
     app = await make_app([hourly("a")])
-    for sql in NO_FIRE_RECORDS:
-        await asyncio.to_thread(add_trigger, tmp_path / "agents0.db", sql)
-    with pytest.raises(sqlite3.IntegrityError):
+    for refusal in NO_FIRE_RECORDS:
+        await asyncio.to_thread(add_refusal, new_location.made[0], *refusal)
+    with pytest.raises(REFUSED):
         await app.scheduler.fire("a", datetime.now(UTC).replace(microsecond=0))
     assert await app.runner.runs.recent() == []
     assert fake_llm.requests == []

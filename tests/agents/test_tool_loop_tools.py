@@ -14,6 +14,7 @@ from aiohttp import web
 
 from core.app import App
 from core.config.settings import Settings
+from core.store.path import DbLocation
 from tests.agents.conftest import AppFactory
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, FakeToolCall, RecordedRequest, Reply
@@ -104,9 +105,11 @@ async def test_a_command_tool_gets_an_injection_attempt_as_one_literal_argument(
     assert repr([evil]).replace('"', '\\"') in json.dumps(chats(fake_llm)[1].body)
 
 
-async def test_memory_survives_runs_and_a_restart(fake_llm: FakeLLM, tmp_path: Path) -> None:
+async def test_memory_survives_runs_and_a_restart(
+    fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation
+) -> None:
     cfg = make_config(pyramid_urls(fake_llm.base_url), agents=[agent(["remember", "recall"])])
-    db = tmp_path / "memory.db"
+    db = store_location
 
     async def open_app() -> App:
         return await App.open(cfg, Settings(_env_file=None), db, base_dir=tmp_path)  # type: ignore[call-arg]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +13,10 @@ from core.app import App
 from core.config.settings import Settings
 from core.gateway import Gateway
 from core.gateway.limits import Limits
+from core.store.path import DbLocation
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
+from tests.stores import NewLocation
 
 TOKEN = "test-gateway-token-0123456789"
 
@@ -25,6 +26,7 @@ class Running:
     app: App
     gateway: Gateway
     fake: FakeLLM
+    location: DbLocation  # the app's database
 
     @property
     def url(self) -> str:
@@ -42,7 +44,9 @@ GatewayFactory = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+async def start_gateway(
+    fake_llm: FakeLLM, new_location: NewLocation
+) -> AsyncIterator[GatewayFactory]:
     started: list[Running] = []
 
     async def start(
@@ -55,14 +59,15 @@ async def start_gateway(fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Gate
         base = pyramid_urls(fake_llm.base_url) | (urls or {})
         cfg = make_config(base, **overrides)
         settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
-        app = await App.open(cfg, settings, tmp_path / f"gw{len(started)}.db")
+        location = new_location()
+        app = await App.open(cfg, settings, location)
         gw = Gateway(app.facade, TOKEN, "127.0.0.1", port, limits=limits)
         try:
             await gw.start()
         except BaseException:
             await app.close()
             raise
-        running = Running(app, gw, fake_llm)
+        running = Running(app, gw, fake_llm, location)
         started.append(running)
         return running
 

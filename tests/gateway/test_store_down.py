@@ -3,12 +3,13 @@ then answered 500, a stream ended with neither a finish nor an error event, star
 run answered 500. Now every route answers 503 with Retry-After before anything is sent
 upstream, and a stream that began always ends with a finish or an error event.
 
-The store is made unwritable for real: ``PRAGMA query_only`` makes SQLite refuse every
-write with SQLITE_READONLY, as a read-only file or mount does (chmod is no test as root).
+The store is made unwritable for real, on each engine: SQLite refuses every write with
+SQLITE_READONLY, PostgreSQL with SQLSTATE 25006 (:func:`tests.stores.set_read_only`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,16 +20,17 @@ from tests.configs import pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.gateway.conftest import GatewayFactory, Running
 from tests.gateway.test_http import CHAT, assert_openai_error
+from tests.stores import run_sql, set_read_only
 
 AGENTS = [{"name": "a", "message": "hello", "task": "chat", "deliver": ["log"]}]
 
 
 async def make_read_only(gw: Running) -> None:
-    await gw.app.store.db.execute("PRAGMA query_only = ON")
+    await set_read_only(gw.app.store, gw.location, True)
 
 
 async def make_writable(gw: Running) -> None:
-    await gw.app.store.db.execute("PRAGMA query_only = OFF")
+    await set_read_only(gw.app.store, gw.location, False)
 
 
 def assert_503(r: httpx.Response) -> None:
@@ -86,7 +88,7 @@ async def test_no_route_answers_500_on_an_unwritable_store(gw: Running) -> None:
 @pytest.mark.parametrize(
     ("breakage", "code"),
     [
-        ("PRAGMA query_only = ON", "store_unavailable"),  # the disk went read-only
+        ("read-only", "store_unavailable"),  # the disk went read-only
         ("ALTER TABLE attempts RENAME TO attempts_gone", "internal_error"),  # any other fault
     ],
 )
@@ -109,7 +111,10 @@ async def test_a_stream_the_store_fails_under_ends_with_an_error_event(
                 data = line.removeprefix("data: ")
                 events.append(data if data == "[DONE]" else json.loads(data))
                 if len(events) == 1:
-                    await gw.app.store.db.execute(breakage)
+                    if breakage == "read-only":
+                        await make_read_only(gw)
+                    else:
+                        await asyncio.to_thread(run_sql, gw.location, breakage)
     chunks = [e for e in events if isinstance(e, dict) and "choices" in e]
     assert chunks and chunks[0]["choices"][0]["delta"]["content"]
     last = events[-1]

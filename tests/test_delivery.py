@@ -7,7 +7,6 @@ crash, is retried with a backoff, and once confirmed is never sent again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import shutil
@@ -27,12 +26,16 @@ from core.config.settings import Settings
 from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
 from core.delivery.outbox import CHANNEL_WAIT_S, Outbox, _claimable_sql
 from core.delivery.worker import DeliveryWorker
+from core.store.base import Store
+from core.store.open import open_store
+from core.store.path import DbLocation
 from core.store.sqlite import SQLiteStore
 from core.store.times import utcnow_iso
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.wait import until
 from tests.readonly import open_read_only
+from tests.stores import REFUSED, add_refusal, sqlite_only
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
 SLACK_ENV = "OPENCLAW_TEST_SLACK"
@@ -67,15 +70,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "x.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 class Clock:
     """The outbox's wall clock, moved by the test: a row becomes due, or a claim stale,
     because its time came, not because the test waited or rewrote the row."""
@@ -102,7 +96,7 @@ def slack_url(receiver: FakeReceiver, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
-def make_outbox(store: SQLiteStore, clock: Clock | None = None, **delivery: Any) -> Outbox:
+def make_outbox(store: Store, clock: Clock | None = None, **delivery: Any) -> Outbox:
     cfg = {"backoff_s": [0.01], "max_attempts": 3, "claim_timeout_s": 60.0} | delivery
     timing = {"clock": clock} if clock is not None else {}
     return Outbox(store, Templates(TEMPLATES), DeliveryConfig(**cfg), **timing)
@@ -132,11 +126,11 @@ def make_worker(
     return DeliveryWorker(outbox, make_channels(receiver, http), owner)
 
 
-async def all_rows(store: SQLiteStore) -> list[dict[str, Any]]:
+async def all_rows(store: Store) -> list[dict[str, Any]]:
     return [dict(r) for r in await store.fetchall("SELECT * FROM outbox ORDER BY id")]
 
 
-async def one_row(store: SQLiteStore, row_id: int = 1) -> dict[str, Any]:
+async def one_row(store: Store, row_id: int = 1) -> dict[str, Any]:
     rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
     assert rows, f"no outbox row {row_id}"
     return dict(rows[0])
@@ -146,7 +140,7 @@ def parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-async def wait_for_status(store: SQLiteStore, status: str, row_id: int = 1) -> dict[str, Any]:
+async def wait_for_status(store: Store, status: str, row_id: int = 1) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
         rows = await store.fetchall("SELECT * FROM outbox WHERE id = ?", (row_id,))
         return dict(rows[0]) if rows and rows[0]["status"] == status else None
@@ -154,16 +148,28 @@ async def wait_for_status(store: SQLiteStore, status: str, row_id: int = 1) -> d
     return await until(reached, DEADLINE_S, f"row {row_id} becoming {status}")
 
 
-def event_waiters() -> list[asyncio.Task[Any]]:
-    """Tasks waiting on an asyncio.Event: a worker's run() between drains has two."""
-    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Event.wait"]
+def event_waiters(*events: asyncio.Event) -> list[asyncio.Task[Any]]:
+    """Tasks waiting on one of ``events``: a worker's run() between drains has two, on its
+    stop event and on the outbox's wakeup (a store may wait on events of its own: the
+    PostgreSQL pool's workers do)."""
+
+    def waits_on(task: asyncio.Task[Any]) -> bool:
+        coro: Any = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        return (
+            coro.__qualname__ == "Event.wait"
+            and frame is not None
+            and any(frame.f_locals.get("self") is e for e in events)
+        )
+
+    return [t for t in asyncio.all_tasks() if waits_on(t)]
 
 
 # -- enqueue, render, send -----------------------------------------------------------------
 
 
 async def test_enqueue_writes_a_rendered_row_per_target_before_any_send(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
@@ -199,7 +205,7 @@ async def test_enqueue_writes_a_rendered_row_per_target_before_any_send(
 
 
 async def test_drain_sends_each_row_and_stores_the_confirmation(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(7, "digest", ["slack:ops", "webhook:hook", "log"], CTX)
@@ -223,12 +229,12 @@ async def test_drain_sends_each_row_and_stores_the_confirmation(
     assert await outbox.pending_count() == 0
 
 
-async def test_a_late_run_is_marked_in_slack(store: SQLiteStore) -> None:
+async def test_a_late_run_is_marked_in_slack(store: Store) -> None:
     body = await make_outbox(store).render("slack:ops", CTX | {"status": "late"})
     assert body.splitlines()[0] == "*morning-digest* _(late)_"
 
 
-async def test_enqueue_without_targets_writes_nothing(store: SQLiteStore) -> None:
+async def test_enqueue_without_targets_writes_nothing(store: Store) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", [], CTX)
     assert await all_rows(store) == []
@@ -239,7 +245,7 @@ async def test_enqueue_without_targets_writes_nothing(store: SQLiteStore) -> Non
 
 
 async def test_server_errors_are_retried_with_backoff_until_delivered(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, slack_url: str
 ) -> None:
     receiver.script("/slack", Answer(500, "boom"), Answer(503, "busy"))
     clock = Clock()
@@ -268,7 +274,7 @@ async def test_server_errors_are_retried_with_backoff_until_delivered(
 
 
 async def test_backoff_steps_follow_the_attempt_count(
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -292,7 +298,7 @@ def _http_date(seconds_ahead: float) -> str:
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_429_waits_at_least_retry_after(
     form: str,
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -326,7 +332,7 @@ async def test_odd_retry_after_values_neither_crash_nor_stall(
     header: str,
     at_least_s: float,
     at_most_s: float,
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -345,7 +351,7 @@ async def test_odd_retry_after_values_neither_crash_nor_stall(
 
 @pytest.mark.parametrize("status", [400, 404])
 async def test_a_permanent_4xx_fails_after_one_attempt(
-    status: int, store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    status: int, store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     receiver.script("/hook", Answer(status, "no_such_hook"))
     outbox = make_outbox(store, backoff_s=[0.0])
@@ -364,7 +370,7 @@ async def test_a_permanent_4xx_fails_after_one_attempt(
 
 
 async def test_max_attempts_exhausted_fails_the_row(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     receiver.script("/hook", *(Answer(502, "bad gateway") for _ in range(5)))
     outbox = make_outbox(store, backoff_s=[0.0], max_attempts=3)
@@ -381,7 +387,7 @@ async def test_max_attempts_exhausted_fails_the_row(
 
 
 async def test_a_refused_connection_is_retried(
-    store: SQLiteStore, http: aiohttp.ClientSession, receiver: FakeReceiver, closed_port: int
+    store: Store, http: aiohttp.ClientSession, receiver: FakeReceiver, closed_port: int
 ) -> None:
     config = make_config(
         channels={"webhook": {"hook": {"url": f"http://127.0.0.1:{closed_port}/"}}}
@@ -396,7 +402,7 @@ async def test_a_refused_connection_is_retried(
 
 
 async def test_a_redirect_is_not_followed_as_a_bodyless_get(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # aiohttp would turn the POST into a GET to /moved, whose 200 confirms nothing
     receiver.script("/hook", Answer(302, "", location="/moved"))
@@ -410,7 +416,7 @@ async def test_a_redirect_is_not_followed_as_a_bodyless_get(
 
 
 async def test_a_bad_slack_url_is_not_written_to_the_outbox(
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
@@ -428,7 +434,7 @@ async def test_a_bad_slack_url_is_not_written_to_the_outbox(
 
 
 async def test_an_unset_slack_url_waits_without_spending_attempts(
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
@@ -468,7 +474,7 @@ async def test_an_unset_slack_url_waits_without_spending_attempts(
 async def test_a_missing_channel_keeps_the_row_waiting(
     target: str,
     error: str,
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
@@ -485,13 +491,13 @@ async def test_a_missing_channel_keeps_the_row_waiting(
 
 
 async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
-    tmp_path: Path,
+    store_location: DbLocation,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     slack_url: str,
 ) -> None:
-    path = tmp_path / "x.db"
-    first = await SQLiteStore.open(path)
+    path = store_location
+    first = await open_store(path)
     try:
         outbox = make_outbox(first)
         await outbox.enqueue(1, "digest", ["slack:ops", "webhook:hook"], CTX)
@@ -500,7 +506,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
         await first.close()  # the process dies here: nothing was sent
     assert receiver.received == []
 
-    second = await SQLiteStore.open(path)
+    second = await open_store(path)
     try:
         outbox = make_outbox(second)
         worker = make_worker(outbox, receiver, http, owner="proc-b")
@@ -512,7 +518,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
     finally:
         await second.close()
 
-    third = await SQLiteStore.open(path)  # and a restart after that sends nothing again
+    third = await open_store(path)  # and a restart after that sends nothing again
     try:
         assert await make_worker(make_outbox(third), receiver, http, "proc-c").drain() == 0
     finally:
@@ -521,7 +527,7 @@ async def test_rows_survive_a_crash_and_are_sent_once_by_the_next_process(
 
 
 async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession, clock: Clock
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession, clock: Clock
 ) -> None:
     outbox = make_outbox(store, clock, claim_timeout_s=60.0)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -544,7 +550,7 @@ async def test_a_stale_claim_is_released_and_sent_but_a_fresh_one_is_not(
 
 
 async def test_a_late_failure_does_not_undo_a_delivery_by_another_worker(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -562,7 +568,7 @@ async def test_a_late_failure_does_not_undo_a_delivery_by_another_worker(
 
 
 async def test_a_late_confirmation_still_counts_after_the_claim_went_stale(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
@@ -577,15 +583,15 @@ async def test_a_late_confirmation_still_counts_after_the_claim_went_stale(
 @pytest.mark.parametrize("stores", ["one store", "a store each"])
 async def test_two_workers_draining_at_once_send_each_row_once(
     stores: str,
-    tmp_path: Path,
-    store: SQLiteStore,
+    store_location: DbLocation,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
 ) -> None:
     outbox_a = make_outbox(store)
     for run_id in range(1, 41):
         await outbox_a.enqueue(run_id, "digest", ["webhook:hook"], CTX | {"run_id": run_id})
-    other = store if stores == "one store" else await SQLiteStore.open(tmp_path / "x.db")
+    other = store if stores == "one store" else await open_store(store_location)
     try:
         worker_a = make_worker(outbox_a, receiver, http, owner="proc-a")
         worker_b = make_worker(make_outbox(other), receiver, http, owner="proc-b")
@@ -633,7 +639,7 @@ class GateChannel:
             self.changed.set()
 
 
-async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: SQLiteStore) -> None:
+async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: Store) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. a chat at its flood limit
     for run_id in range(2, 52):
@@ -650,7 +656,7 @@ async def test_a_waiting_row_does_not_hold_up_the_rows_behind_it(store: SQLiteSt
     assert {r["status"] for r in await all_rows(store)} == {"delivered"}
 
 
-async def test_sends_in_flight_stay_within_the_cap(store: SQLiteStore) -> None:
+async def test_sends_in_flight_stay_within_the_cap(store: Store) -> None:
     outbox = make_outbox(store)
     gate = GateChannel()
     gate.open.set()
@@ -674,7 +680,7 @@ def count_claims(outbox: Outbox, delay_s: float = 0.0) -> list[float]:
     return started
 
 
-async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: SQLiteStore) -> None:
+async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: Store) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     claims = count_claims(outbox)
@@ -687,7 +693,7 @@ async def test_a_drain_waiting_on_a_send_does_not_poll_the_store(store: SQLiteSt
     assert await asyncio.wait_for(drain, DEADLINE_S) == 1
 
 
-async def test_slow_claims_are_paced_while_sends_are_in_flight(store: SQLiteStore) -> None:
+async def test_slow_claims_are_paced_while_sends_are_in_flight(store: Store) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     for run_id in range(2, 12):  # one target: each row is claimable once the last is sent
@@ -705,7 +711,7 @@ async def test_slow_claims_are_paced_while_sends_are_in_flight(store: SQLiteStor
     assert gate.sent.count("fast") == 10
 
 
-async def test_cancelling_drain_stops_the_sends_in_flight(store: SQLiteStore) -> None:
+async def test_cancelling_drain_stops_the_sends_in_flight(store: Store) -> None:
     outbox = make_outbox(store)
     gate = GateChannel()
     for run_id in range(1, 4):
@@ -720,7 +726,7 @@ async def test_cancelling_drain_stops_the_sends_in_flight(store: SQLiteStore) ->
     assert {r["status"] for r in await all_rows(store)} == {"pending"}
 
 
-async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: SQLiteStore) -> None:
+async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: Store) -> None:
     outbox = make_outbox(store, poll_interval_s=0.05)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)  # e.g. waiting out a long 429
     gate = GateChannel()
@@ -735,7 +741,7 @@ async def test_a_new_row_is_claimed_while_the_only_send_in_flight_waits(store: S
         drain.cancel()
 
 
-async def test_a_store_error_while_claiming_strands_no_row(store: SQLiteStore) -> None:
+async def test_a_store_error_while_claiming_strands_no_row(store: Store) -> None:
     outbox = make_outbox(store, poll_interval_s=0.05)
     await outbox.enqueue(1, "digest", ["log:slow"], CTX)
     gate = GateChannel()
@@ -760,25 +766,17 @@ async def test_a_store_error_while_claiming_strands_no_row(store: SQLiteStore) -
     ]
 
 
-def refuse_delivered(path: Path) -> None:
-    """A real SQLite trigger on a connection of its own: recording "delivered" fails."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute(
-            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON outbox"
-            " WHEN NEW.status = 'delivered' BEGIN SELECT RAISE(ABORT, 'not recorded'); END"
-        )
-        db.commit()
-
-
 async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, store_location: DbLocation
 ) -> None:
     outbox = make_outbox(store)
     await outbox.enqueue(1, "digest", ["log:a"], CTX)
-    await asyncio.to_thread(refuse_delivered, tmp_path / "x.db")
+    # a real trigger on a connection of its own: recording "delivered" fails
+    refusal = ("UPDATE OF status", "outbox", "NEW.status = 'delivered'", "not recorded")
+    await asyncio.to_thread(add_refusal, store_location, "refuse", *refusal)
     gate = GateChannel()
     gate.open.set()
-    with pytest.raises(sqlite3.IntegrityError, match="not recorded"):
+    with pytest.raises(REFUSED, match="not recorded"):
         await DeliveryWorker(outbox, {"log": gate}, "proc-a").drain()
     assert gate.sent == ["a"]  # sent, but its record failed
     (row,) = await all_rows(store)
@@ -789,7 +787,7 @@ async def test_a_row_whose_outcome_cannot_be_stored_is_given_back(
 
 
 async def test_run_is_woken_by_a_new_row_and_stops_when_told(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # a poll interval longer than the test waits: only the wakeup can deliver in time
     outbox = make_outbox(store, poll_interval_s=3600.0)
@@ -797,7 +795,8 @@ async def test_run_is_woken_by_a_new_row_and_stops_when_told(
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        await until(lambda: len(event_waiters()) == 2, DEADLINE_S, "the worker waiting")
+        waiting = lambda: len(event_waiters(stop, outbox.wakeup)) == 2  # noqa: E731
+        await until(waiting, DEADLINE_S, "the worker waiting")
         assert not task.done()  # it drained (nothing) and waits for a row or to stop
         await outbox.enqueue(1, "digest", ["webhook:hook"], CTX)
         await asyncio.wait_for(receiver.arrived.wait(), DEADLINE_S)
@@ -827,7 +826,7 @@ class _RowArrivesAfterLastClaim(Outbox):
 
 
 async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     outbox = _RowArrivesAfterLastClaim(
         store, Templates(TEMPLATES), DeliveryConfig(poll_interval_s=3600.0)
@@ -845,7 +844,7 @@ async def test_a_row_enqueued_while_run_drains_is_not_left_for_the_poll(
 
 
 async def test_run_resends_rows_left_claimed_by_a_dead_process(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     clock = Clock()
     outbox = make_outbox(store, clock, poll_interval_s=3600.0, claim_timeout_s=60.0)
@@ -864,20 +863,22 @@ async def test_run_resends_rows_left_claimed_by_a_dead_process(
 
 
 async def test_cancelling_run_leaves_no_tasks_behind(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
-    worker = make_worker(make_outbox(store, poll_interval_s=3600.0), receiver, http)
-    task = asyncio.create_task(worker.run(asyncio.Event()))
-    await until(lambda: len(event_waiters()) == 2, DEADLINE_S, "the worker waiting")
+    outbox, stop = make_outbox(store, poll_interval_s=3600.0), asyncio.Event()
+    worker = make_worker(outbox, receiver, http)
+    task = asyncio.create_task(worker.run(stop))
+    waiting = lambda: len(event_waiters(stop, outbox.wakeup)) == 2  # noqa: E731
+    await until(waiting, DEADLINE_S, "the worker waiting")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0)
-    assert event_waiters() == []
+    assert event_waiters(stop, outbox.wakeup) == []
 
 
 async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
-    store: SQLiteStore, receiver: FakeReceiver, http: aiohttp.ClientSession
+    store: Store, receiver: FakeReceiver, http: aiohttp.ClientSession
 ) -> None:
     # the first message to /hook fails and waits out its backoff; the second one to /hook
     # must not overtake it, while /other is not held up
@@ -902,14 +903,15 @@ async def test_a_row_in_backoff_holds_back_later_rows_to_its_target_only(
     ]
 
 
-async def test_the_claim_reads_each_targets_head_from_its_index(store: SQLiteStore) -> None:
+@sqlite_only  # SQLite's EXPLAIN QUERY PLAN names the covering index
+async def test_the_claim_reads_each_targets_head_from_its_index(store: Store) -> None:
     plan = await store.fetchall("EXPLAIN QUERY PLAN " + _claimable_sql(20), (utcnow_iso(),))
     details = " | ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX outbox_open" in details, details
 
 
 async def test_a_message_whose_template_breaks_is_kept_as_failed(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     # an operator's edit of one channel's template that fails on every message
     templates = tmp_path / "templates"
@@ -931,7 +933,7 @@ async def test_a_message_whose_template_breaks_is_kept_as_failed(
 
 
 async def test_headers_env_values_come_from_the_environment(
-    store: SQLiteStore,
+    store: Store,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,

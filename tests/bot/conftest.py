@@ -15,6 +15,7 @@ from core.config.settings import Settings
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 from tests.fakes.telegram import FakeTelegram
+from tests.stores import NewLocation
 
 ADMIN, VIEWER, STRANGER = 1001, 2002, 3003
 
@@ -56,7 +57,7 @@ async def tg() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def make_rig(
-    tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path
+    tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path, new_location: NewLocation
 ) -> AsyncIterator[RigFactory]:
     made: list[BotRig] = []
 
@@ -76,7 +77,7 @@ async def make_rig(
         app = await App.open(
             cfg,
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"bot{len(made)}.db",
+            new_location(),
             base_dir=tmp_path,
         )
         bot = TelegramBot(app.facade, tg.token, tg.url)

@@ -29,6 +29,7 @@ from tests.bot.conftest import BotRig
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.fakes.telegram import FakeTelegram
+from tests.stores import NewLocation
 
 ADMIN, ADMIN2 = 1001, 1005
 WAIT_S = 20  # far below [approvals] timeout_s: a run still waiting then waited for it
@@ -37,7 +38,9 @@ Rig = Callable[..., Awaitable[BotRig]]
 
 
 @pytest.fixture
-async def make_rig(tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Rig]:
+async def make_rig(
+    tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path, new_location: NewLocation
+) -> AsyncIterator[Rig]:
     """A bot whose one agent needs Tier 3 (approval); the approval timeout is long, so a
     run that ends within the test did not wait for it."""
     made: list[BotRig] = []
@@ -54,7 +57,7 @@ async def make_rig(tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path) -> Async
         app = await App.open(
             cfg,
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"approvals{len(made)}.db",
+            new_location(),
             base_dir=tmp_path,
         )
         bot = TelegramBot(app.facade, tg.token, tg.url)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiogram.methods import SendMessage
@@ -15,8 +12,10 @@ from aiogram.methods import SendMessage
 from bot.callbacks import AgentCb, ApprovalCb, RunCb
 from bot.channel import TelegramChannel
 from bot.limiter import SendLimiter
+from core.store.path import DbLocation
 from tests.bot.conftest import ADMIN, STRANGER, VIEWER, BotRig, RigFactory
 from tests.fakes.llm import Reply, echo
+from tests.stores import NewLocation, run_sql
 
 
 def agent(name: str, **kw: Any) -> dict[str, Any]:
@@ -325,21 +324,19 @@ async def test_the_watchdog_reconnects_a_stalled_poll(make_rig: RigFactory) -> N
     await rig.said(ADMIN, "OpenClaw")
 
 
-def rename_agent_of_run(path: Path, run_id: int, agent: str) -> None:
-    """As if the run's agent was renamed in the config since (own connection, real file)."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("UPDATE runs SET agent = ? WHERE id = ?", (agent, run_id))
-        db.commit()
+def rename_agent_of_run(location: DbLocation, run_id: int, agent: str) -> None:
+    """As if the run's agent was renamed in the config since (a connection of its own)."""
+    run_sql(location, "UPDATE runs SET agent = ? WHERE id = ?", (agent, run_id))
 
 
 async def test_rerun_button_for_a_deleted_run_and_non_admin(
-    make_rig: RigFactory, tmp_path: Path
+    make_rig: RigFactory, new_location: NewLocation
 ) -> None:
     rig = await make_rig([agent("a")])
     rig.llm.default = echo
     ok = await rig.app.runner.run("a", "cli")
     other = await rig.app.runner.run("a", "cli")
-    await asyncio.to_thread(rename_agent_of_run, tmp_path / "bot0.db", other.id, "renamed")
+    await asyncio.to_thread(rename_agent_of_run, new_location.made[0], other.id, "renamed")
 
     def answered(needle: str) -> Callable[[Any], bool]:
         return lambda tg: any(needle in (c.get("text") or "") for c in tg.answered_callbacks())

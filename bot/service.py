@@ -1,4 +1,9 @@
-"""The Telegram bot inside ``openclaw serve``: wiring, long polling with a watchdog, webhook."""
+"""The Telegram bot inside ``openclaw serve``: wiring, long polling with a watchdog, webhook.
+
+Several instances may share one database; one of them leads. ``start`` plugs every
+instance into the app; ``lead`` and ``follow`` switch what it does with Telegram itself:
+only the leader polls, registers the commands and sets (or deletes) the webhook, while in
+webhook mode every instance serves the webhook behind the load balancer."""
 
 from __future__ import annotations
 
@@ -38,11 +43,13 @@ from bot.routers.status import make_status_router
 from bot.routers.usage import make_usage_router
 from bot.sending import PartialSend, SendPath, describe, send_parts
 from bot.views import ADMIN_COMMANDS, READ_ONLY
+from core.errors import StoreUnavailable
 from core.facade import Facade
 
 log = logging.getLogger("openclaw.bot")
 WEBHOOK_PATH = "/telegram/webhook"
 STOP_POLLING_S = 5.0  # aiogram's stop cancels a long poll at once; this bounds a stuck one
+PRUNE_EVERY_S = 3600.0  # webhook update records live 24 h; an hourly sweep keeps the table small
 
 
 class PollWatch(BaseRequestMiddleware):
@@ -132,27 +139,28 @@ class TelegramBot:
         self.dp.errors.register(_send_failed, ExceptionTypeFilter(TelegramAPIError, PartialSend))
         self.mode = "webhook" if cfg.webhook_url else "polling"
         self.state = "starting"
+        self.leading = False
         self.reconnects = 0
         self._polling: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
+        self._role = asyncio.Lock()  # lead and follow one at a time, each to its end
         self._secret: str | None = None
+        self._store_down = False  # the webhook's last record of an update failed
         self._webhook_tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Plug into the app (channel, approvals, progress, status), register the commands,
-        then poll (or set the webhook)."""
+        """Plug into the app (channel, approvals, progress, status); in webhook mode read the
+        secret, so that every instance can serve the webhook. Talks to Telegram only to send:
+        polling, commands and the webhook setting wait for :meth:`lead`."""
         self.watch.stopped = False
         self.facade.add_channel("telegram", TelegramChannel(self.bot))
         self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
         self.facade.add_attempt_observer(self.reporter.observe)
         self.facade.add_step_observer(self.reporter.observe_step)
         self.facade.add_status_hook("telegram", self.status)
-        try:
-            await self._register_commands()
-        except Exception as e:  # Telegram down at boot must not take serve down with it
-            log.warning("Telegram: could not register commands (%s); going on", e)
         if self.mode == "webhook":
             cfg = self.config.telegram
             secret = self.facade.settings.secret(cfg.webhook_secret_env)
@@ -162,22 +170,76 @@ class TelegramBot:
                     "string Telegram sends back with every update)"
                 )
             self._secret = secret.get_secret_value()
-            assert cfg.webhook_url is not None
+        self.state = self._follower_state()
+
+    async def lead(self) -> None:
+        """This instance leads: register the commands, then poll with the watchdog (after
+        deleteWebhook), or set the webhook and prune the update records hourly. Idempotent;
+        Telegram being down is logged, never raised (polling retries on its own)."""
+        async with self._role:
+            if self.leading:
+                return
+            self.leading = True
             try:
-                await self.bot.set_webhook(
-                    cfg.webhook_url, secret_token=self._secret, drop_pending_updates=False
-                )
-                self.state = "ok"
-            except Exception as e:
-                self.state = f"webhook not set: {e}"
-                log.error("Telegram: could not set the webhook: %s", e)
-            return
+                await self._register_commands()
+            except Exception as e:  # Telegram down at boot must not take serve down with it
+                log.warning("Telegram: could not register commands (%s); going on", e)
+            if self.mode == "webhook":
+                await self._set_webhook()
+                self._pruning = asyncio.create_task(self._prune())
+                return
+            try:
+                await self.bot.delete_webhook(drop_pending_updates=False)
+            except Exception as e:  # polling retries with backoff on its own
+                log.warning("Telegram: deleteWebhook failed (%s); polling anyway", e)
+            self._start_polling()
+            self._watchdog = asyncio.create_task(self._watch())
+
+    async def follow(self) -> None:
+        """Another instance leads: stop polling, the watchdog and the pruning; when this
+        returns no getUpdates is in flight or will be sent. Never touches the webhook
+        setting (the leader owns it); in webhook mode the webhook is still served.
+        Idempotent, and :meth:`lead` may follow it again."""
+        async with self._role:
+            await self._stand_down()
+            self.leading = False
+            self.state = self._follower_state()
+
+    def _follower_state(self) -> str:
+        if self.mode == "webhook":
+            return "ok, follower (serving the webhook; the leader sets it)"
+        return "follower (the leader polls)"
+
+    async def _set_webhook(self) -> None:
+        cfg = self.config.telegram
+        assert cfg.webhook_url is not None and self._secret is not None
         try:
-            await self.bot.delete_webhook(drop_pending_updates=False)
-        except Exception as e:  # polling retries with backoff on its own
-            log.warning("Telegram: deleteWebhook failed (%s); polling anyway", e)
-        self._start_polling()
-        self._watchdog = asyncio.create_task(self._watch())
+            await self.bot.set_webhook(
+                cfg.webhook_url, secret_token=self._secret, drop_pending_updates=False
+            )
+            self.state = "ok"
+        except Exception as e:
+            self.state = f"webhook not set: {e}"
+            log.error("Telegram: could not set the webhook: %s", e)
+
+    async def _prune(self) -> None:
+        """Forget webhook updates Telegram can no longer redeliver, now and every hour."""
+        while True:
+            try:
+                await self.facade.updates.prune()
+            except Exception as e:  # the next sweep tries again; the handler is not blocked
+                log.warning("Telegram: could not prune the webhook update records (%s)", e)
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def _stand_down(self) -> None:
+        """Cancel the watchdog first (it restarts polling), then stop polling and pruning."""
+        tasks = [t for t in (self._watchdog, self._pruning) if t is not None]
+        self._watchdog = self._pruning = None
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._stop_polling()
 
     async def _register_commands(self) -> None:
         everyone = [
@@ -239,12 +301,10 @@ class TelegramBot:
             await task
 
     async def stop(self) -> None:
-        """Stop polling, reporting and the session."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-        await self._stop_polling()
+        """Stop polling (leader or not), reporting and the session."""
+        async with self._role:
+            await self._stand_down()
+            self.leading = False
         await self.reporter.close()
         await self.facade.approvals.drain()  # copies being sent or closed use the session
         self.watch.stopped = True
@@ -268,6 +328,7 @@ class TelegramBot:
         last = self.watch.last_ok
         return {
             "mode": self.mode,
+            "role": "leader" if self.leading else "follower",
             "state": self.state,
             "reconnects": self.reconnects,
             "last_poll_s_ago": round(time.monotonic() - last, 1) if last else None,
@@ -288,6 +349,27 @@ class TelegramBot:
                 update = await request.json()
             except ValueError:
                 return web.json_response({"ok": False, "error": "not JSON"}, status=400)
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if not isinstance(update_id, int) or isinstance(update_id, bool):
+                return web.json_response({"ok": False, "error": "no integer update_id"}, status=400)
+            # recorded (committed) before the 200: a redelivery, to this instance or another
+            # behind the load balancer, is answered and dropped
+            try:
+                first = await self.facade.updates.first_time(update_id)
+            except StoreUnavailable as e:
+                if not self._store_down:  # one line per outage; Telegram retries each update
+                    log.warning(
+                        "Telegram: webhook updates cannot be recorded (%s); answering 503 "
+                        "(Telegram delivers them again) until they can",
+                        e,
+                    )
+                self._store_down = True
+                return web.json_response({"ok": False, "error": "try again"}, status=503)
+            if self._store_down:
+                self._store_down = False
+                log.info("Telegram: webhook updates are recorded again")
+            if not first:
+                return web.json_response({"ok": True})
             # answer Telegram at once; the handlers run on their own
             task: asyncio.Task[Any] = asyncio.create_task(
                 self.dp.feed_webhook_update(self.bot, update)

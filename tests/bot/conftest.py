@@ -64,6 +64,7 @@ async def make_rig(
     async def make(
         agents: list[dict[str, Any]] | None = None,
         telegram: dict[str, Any] | None = None,
+        lead: bool = True,  # False: a follower, started and not leading (nothing polls)
         **overrides: Any,
     ) -> BotRig:
         base = pyramid_urls(fake_llm.base_url)
@@ -84,6 +85,8 @@ async def make_rig(
         rig = BotRig(app, bot, tg, fake_llm)
         made.append(rig)
         await bot.start()
+        if lead:
+            await bot.lead()
         return rig
 
     yield make

@@ -64,6 +64,7 @@ async def make_rig(
         rig = BotRig(app, bot, tg, fake_llm)
         made.append(rig)
         await bot.start()
+        await bot.lead()
         fake_llm.script("claude-opus", Reply(text="the opus answer"))
         return rig
 

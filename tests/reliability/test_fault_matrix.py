@@ -34,7 +34,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -56,6 +55,7 @@ from tests.fakes.llm import ANTHROPIC, APIS, GOOGLE, OLLAMA, OPENAI, FakeLLM, Re
 from tests.fakes.wait import until
 from tests.reliability import secrets
 from tests.reliability.scale import scale
+from tests.stores import NewLocation
 
 TIMEOUT_S = 0.5  # the providers' read timeout: what a hang costs
 FIRST, LATER = "first/fault-model", "later/answer-model"
@@ -238,7 +238,7 @@ RigFactory = Callable[..., Any]
 
 @pytest.fixture
 async def rig(
-    fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_llm: FakeLLM, new_location: NewLocation, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[RigFactory]:
     for var, value in secrets.PROVIDER_KEYS.items():
         monkeypatch.setenv(var, value)
@@ -250,7 +250,7 @@ async def rig(
             for name in ("first", "later")
         }
         cfg = parse_config(config_doc(api, urls["first"], urls["later"]), warnings=[])
-        app = await App.open(cfg, Settings(_env_file=None), tmp_path / f"matrix{len(made)}.db")
+        app = await App.open(cfg, Settings(_env_file=None), new_location())
         r = Rig(app, fake_llm, cfg)
         made.append(r)
         if gateway:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hmac
 import json
 import logging
 import re
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,12 +31,14 @@ from core.errors import ConfigError
 from core.gateway import Gateway, handlers
 from core.gateway import auth as gateway_auth
 from core.gateway.server import OPEN_PATHS
+from core.store.path import DbLocation
 from tests.configs import make_config, pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, echo
 from tests.procs import clean_env, run_cli
 from tests.reliability import secrets
 from tests.reliability.conftest import find_leaks
 from tests.reliability.sec_util import TRACEBACK_MARKERS, free_port, write_config
+from tests.stores import NewLocation, run_sql
 from tests.tracing import traced
 
 TOKEN = secrets.GATEWAY_TOKEN
@@ -60,7 +60,7 @@ class Gw:
 
 @pytest.fixture
 async def start_gw(
-    fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_llm: FakeLLM, new_location: NewLocation, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[..., Any]]:
     """A gateway with every secret configured (the provider keys from ``secrets.py``)."""
     started: list[Gw] = []
@@ -80,7 +80,7 @@ async def start_gw(
         app = await App.open(
             cfg,
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"sec{len(started)}.db",
+            new_location(),
         )
         gw = Gateway(app.facade, TOKEN, "127.0.0.1", 0)
         try:
@@ -405,26 +405,26 @@ async def test_bad_run_bodies_are_400(start_gw: Callable[..., Any]) -> None:
     assert await gw.app.runner.runs.recent() == []
 
 
-def rename_table(path: Path, table: str, to: str) -> None:
+def rename_table(location: DbLocation, table: str, to: str) -> None:
     """A real fault on a connection of its own: the next query of ``table`` fails."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute(f"ALTER TABLE {table} RENAME TO {to}")
-        db.commit()
+    run_sql(location, f"ALTER TABLE {table} RENAME TO {to}")
 
 
 async def test_an_internal_error_is_500_without_its_details(
-    start_gw: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    start_gw: Callable[..., Any], new_location: NewLocation, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw: Gw = await start_gw()
     # the usage report's query meets an error no request can cause, whose text names the
     # store's internals ("no such table: attempts")
-    await asyncio.to_thread(rename_table, tmp_path / "sec0.db", "attempts", "attempts_moved")
+    await asyncio.to_thread(rename_table, new_location.made[0], "attempts", "attempts_moved")
     async with gw.authed() as c:
         r = await c.get("/api/usage")
     message = assert_openai_error(r, 500, "internal_error")
     assert "attempts" not in r.text and "no such table" not in r.text
+    assert "does not exist" not in r.text
     assert "server log" in message
-    assert "no such table: attempts" in caplog.text  # where the operator finds it
+    # where the operator finds it (SQLite's words, or PostgreSQL's)
+    assert re.search(r'no such table: attempts|relation "attempts" does not exist', caplog.text)
 
 
 # -- binding beyond loopback ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.telegram import FakeTelegram
 from tests.reliability import secrets
 from tests.reliability.conftest import find_leaks
+from tests.stores import NewLocation
 from tests.tracing import traced
 
 RigFactory = Callable[..., Awaitable[BotRig]]
@@ -39,7 +40,7 @@ async def tg() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def make_rig(
-    tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path
+    tg: FakeTelegram, fake_llm: FakeLLM, tmp_path: Path, new_location: NewLocation
 ) -> AsyncIterator[RigFactory]:
     made: list[BotRig] = []
 
@@ -55,7 +56,7 @@ async def make_rig(
         app = await App.open(
             cfg,
             Settings(_env_file=None),  # type: ignore[call-arg]
-            tmp_path / f"tg{len(made)}.db",
+            new_location(),
             base_dir=tmp_path,
         )
         bot = TelegramBot(app.facade, tg.token, tg.url)

@@ -16,7 +16,6 @@ import contextlib
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +33,7 @@ from core.config.delivery import DeliveryConfig
 from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
 from core.ops.owners import owner_id
-from core.store.sqlite import SQLiteStore
+from core.store.base import Store
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wait import until
 from tests.reliability import secrets
@@ -56,16 +55,7 @@ async def tg() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "outage.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-async def _rows(store: SQLiteStore) -> list[dict[str, Any]]:
+async def _rows(store: Store) -> list[dict[str, Any]]:
     return [dict(r) for r in await store.fetchall("SELECT * FROM outbox ORDER BY id")]
 
 
@@ -77,7 +67,7 @@ def _go_down(tg: FakeTelegram, mode: str, phase: int) -> None:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("mode", ["502", "timeout", "mixed"])
 async def test_digests_queued_during_an_outage_arrive_once_in_order(
-    tg: FakeTelegram, store: SQLiteStore, mode: str
+    tg: FakeTelegram, store: Store, mode: str
 ) -> None:
     rng = random.Random(f"outage-{mode}")
     config = DeliveryConfig(

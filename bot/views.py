@@ -242,7 +242,11 @@ def status_text(status: StatusSnapshot) -> str:
         f"Queues: agents {q.agents_running} running / {q.agents_waiting} "
         f"waiting, subagents {q.subagents_running} / {q.subagents_waiting}"
     )
-    lines.append(f"Pending: {status.pending_approvals} approvals, {q.outbox_pending} deliveries")
+    approvals = "?" if status.pending_approvals is None else status.pending_approvals
+    deliveries = "?" if q.outbox_pending is None else q.outbox_pending
+    lines.append(f"Pending: {approvals} approvals, {deliveries} deliveries")
+    if status.store != "ok":
+        lines.append(f"Store: {escape(truncate(status.store, 200))}")
     tg = status.plugins.get("telegram")
     if tg:
         lines.append(f"Telegram: {escape(tg['mode'])}, {escape(tg['state'])}")

@@ -761,10 +761,17 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
                 err = f" ({m['last_error']})" if m["last_error"] else ""
                 print(f"  {m['model']:<36} {m['state']}{lat}{err}")
     q = body["queues"]
+
+    def count(n: int | None) -> str:
+        return "?" if n is None else str(n)
+
     print(
         f"queues: agents {q['agents_running']} running, {q['agents_waiting']} waiting; "
-        f"outbox {q['outbox_pending']} pending; approvals {body['pending_approvals']} pending"
+        f"outbox {count(q['outbox_pending'])} pending; "
+        f"approvals {count(body['pending_approvals'])} pending"
     )
+    if body.get("store", "ok") != "ok":
+        print(f"store: {body['store']}")
     print(f"telegram: {body['telegram']['mode']}, {body['telegram']['state']}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from core import __version__
 from core.config.models import Config
+from core.errors import StoreUnavailable
 from core.store.times import utcnow_iso
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 # a part that plugs in (the Telegram bot) reports its own state in the status this way
 StatusHook = Callable[[], dict[str, Any]]
+STATUS_STORE_WAIT_S = 2.0  # the status waits this long for the store's counts
 TELEGRAM_OFF = {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}
 
 
@@ -80,7 +83,7 @@ class Queues:
     agents_running: int
     subagents_waiting: int
     subagents_running: int
-    outbox_pending: int
+    outbox_pending: int | None  # None: the store did not answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,9 @@ class StatusSnapshot:
     models: list[ModelState]
     embedded: list[dict[str, Any]]  # each embedded model's own describe()
     queues: Queues
-    pending_approvals: int
+    pending_approvals: int | None  # None: the store did not answer
     plugins: dict[str, dict[str, Any]]  # "telegram" (off unless the bot reports) and others
+    store: str = "ok"  # or "unavailable: why" (then the counts it holds are None)
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as /api/status answers it (keys in this order)."""
@@ -106,6 +110,7 @@ class StatusSnapshot:
             "embedded": self.embedded,
             "queues": asdict(self.queues),
             "pending_approvals": self.pending_approvals,
+            "store": self.store,
             **self.plugins,
         }
 
@@ -240,15 +245,25 @@ class Overview:
                 )
         depths = self.runner.queue_depths()
         plugins = {name: hook() for name, hook in self.status_hooks.items()}
+        store, outbox_pending, pending_approvals = "ok", None, None
+        try:  # a status is most wanted when the store is down: it answers without it
+            async with asyncio.timeout(STATUS_STORE_WAIT_S):
+                outbox_pending = await self.outbox.pending_count()
+                pending_approvals = len(await self.approvals.pending())
+        except TimeoutError:
+            store = f"unavailable: no answer within {STATUS_STORE_WAIT_S:g} s"
+        except StoreUnavailable as e:
+            store = f"unavailable: {e}"
         return StatusSnapshot(
             version=__version__,
             uptime_s=uptime_s,
             tiers=tiers,
             models=models,
             embedded=[m.describe() for m in self.embedded.values()],
-            queues=Queues(**depths, outbox_pending=await self.outbox.pending_count()),
-            pending_approvals=len(await self.approvals.pending()),
+            queues=Queues(**depths, outbox_pending=outbox_pending),
+            pending_approvals=pending_approvals,
             plugins={"telegram": dict(TELEGRAM_OFF)} | plugins,
+            store=store,
         )
 
 

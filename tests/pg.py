@@ -58,6 +58,9 @@ class Cluster:
     started_s: float = 0.0
     _names: Iterator[int] = field(default_factory=itertools.count)
     _template: str | None = None  # a database with every migration applied, made on first use
+    # fsync and synchronous_commit on: a test that crashes the server (stop -m immediate)
+    # keeps what was committed; off, the last commits before the crash may be lost
+    durable: bool = False
 
     @property
     def data(self) -> Path:
@@ -74,9 +77,10 @@ class Cluster:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr or done.stdout}")
 
     def start(self) -> None:
+        fast = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         options = (
-            f"-c listen_addresses='' -k {self.root} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=200"
+            f"-c listen_addresses='' -k {self.root} {'' if self.durable else fast}"
+            "-c max_connections=200"
         )
         log = str(self.root / "server.log")
         self.run(
@@ -125,14 +129,15 @@ def _migrate(url: str) -> None:
         pool.submit(asyncio.run, migrate()).result()
 
 
-def start_cluster() -> Cluster:
-    """initdb + pg_ctl start in a new temp dir (skips or fails when there are no binaries)."""
+def start_cluster(*, durable: bool = False) -> Cluster:
+    """initdb + pg_ctl start in a new temp dir (skips or fails when there are no binaries);
+    ``durable``: see :attr:`Cluster.durable`."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         _no_postgres("no initdb/pg_ctl on PATH or under /usr/lib/postgresql/*/bin")
         raise AssertionError("unreachable")
     root = Path(tempfile.mkdtemp(prefix="openclaw-pg-"))
-    cluster = Cluster(bin_dir, root)
+    cluster = Cluster(bin_dir, root, durable=durable)
     if os.geteuid() == 0:
         try:
             user = pwd.getpwnam(PG_USER)

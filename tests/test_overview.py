@@ -172,6 +172,7 @@ async def test_status_snapshot_keys_and_plugins(open_app: Opener) -> None:
         "embedded",
         "queues",
         "pending_approvals",
+        "store",
         "telegram",
     ]
     assert snap["telegram"] == {"mode": "off", "state": "TELEGRAM_BOT_TOKEN not set"}

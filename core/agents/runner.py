@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -34,7 +34,8 @@ from core.config.agents import AgentConfig
 from core.config.models import Config
 from core.delivery.outbox import Outbox, OutboxRow
 from core.engine.engine import Engine, Result
-from core.errors import AllAttemptsFailed, OpenClawError, RoutingError
+from core.errors import AllAttemptsFailed, OpenClawError, RoutingError, StoreUnavailable
+from core.ops.backoff import Backoff
 from core.ops.logs import RUN_ID
 from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
@@ -42,9 +43,13 @@ from core.suggest import close_matches
 from core.types import ChatRequest, Message
 
 log = logging.getLogger("openclaw.agents")
+T = TypeVar("T")
 # a run interrupted again and again (a crash loop it may cause itself) stops being retried
 MAX_RECOVERIES = 3
 ADOPT_BATCH = 10  # queued runs taken per claim
+# a run's record that the store cannot take (the database is down) is tried again this
+# often at most, as long as the process lives: the work done is not thrown away
+RECORD_RETRY_CAP_S = 15.0
 
 
 class AgentError(OpenClawError):
@@ -380,7 +385,7 @@ class AgentRunner:
     async def execute(self, run_id: int, *, late: bool = False) -> Run:
         """Carry out a run this process owns: slot, session, work, outcome, delivery."""
         RUN_ID.set(str(run_id))  # log lines of this task name the run (the task's own context)
-        run = await self.runs.get(run_id)
+        run = await self._stored(run_id, "reading it", lambda: self.runs.get(run_id))
         if run is None:
             raise AgentError(f"no run {run_id}")
         # also a catch-up run handed back by recovery, which lost the caller's flag
@@ -401,8 +406,14 @@ class AgentRunner:
             shared = self._shared.setdefault(agent.name, asyncio.Lock())
             async with shared if agent.session == "shared" else contextlib.nullcontext():
                 sid = session_id(agent.name, run_id, agent.session)
-                await self.sessions.open(sid, mode=agent.session, agent=agent.name, run_id=run_id)
-                await self.runs.start(run_id, sid)
+                await self._stored(
+                    run_id,
+                    "opening its session",
+                    lambda: self.sessions.open(
+                        sid, mode=agent.session, agent=agent.name, run_id=run_id
+                    ),
+                )
+                await self._stored(run_id, "starting it", lambda: self.runs.start(run_id, sid))
                 output = route = error = None
                 try:
                     async with asyncio.timeout(agent.timeout_s):
@@ -418,6 +429,16 @@ class AgentRunner:
                     LoopStopped,
                 ) as e:
                     error = str(e)
+                except StoreUnavailable as e:
+                    # the database went away under it: interrupted, so recovery retries it
+                    # (if its agent allows) once the record is written
+                    why = f"the store was unavailable: {e}"
+                    await self._stored(
+                        run_id,
+                        "recording the interruption",
+                        lambda: self._finish_alone(run_id, Status.INTERRUPTED, error=why),
+                    )
+                    return await self._stored(run_id, "reading it", lambda: self._reload(run_id))
                 except asyncio.CancelledError:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(
@@ -440,21 +461,40 @@ class AgentRunner:
                     if said.quiet or nested
                     else await self._messages(agent, run, status, output, error)
                 )
-                async with self.store.transaction() as tx:
-                    await self.runs.finish(
-                        tx,
-                        run_id,
-                        status,
-                        output=output,
-                        error=error,
-                        route=route,
-                        quiet=said.quiet and not error,
-                    )
-                    await self.outbox.add(tx, messages)
+
+                async def record() -> None:
+                    async with self.store.transaction() as tx:
+                        await self.runs.finish(
+                            tx,
+                            run_id,
+                            status,
+                            output=output,
+                            error=error,
+                            route=route,
+                            quiet=said.quiet and not error,
+                        )
+                        await self.outbox.add(tx, messages)
+
+                await self._stored(run_id, "recording its outcome", record)
                 if messages:
                     self.outbox.notify()
                 await self._after(agent, run_id, status, output, error)
         return await self._reload(run_id)
+
+    async def _stored(self, run_id: int, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step`` (a read or write of the run's record), tried again while the store is
+        unavailable (the database is down or read-only): the run waits for its record
+        rather than losing it, or its finished work. Shutdown cancels the wait; the run is
+        then left to recovery, as a killed one is."""
+        backoff = Backoff(f"run {run_id}: {what}", log, cap_s=RECORD_RETRY_CAP_S)
+        while True:
+            try:
+                result = await step()
+            except StoreUnavailable as e:
+                await asyncio.sleep(backoff.failed(e))
+                continue
+            backoff.succeeded()
+            return result
 
     async def _reload(self, run_id: int) -> Run:
         run = await self.runs.get(run_id)

@@ -105,9 +105,22 @@ class PgCluster:
             # try, not wait: a second App of this very process (tests, a CLI command run
             # inside serve's process) shares its owner id, and its lock says the same
             await conn.execute("SELECT pg_try_advisory_lock(%s)", (owner_key(self.owner),))
-            for kind, held in self._held.items():  # slots held before a lost connection
+            # slots held before a lost connection, taken again where still free: waiting
+            # for one another instance took meanwhile would stall every heartbeat here
+            # (for a moment the cluster runs one more than the limit; the log says so)
+            for kind, held in self._held.items():
                 for i in held:
-                    await conn.execute("SELECT pg_advisory_lock(%s)", (_slot_key(kind, i),))
+                    cur = await conn.execute(
+                        "SELECT pg_try_advisory_lock(%s)", (_slot_key(kind, i),)
+                    )
+                    row = await cur.fetchone()
+                    if not (row and row[0]):
+                        log.warning(
+                            "%s slot %d was taken by another instance while this one was"
+                            " cut off: one run more than the limit until it ends",
+                            kind,
+                            i,
+                        )
         except BaseException:
             await conn.close()
             raise

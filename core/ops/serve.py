@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from core import __version__
 from core.app import App, missing_keys
+from core.errors import StoreUnavailable
 from core.gateway import Gateway, PortInUse
 from core.ops.backoff import Backoff
 from core.ops.probes import Prober
@@ -104,6 +105,8 @@ class Leadership:
                 return
             try:
                 await self.step()
+            except StoreUnavailable as e:  # an outage: the next heartbeat tries again
+                log.warning("the leader's recovery sweep: %s", e)
             except Exception:  # the loop must not die: the next heartbeat tries again
                 log.exception("cluster heartbeat")
 
@@ -131,8 +134,12 @@ class Leadership:
                 )
 
     async def _gain(self) -> None:
-        await recover(self.app)
-        self.last_sweep = time.monotonic()
+        # no recovery yet: after an outage of the database every instance's heartbeat is
+        # stale and its liveness lock gone until it reconnects; one ``leader_timeout_s``
+        # gives each live one its heartbeats, so only the dead look dead (a sweep sooner
+        # would hand live instances' running runs to recovery)
+        cfg = self.app.config.cluster
+        self.last_sweep = time.monotonic() - cfg.recover_every_s + cfg.leader_timeout_s
         await self.app.scheduler.start()
         for ext in self.extensions:
             try:

@@ -484,6 +484,9 @@ class PostgresStore:
             max_size=max_size,
             kwargs={"autocommit": True, "row_factory": pg_row},
             configure=_configure,
+            # a connection the server dropped (it restarted) is found out when it is
+            # handed out, not by the request that would fail on it
+            check=AsyncConnectionPool.check_connection,
             timeout=timeout_s,
             name="openclaw-store",
         )

@@ -37,6 +37,7 @@ async def test_agents_and_status_in_their_order(start_gateway: GatewayFactory) -
         "embedded",
         "queues",
         "pending_approvals",
+        "store",
         "telegram",
         "gateway",
     ]

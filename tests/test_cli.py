@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, Reply
 from tests.procs import run_cli as openclaw
 from tests.procs import start_serve
 from tests.readonly import read_only
+from tests.stores import location_env, run_sql, sqlite_only
 
 CONFIG = """
 [gateway]
@@ -69,7 +70,8 @@ summarize = 1
 
 
 @pytest.fixture
-def cli_env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
+def cli_env(fake_llm: FakeLLM, tmp_path: Path, store_location: DbLocation) -> dict[str, str]:
+    """The CLI's environment, its database on this test's engine (both, in turn)."""
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(
         CONFIG.format(
@@ -82,7 +84,7 @@ def cli_env(fake_llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
     env |= {
         "OPENCLAW_CONFIG": str(cfg),
-        "OPENCLAW_DB": str(tmp_path / "cli.db"),
+        "OPENCLAW_DB": location_env(store_location),
         "OPENCLAW_TEST_FLASH_KEY": "flash-secret-key",
     }
     return env
@@ -246,6 +248,7 @@ async def test_an_unreachable_database_url_exits_78_and_its_password_never_print
         ("{tmp}/missing/dir/x.db", "does not exist — create it (mkdir -p {tmp}/missing/dir)"),
     ],
 )
+@sqlite_only  # paths, not URLs
 async def test_serve_refuses_an_unusable_database_path_with_exit_78(
     cli_env: dict[str, str], tmp_path: Path, db: str, expected: str
 ) -> None:
@@ -256,6 +259,7 @@ async def test_serve_refuses_an_unusable_database_path_with_exit_78(
     assert not (tmp_path / "missing").exists()  # never created silently
 
 
+@sqlite_only  # a read-only file; the PostgreSQL refusal: tests/gateway/test_store_down.py
 async def test_serve_refuses_a_read_only_database(cli_env: dict[str, str]) -> None:
     code, _, err = await openclaw(cli_env, "runs")  # creates and migrates the database
     assert code == 0, err
@@ -311,26 +315,27 @@ def _add_agents(config: Path) -> None:
     config.write_text(config.read_text(encoding="utf-8") + AGENTS, encoding="utf-8")
 
 
-def _add_runs(db: str) -> None:
+def _add_runs(location: DbLocation) -> None:
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    with sqlite3.connect(db) as con:
-        con.executemany(
+    for agent, status, cost in [("morning", "failed", 0.625), ("paused", "late", 0.25)]:
+        run_sql(
+            location,
             "INSERT INTO runs (agent, trigger, status, created_at, cost_usd)"
             " VALUES (?, 'cli', ?, ?, ?)",
-            [("morning", "failed", now, 0.625), ("paused", "late", now, 0.25)],
+            (agent, status, now, cost),
         )
-        con.execute(
-            "INSERT INTO agent_state (agent, disabled, disabled_reason)"
-            " VALUES ('paused', 1, 'by @x')"
-        )
+    run_sql(
+        location,
+        "INSERT INTO agent_state (agent, disabled, disabled_reason) VALUES ('paused', 1, 'by @x')",
+    )
 
 
-async def test_agents_table(cli_env: dict[str, str]) -> None:
+async def test_agents_table(cli_env: dict[str, str], store_location: DbLocation) -> None:
     """`openclaw agents`, byte for byte (but the next fire, which is the clock's)."""
     await asyncio.to_thread(_add_agents, Path(cli_env["OPENCLAW_CONFIG"]))
     code, out, err = await openclaw(cli_env, "runs")  # creates the database
     assert code == 0, err
-    await asyncio.to_thread(_add_runs, cli_env["OPENCLAW_DB"])
+    await asyncio.to_thread(_add_runs, store_location)
     code, out, err = await openclaw(cli_env, "agents")
     assert code == 0, err
     lines = out.splitlines()

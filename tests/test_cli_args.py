@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
+from core.store.path import DbLocation
+from tests.stores import location_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: DbLocation) -> list[str]:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    return ["--config", str(ROOT / "openclaw.example.toml"), "--db", str(tmp_path / "x.db")]
+    db = location_env(store_location)  # SQLite and PostgreSQL in turn
+    return ["--config", str(ROOT / "openclaw.example.toml"), "--db", db]
 
 
 def usage_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

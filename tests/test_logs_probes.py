@@ -17,8 +17,10 @@ from core.engine.health import HealthBoard
 from core.ops.logs import RUN_ID, JsonFormatter, RedactFilter, RunIdFilter, TextFormatter
 from core.ops.probes import Prober
 from core.providers import build_provider
+from core.store.path import DbLocation
 from tests.configs import pyramid
 from tests.fakes.llm import FakeLLM
+from tests.stores import location_env
 
 
 def record(msg: str, *args: object) -> logging.LogRecord:
@@ -114,7 +116,7 @@ async def test_status_cli_when_the_gateway_is_down(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("json_flag", [False, True])
 async def test_status_cli_reads_the_running_gateway(
-    json_flag: bool, tmp_path: Path, fake_llm: FakeLLM
+    json_flag: bool, tmp_path: Path, fake_llm: FakeLLM, store_location: DbLocation
 ) -> None:
     from tests.agents.test_cli_api import CONFIG
     from tests.procs import start_serve
@@ -124,7 +126,7 @@ async def test_status_cli_reads_the_running_gateway(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")} | {
         "OPENCLAW_CONFIG": str(cfg),
-        "OPENCLAW_DB": str(tmp_path / "s.db"),
+        "OPENCLAW_DB": location_env(store_location),
         "OPENCLAW_GATEWAY_TOKEN": "tok-123",
     }
     served = await start_serve(env)

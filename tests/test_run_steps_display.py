@@ -1,5 +1,6 @@
 """A run's tool-loop steps in `openclaw run-show` and `GET /api/runs/{id}`, read from a
-real SQLite store where they were recorded through RunSteps (as the loop records them)."""
+real store (SQLite and PostgreSQL in turn) where they were recorded through RunSteps (as
+the loop records them)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from core.cli import main
 from core.config.settings import Settings
 from core.gateway import Gateway
 from core.ops.redaction import REDACTED
+from core.store.path import DbLocation
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
+from tests.stores import location_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-gateway-token-0123456789"
@@ -89,12 +92,13 @@ def _settings() -> Settings:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_location: DbLocation) -> list[str]:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    return ["--config", str(ROOT / "openclaw.example.toml"), "--db", str(tmp_path / "x.db")]
+    db = location_env(store_location)
+    return ["--config", str(ROOT / "openclaw.example.toml"), "--db", db]
 
 
-def _seed_db(db: Path, with_steps: bool) -> int:
+def _seed_db(db: DbLocation, with_steps: bool) -> int:
     async def go() -> int:
         app = await App.open(make_config(), _settings(), db)
         try:
@@ -106,9 +110,9 @@ def _seed_db(db: Path, with_steps: bool) -> int:
 
 
 def test_run_show_lists_the_steps_after_the_run(
-    cli: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: list[str], store_location: DbLocation, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rid = _seed_db(tmp_path / "x.db", with_steps=True)
+    rid = _seed_db(store_location, with_steps=True)
     assert main([*cli, "run-show", str(rid)]) == 0
     out = capsys.readouterr().out
     head, steps = out.split("steps:\n")
@@ -128,9 +132,9 @@ def test_run_show_lists_the_steps_after_the_run(
 
 
 def test_run_show_without_steps_has_no_steps_section(
-    cli: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: list[str], store_location: DbLocation, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rid = _seed_db(tmp_path / "x.db", with_steps=False)
+    rid = _seed_db(store_location, with_steps=False)
     assert main([*cli, "run-show", str(rid)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"run {rid}: digest") and "steps:" not in out
@@ -139,10 +143,10 @@ def test_run_show_without_steps_has_no_steps_section(
 # -- GET /api/runs/{id} ----------------------------------------------------------------
 
 
-async def test_run_detail_has_every_field_of_every_step(fake_llm: FakeLLM, tmp_path: Path) -> None:
-    app = await App.open(
-        make_config(pyramid_urls(fake_llm.base_url)), _settings(), tmp_path / "g.db"
-    )
+async def test_run_detail_has_every_field_of_every_step(
+    fake_llm: FakeLLM, store_location: DbLocation
+) -> None:
+    app = await App.open(make_config(pyramid_urls(fake_llm.base_url)), _settings(), store_location)
     gw = Gateway(app.facade, TOKEN, "127.0.0.1", 0)
     try:
         await gw.start()

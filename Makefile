@@ -33,8 +33,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Everything but the reliability suite on every core (pytest-xdist; each worker has its
+# own PostgreSQL cluster), then the reliability suite in one process: its crash, load and
+# fault drills time real processes and must not share the CPU with other tests.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto -m "not reliability"
+	$(BIN)/pytest -q -m reliability tests/reliability
 
 test: lint typecheck pytest
 

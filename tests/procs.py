@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import IO
 
 
-def clean_env(config: Path, db: Path, **extra: str) -> dict[str, str]:
-    """The environment minus any OPENCLAW_* of the developer's, plus the test's own."""
+def clean_env(config: Path, db: Path | str, **extra: str) -> dict[str, str]:
+    """The environment minus any OPENCLAW_* of the developer's, plus the test's own;
+    ``db`` a SQLite path or a PostgreSQL URL (a str: a Path would fold its ``//``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
     return env | {"OPENCLAW_CONFIG": str(config), "OPENCLAW_DB": str(db)} | extra
 

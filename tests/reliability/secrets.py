@@ -14,5 +14,7 @@ PROVIDER_KEYS = {
     "ANTHROPIC_API_KEY": "sk-ant-RELIABILITY-2b3c4d5e6f7a",
 }
 WEBHOOK_SECRET = "RELIABILITY-webhook-secret-3e4f5a6b"
+# in an OPENCLAW_DB URL (the test cluster trusts local connections, so any password works)
+DB_PASSWORD = "RELIABILITY-pg-password-8c9d0e1f"
 
-ALL = (GATEWAY_TOKEN, TELEGRAM_TOKEN, WEBHOOK_SECRET, *PROVIDER_KEYS.values())
+ALL = (GATEWAY_TOKEN, TELEGRAM_TOKEN, WEBHOOK_SECRET, DB_PASSWORD, *PROVIDER_KEYS.values())

@@ -29,6 +29,7 @@ from core.errors import ProviderError
 from core.gateway import Gateway
 from core.ops.logs import RedactFilter, TextFormatter
 from core.providers.base import DETAIL_MAX_CHARS
+from core.store.path import DbLocation, PostgresURL
 from core.types import Message, ModelCall
 from tests.configs import make_config
 from tests.fakes.llm import FakeLLM, Reply
@@ -38,6 +39,7 @@ from tests.procs import clean_env, run_cli
 from tests.reliability import secrets
 from tests.reliability.conftest import LogCollector, find_leaks, scan_log_dir
 from tests.reliability.sec_util import free_port, write_config
+from tests.stores import location_env
 
 KEYED = {  # provider in tests.configs.pyramid → (api, the variable of its key)
     "flash": ("google-generative-ai", "GEMINI_API_KEY"),
@@ -267,11 +269,16 @@ async def echo_server() -> AsyncIterator[str]:
 
 
 async def test_serve_and_the_cli_leak_no_secret(
-    tmp_path: Path, log_dir: Path, echo_server: str
+    tmp_path: Path, log_dir: Path, echo_server: str, store_location: DbLocation
 ) -> None:
+    """On both engines; on PostgreSQL with a password in the OPENCLAW_DB URL."""
     from tests.configs import pyramid
 
-    out_dir = log_dir / "secrets-e2e"
+    db = location_env(store_location)
+    if isinstance(store_location, PostgresURL):
+        user = db.removeprefix("postgresql://").split("@", 1)[0]
+        db = db.replace(f"//{user}@", f"//{user}:{secrets.DB_PASSWORD}@", 1)
+    out_dir = log_dir / f"secrets-e2e-{type(store_location).__name__}"
     out_dir.mkdir()
     urls = {
         "local": echo_server,
@@ -295,7 +302,7 @@ async def test_serve_and_the_cli_leak_no_secret(
     async with FakeTelegram(token=secrets.TELEGRAM_TOKEN) as tg:
         env = clean_env(
             config,
-            tmp_path / "e2e.db",
+            db,
             OPENCLAW_GATEWAY_TOKEN=secrets.GATEWAY_TOKEN,
             TELEGRAM_BOT_TOKEN=secrets.TELEGRAM_TOKEN,
             TELEGRAM_API_BASE=tg.url,

@@ -240,6 +240,7 @@ class App:
         if cluster.shared and not config.concurrency.per_instance:
             runner.cluster_slot = cluster.slot
         scheduler = Scheduler(config, runner, runner.states, store, clock=clock)
+        scheduler.watch.alert = alert_from("scheduler")  # a fire that made no run
         embedded = embedded_models(providers)
         overview = Overview(
             config,

@@ -7,6 +7,7 @@ the stored last fire, the trigger and ``now``, so it is tested with plain tables
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,13 +15,16 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from core.agents.runner import AgentRunner
 from core.agents.runs import AlreadyExists, Status, Trigger
 from core.agents.state import AgentStates
+from core.agents.watch import ScheduleWatch
 from core.config.agents import AgentConfig
 from core.config.models import Config
+from core.errors import StoreUnavailable
 from core.store.base import Store, Transaction
 from core.store.times import utcnow_iso
 
@@ -29,13 +33,52 @@ TICK = timedelta(microseconds=1)
 MAX_FIRES = 100_000  # a minutely agent down for ~70 days; beyond that we only count
 
 
-def trigger_for(agent: AgentConfig) -> CronTrigger:
-    """The agent's cron trigger in its timezone (DST follows the zone)."""
+class Shifted(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types
+    """A cron trigger whose every fire comes ``offset`` later. APScheduler's own ``jitter``
+    is random at each fire; a stable offset keeps an agent's fire times (and so its
+    ``fire:AGENT@TIME`` keys and the expected fires of the schedule report) the same on
+    every instance and after every restart."""
+
+    __slots__ = ("inner", "offset")
+
+    def __init__(self, inner: CronTrigger, offset: timedelta) -> None:
+        self.inner = inner
+        self.offset = offset
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        # in UTC: an aware local time plus a timedelta is wall-clock arithmetic
+        back = (previous_fire_time.astimezone(UTC) - self.offset) if previous_fire_time else None
+        t: datetime | None = self.inner.get_next_fire_time(back, now.astimezone(UTC) - self.offset)
+        return None if t is None else (t.astimezone(UTC) + self.offset).astimezone(t.tzinfo)
+
+    def __str__(self) -> str:
+        return f"{self.inner} + {self.offset.total_seconds():g}s"
+
+
+def spread_offset(agent: AgentConfig, spread_s: int) -> timedelta:
+    """The agent's stable offset within ``spread_s`` seconds if its cron fires on the hour
+    (minute field ``0``) and it does not opt out; else none. From a hash of its name, so
+    it is the same on every instance and after every restart."""
+    if spread_s <= 0 or not agent.spread or not agent.schedule:
+        return timedelta(0)
+    if agent.schedule.split()[0] != "0":
+        return timedelta(0)
+    digest = hashlib.sha256(agent.name.encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:4], "big") % spread_s)
+
+
+def trigger_for(agent: AgentConfig, spread_s: int = 0) -> BaseTrigger:
+    """The agent's cron trigger in its timezone (DST follows the zone), shifted by its
+    :func:`spread_offset`."""
     assert agent.schedule is not None
-    return CronTrigger.from_crontab(agent.schedule, timezone=ZoneInfo(agent.timezone))
+    cron = CronTrigger.from_crontab(agent.schedule, timezone=ZoneInfo(agent.timezone))
+    offset = spread_offset(agent, spread_s)
+    return Shifted(cron, offset) if offset else cron
 
 
-def fires_between(trigger: CronTrigger, after: datetime, until: datetime) -> list[datetime]:
+def fires_between(trigger: BaseTrigger, after: datetime, until: datetime) -> list[datetime]:
     """Scheduled fire times ``t`` with ``after < t <= until``, once per wall-clock time.
 
     Arithmetic is done in UTC: adding a microsecond to an aware local time is wall-clock
@@ -57,7 +100,7 @@ def fires_between(trigger: CronTrigger, after: datetime, until: datetime) -> lis
 LOOK_BACK = (timedelta(minutes=2), timedelta(hours=1), timedelta(days=1))
 
 
-def latest_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+def latest_fire(trigger: BaseTrigger, now: datetime) -> datetime | None:
     """The last scheduled fire at or before ``now`` within a day (None: none in that day).
 
     Every agent asks this at every fire, so the look-back widens only when the narrower
@@ -75,7 +118,7 @@ def same_wall_time(a: datetime, b: datetime, zone: ZoneInfo) -> bool:
     return a.astimezone(zone).replace(tzinfo=None) == b.astimezone(zone).replace(tzinfo=None)
 
 
-def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
+def next_fire(trigger: BaseTrigger, now: datetime) -> datetime | None:
     """The first fire strictly after ``now``."""
     t: datetime | None = trigger.get_next_fire_time(None, now.astimezone(UTC) + TICK)
     return t
@@ -118,6 +161,12 @@ class Scheduler:
         # False: another instance leads (or this one's lease ran out): a job that fires
         # now does nothing; the leader's scheduler records that fire
         self.may_fire: Callable[[], bool] = lambda: True
+        self.watch = ScheduleWatch(self)
+        self._watching: asyncio.Task[None] | None = None
+
+    def trigger(self, agent: AgentConfig) -> BaseTrigger:
+        """The agent's trigger as this scheduler fires it (with its top-of-hour offset)."""
+        return trigger_for(agent, self.config.scheduler.spread_s)
 
     def scheduled_agents(self) -> list[AgentConfig]:
         """Agents with a schedule that the config enables."""
@@ -133,7 +182,7 @@ class Scheduler:
         for agent in self.scheduled_agents():
             self.aps.add_job(
                 self.fire,
-                trigger_for(agent),
+                self.trigger(agent),
                 args=[agent.name],
                 id=agent.name,
                 name=f"agent {agent.name}",
@@ -143,11 +192,28 @@ class Scheduler:
                 replace_existing=True,
             )
         self.aps.start()
+        self.watch.watching_since = self.clock()
+        self._watching = asyncio.create_task(self._watch_forever(), name="schedule watch")
 
     def stop(self) -> None:
         """Stop firing (running runs are the runner's to finish)."""
         if self.aps.running:
             self.aps.shutdown(wait=False)
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
+
+    async def _watch_forever(self) -> None:
+        """The watch and the daily report on a task of their own, not APScheduler jobs:
+        a scheduler that stopped firing must not silence what watches it."""
+        while True:
+            await asyncio.sleep(self.config.scheduler.watch_every_s)
+            try:
+                await self.watch.tick()
+            except StoreUnavailable as e:
+                log.warning("schedule watch: %s", e)
+            except Exception:  # the watch must not die: it looks again next time
+                log.exception("schedule watch")
 
     def next_fire(self, agent: AgentConfig) -> datetime | None:
         """When the agent fires next (None: not scheduled)."""
@@ -157,7 +223,7 @@ class Scheduler:
         if job is not None:
             when: datetime | None = job.next_run_time
             return when
-        return next_fire(trigger_for(agent), self.clock())
+        return next_fire(self.trigger(agent), self.clock())
 
     async def fire(self, name: str, scheduled_for: datetime | None = None) -> None:
         """A scheduled fire: remember it, then run the agent unless it is disabled."""
@@ -165,7 +231,7 @@ class Scheduler:
         if scheduled_for is None and agent_cfg is not None and agent_cfg.schedule:
             # APScheduler does not say which fire this is: the latest one due by now (a
             # late start of the job must not shift the recorded fire time)
-            scheduled_for = latest_fire(trigger_for(agent_cfg), self.clock())
+            scheduled_for = latest_fire(self.trigger(agent_cfg), self.clock())
         when = scheduled_for or self.clock().replace(second=0, microsecond=0)
         state = await self.states.get(name)
         agent = self.config.agent(name)
@@ -215,7 +281,7 @@ class Scheduler:
                 continue
             if state.disabled:
                 continue
-            fires = fires_between(trigger_for(agent), datetime.fromisoformat(state.last_fire), now)
+            fires = fires_between(self.trigger(agent), datetime.fromisoformat(state.last_fire), now)
             plan = plan_catch_up(fires, now, agent.catch_up_s)
             if not fires:
                 continue

@@ -75,6 +75,7 @@ class AgentConfig(StrictModel):
     inputs: dict[str, InputConfig] = Field(default_factory=dict)
     subagents: SubagentsConfig | None = None
     catch_up_s: float = Field(default=6 * 3600.0, ge=0)  # 0 = never run a missed fire late
+    spread: bool = True  # false: fire on the hour itself despite [scheduler] spread_s
     retry_interrupted: bool = True
     # Tier 3 denied: deliver the best (validator-failed) lower-tier answer instead of failing
     keep_lower_on_deny: bool = False

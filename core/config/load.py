@@ -20,6 +20,7 @@ from core.config.common import (
     ENV_NAME,
 )
 from core.config.models import API_KINDS, Config, ModelConfig, split_model_ref
+from core.config.ops import check_reports
 from core.config.tools import check_agent_tools, check_tools
 from core.embedded.models import check_embedded
 from core.errors import ConfigError, ConfigProblem
@@ -179,6 +180,7 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
     )
     problems += check_agents(cfg.agents, cfg.channels, cfg.alerts, set(cfg.tasks), set(levels))
     problems += check_tools(cfg.tools)
+    problems += check_reports(cfg.reports, cfg.channels)
     for i, a in enumerate(cfg.agents):
         problems += check_agent_tools(
             f"agents[{i}]", a.name, a.tools, cfg.tools, a.kind == "systemEvent"

@@ -20,6 +20,7 @@ from core.config.common import (
     check_header_overlap,
 )
 from core.config.delivery import AlertsConfig, ChannelsConfig, DeliveryConfig
+from core.config.ops import HeartbeatConfig, ReportsConfig, SchedulerConfig
 from core.config.tools import ToolsConfig
 
 ApiKind = Literal["openai-completions", "anthropic-messages", "google-generative-ai", "ollama"]
@@ -274,6 +275,9 @@ class Config(StrictModel):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
     def agent(self, name: str) -> AgentConfig | None:
         """The agent with this name, if configured."""

@@ -305,6 +305,19 @@ async def _m014_cluster(db: DDL) -> None:
     )
 
 
+async def _m017_reports(db: DDL) -> None:
+    # reports sent, by name (``daily:2026-12-03``): one per day however many instances
+    # or restarts try, recorded with its outbox rows
+    await db.execute(
+        """CREATE TABLE reports (
+            name TEXT NOT NULL PRIMARY KEY,
+            sent_at TEXT NOT NULL
+        )"""
+    )
+    # the schedule report joins a period's fires with the runs made for them
+    await db.execute("CREATE INDEX runs_scheduled_for ON runs (scheduled_for)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -320,4 +333,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("012_tool_loop", _m012_tool_loop),
     ("013_approvals_tool", _m013_approvals_tool),
     ("014_cluster", _m014_cluster),
+    ("017_reports", _m017_reports),
 ]

@@ -1,0 +1,170 @@
+"""Schedule assurance: the fires each agent's cron expected over a period, joined with
+what happened to each.
+
+A job scheduler's own bookkeeping (APScheduler's next-run time) moves on whether or not a
+run was made; this looks at the other side, the run rows, so a fire that produced no
+run shows as such. Pure over data (the fires and the rows), with ``now`` handed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.store.times import utcnow_iso
+
+
+class Outcome(enum.StrEnum):
+    """What became of one expected fire."""
+
+    OK = "ok"
+    QUIET = "quiet"  # ok, and it said NO_REPLY: nothing delivered on purpose
+    LATE = "late"  # run late by the catch-up after a downtime
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # cut off by a crash or shutdown, not retried to the end
+    MISSED = "missed"  # while OpenClaw was not running (recorded by the catch-up)
+    RUNNING = "running"  # queued or running now
+    DUE = "due"  # just fired: its run may not exist yet
+    DISABLED = "disabled"  # the agent is disabled: the fire was skipped on purpose
+    NO_RUN = "no run"  # should have made a run and did not: the silent failure
+
+
+# what the operator must look at; the others are fine or not yet decided
+PROBLEMS = frozenset({Outcome.FAILED, Outcome.INTERRUPTED, Outcome.MISSED, Outcome.NO_RUN})
+_BY_STATUS = {
+    "ok": Outcome.OK,
+    "late": Outcome.LATE,
+    "failed": Outcome.FAILED,
+    "interrupted": Outcome.INTERRUPTED,
+    "missed": Outcome.MISSED,
+    "queued": Outcome.RUNNING,
+    "running": Outcome.RUNNING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunFact:
+    """What the join needs of a run row made for a fire (scheduled, late or a retry)."""
+
+    id: int
+    agent: str
+    status: str
+    scheduled_for: str  # the fire, as the store writes times
+    quiet: bool = False
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunFact:
+        """From a ``runs`` row with these columns."""
+        return cls(
+            int(row["id"]),
+            str(row["agent"]),
+            str(row["status"]),
+            str(row["scheduled_for"]),
+            bool(row["quiet"]),
+            row["error"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One expected fire and what became of it."""
+
+    agent: str
+    at: datetime
+    outcome: Outcome
+    run_id: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "at": utcnow_iso(self.at),
+            "outcome": str(self.outcome),
+            "run_id": self.run_id,
+            "error": self.error,
+        }
+
+
+def assess(
+    agent: str,
+    expected: Sequence[datetime],
+    runs: Iterable[RunFact],
+    now: datetime,
+    *,
+    due_s: float,
+    disabled: bool = False,
+) -> list[Fire]:
+    """Each expected fire of ``agent`` with its outcome, in time order.
+
+    A fire's runs are those whose ``scheduled_for`` is that fire (the scheduled run, a
+    late catch-up, a retry after an interruption): the newest decides. The catch-up
+    records a downtime's missed fires as one row at the last of them, so a fire with no
+    run of its own is ``missed`` when the next row after it is a missed row; otherwise
+    it is ``due`` for ``due_s`` after its time, then ``no run`` (``disabled`` if the agent
+    is disabled now and it came after the agent's last row).
+    """
+    mine = sorted((r for r in runs if r.agent == agent), key=lambda r: (r.scheduled_for, r.id))
+    by_fire: dict[str, RunFact] = {}
+    for r in mine:
+        by_fire[r.scheduled_for] = r  # the newest of a fire's runs wins
+    rows_at = sorted(by_fire)
+    out = []
+    for at in expected:
+        key = utcnow_iso(at)
+        run = by_fire.get(key)
+        if run is not None:
+            outcome = _BY_STATUS.get(run.status, Outcome.FAILED)
+            if outcome == Outcome.OK and run.quiet:
+                outcome = Outcome.QUIET
+            out.append(Fire(agent, at, outcome, run.id, run.error if outcome in PROBLEMS else None))
+            continue
+        later = next((k for k in rows_at if k > key), None)
+        if later is not None and by_fire[later].status == "missed":
+            missed = by_fire[later]
+            out.append(Fire(agent, at, Outcome.MISSED, missed.id, missed.error))
+        elif (now - at).total_seconds() < due_s:
+            out.append(Fire(agent, at, Outcome.DUE))
+        elif disabled and later is None:
+            out.append(Fire(agent, at, Outcome.DISABLED))
+        else:
+            out.append(Fire(agent, at, Outcome.NO_RUN, error="the fire made no run"))
+    return out
+
+
+def summary(fires: Sequence[Fire]) -> str:
+    """``42 expected · 40 ok · 1 quiet · 1 failed (deepseek 402)``: counts in a fixed
+    order, the first failure's reason shortened."""
+    counts = Counter(f.outcome for f in fires)
+    parts = [f"{len(fires)} expected"]
+    for outcome in Outcome:
+        n = counts.get(outcome, 0)
+        if not n:
+            continue
+        part = f"{n} {outcome}"
+        if outcome == Outcome.FAILED:
+            why = next((f.error for f in fires if f.outcome == outcome and f.error), None)
+            if why:
+                part += f" ({short_reason(why)})"
+        parts.append(part)
+    return " · ".join(parts)
+
+
+def short_reason(error: str, limit: int = 60) -> str:
+    """An error's first line, cut to ``limit`` characters."""
+    line = error.strip().splitlines()[0] if error.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def problem_line(fire: Fire, zone_name: str = "UTC") -> str:
+    """One line of the daily report for a problem fire."""
+    from zoneinfo import ZoneInfo
+
+    local = fire.at.astimezone(ZoneInfo(zone_name)).strftime("%Y-%m-%d %H:%M")
+    run = f" run {fire.run_id}" if fire.run_id is not None else ""
+    why = f": {short_reason(fire.error, 120)}" if fire.error else ""
+    return f"{fire.agent} {local} {fire.outcome}{run}{why}"

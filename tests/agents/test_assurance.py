@@ -1,0 +1,247 @@
+"""Schedule assurance: expected fires joined with run rows (pure), the scheduler's watch
+for fires that made no run, the daily report, and the top-of-hour stagger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from core.agents.assurance import Fire, Outcome, RunFact, assess, summary
+from core.agents.scheduler import fires_between, spread_offset, trigger_for
+from core.config.agents import AgentConfig
+from core.store.times import utcnow_iso
+from tests.agents.conftest import AppFactory, add_run, set_last_fire
+from tests.fakes.llm import FakeLLM, echo
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def fact(id: int, status: str, at: datetime, **kw: Any) -> RunFact:
+    return RunFact(id, "a", status, utcnow_iso(at), **kw)
+
+
+HOURS = [utc(2026, 12, 1, h) for h in range(1, 9)]  # 01:00 … 08:00
+
+
+def test_each_fire_gets_its_outcome() -> None:
+    now = utc(2026, 12, 1, 8, 2)
+    runs = [
+        fact(1, "ok", HOURS[0]),
+        fact(2, "ok", HOURS[1], quiet=True),
+        fact(3, "failed", HOURS[2], error="deep/deepseek-chat: billing HTTP 402"),
+        # interrupted, then its retry (same fire) went well: the retry decides
+        fact(4, "interrupted", HOURS[3]),
+        fact(9, "ok", HOURS[3]),
+        # 05:00 and 06:00 missed while down: one row at the last of them
+        fact(5, "missed", HOURS[5], error="2 scheduled fire(s) missed"),
+        # 07:00: nothing at all; 08:00 just fired
+    ]
+    fires = assess("a", HOURS, runs, now, due_s=300)
+    assert [(f.at.hour, f.outcome, f.run_id) for f in fires] == [
+        (1, Outcome.OK, 1),
+        (2, Outcome.QUIET, 2),
+        (3, Outcome.FAILED, 3),
+        (4, Outcome.OK, 9),
+        (5, Outcome.MISSED, 5),
+        (6, Outcome.MISSED, 5),
+        (7, Outcome.NO_RUN, None),
+        (8, Outcome.DUE, None),
+    ]
+    assert fires[2].error == "deep/deepseek-chat: billing HTTP 402"
+    assert summary(fires) == (
+        "8 expected · 2 ok · 1 quiet · 1 failed (deep/deepseek-chat: billing HTTP 402)"
+        " · 2 missed · 1 due · 1 no run"
+    )
+
+
+def test_a_disabled_agent_s_fires_after_its_last_row_are_disabled_not_silent() -> None:
+    now = utc(2026, 12, 1, 9)
+    runs = [fact(1, "failed", HOURS[0], error="boom")]
+    fires = assess("a", HOURS[:3], runs, now, due_s=300, disabled=True)
+    assert [f.outcome for f in fires] == [Outcome.FAILED, Outcome.DISABLED, Outcome.DISABLED]
+    again = assess("a", HOURS[:3], runs, now, due_s=300, disabled=False)
+    assert [f.outcome for f in again][1:] == [Outcome.NO_RUN, Outcome.NO_RUN]
+
+
+def test_other_agents_rows_do_not_count() -> None:
+    other = RunFact(1, "b", "ok", utcnow_iso(HOURS[0]))
+    (fire,) = assess("a", HOURS[:1], [other], utc(2026, 12, 1, 9), due_s=300)
+    assert fire.outcome == Outcome.NO_RUN
+
+
+def test_expected_fires_over_dst_fall_back() -> None:
+    """Daily 02:30 Berlin on the night 02:30 happens twice: one expected fire, and the
+    report's join with a run at the first of them says ok."""
+    agent = AgentConfig(name="a", message="x", schedule="30 2 * * *", timezone="Europe/Berlin")
+    fires = fires_between(trigger_for(agent), utc(2026, 10, 24, 12), utc(2026, 10, 26, 12))
+    assert [utcnow_iso(f) for f in fires] == [
+        "2026-10-25T00:30:00.000000Z",
+        "2026-10-26T01:30:00.000000Z",
+    ]
+    runs = [fact(1, "ok", fires[0]), fact(2, "ok", fires[1])]
+    assessed = assess("a", fires, runs, utc(2026, 10, 26, 12), due_s=300)
+    assert [f.outcome for f in assessed] == [Outcome.OK, Outcome.OK]
+
+
+# -- the top-of-hour stagger --------------------------------------------------------------
+
+
+def _agent(name: str, schedule: str = "0 7 * * *", **kw: Any) -> AgentConfig:
+    return AgentConfig(name=name, message="x", schedule=schedule, timezone="Europe/Berlin", **kw)
+
+
+def test_spread_gives_on_the_hour_agents_a_stable_offset_within_the_window() -> None:
+    names = [f"agent-{i}" for i in range(24)]
+    offsets = [spread_offset(_agent(n), 300) for n in names]
+    assert all(timedelta(0) <= o < timedelta(seconds=300) for o in offsets)
+    assert len(set(offsets)) > 12  # spread out, not bunched
+    # stable: a function of the name alone (the same after a restart, on every instance)
+    assert [spread_offset(_agent(n), 300) for n in names] == offsets
+    assert spread_offset(_agent("agent-0", spread=False), 300) == timedelta(0)
+    assert spread_offset(_agent("agent-0", "30 7 * * *"), 300) == timedelta(0)  # not :00
+    assert spread_offset(_agent("agent-0"), 0) == timedelta(0)  # spread off
+
+
+def test_a_spread_trigger_fires_at_the_cron_time_plus_the_offset() -> None:
+    agent = _agent("digest")
+    offset = spread_offset(agent, 300)
+    assert offset > timedelta(0)
+    fires = fires_between(trigger_for(agent, 300), utc(2026, 12, 1), utc(2026, 12, 3))
+    # 07:00 Berlin is 06:00 UTC in December
+    assert fires == [utc(2026, 12, 1, 6) + offset, utc(2026, 12, 2, 6) + offset]
+    # across the spring-forward night too: 07:00 Berlin is 05:00 UTC from 2026-03-29
+    spring = fires_between(trigger_for(agent, 300), utc(2026, 3, 28), utc(2026, 3, 30))
+    assert spring == [utc(2026, 3, 28, 6) + offset, utc(2026, 3, 29, 5) + offset]
+
+
+async def test_next_fire_and_the_aps_job_use_the_offset(make_app: AppFactory) -> None:
+    app = await make_app(
+        [{"name": "digest", "message": "x", "task": "chat", "schedule": "0 * * * *"}],
+        scheduler={"spread_s": 300},
+    )
+    offset = spread_offset(app.config.agents[0], 300)
+    nxt = app.scheduler.next_fire(app.config.agents[0])
+    assert nxt is not None
+    assert timedelta(minutes=nxt.minute, seconds=nxt.second) == offset
+    await app.scheduler.start()
+    try:
+        job = app.scheduler.aps.get_job("digest")
+        assert job.next_run_time == nxt
+    finally:
+        app.scheduler.stop()
+
+
+# -- the watch and the report, on a real store ---------------------------------------------
+
+
+def hourly(name: str, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "message": f"tick {name}", "task": "chat", "schedule": "0 * * * *", **kw}
+
+
+async def test_the_watch_alerts_once_for_a_fire_that_made_no_run(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    fake_llm.default = echo
+    app = await make_app([hourly("h"), hourly("fine")], scheduler={"alert_after_s": 300})
+    now = utc(2026, 12, 1, 10, 10)
+    app.scheduler.clock = app.scheduler.watch.clock = lambda: now
+    watch = app.scheduler.watch
+    watch.watching_since = utc(2026, 12, 1, 9, 30)
+    alerts: list[str] = []
+
+    async def alert(text: str) -> None:
+        alerts.append(text)
+
+    watch.alert = alert
+    await add_run(
+        app, "fine", "schedule", status="ok", scheduled_for=utcnow_iso(utc(2026, 12, 1, 10))
+    )
+    found = await watch.check()
+    assert [(f.agent, f.at) for f in found] == [("h", utc(2026, 12, 1, 10))]
+    assert len(alerts) == 1 and "agent h" in alerts[0] and "made no run" in alerts[0]
+    assert await watch.check() == [] and len(alerts) == 1  # once per fire
+    # within alert_after_s of its time a fire is only due
+    now = utc(2026, 12, 1, 11, 2)
+    assert await watch.check() == []
+
+
+async def test_schedule_of_a_day_through_the_app(make_app: AppFactory) -> None:
+    app = await make_app([hourly("h")])
+    now = utc(2026, 12, 1, 4, 30)
+    await set_last_fire(app, "h", utcnow_iso(utc(2026, 12, 1, 0)))
+    await add_run(app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(utc(2026, 12, 1, 1)))
+    await add_run(
+        app,
+        "h",
+        "schedule",
+        status="failed",
+        scheduled_for=utcnow_iso(utc(2026, 12, 1, 2)),
+        error="deep/deepseek-chat: billing HTTP 402",
+    )
+    fires = await app.scheduler.watch.fires(utc(2026, 12, 1, 0, 30), now)
+    assert [(f.at.hour, f.outcome) for f in fires] == [
+        (1, Outcome.OK),
+        (2, Outcome.FAILED),
+        (3, Outcome.NO_RUN),
+        (4, Outcome.NO_RUN),
+    ]
+
+
+async def test_the_daily_report_goes_once_a_day(make_app: AppFactory) -> None:
+    app = await make_app([hourly("h")], reports={"daily": "08:00", "timezone": "Europe/Berlin"})
+    watch = app.scheduler.watch
+    morning = utc(2026, 12, 1, 7, 1)  # 08:01 Berlin
+    app.scheduler.clock = watch.clock = lambda: morning
+    await add_run(app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(utc(2026, 12, 1, 6)))
+    await add_run(
+        app,
+        "h",
+        "schedule",
+        status="failed",
+        scheduled_for=utcnow_iso(utc(2026, 12, 1, 5)),
+        error="deep/deepseek-chat: billing HTTP 402",
+    )
+    await watch.tick()
+    await watch.tick()  # again the same morning: not a second report
+    rows = await app.store.fetchall("SELECT kind, target, body FROM outbox WHERE kind = 'report'")
+    assert len(rows) == 1
+    assert "📋 Schedule 2026-12-01: 24 expected · 1 ok · 1 failed" in str(rows[0]["body"])
+    # the whole text (the log channel's template shortens it)
+    text = watch.report_text(await watch.fires(morning - timedelta(days=1)), "2026-12-01")
+    lines = text.splitlines()
+    assert lines[0] == (
+        "📋 Schedule 2026-12-01: 24 expected · 1 ok · 1 failed (deep/deepseek-chat: billing"
+        " HTTP 402) · 1 due · 21 no run"  # the 07:00 UTC fire came a minute ago: due
+    )
+    assert "h 2026-12-01 06:00 failed run 2: deep/deepseek-chat: billing HTTP 402" in lines
+    assert "h 2026-12-01 05:00 no run: the fire made no run" in lines  # 04:00 UTC
+    assert len(lines) == 1 + 22  # 21 no run, 1 failed
+    # the next morning's goes, not an evening's first start
+    assert not await _tick_at(app, utc(2026, 12, 1, 19))
+    assert await _tick_at(app, utc(2026, 12, 2, 7, 5))
+
+
+async def _tick_at(app: Any, now: datetime) -> bool:
+    watch = app.scheduler.watch
+    app.scheduler.clock = watch.clock = lambda: now
+    before = len(await app.store.fetchall("SELECT name FROM reports"))
+    await watch.tick()
+    return len(await app.store.fetchall("SELECT name FROM reports")) > before
+
+
+@pytest.mark.parametrize("fire", [Fire("a", utc(2026, 12, 1, 7), Outcome.NO_RUN)])
+def test_fire_as_dict(fire: Fire) -> None:
+    assert fire.as_dict() == {
+        "agent": "a",
+        "at": "2026-12-01T07:00:00.000000Z",
+        "outcome": "no run",
+        "run_id": None,
+        "error": None,
+    }

@@ -38,6 +38,7 @@ from bot.routers.ask import make_ask_router
 from bot.routers.budget import make_budget_router
 from bot.routers.memory import make_memory_router
 from bot.routers.runs import UsageError, make_runs_router
+from bot.routers.schedule import make_schedule_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
 from bot.routers.usage import make_usage_router
@@ -129,6 +130,7 @@ class TelegramBot:
             make_agents_router(),
             make_runs_router(),
             make_usage_router(),
+            make_schedule_router(),
             make_status_router(),
             make_approvals_router(),
             make_budget_router(),

@@ -38,6 +38,7 @@ ADMIN_COMMANDS = [
     ("runs", "recent runs: /runs [agent]"),
     ("memory", "what an agent remembered: /memory <agent>"),
     ("usage", "usage per tier and model: /usage [today|7d|30d]"),
+    ("schedule", "expected fires vs what ran: /schedule [24h|7d]"),
     ("status", "provider health, queues, pending approvals"),
     ("approvals", "pending approvals: Tier-3 escalations, agents' tool calls"),
     ("budget", "spend caps, what is left, the month-end forecast"),
@@ -45,7 +46,18 @@ ADMIN_COMMANDS = [
     ("new", "start a new conversation for /ask"),
     ("help", "what this bot does"),
 ]
-READ_ONLY = {"agents", "runs", "memory", "usage", "status", "budget", "ask", "new", "help"}
+READ_ONLY = {
+    "agents",
+    "runs",
+    "memory",
+    "usage",
+    "schedule",
+    "status",
+    "budget",
+    "ask",
+    "new",
+    "help",
+}
 
 
 def help_text(is_admin: bool) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core import __version__
+from core.agents.assurance import parse_period
 from core.agents.runs import Run, Status, Trigger
 from core.app import App, missing_keys
 from core.config.common import mask_url
@@ -131,6 +132,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE.toml",
         help="re-price the period under another config's tiers, tasks, prices",
     )
+
+    sched = sub.add_parser(
+        "schedule", help="each scheduled agent's expected fires vs what happened to them"
+    )
+    sched.add_argument(
+        "--since",
+        default="24h",
+        type=_arg(lambda t: (t, parse_period(t))),
+        help="period: 30m, 24h, 7d, at most 31d (default 24h)",
+    )
+    sched.add_argument("agent", nargs="?", help="one agent (default: all)")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -804,6 +816,34 @@ async def _budget(args: argparse.Namespace, settings: Settings, config: Config, 
     return 0
 
 
+async def _schedule(
+    args: argparse.Namespace, settings: Settings, config: Config, path: Path
+) -> int:
+    from core.agents.assurance import PROBLEMS, schedule_lines, summary
+
+    agent = config.agent(args.agent) if args.agent else None
+    if args.agent and (agent is None or not agent.schedule):
+        print(f"openclaw schedule: no scheduled agent named {args.agent!r}", file=sys.stderr)
+        return 2
+    period, since = args.since
+    app = await _with_app(args, settings, config)
+    try:
+        now = app.scheduler.clock()
+        fires = await app.scheduler.watch.fires(now - since, now)
+    finally:
+        await app.close()
+    if agent is not None:
+        fires = [f for f in fires if f.agent == agent.name]
+    if not fires:
+        print(f"no fires expected over the last {period}")
+        return 0
+    print(f"Schedule over the last {period}: {summary(fires)}")
+    for line in schedule_lines(fires, config.reports.timezone):
+        print(line)
+    # a script (or a monitor) can tell: 1 when a fire failed, was missed or made no run
+    return 1 if any(f.outcome in PROBLEMS for f in fires) else 0
+
+
 _COMMANDS = {
     "serve": _serve,
     "ask": _ask,
@@ -817,6 +857,7 @@ _COMMANDS = {
     "memory": _memory,
     "status": _status,
     "budget": _budget,
+    "schedule": _schedule,
 }
 
 if __name__ == "__main__":  # pragma: no cover

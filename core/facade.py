@@ -11,6 +11,7 @@ from core.agents.runs import Runs
 from core.agents.sessions import Sessions
 from core.agents.state import AgentStates
 from core.agents.steps import RunSteps, Step
+from core.agents.watch import ScheduleWatch
 from core.cluster.updates import UpdateLog
 from core.config.models import Config
 from core.config.settings import Settings
@@ -50,6 +51,7 @@ class Facade:
     overview: Overview
     metrics: Metrics
     updates: UpdateLog  # webhook updates already taken (by any instance)
+    schedule: ScheduleWatch  # expected fires vs runs (/schedule, GET /api/schedule)
     # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]

@@ -12,10 +12,13 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from core.parsing import parse_since
 from core.store.times import utcnow_iso
+
+MAX_PERIOD = timedelta(days=31)  # a month of a minutely agent is 44,640 fires to join
 
 
 class Outcome(enum.StrEnum):
@@ -168,3 +171,28 @@ def problem_line(fire: Fire, zone_name: str = "UTC") -> str:
     run = f" run {fire.run_id}" if fire.run_id is not None else ""
     why = f": {short_reason(fire.error, 120)}" if fire.error else ""
     return f"{fire.agent} {local} {fire.outcome}{run}{why}"
+
+
+def schedule_lines(fires: Sequence[Fire], zone_name: str = "UTC", limit: int = 30) -> list[str]:
+    """What ``openclaw schedule`` and ``/schedule`` show: one summary line per agent
+    (in name order), then up to ``limit`` problem fires, newest first."""
+    agents = sorted({f.agent for f in fires})
+    width = max((len(a) for a in agents), default=0)
+    lines = [f"{a.ljust(width)}  {summary([f for f in fires if f.agent == a])}" for a in agents]
+    problems = [f for f in fires if f.outcome in PROBLEMS]
+    if problems:
+        lines.append(f"problems ({len(problems)}, newest first):")
+        lines += [f"  {problem_line(f, zone_name)}" for f in reversed(problems[-limit:])]
+        if len(problems) > limit:
+            lines.append(f"  … and {len(problems) - limit} older")
+    return lines
+
+
+def parse_period(text: str) -> timedelta:
+    """A report period (``24h``, ``7d``): as ``--since`` everywhere, at most a month."""
+    period = parse_since(text)
+    if period > MAX_PERIOD:
+        raise ValueError(f"period {text.strip()!r} is too long for the schedule: at most 31d")
+    if period <= timedelta(0):
+        raise ValueError(f"period {text.strip()!r} is empty: use e.g. 24h or 7d")
+    return period

@@ -3,7 +3,9 @@ for fires that made no run, the daily report, and the top-of-hour stagger."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,10 +13,16 @@ import pytest
 
 from core.agents.assurance import Fire, Outcome, RunFact, assess, summary
 from core.agents.scheduler import fires_between, spread_offset, trigger_for
+from core.app import App
+from core.cli import main
 from core.config.agents import AgentConfig
+from core.config.load import load_config
+from core.config.settings import Settings
+from core.store.path import DbLocation
 from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_run, set_last_fire
 from tests.fakes.llm import FakeLLM, echo
+from tests.stores import location_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -245,3 +253,60 @@ def test_fire_as_dict(fire: Fire) -> None:
         "run_id": None,
         "error": None,
     }
+
+
+CLI_CONFIG = """
+[providers.local]
+api = "ollama"
+base_url = "http://127.0.0.1:9"
+
+[models."local/m"]
+
+[[tiers]]
+level = 0
+models = ["local/m"]
+
+[[agents]]
+name = "h"
+message = "x"
+schedule = "0 * * * *"
+
+[[agents]]
+name = "m"
+message = "x"
+"""
+
+
+def test_openclaw_schedule_prints_the_join_and_exits_1_on_problems(
+    tmp_path: Path,
+    store_location: DbLocation,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    cfg = tmp_path / "openclaw.toml"
+    cfg.write_text(CLI_CONFIG, encoding="utf-8")
+    argv = ["--config", str(cfg), "--db", location_env(store_location)]
+
+    async def seed() -> None:
+        config = load_config(cfg)
+        app = await App.open(config, Settings(_env_file=None), store_location)  # type: ignore[call-arg]
+        try:
+            now = app.scheduler.clock()
+            trigger = app.scheduler.trigger(config.agents[0])
+            for f in fires_between(trigger, now - timedelta(hours=2), now):
+                await add_run(app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(f))
+        finally:
+            await app.close()
+
+    asyncio.run(seed())
+    assert main([*argv, "schedule", "--since", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Schedule over the last 2h: 2 expected · 2 ok\n")
+    assert main([*argv, "schedule", "m"]) == 2  # not scheduled
+    assert "no scheduled agent named 'm'" in capsys.readouterr().err
+    assert main([*argv, "schedule", "--since", "4h"]) == 1  # two more fires with no run
+    assert "2 no run" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "schedule", "--since", "60d"])
+    assert "at most 31d" in capsys.readouterr().err

@@ -47,6 +47,7 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
         "runs",
         "memory",
         "usage",
+        "schedule",
         "status",
         "budget",
         "ask",

@@ -1,0 +1,36 @@
+"""/schedule in Telegram: the summary and the problem fires; a bad period gets usage."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from core.agents.scheduler import fires_between
+from core.store.times import utcnow_iso
+from tests.agents.conftest import add_run
+from tests.bot.conftest import VIEWER, RigFactory
+
+
+async def test_schedule_shows_the_summary_and_the_problems(make_rig: RigFactory) -> None:
+    hourly = {"name": "h", "task": "chat", "message": "x", "schedule": "0 * * * *"}
+    rig = await make_rig([hourly])
+    sched = rig.app.scheduler
+    now = sched.clock()
+    fires = fires_between(sched.trigger(rig.app.config.agents[0]), now - timedelta(hours=2), now)
+    await add_run(rig.app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(fires[0]))
+    await add_run(
+        rig.app,
+        "h",
+        "schedule",
+        status="failed",
+        scheduled_for=utcnow_iso(fires[1]),
+        error="deep/deepseek-chat: billing <HTTP 402>",
+    )
+    rig.tg.user_message(VIEWER, "/schedule 2h")
+    msg = await rig.said(VIEWER, "Schedule, last 2h")
+    text = msg["text"]
+    assert "2 expected · 1 ok · 1 failed (deep/deepseek-chat: billing &lt;HTTP 402&gt;)" in text
+    assert "problems (1, newest first):" in text and "failed run 2" in text
+    rig.tg.user_message(VIEWER, "/schedule forever")
+    await rig.said(VIEWER, "Usage: /schedule [period]")
+    rig.tg.user_message(VIEWER, "/schedule 90d")
+    await rig.said(VIEWER, "too long for the schedule: at most 31d")

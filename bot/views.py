@@ -262,6 +262,10 @@ def status_text(status: StatusSnapshot) -> str:
     tg = status.plugins.get("telegram")
     if tg:
         lines.append(f"Telegram: {escape(tg['mode'])}, {escape(tg['state'])}")
+    hb = status.plugins.get("heartbeat")
+    if hb:
+        last = hb["last_ping"] or "never"
+        lines.append(f"Heartbeat: {escape(truncate(hb['state'], 200))}; last ping {escape(last)}")
     return "\n".join(lines)
 
 

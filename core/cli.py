@@ -785,7 +785,14 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
     if body.get("store", "ok") != "ok":
         print(f"store: {body['store']}")
     print(f"telegram: {body['telegram']['mode']}, {body['telegram']['state']}")
+    if "heartbeat" in body:
+        print(heartbeat_line(body["heartbeat"]))
     return 0
+
+
+def heartbeat_line(hb: dict[str, Any]) -> str:
+    """The dead-man's switch in one line: its state and the last ping the monitor took."""
+    return f"heartbeat ({hb['url_env']}): {hb['state']}; last ping {hb['last_ping'] or 'never'}"
 
 
 def _read_token_file(path: Path) -> str:

@@ -195,6 +195,12 @@ class Scheduler:
         self.watch.watching_since = self.clock()
         self._watching = asyncio.create_task(self._watch_forever(), name="schedule watch")
 
+    @property
+    def running(self) -> bool:
+        """It fires (APScheduler runs) and its watch is alive."""
+        watching = self._watching is not None and not self._watching.done()
+        return bool(self.aps.running) and watching
+
     def stop(self) -> None:
         """Stop firing (running runs are the runner's to finish)."""
         if self.aps.running:

@@ -45,10 +45,13 @@ class HeartbeatConfig(StrictModel):
     # the variable holding the push URL of an external monitor (healthchecks.io, Uptime
     # Kuma): a URL is a secret (whoever has it can fake the pings), so never in the file
     url_env: str | None = None
-    every_s: float = Field(default=60.0, ge=5, le=3600)
+    every_s: float = Field(default=60.0, ge=1, le=3600)
     timeout_s: float = Field(default=10.0, gt=0, le=60)
     # the delivery worker counts as hung when a due row has waited this long
     stall_after_s: float = Field(default=300.0, gt=0)
+    # a SQLite store on a disk with less free space than this is unhealthy: a full disk
+    # fails every write, records first
+    min_free_mb: int = Field(default=100, ge=0)
 
     @field_validator("url_env")
     @classmethod

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +18,9 @@ from core.app import App, missing_keys
 from core.errors import StoreUnavailable
 from core.gateway import Gateway, PortInUse
 from core.ops.backoff import Backoff
+from core.ops.heartbeat import Heartbeat, serve_checks
 from core.ops.probes import Prober
+from core.store.sqlite import SQLiteStore
 
 log = logging.getLogger("openclaw.serve")
 ADOPT_INTERVAL_S = 1.0
@@ -157,6 +160,33 @@ class Leadership:
                 log.exception("an extension failed to step down")
 
 
+def _heartbeat(app: App, delivery_running: Callable[[], bool]) -> Heartbeat | None:
+    """The dead-man's switch if ``[heartbeat] url_env`` names one (its URL unset: status
+    and the log say so, and the monitor, getting nothing, alerts)."""
+    cfg = app.config.heartbeat
+    if cfg.url_env is None:
+        return None
+    secret = app.settings.secret(cfg.url_env)
+    if secret is None:
+        log.warning("[heartbeat] url_env: %s is not set: no pings", cfg.url_env)
+    checks = serve_checks(
+        app.store,
+        app.store.path.parent if isinstance(app.store, SQLiteStore) else None,
+        lambda: not app.cluster.is_leader() or app.scheduler.running,
+        delivery_running,
+        cfg,
+        app.runner.clock,
+    )
+    return Heartbeat(
+        cfg,
+        secret.get_secret_value() if secret else None,
+        app.http,
+        checks,
+        app.runner.clock,
+        leading=app.cluster.is_leader,
+    )
+
+
 class Extension(Protocol):
     """Something that plugs into serve (the Telegram bot); core never imports it."""
 
@@ -242,6 +272,10 @@ async def serve(
         if app.cluster.shared:
             leader = Leadership(app, started, leading)
             intake.append(asyncio.create_task(leader.run(stop)))
+        heartbeat = _heartbeat(app, lambda: delivery is not None and not delivery.done())
+        if heartbeat is not None:
+            app.overview.add_status_hook("heartbeat", heartbeat.describe)
+            intake.append(asyncio.create_task(heartbeat.run(stop)))
         print(
             f"openclaw {__version__} serving; config {config_path}; db {app.store.location}",
             flush=True,

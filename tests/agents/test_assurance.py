@@ -20,7 +20,7 @@ from core.config.load import load_config
 from core.config.settings import Settings
 from core.store.path import DbLocation
 from core.store.times import utcnow_iso
-from tests.agents.conftest import AppFactory, add_run, set_last_fire
+from tests.agents.conftest import AppFactory, add_run, set_last_fire, wait_done
 from tests.fakes.llm import FakeLLM, echo
 from tests.stores import location_env
 
@@ -310,3 +310,19 @@ def test_openclaw_schedule_prints_the_join_and_exits_1_on_problems(
     with pytest.raises(SystemExit):
         main([*argv, "schedule", "--since", "60d"])
     assert "at most 31d" in capsys.readouterr().err
+
+
+async def test_a_downtime_shows_as_missed_and_late_after_the_restart(
+    make_app: AppFactory, fake_llm: FakeLLM
+) -> None:
+    """serve was down for three hourly fires: the catch-up at start runs the newest late
+    and records the others missed; the schedule shows exactly that, no 'no run'."""
+    fake_llm.default = echo
+    app = await make_app([hourly("h")])
+    now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    await set_last_fire(app, "h", utcnow_iso(now - timedelta(hours=3)))
+    (late,) = await app.scheduler.catch_up(now)
+    await wait_done(app, late)
+    fires = await app.scheduler.watch.fires(now - timedelta(hours=3), now)
+    assert [f.outcome for f in fires] == [Outcome.MISSED, Outcome.MISSED, Outcome.LATE]
+    assert fires[2].run_id == late

@@ -39,6 +39,7 @@ from core.config.load import parse_config
 from core.config.settings import Settings
 from core.gateway import Gateway
 from core.gateway.handlers import STATE
+from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 from tests.fakes.wait import until
 from tests.reliability import secrets
@@ -316,7 +317,7 @@ async def fake_in_thread() -> AsyncIterator[FakeLLM]:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path) -> AsyncIterator[Load]:
+async def running(location: DbLocation) -> AsyncIterator[Load]:
     """The fake upstream, the App and its gateway; all closed on the way out."""
     async with fake_in_thread() as fake:
         upstream = Upstream()
@@ -325,7 +326,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Load]:
             s.bind(("127.0.0.1", 0))
             dead_url = f"http://127.0.0.1:{s.getsockname()[1]}"
         cfg = parse_config(config_doc(fake, dead_url), warnings=[])
-        app = await App.open(cfg, Settings(_env_file=None), tmp_path / "load.db")
+        app = await App.open(cfg, Settings(_env_file=None), location)
         gateway = Gateway(app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
         try:
             await gateway.start()
@@ -351,7 +352,8 @@ class _Errors(logging.Handler):
 
 
 @pytest.mark.timeout(scale(60, 300))
-async def test_load_with_random_upstream_faults(tmp_path: Path) -> None:
+async def test_load_with_random_upstream_faults(store_location: DbLocation) -> None:
+    """On both engines (the ledger's group commit is engine code)."""
     # the baseline is taken before anything of the test exists, so the final count
     # after teardown shows whatever leaked from any part: gateway, engine, adapters, fake
     gc.collect()
@@ -368,7 +370,7 @@ async def test_load_with_random_upstream_faults(tmp_path: Path) -> None:
     sql.setLevel(logging.INFO)
     product.addHandler(errors)
     try:
-        async with running(tmp_path) as rig:
+        async with running(store_location) as rig:
             await run_load(rig)
     finally:
         product.removeHandler(errors)
@@ -435,7 +437,8 @@ async def run_load(rig: Load) -> None:
     assert {o.rid for o in stayed} <= set(per_request)
     total_rows = sum(sum(c.values()) for c in per_request.values())
     (dead,) = await rig.app.store.fetchall(
-        "SELECT COUNT(*), SUM(outcome = 'unavailable') FROM attempts WHERE provider = 'dead'"
+        "SELECT COUNT(*), SUM(CASE WHEN outcome = 'unavailable' THEN 1 ELSE 0 END)"
+        " FROM attempts WHERE provider = 'dead'"
     )
     assert dead[0] == dead[1] > 0  # probed now and then, refused every time
     assert total_rows == rig.upstream.calls + dead[0]  # the refused calls never got there

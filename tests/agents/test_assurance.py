@@ -326,3 +326,16 @@ async def test_a_downtime_shows_as_missed_and_late_after_the_restart(
     fires = await app.scheduler.watch.fires(now - timedelta(hours=3), now)
     assert [f.outcome for f in fires] == [Outcome.MISSED, Outcome.MISSED, Outcome.LATE]
     assert fires[2].run_id == late
+
+
+async def test_a_disabled_agent_s_fires_show_as_disabled(make_app: AppFactory) -> None:
+    app = await make_app([hourly("h"), hourly("on")])
+    now = utc(2026, 12, 1, 4, 30)
+    await app.runner.states.set_disabled("h", True, "by @admin")
+    fires = await app.scheduler.watch.fires(utc(2026, 12, 1, 2, 30), now)
+    assert [(f.agent, f.outcome) for f in fires] == [
+        ("h", Outcome.DISABLED),
+        ("on", Outcome.NO_RUN),
+        ("h", Outcome.DISABLED),
+        ("on", Outcome.NO_RUN),
+    ]

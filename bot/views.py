@@ -237,6 +237,10 @@ def status_text(status: StatusSnapshot) -> str:
                 lat = f" {m.last_latency_ms:.0f} ms" if m.last_latency_ms else ""
                 err = f" — {escape(truncate(m.last_error, 80))}" if m.last_error else ""
                 lines.append(f"  {escape(m.model)}: {escape(m.state)}{lat}{err}")
+    for k in status.keys:  # the keys out of routing, by variable name (never the value)
+        if k.state != "closed":
+            why = f" — {escape(truncate(k.last_error, 80))}" if k.last_error else ""
+            lines.append(f"Key {escape(k.provider)} {escape(k.key)}: {escape(k.state)}{why}")
     q = status.queues
     lines.append(
         f"Queues: agents {q.agents_running} running / {q.agents_waiting} "

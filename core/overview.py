@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -78,6 +78,19 @@ class ModelState:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyState:
+    """An API key's breaker, by its variable's NAME (the value never leaves the settings)."""
+
+    provider: str
+    key: str
+    state: str
+    cooldown_left_s: float
+    consecutive_failures: int
+    last_outcome: str
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Queues:
     agents_waiting: int
     agents_running: int
@@ -99,6 +112,7 @@ class StatusSnapshot:
     pending_approvals: int | None  # None: the store did not answer
     plugins: dict[str, dict[str, Any]]  # "telegram" (off unless the bot reports) and others
     store: str = "ok"  # or "unavailable: why" (then the counts it holds are None)
+    keys: list[KeyState] = field(default_factory=list)  # providers that send a key
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as /api/status answers it (keys in this order)."""
@@ -107,6 +121,7 @@ class StatusSnapshot:
             "uptime_s": self.uptime_s,
             "tiers": [asdict(t) for t in self.tiers],
             "models": [asdict(m) for m in self.models],
+            "keys": [asdict(k) for k in self.keys],
             "embedded": self.embedded,
             "queues": asdict(self.queues),
             "pending_approvals": self.pending_approvals,
@@ -264,6 +279,7 @@ class Overview:
             pending_approvals=pending_approvals,
             plugins={"telegram": dict(TELEGRAM_OFF)} | plugins,
             store=store,
+            keys=[KeyState(**row) for row in self.health.key_status(time.monotonic())],
         )
 
 

@@ -188,6 +188,10 @@ class App:
             providers[name] = next(iter(keyed[name].values()), pooled)
             if not keyed[name]:
                 del keyed[name]
+        for name, pcfg in config.providers.items():  # shown in the status, never sent
+            unset = tuple(env for env in pcfg.key_envs if env not in keyed.get(name, {}))
+            if unset:
+                health.set_unset_keys(name, unset)
         ledger = Ledger(store, config, clock=clock)
         metrics = Metrics(health, time.monotonic)
         approvals = ApprovalBroker(store, config.approvals, clock=clock)

@@ -34,6 +34,7 @@ from core.errors import (
 )
 from core.ops.logs import setup_logging
 from core.ops.serve import Extension, serve
+from core.overview import key_line
 from core.parsing import parse_id, parse_int, parse_since
 from core.store.path import PostgresURL, check_db_location, db_url_password
 from core.types import ChatRequest, Message, StreamDelta
@@ -757,9 +758,7 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
                 err = f" ({m['last_error']})" if m["last_error"] else ""
                 print(f"  {m['model']:<36} {m['state']}{lat}{err}")
     for k in body.get("keys", []):  # by variable name: the status never holds a key's value
-        left = f", {k['cooldown_left_s']:.0f}s left" if k["cooldown_left_s"] else ""
-        err = f" ({k['last_error']}{left})" if k["last_error"] and k["state"] != "closed" else ""
-        print(f"key {k['provider']} {k['key']}: {k['state']}{err}")
+        print(f"key {key_line(k)}")
     q = body["queues"]
 
     def count(n: int | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from core import __version__
 from core.config.models import Config
+from core.engine.health import duration_text
 from core.errors import StoreUnavailable
 from core.store.times import utcnow_iso
 
@@ -88,6 +89,17 @@ class KeyState:
     consecutive_failures: int
     last_outcome: str
     last_error: str
+
+
+def key_line(row: Mapping[str, Any]) -> str:
+    """One key of the status, as `openclaw status` and the bot print it: the provider, the
+    variable's name, its state and, when out, why and for how long, e.g.
+    ``deep DEEP_KEY_A: open (billing HTTP 402, 4h59m left)``."""
+    line = f"{row['provider']} {row['key']}: {row['state']}"
+    if row["state"] == "closed" or not row["last_error"]:
+        return line
+    left = float(row["cooldown_left_s"])
+    return line + f" ({row['last_error']}" + (f", {duration_text(left)} left)" if left else ")")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from core.config.settings import Settings
 from core.engine.engine import Engine, Result
 from core.engine.health import HealthBoard
 from core.errors import AllAttemptsFailed
+from core.overview import key_line
 from core.providers import build_provider
 from core.providers.base import Provider
 from core.types import ChatRequest, Message
@@ -207,6 +208,17 @@ async def test_a_run_keeps_the_key_that_last_worked_for_it(rig: Callable[..., Ri
     assert keys_sent(r.fake)[4:] == ["B", "A", "A"]
 
 
+async def test_a_gateway_caller_keeps_its_key_too(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.fake.script("deepseek-chat", Reply(status=429, retry_after=20), Reply(text="B"))
+    await r.engine.complete(ask(caller="alice"))
+    r.now[0] += 60
+    r.fake.script("deepseek-chat", Reply(text="alice on B"), Reply(text="anonymous on A"))
+    assert (await r.engine.complete(ask(caller="alice"))).content == "alice on B"
+    assert (await r.engine.complete(ask())).content == "anonymous on A"
+    assert keys_sent(r.fake) == ["A", "B", "B", "A"]
+
+
 async def test_a_429_on_the_last_key_goes_to_the_next_model(rig: Callable[..., Rig]) -> None:
     r = rig()
     limited = Reply(status=429, retry_after=20)
@@ -280,7 +292,11 @@ async def test_a_provider_uses_the_keys_that_are_set_and_is_out_with_none(
     fake_llm.script("deepseek-chat", Reply(text="on B"))
     assert (await app.engine.complete(ask())).content == "on B"
     assert keys_sent(fake_llm) == ["B"]
-    assert [k["key"] for k in (await app.overview.status(1.0)).as_dict()["keys"]] == ["DEEP_KEY_B"]
+    rows = (await app.overview.status(1.0)).as_dict()["keys"]
+    assert [(k["key"], k["state"], k["last_error"]) for k in rows] == [
+        ("DEEP_KEY_B", "closed", ""),
+        ("DEEP_KEY_A", "unavailable", "DEEP_KEY_A is not set"),
+    ]
 
     monkeypatch.delenv("DEEP_KEY_B")
     none_set: App = await open_app(["DEEP_KEY_A", "DEEP_KEY_B"])
@@ -290,3 +306,17 @@ async def test_a_provider_uses_the_keys_that_are_set_and_is_out_with_none(
     assert [(s.ref, s.reason) for s in blocked if s.ref.startswith("deep/")] == [
         ("deep/deepseek-chat", reason)
     ]
+
+
+def test_key_line_as_openclaw_status_prints_it() -> None:
+    row = {
+        "provider": "deep",
+        "key": "DEEP_KEY_A",
+        "state": "open",
+        "cooldown_left_s": 5 * H,
+        "last_error": "billing HTTP 402",
+    }
+    assert key_line(row) == "deep DEEP_KEY_A: open (billing HTTP 402, 5h00m left)"
+    assert key_line(row | {"state": "closed"}) == "deep DEEP_KEY_A: closed"
+    unset = row | {"state": "unavailable", "cooldown_left_s": 0.0, "last_error": "X is not set"}
+    assert key_line(unset) == "deep DEEP_KEY_A: unavailable (X is not set)"

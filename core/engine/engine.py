@@ -222,7 +222,7 @@ class Engine:
         for name, adapters in self.keyed.items():
             health.set_keys(name, tuple(adapters))
         health.watch([ref for t in config.tiers for ref in t.models])
-        # (run id, provider) -> the key that last answered for that run
+        # (run or caller, provider) -> the key that last answered for it
         self._sticky: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.ledger = ledger
         self.approver: Approver = approver or PolicyApprover(config.approvals)
@@ -390,7 +390,8 @@ class Engine:
         if not envs:
             return None
         tried = tuple(st.keys_tried.get(cand.provider, ()))
-        prefer = self._sticky.get((req.run_id, cand.provider)) if req.run_id else None
+        who = _sticky_id(req)
+        prefer = self._sticky.get((who, cand.provider)) if who else None
         key = self.health.pick_key(cand.provider, self._clock(), prefer=prefer, tried=tried)
         # none usable: the plan picked the model as a last resort (or a race): its first key
         return key or envs[0]
@@ -507,8 +508,8 @@ class Engine:
             usage = self._streamed(req, received_chars)
             yield await self._failed(st, cand, err, t0, max_tokens, committed, usage, key)
             return
-        if key is not None and req.run_id:
-            self._remember_key(req.run_id, cand.provider, key)
+        if key is not None and (who := _sticky_id(req)):
+            self._remember_key(who, cand.provider, key)
         attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed, key)
         await self._record(st, attempt)
         reason = attempt.reason if attempt.outcome == "unusable" else None
@@ -567,10 +568,11 @@ class Engine:
             return why  # a turn of tool calls: its text is not the answer yet
         return validate(resp.content, st.rules) or check_json(resp.content, req.response_format)
 
-    def _remember_key(self, run_id: str, provider: str, key: str) -> None:
-        """The run's next call of ``provider`` sends ``key`` again while it works."""
-        self._sticky[(run_id, provider)] = key
-        self._sticky.move_to_end((run_id, provider))
+    def _remember_key(self, who: str, provider: str, key: str) -> None:
+        """The run's (or caller's) next call of ``provider`` sends ``key`` again while it
+        works."""
+        self._sticky[(who, provider)] = key
+        self._sticky.move_to_end((who, provider))
         while len(self._sticky) > STICKY_RUNS:
             self._sticky.popitem(last=False)
 
@@ -710,6 +712,14 @@ def billing_alert(provider: str, model: str, key: str | None, detail: str, coold
         f" or model meanwhile. Fix: top up the {provider} account or raise its quota; the"
         " first answer after that ends this alert's episode."
     )
+
+
+def _sticky_id(req: ChatRequest) -> str | None:
+    """Whose key choice sticks: the run's (agent runs), else the gateway caller's; None
+    for an anonymous request, which takes the first usable key."""
+    if req.run_id:
+        return f"run:{req.run_id}"
+    return f"caller:{req.caller}" if req.caller else None
 
 
 def _as_provider_error(cand: Candidate, e: Exception) -> ProviderError:

@@ -60,6 +60,7 @@ class HealthBoard:
         self._keys: dict[str, tuple[str, ...]] = {}  # provider -> its set keys' variables
         self._key_breakers: dict[tuple[str, str], Breaker] = {}  # (provider, variable)
         self._seen: set[str] = set()  # model refs routing may ask about (see watch)
+        self._unset: dict[str, tuple[str, ...]] = {}  # provider -> key variables not set
 
     def _get(self, ref: str) -> Breaker:
         return self._breakers.setdefault(ref, Breaker())
@@ -71,6 +72,10 @@ class HealthBoard:
         self._keys[provider] = envs
         for env in envs:
             self._key_breakers.setdefault((provider, env), Breaker())
+
+    def set_unset_keys(self, provider: str, envs: tuple[str, ...]) -> None:
+        """Keys of ``provider`` whose variable is not set: never sent, listed in the status."""
+        self._unset[provider] = envs
 
     def keys(self, provider: str) -> tuple[str, ...]:
         """The keys of ``provider`` (its variable names; empty when it sends none)."""
@@ -280,7 +285,21 @@ class HealthBoard:
                     "last_error": b.last_error,
                 }
             )
+        for provider, envs in self._unset.items():
+            rows += [_unset_row(provider, env) for env in envs]
         return rows
+
+
+def _unset_row(provider: str, env: str) -> dict[str, Any]:
+    return {
+        "provider": provider,
+        "key": env,
+        "state": "unavailable",
+        "cooldown_left_s": 0.0,
+        "consecutive_failures": 0,
+        "last_outcome": "",
+        "last_error": f"{env} is not set",
+    }
 
 
 def _why_blocked(b: Breaker, now: float) -> tuple[str, bool] | None:
@@ -293,7 +312,7 @@ def _why_blocked(b: Breaker, now: float) -> tuple[str, bool] | None:
         # out for hours, not a cooldown a plan with nothing left may cut short: a request
         # to a spent key is refused, and hammering it is what this breaker is for
         left = b.open_until - now
-        return f"no credit or quota ({b.last_error}); out for {_hours(left)}", False
+        return f"no credit or quota ({b.last_error}); out for {duration_text(left)}", False
     if st == "open":
         return f"cooling down {b.open_until - now:.0f}s after {b.last_error}", True
     if st == "half_open" and b.probing:
@@ -301,7 +320,7 @@ def _why_blocked(b: Breaker, now: float) -> tuple[str, bool] | None:
     return None
 
 
-def _hours(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     """``4h59m`` (or ``12m``): how long a key stays out, as an operator reads it."""
     minutes = max(1, round(seconds / 60))
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"

@@ -414,8 +414,9 @@ class Provider(ABC):
     ) -> None:
         self.name = name
         self.config = config
+        self._pool_owner: Provider | None = None  # set on a with_key() twin
         # mutable: an embedded model's supervisor points it at the child's current port
-        self.base_url = config.resolved_base_url
+        self._base_url = config.resolved_base_url
         # a factory defers building the session to the first call: aiohttp sessions
         # belong to a running event loop, and a provider may be built before one runs
         self._session = client if isinstance(client, aiohttp.ClientSession) else None
@@ -424,7 +425,6 @@ class Provider(ABC):
         # headers_env values: sent like config.headers, kept out of errors like the key
         self._secret_headers = dict(secret_headers or {})
         self._secrets = tuple(v for v in (api_key, *self._secret_headers.values()) if v)
-        self._pool_owner: Provider | None = None  # set on a with_key() twin
 
     def with_key(self, api_key: str, others: tuple[str, ...] = ()) -> Provider:
         """This adapter sending ``api_key`` instead: the same config and the same pooled
@@ -435,6 +435,18 @@ class Provider(ABC):
         twin._secrets = tuple(dict.fromkeys(v for v in (*self._secrets, api_key, *others) if v))
         twin._pool_owner = self._pool_owner or self
         return twin
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go; a with_key() twin follows the adapter it was made from."""
+        return self._pool_owner.base_url if self._pool_owner is not None else self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        if self._pool_owner is not None:
+            self._pool_owner.base_url = url
+        else:
+            self._base_url = url
 
     @property
     def _client(self) -> aiohttp.ClientSession:

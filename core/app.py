@@ -59,8 +59,11 @@ def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
         if envs and all(settings.secret(env) is None for env in envs):
             unset.insert(0, " / ".join(envs))
         if unset:  # a header the upstream needs, sent empty, would only be refused
-            are = "are" if " / " in unset[0] else "is"
-            out[name] = f"{unset[0]} {are} not set (add it to .env or the environment)"
+            several = " / " in unset[0]
+            out[name] = (
+                f"{unset[0]} {'are' if several else 'is'} not set (add {'one' if several else 'it'}"
+                " to .env or the environment)"
+            )
     return out
 
 

@@ -29,6 +29,7 @@ from core.providers.base import Provider
 from core.types import ChatRequest, Message
 from tests.configs import pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
+from tests.providers.test_billing import PER_DAY, PER_MINUTE, gemini_429
 from tests.stores import NewLocation
 
 KEY_A, KEY_B = "sk-deep-aaaa-1111", "sk-deep-bbbb-2222"
@@ -52,7 +53,7 @@ def keyed_config(fake: FakeLLM, envs: list[str] | str, **routing: Any) -> Config
 
 
 def ask(**kw: Any) -> ChatRequest:
-    return ChatRequest((Message("user", "hello"),), task="analysis", **kw)
+    return ChatRequest((Message("user", "hello"),), **({"task": "analysis"} | kw))
 
 
 def keys_sent(fake: FakeLLM, model: str = "deepseek-chat") -> list[str]:
@@ -219,6 +220,32 @@ async def test_a_gateway_caller_keeps_its_key_too(rig: Callable[..., Rig]) -> No
     assert keys_sent(r.fake) == ["A", "B", "B", "A"]
 
 
+async def test_a_spent_gemini_daily_quota_fails_over_and_alerts_a_per_minute_one_does_not(
+    rig: Callable[..., Rig],
+) -> None:
+    """flash has no key in the test pyramid: the billing breaker is the model's."""
+    r = rig()
+    minute = Reply(status=429, error_json=gemini_429(PER_MINUTE))
+    r.fake.script("gemini-flash", minute)
+    r.fake.script(
+        "deepseek-chat", Reply(text="tier 2 answers this one"), Reply(text="tier 2 answers again")
+    )
+    res = await r.engine.complete(ask(task="summarize"))
+    assert outcomes(res)[0] == ("flash/gemini-flash", "unavailable")
+    assert r.alerts == []
+    r.now[0] += 400  # the per-minute cooldown is long over
+    r.fake.script("gemini-flash", Reply(status=429, error_json=gemini_429(PER_DAY)))
+    res = await r.engine.complete(ask(task="summarize"))
+    assert outcomes(res)[0] == ("flash/gemini-flash", "billing")
+    assert res.content == "tier 2 answers again"
+    (text,) = r.alerts
+    assert text.startswith("💳 flash/gemini-flash has no credit or quota left")
+    assert "RESOURCE_EXHAUSTED: You exceeded your current quota" in text
+    r.fake.script("deepseek-chat", Reply(text="flash is skipped this time"))
+    res = await r.engine.complete(ask(task="summarize"))
+    assert outcomes(res)[0][1] == "skipped" and len(r.alerts) == 1
+
+
 async def test_a_429_on_the_last_key_goes_to_the_next_model(rig: Callable[..., Rig]) -> None:
     r = rig()
     limited = Reply(status=429, retry_after=20)
@@ -301,7 +328,7 @@ async def test_a_provider_uses_the_keys_that_are_set_and_is_out_with_none(
     monkeypatch.delenv("DEEP_KEY_B")
     none_set: App = await open_app(["DEEP_KEY_A", "DEEP_KEY_B"])
     reason = missing_keys(none_set.config, none_set.settings)["deep"]
-    assert reason == "DEEP_KEY_A / DEEP_KEY_B are not set (add it to .env or the environment)"
+    assert reason == "DEEP_KEY_A / DEEP_KEY_B are not set (add one to .env or the environment)"
     blocked = none_set.engine.plan(task="analysis").skipped
     assert [(s.ref, s.reason) for s in blocked if s.ref.startswith("deep/")] == [
         ("deep/deepseek-chat", reason)

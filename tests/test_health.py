@@ -192,3 +192,16 @@ def test_billing_of_a_provider_without_a_key_opens_the_model() -> None:
     assert hb.failure(REF, billing(), 1, 0) == 5 * H
     assert hb.billing_alert_due(REF, None)
     assert REF in hb.snapshot(1).blocked and REF not in hb.snapshot(1).cooling
+
+
+def test_status_shows_a_model_out_when_all_its_keys_are() -> None:
+    hb = keyed_board("KEY_A")
+    hb.failure(REF, billing(), 1, 0, key="KEY_A")
+    rows = {r["model"]: r for r in hb.status(60)}
+    # the model that answered 402 and the one never called: both out while the key is
+    for ref in (REF, "deep/deepseek-reasoner"):
+        assert rows[ref]["state"] == "open"
+        assert rows[ref]["cooldown_left_s"] == 5 * H - 60
+        assert rows[ref]["last_error"].startswith("key KEY_A no credit or quota")
+    hb.success(REF, 1, 5 * H + 1, key="KEY_A")
+    assert {r["state"] for r in hb.status(5 * H + 2)} == {"closed"}

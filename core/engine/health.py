@@ -253,20 +253,30 @@ class HealthBoard:
         return cooldown
 
     def status(self, now: float) -> list[dict[str, Any]]:
-        """One row per known model, for `doctor`, `/api/status` and the bot."""
+        """One row per known model, for `doctor`, `/api/status` and the bot. A model whose
+        own breaker is closed but whose provider's keys are all out shows as open, with
+        why, until the first key is back."""
         rows = []
-        for ref, b in sorted(self._breakers.items()):
-            rows.append(
-                {
-                    "model": ref,
-                    "state": b.state(now),
-                    "cooldown_left_s": round(max(0.0, b.open_until - now), 1),
-                    "consecutive_failures": b.failures,
-                    "last_outcome": b.last_outcome,
-                    "last_error": b.unavailable or b.last_error,
-                    "last_latency_ms": b.last_latency_ms,
-                }
-            )
+        out = {r for r in self._seen if self._keys_blocked(r, now) is not None}
+        for ref in sorted(set(self._breakers) | out):
+            b = self._breakers.get(ref) or Breaker()
+            row = {
+                "model": ref,
+                "state": b.state(now),
+                "cooldown_left_s": round(max(0.0, b.open_until - now), 1),
+                "consecutive_failures": b.failures,
+                "last_outcome": b.last_outcome,
+                "last_error": b.unavailable or b.last_error,
+                "last_latency_ms": b.last_latency_ms,
+            }
+            keys = self._keys_blocked(ref, now) if row["state"] == "closed" else None
+            if keys is not None:
+                provider = ref.split("/", 1)[0]
+                ends = [self._key_breakers[(provider, e)].open_until for e in self._keys[provider]]
+                back = min(ends)
+                row |= {"state": "open", "last_error": keys[0]}
+                row["cooldown_left_s"] = round(max(0.0, back - now), 1)
+            rows.append(row)
         return rows
 
     def key_status(self, now: float) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from core.errors import AllAttemptsFailed
 from core.overview import key_line
 from core.providers import build_provider
 from core.providers.base import Provider
-from core.types import ChatRequest, Message
+from core.types import ChatRequest, Message, StreamDelta
 from tests.configs import pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.providers.test_billing import PER_DAY, PER_MINUTE, gemini_429
@@ -244,6 +244,19 @@ async def test_a_spent_gemini_daily_quota_fails_over_and_alerts_a_per_minute_one
     r.fake.script("deepseek-chat", Reply(text="flash is skipped this time"))
     res = await r.engine.complete(ask(task="summarize"))
     assert outcomes(res)[0][1] == "skipped" and len(r.alerts) == 1
+
+
+async def test_streaming_rotates_keys_before_the_first_byte(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    spent = Reply(status=402, error_json=NO_BALANCE)
+    r.fake.script("deepseek-chat", spent, Reply(text="streamed from B"))
+    items = [item async for item in r.engine.stream(ask())]
+    text = "".join(i.content for i in items if isinstance(i, StreamDelta))
+    (result,) = [i for i in items if isinstance(i, Result)]
+    assert text == "streamed from B"
+    assert keys_sent(r.fake) == ["A", "B"]
+    assert outcomes(result) == [("deep/deepseek-chat", "billing"), ("deep/deepseek-chat", "ok")]
+    assert len(r.alerts) == 1
 
 
 async def test_a_429_on_the_last_key_goes_to_the_next_model(rig: Callable[..., Rig]) -> None:

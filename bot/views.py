@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from bot.text import ELLIPSIS, escape, truncate, utf16_len
@@ -11,7 +12,7 @@ from core.agents.steps import Step
 from core.engine.approvals import ApprovalRecord
 from core.engine.ledger import TraceStep, UsageReport
 from core.engine.tier_targets import TARGET_SHARE
-from core.overview import AgentRow, StatusSnapshot
+from core.overview import AgentRow, StatusSnapshot, key_line
 from core.types import Attempt
 
 # the progress message shows its last lines, each cut so that, escaped, it fits its share
@@ -249,6 +250,9 @@ def status_text(status: StatusSnapshot) -> str:
                 lat = f" {m.last_latency_ms:.0f} ms" if m.last_latency_ms else ""
                 err = f" — {escape(truncate(m.last_error, 80))}" if m.last_error else ""
                 lines.append(f"  {escape(m.model)}: {escape(m.state)}{lat}{err}")
+    for k in status.keys:  # the keys out of routing, by variable name (never the value)
+        if k.state != "closed":
+            lines.append(f"Key {escape(key_line(asdict(k)))}")
     q = status.queues
     lines.append(
         f"Queues: agents {q.agents_running} running / {q.agents_waiting} "

@@ -49,13 +49,31 @@ log = logging.getLogger("openclaw.app")
 
 
 def missing_keys(config: Config, settings: Settings) -> dict[str, str]:
-    """Providers whose named API key variable is unset → the reason, with the fix."""
+    """Providers whose named API key variable is unset → the reason, with the fix. A
+    provider with several keys is missing only when none of them is set: it uses the
+    ones that are."""
     out = {}
     for name, p in config.providers.items():
-        unset = [env for env in (p.api_key_env, *p.headers_env.values()) if env]
-        unset = [env for env in unset if settings.secret(env) is None]
+        envs = p.key_envs
+        unset = [env for env in p.headers_env.values() if settings.secret(env) is None]
+        if envs and all(settings.secret(env) is None for env in envs):
+            unset.insert(0, " / ".join(envs))
         if unset:  # a header the upstream needs, sent empty, would only be refused
-            out[name] = f"{unset[0]} is not set (add it to .env or the environment)"
+            several = " / " in unset[0]
+            out[name] = (
+                f"{unset[0]} {'are' if several else 'is'} not set (add {'one' if several else 'it'}"
+                " to .env or the environment)"
+            )
+    return out
+
+
+def provider_keys(config: Config, settings: Settings) -> dict[str, dict[str, str]]:
+    """Each provider's set keys: variable name → value, in ``api_key_env`` order (the
+    unset ones left out)."""
+    out: dict[str, dict[str, str]] = {}
+    for name, p in config.providers.items():
+        values = {env: settings.secret(env) for env in p.key_envs}
+        out[name] = {env: v.get_secret_value() for env, v in values.items() if v is not None}
     return out
 
 
@@ -63,7 +81,7 @@ def _known_secrets(config: Config, settings: Settings) -> list[str]:
     """The secret values this process holds (tokens, provider keys): kept out of what a
     run records of its tool calls."""
     values = [settings.openclaw_gateway_token, settings.telegram_bot_token]
-    values += [settings.secret(p.api_key_env) for p in config.providers.values() if p.api_key_env]
+    values += [settings.secret(env) for p in config.providers.values() for env in p.key_envs]
     return [v.get_secret_value() for v in values if v is not None]
 
 
@@ -162,14 +180,21 @@ class App:
             if prov in missing:
                 health.mark_unavailable(ref, missing[prov])
         providers: dict[str, Provider] = {}
-        for name, pcfg in config.providers.items():
-            key = settings.secret(pcfg.api_key_env) if pcfg.api_key_env else None
-            providers[name] = build_provider(
-                name,
-                pcfg,
-                key.get_secret_value() if key else None,
-                secret_headers(pcfg.headers_env, settings),
-            )
+        # provider -> key variable -> the adapter sending it (one pool per provider)
+        keyed: dict[str, dict[str, Provider]] = {}
+        for name, keys in provider_keys(config, settings).items():
+            pcfg = config.providers[name]
+            first = next(iter(keys.values()), None)
+            pooled = build_provider(name, pcfg, first, secret_headers(pcfg.headers_env, settings))
+            values = tuple(keys.values())
+            keyed[name] = {env: pooled.with_key(value, values) for env, value in keys.items()}
+            providers[name] = next(iter(keyed[name].values()), pooled)
+            if not keyed[name]:
+                del keyed[name]
+        for name, pcfg in config.providers.items():  # shown in the status, never sent
+            unset = tuple(env for env in pcfg.key_envs if env not in keyed.get(name, {}))
+            if unset:
+                health.set_unset_keys(name, unset)
         ledger = Ledger(store, config, clock=clock)
         metrics = Metrics(health, time.monotonic)
         approvals = ApprovalBroker(store, config.approvals, clock=clock)
@@ -204,6 +229,9 @@ class App:
             approver=approvals,
             observers=[metrics.observe_attempt],
             budget=budget,
+            keyed=keyed,
+            # a key out of credit or quota: one alert per key and episode
+            alert=alert_from("billing"),
         )
         base = base_dir or Path(".")
         # the operator's templates/ (beside the config) first, then the shipped defaults

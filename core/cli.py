@@ -35,6 +35,7 @@ from core.errors import (
 )
 from core.ops.logs import setup_logging
 from core.ops.serve import Extension, serve
+from core.overview import key_line
 from core.parsing import parse_id, parse_int, parse_since
 from core.store.path import PostgresURL, check_db_location, db_url_password
 from core.types import ChatRequest, Message, StreamDelta
@@ -286,7 +287,7 @@ def _secrets(settings: Settings) -> list[str]:
 
 def _config_secrets(config: Config, settings: Settings) -> list[str]:
     """Every secret the config names by variable: provider keys, webhook URLs."""
-    names = [p.api_key_env for p in config.providers.values() if p.api_key_env]
+    names = [env for p in config.providers.values() for env in p.key_envs]
     names += [c.webhook_url_env for c in config.channels.slack.values()]
     names += [c.url_env for c in config.channels.webhook.values() if c.url_env]
     names.append(config.telegram.webhook_secret_env)
@@ -316,11 +317,7 @@ def _config_check(args: argparse.Namespace, settings: Settings) -> int:
     secrets = {
         "OPENCLAW_GATEWAY_TOKEN": settings.openclaw_gateway_token,
         "TELEGRAM_BOT_TOKEN": settings.telegram_bot_token,
-    } | {
-        p.api_key_env: settings.secret(p.api_key_env)
-        for p in config.providers.values()
-        if p.api_key_env
-    }
+    } | {env: settings.secret(env) for p in config.providers.values() for env in p.key_envs}
     for env, value in secrets.items():
         print(f"# {env}: {'set (hidden)' if value else 'not set'}")
     for env in _headers_env_names(config):
@@ -772,6 +769,8 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
                 lat = f", last {m['last_latency_ms']:.0f} ms" if m["last_latency_ms"] else ""
                 err = f" ({m['last_error']})" if m["last_error"] else ""
                 print(f"  {m['model']:<36} {m['state']}{lat}{err}")
+    for k in body.get("keys", []):  # by variable name: the status never holds a key's value
+        print(f"key {key_line(k)}")
     q = body["queues"]
 
     def count(n: int | None) -> str:

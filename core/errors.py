@@ -26,6 +26,9 @@ ErrorKind = Literal[
     # a 400 saying the model cannot do what this request asks (Ollama's "does not support
     # tools"): the next model may, and the model is fine for other requests
     "unsupported",
+    # no money or quota left on this key (HTTP 402, insufficient_quota, a spent daily
+    # quota): it stays spent for hours, so the key is out for hours, not seconds
+    "billing",
 ]
 
 # configuration faults: the model cannot answer anyone until the operator fixes it
@@ -78,10 +81,14 @@ class ProviderError(OpenClawError):
         super().__init__(f"{where}: {kind}{code}" + (f": {detail}" if detail else ""))
 
     @property
-    def outcome(self) -> Literal["unavailable", "fatal", "rejected", "skipped"]:
+    def outcome(self) -> Literal["unavailable", "fatal", "rejected", "skipped", "billing"]:
         """fatal = a config problem (next model, long cooldown); rejected = this request's
         own fault (no breaker; the request fails); skipped = the model cannot serve this
-        request (no breaker; the next model gets it); else just unavailable."""
+        request (no breaker; the next model gets it); billing = the key has no credit or
+        quota (next key, then next model; the key is out for hours, admins alerted); else
+        just unavailable."""
+        if self.kind == "billing":
+            return "billing"
         if self.kind in FATAL_KINDS:
             return "fatal"
         if self.kind == "unsupported":

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from core import __version__
 from core.config.models import Config
+from core.engine.health import duration_text
 from core.errors import StoreUnavailable
 from core.store.times import utcnow_iso
 
@@ -78,6 +79,30 @@ class ModelState:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyState:
+    """An API key's breaker, by its variable's NAME (the value never leaves the settings)."""
+
+    provider: str
+    key: str
+    state: str
+    cooldown_left_s: float
+    consecutive_failures: int
+    last_outcome: str
+    last_error: str
+
+
+def key_line(row: Mapping[str, Any]) -> str:
+    """One key of the status, as `openclaw status` and the bot print it: the provider, the
+    variable's name, its state and, when out, why and for how long, e.g.
+    ``deep DEEP_KEY_A: open (billing HTTP 402, 4h59m left)``."""
+    line = f"{row['provider']} {row['key']}: {row['state']}"
+    if row["state"] == "closed" or not row["last_error"]:
+        return line
+    left = float(row["cooldown_left_s"])
+    return line + f" ({row['last_error']}" + (f", {duration_text(left)} left)" if left else ")")
+
+
+@dataclass(frozen=True, slots=True)
 class Queues:
     agents_waiting: int
     agents_running: int
@@ -99,6 +124,7 @@ class StatusSnapshot:
     pending_approvals: int | None  # None: the store did not answer
     plugins: dict[str, dict[str, Any]]  # "telegram" (off unless the bot reports) and others
     store: str = "ok"  # or "unavailable: why" (then the counts it holds are None)
+    keys: list[KeyState] = field(default_factory=list)  # providers that send a key
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as /api/status answers it (keys in this order)."""
@@ -107,6 +133,7 @@ class StatusSnapshot:
             "uptime_s": self.uptime_s,
             "tiers": [asdict(t) for t in self.tiers],
             "models": [asdict(m) for m in self.models],
+            "keys": [asdict(k) for k in self.keys],
             "embedded": self.embedded,
             "queues": asdict(self.queues),
             "pending_approvals": self.pending_approvals,
@@ -264,6 +291,7 @@ class Overview:
             pending_approvals=pending_approvals,
             plugins={"telegram": dict(TELEGRAM_OFF)} | plugins,
             store=store,
+            keys=[KeyState(**row) for row in self.health.key_status(time.monotonic())],
         )
 
 

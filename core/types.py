@@ -16,6 +16,7 @@ Outcome = Literal[
     "unusable",
     "unavailable",
     "fatal",
+    "billing",  # the key has no credit or quota left (402, insufficient_quota, daily quota)
     "rejected",
     "skipped",
     "denied",

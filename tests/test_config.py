@@ -232,6 +232,50 @@ def test_an_env_var_name_in_api_key_env_is_fine() -> None:
     parse_config(doc, warnings=[])
 
 
+def test_api_key_env_takes_a_list_in_order() -> None:
+    doc = pyramid()
+    doc["providers"]["deep"]["api_key_env"] = ["DEEPSEEK_KEY_A", "DEEPSEEK_KEY_B"]
+    cfg = parse_config(doc, warnings=[])
+    assert cfg.providers["deep"].key_envs == ("DEEPSEEK_KEY_A", "DEEPSEEK_KEY_B")
+    assert cfg.providers["flash"].key_envs == ()
+    doc["providers"]["deep"]["api_key_env"] = "DEEPSEEK_API_KEY"  # a string stays valid
+    assert parse_config(doc, warnings=[]).providers["deep"].key_envs == ("DEEPSEEK_API_KEY",)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([], "providers.deep.api_key_env: is an empty list — name at least one variable"),
+        (
+            ["DEEPSEEK_KEY_A", "DEEPSEEK_KEY_A"],
+            "providers.deep.api_key_env[1]: names DEEPSEEK_KEY_A twice — list each key"
+            " variable once",
+        ),
+        (
+            ["DEEPSEEK_KEY_A", "sk-live-0123456789abcdef"],
+            "providers.deep.api_key_env[1]: is not an environment variable name",
+        ),
+    ],
+    ids=["empty", "duplicate", "pasted-key"],
+)
+def test_bad_api_key_env_lists_name_the_key_and_the_fix(value: list[str], expected: str) -> None:
+    doc = pyramid()
+    doc["providers"]["deep"]["api_key_env"] = value
+    (line,) = problems(doc)
+    assert line.startswith(expected)
+    assert "sk-live" not in line
+
+
+def test_billing_cooldown_is_bounded_by_a_day() -> None:
+    doc = pyramid()
+    doc["routing"]["billing_cooldown_s"] = 90000
+    (line,) = problems(doc)
+    assert line.startswith("routing.billing_cooldown_s:")
+    doc["routing"]["billing_cooldown_s"] = 3600
+    assert parse_config(doc, warnings=[]).routing.billing_cooldown_s == 3600
+    assert parse_config(pyramid(), warnings=[]).routing.billing_cooldown_s == 18000
+
+
 # -- issue 13: accepted at load but broken at run time ---------------------------------
 
 

@@ -169,6 +169,7 @@ async def test_status_snapshot_keys_and_plugins(open_app: Opener) -> None:
         "uptime_s",
         "tiers",
         "models",
+        "keys",
         "embedded",
         "queues",
         "pending_approvals",

@@ -83,19 +83,50 @@ def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
     )
 
 
-def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigProblem]]:
-    problems: list[ConfigProblem] = []
-    for name, pcfg in cfg.providers.items():
-        if pcfg.api_key_env is not None and not _ENV_NAME.fullmatch(pcfg.api_key_env):
-            # never echo the value: it is most likely the key itself, pasted in
+def _key_env_problems(name: str, value: str | list[str] | None) -> list[ConfigProblem]:
+    """What is wrong with a provider's ``api_key_env``: a name that is no variable name, an
+    empty list, a variable named twice. Never echoes the value: a bad one is most likely
+    the key itself, pasted in."""
+    key = f"providers.{name}.api_key_env"
+    if value is None:
+        return []
+    if isinstance(value, list) and not value:
+        return [
+            ConfigProblem(
+                key,
+                "is an empty list",
+                'name at least one variable, e.g. api_key_env = ["DEEPSEEK_KEY_A"], or remove'
+                " the key for a provider that needs none",
+            )
+        ]
+    names = [value] if isinstance(value, str) else value
+    problems = []
+    for i, env in enumerate(names):
+        where = key if isinstance(value, str) else f"{key}[{i}]"
+        if not _ENV_NAME.fullmatch(env):
             problems.append(
                 ConfigProblem(
-                    f"providers.{name}.api_key_env",
+                    where,
                     "is not an environment variable name (was the key itself pasted in?)",
                     'name the variable that holds the key, e.g. api_key_env = "DEEPSEEK_API_KEY",'
                     " and set that variable in .env",
                 )
             )
+        elif env in names[:i]:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"names {env} twice",
+                    "list each key variable once: a second entry would only retry the same key",
+                )
+            )
+    return problems
+
+
+def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigProblem]]:
+    problems: list[ConfigProblem] = []
+    for name, pcfg in cfg.providers.items():
+        problems += _key_env_problems(name, pcfg.api_key_env)
     levels = [t.level for t in cfg.tiers]
     for lvl in {lv for lv in levels if levels.count(lv) > 1}:
         problems.append(

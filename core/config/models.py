@@ -114,7 +114,9 @@ class ProviderConfig(StrictModel):
     api: ApiKind
     embedded: EmbeddedConfig | None = None
     base_url: HttpUrl | None = None
-    api_key_env: str | None = None
+    # the variable holding the key, or several: on a 429 or a billing answer the next key
+    # of the list is tried before the next model
+    api_key_env: str | list[str] | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -163,6 +165,15 @@ class ProviderConfig(StrictModel):
     def _headers_once(self) -> ProviderConfig:
         check_header_overlap(self.headers, self.headers_env)
         return self
+
+    @property
+    def key_envs(self) -> tuple[str, ...]:
+        """The variables ``api_key_env`` names, in order (one, several, or none)."""
+        if self.api_key_env is None:
+            return ()
+        if isinstance(self.api_key_env, str):
+            return (self.api_key_env,)
+        return tuple(self.api_key_env)
 
     @property
     def resolved_base_url(self) -> str:
@@ -247,6 +258,10 @@ class RoutingConfig(StrictModel):
         default_factory=lambda: [30.0, 60.0, 300.0], min_length=1
     )
     fatal_cooldown_s: float = Field(default=900.0, gt=0)
+    # a key that answered "no credit / no quota" is out this long (5 h), doubling with each
+    # consecutive such answer of the same key up to 24 h: a top-up takes a human, and a
+    # daily quota resets once a day, so probing it every minute only piles up errors
+    billing_cooldown_s: float = Field(default=18000.0, gt=0, le=86400)
     probe_interval_s: float = Field(default=60.0, ge=0)  # serve probes providers; 0 = never
 
 

@@ -9,6 +9,12 @@ to pricier tiers; ``unusable`` (empty, reasoning spent, validator failed) climbs
 next tier — after one retry with double the token budget when a thinking model spent it
 all on reasoning.
 
+``billing`` (HTTP 402, ``insufficient_quota``, a spent daily quota) means the key has no
+credit or quota: the key is out for hours and the admins get one alert per episode. On a
+billing answer, and on a 429 from a provider with several keys, the next key of the same
+provider is tried before the next model; a run keeps the key that last worked for it, so
+the provider's prompt cache stays warm.
+
 Every call is in the ledger before it leaves (a ``pending`` row, turned into its outcome
 when it ends): a crash mid-call leaves a row that recovery prices at the worst case, so
 usage and budgets never miss a call a provider may bill, and a store that cannot take
@@ -22,7 +28,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, cast
@@ -51,6 +65,9 @@ from core.types import (
 
 log = logging.getLogger("openclaw.engine")
 _V = TypeVar("_V")
+# runs whose key is remembered (sticky keys): a bound, so a long-lived process does not
+# grow; a run forgotten only loses its preference, never its answer
+STICKY_RUNS = 4096
 
 
 def new_request_id() -> str:
@@ -176,6 +193,7 @@ class _State:
     rules: Validators
     attempts: list[Attempt] = field(default_factory=list)
     fit: bool = False  # some candidate could serve the request (it passed the capability gate)
+    keys_tried: dict[str, list[str]] = field(default_factory=dict)  # provider -> key variables
 
 
 class Engine:
@@ -192,10 +210,20 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         observers: Sequence[Callable[[RequestMeta, Attempt], None]] = (),
         budget: BudgetGuard | None = None,
+        keyed: Mapping[str, Mapping[str, ChatModel]] | None = None,
+        alert: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
+        # provider -> key variable -> the adapter sending that key, for providers with keys
+        self.keyed: Mapping[str, Mapping[str, ChatModel]] = keyed or {}
+        self.alert = alert  # to [alerts] deliver: a key ran out of credit or quota
         self.health = health
+        for name, adapters in self.keyed.items():
+            health.set_keys(name, tuple(adapters))
+        health.watch([ref for t in config.tiers for ref in t.models])
+        # (run or caller, provider) -> the key that last answered for it
+        self._sticky: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.ledger = ledger
         self.approver: Approver = approver or PolicyApprover(config.approvals)
 
@@ -332,9 +360,11 @@ class Engine:
             ticket = await gate.enter(cand, max_tokens, retry=retried, tried=st.attempts)
             st.fit = st.fit or not ticket.unfit
             end = _End(ticket.refused) if ticket.refused is not None else None
+            key = self._key_for(st, cand, req) if end is None else None
             if end is None:
                 try:
-                    async with aclosing(self._attempt(st, cand, req, max_tokens, stream)) as it:
+                    attempt = self._attempt(st, cand, req, max_tokens, stream, key)
+                    async with aclosing(attempt) as it:
                         async for part in it:
                             if isinstance(part, _End):
                                 end = part
@@ -344,11 +374,38 @@ class Engine:
                     await gate.leave(cand, ticket)
             assert end is not None
             st.attempts.append(end.attempt)
+            if key is not None and self._next_key(st, cand, end, key):
+                continue  # the same model with the provider's next key, before the next model
             step = next_step(end.ended(), cand, max_tokens, retried)
             if step.next is not Next.RETRY or step.max_tokens is None:
                 yield _Verdict(end, step)
                 return
             max_tokens, retried = step.max_tokens, True
+
+    def _key_for(self, st: _State, cand: Candidate, req: ChatRequest) -> str | None:
+        """The key this call of ``cand`` sends (its variable name), None for a provider
+        without keys: the run's key while it may be called, else the first usable one not
+        tried in this request."""
+        envs = self.health.keys(cand.provider)
+        if not envs:
+            return None
+        tried = tuple(st.keys_tried.get(cand.provider, ()))
+        who = _sticky_id(req)
+        prefer = self._sticky.get((who, cand.provider)) if who else None
+        key = self.health.pick_key(cand.provider, self._clock(), prefer=prefer, tried=tried)
+        # none usable: the plan picked the model as a last resort (or a race): its first key
+        return key or envs[0]
+
+    def _next_key(self, st: _State, cand: Candidate, end: _End, key: str) -> bool:
+        """Whether a failed call of ``cand`` with ``key`` goes to the provider's next key:
+        after a billing answer or a 429, when another key is left to try."""
+        e = end.error
+        if e is None or end.committed or e.kind not in ("billing", "rate_limited"):
+            return False
+        tried = st.keys_tried.setdefault(cand.provider, [])
+        tried.append(key)
+        left = self.health.pick_key(cand.provider, self._clock(), tried=tuple(tried))
+        return left is not None
 
     def _result(self, st: _State, end: _End, upto_tier: int | None) -> Result:
         assert end.response is not None
@@ -373,9 +430,17 @@ class Engine:
         return sorted(kept, key=lambda a: a.tier)  # stable: keeps order within a tier
 
     async def _attempt(
-        self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int, stream: bool
+        self,
+        st: _State,
+        cand: Candidate,
+        req: ChatRequest,
+        max_tokens: int,
+        stream: bool,
+        key: str | None = None,
     ) -> AsyncGenerator[StreamDelta | Started | _End, None]:
-        provider = self.providers[cand.provider]
+        adapters = self.keyed.get(cand.provider, {})
+        keyed = key is not None and key in adapters
+        provider = adapters[key] if key is not None and keyed else self.providers[cand.provider]
         fmt, messages = output_format(cand, req, st.rules.json_)
         tools, choice = req.tools, self._param(cand, "tool_choice", req.tool_choice)
         if choice is None and req.tool_choice is not None and req.tool_choice.mode == "none":
@@ -405,7 +470,7 @@ class Engine:
         # in the ledger before it leaves: raises (StoreUnavailable) before anything is paid
         await self._begin(st, cand, req, max_tokens)
         t0 = time.perf_counter()
-        self.health.begin(cand.ref, self._clock())
+        self.health.begin(cand.ref, self._clock(), key)
         resp: ModelResponse | None = None
         try:
             if not stream:
@@ -436,15 +501,16 @@ class Engine:
                         "stream ended without a final response",
                     )
         except (asyncio.CancelledError, GeneratorExit):
-            await self._cancelled(st, cand, req, t0, max_tokens)
+            await self._cancelled(st, cand, req, t0, max_tokens, key)
             raise
         except Exception as e:  # ProviderError, or an adapter bug: the row is kept either way
             err = _as_provider_error(cand, e)
-            yield await self._failed(
-                st, cand, err, t0, max_tokens, committed, self._streamed(req, received_chars)
-            )
+            usage = self._streamed(req, received_chars)
+            yield await self._failed(st, cand, err, t0, max_tokens, committed, usage, key)
             return
-        attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed)
+        if key is not None and (who := _sticky_id(req)):
+            self._remember_key(who, cand.provider, key)
+        attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed, key)
         await self._record(st, attempt)
         reason = attempt.reason if attempt.outcome == "unusable" else None
         fmt_asked = req.response_format
@@ -468,10 +534,11 @@ class Engine:
         t0: float,
         max_tokens: int,
         committed: bool,
+        key: str | None = None,
     ) -> Attempt:
         """The attempt of a call that returned: ``ok``, or ``unusable`` with why."""
         latency = (time.perf_counter() - t0) * 1000
-        self.health.success(cand.ref, latency, self._clock())
+        self.health.success(cand.ref, latency, self._clock(), key)
         # what already went out cannot be judged any more: a streamed answer is final
         reason = None if committed else self._judge(st, req, resp)
         if reason == "empty answer" and (resp.reasoning or resp.usage.reasoning_tokens):
@@ -501,12 +568,26 @@ class Engine:
             return why  # a turn of tool calls: its text is not the answer yet
         return validate(resp.content, st.rules) or check_json(resp.content, req.response_format)
 
+    def _remember_key(self, who: str, provider: str, key: str) -> None:
+        """The run's (or caller's) next call of ``provider`` sends ``key`` again while it
+        works."""
+        self._sticky[(who, provider)] = key
+        self._sticky.move_to_end((who, provider))
+        while len(self._sticky) > STICKY_RUNS:
+            self._sticky.popitem(last=False)
+
     async def _cancelled(
-        self, st: _State, cand: Candidate, req: ChatRequest, t0: float, max_tokens: int
+        self,
+        st: _State,
+        cand: Candidate,
+        req: ChatRequest,
+        t0: float,
+        max_tokens: int,
+        key: str | None = None,
     ) -> None:
         """The caller went away mid-call: free a half-open probe slot, and keep the row,
         since the upstream may bill for what it already generated."""
-        self.health.abandon(cand.ref)
+        self.health.abandon(cand.ref, key)
         latency = (time.perf_counter() - t0) * 1000
         # what it generated is unknown: count the worst case, so that budgets hold
         # and the ledger never shows a paid call as free
@@ -549,15 +630,20 @@ class Engine:
         max_tokens: int,
         committed: bool,
         usage: Usage | None = None,
+        key: str | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
         if e.outcome in ("rejected", "skipped"):  # the model is fine; this request is not
-            self.health.abandon(cand.ref)
+            self.health.abandon(cand.ref, key)
             cooldown = 0.0
             log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)
         else:
-            cooldown = self.health.failure(cand.ref, e, latency, self._clock())
+            cooldown = self.health.failure(cand.ref, e, latency, self._clock(), key)
+        if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key):
+            await self._alert_billing(cand, e, key, cooldown)
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
+        if key is not None:  # which key, by its variable's name: the ledger keeps the reason
+            reason += f" (key {key})"
         if e.detail:
             reason += f": {e.detail}"
         if cooldown:
@@ -579,6 +665,20 @@ class Engine:
         await self._record(st, attempt)
         return _End(attempt, None, e, committed)
 
+    async def _alert_billing(
+        self, cand: Candidate, e: ProviderError, key: str | None, cooldown: float
+    ) -> None:
+        """Tell the admins, once per episode, that a key has no credit or quota left. The
+        detail is the provider's message, already redacted of every key by the adapter."""
+        text = billing_alert(cand.provider, cand.model, key, e.detail, cooldown)
+        log.error("%s", text)
+        if self.alert is None:
+            return
+        try:  # an alert that cannot be queued must not fail the request it is about
+            await self.alert(text)
+        except Exception:
+            log.exception("the billing alert for %s could not be queued", cand.provider)
+
     async def _begin(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int) -> None:
         if self.ledger is not None:
             await self.ledger.begin(
@@ -598,6 +698,28 @@ class Engine:
             observe(st.meta, attempt)
         if self.ledger is not None:
             await self.ledger.finish(st.meta, attempt)
+
+
+def billing_alert(provider: str, model: str, key: str | None, detail: str, cooldown: float) -> str:
+    """The one alert of a billing episode: which key (by variable name), what the provider
+    said, how long the key is out, what to do."""
+    what = f"{provider} key {key}" if key else f"{provider}/{model}"
+    hours = f"{cooldown / 3600:.1f} h" if cooldown >= 3600 else f"{cooldown / 60:.0f} min"
+    said = f": {detail}" if detail else ""
+    return (
+        f"💳 {what} has no credit or quota left (billing{said}). It is out of routing for"
+        f" {hours} (doubling while it stays spent, up to 24 h); requests go to the next key"
+        f" or model meanwhile. Fix: top up the {provider} account or raise its quota; the"
+        " first answer after that ends this alert's episode."
+    )
+
+
+def _sticky_id(req: ChatRequest) -> str | None:
+    """Whose key choice sticks: the run's (agent runs), else the gateway caller's; None
+    for an anonymous request, which takes the first usable key."""
+    if req.run_id:
+        return f"run:{req.run_id}"
+    return f"caller:{req.caller}" if req.caller else None
 
 
 def _as_provider_error(cand: Candidate, e: Exception) -> ProviderError:

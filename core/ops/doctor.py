@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.config.common import mask_url
@@ -20,7 +21,7 @@ class ProbeResult:
     missing_models: tuple[str, ...] = ()
 
 
-def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str:
+def advice(error: ProviderError, provider: Provider, key_envs: Sequence[str] = ()) -> str:
     """What the operator should do about a failed probe."""
     url = mask_url(provider.base_url)  # a base_url may carry credentials: never print them
     match error.kind:
@@ -33,12 +34,14 @@ def advice(error: ProviderError, provider: Provider, key_env: str | None) -> str
                 " or raise timeout_s"
             )
         case "auth":
-            where = key_env or "api_key_env"
+            where = " or ".join(key_envs) or "api_key_env"
             return f"the API key was refused: put a valid key in {where}"
         case "not_found":
             return f"{url} has no such endpoint: check base_url (and its /v1 suffix)"
         case "rate_limited":
             return "rate limited right now: wait, or check the plan's quota"
+        case "billing":
+            return "the account has no credit or quota left: top it up (or wait for the quota)"
         case "malformed" | "stream_cut":
             return f"{url} does not speak {provider.api}: check api and base_url"
         case _:
@@ -74,7 +77,7 @@ async def probe(
                 ProbeResult(
                     name,
                     False,
-                    f"{e.kind}: {advice(e, provider, config.providers[name].api_key_env)}",
+                    f"{e.kind}: {advice(e, provider, config.providers[name].key_envs)}",
                 )
             )
             continue

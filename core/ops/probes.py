@@ -78,7 +78,7 @@ class Prober:
         for ref in self._refs(name):
             if self.health.state(ref, now) == "closed":  # open it; don't stretch it
                 self.health.failure(ref, err, latency, now)
-        self.last[name] = advice(err, provider, self.config.providers[name].api_key_env)
+        self.last[name] = advice(err, provider, self.config.providers[name].key_envs)
         if provider.api == "ollama":
             pulls = " and ".join(f"`ollama pull {split_model_ref(r)[1]}`" for r in self._refs(name))
             self.last[name] += f"; then {pulls}" if pulls else ""

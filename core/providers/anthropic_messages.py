@@ -43,6 +43,7 @@ MIN_THINKING_BUDGET = 1024  # the API refuses less
 ERROR_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
+    "billing_error": 402,
     "permission_error": 403,
     "not_found_error": 404,
     "request_too_large": 413,
@@ -63,6 +64,11 @@ FINISH_REASONS: dict[str, str] = {
 # (output_config.format takes a schema whose objects are closed: see _closed), so the
 # model is told, and the engine checks the answer is an object
 JSON_OBJECT_NOTE = "Answer with a single JSON object and nothing else."
+
+# the older answer of an account out of credit: HTTP 400 invalid_request_error, "Your credit
+# balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or
+# purchase credits." (the current one is 402 billing_error: platform.claude.com/docs/en/api/errors)
+_CREDIT_TOO_LOW = re.compile(r"credit balance is too low", re.IGNORECASE)
 
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _NOT_ID = re.compile(r"[^a-zA-Z0-9_-]")
@@ -301,7 +307,8 @@ def _raise_error(data: dict[str, Any]) -> None:
     err = as_dict(data.get("error") or {}, "error")
     kind = as_text(err.get("type"), "error.type")
     message = as_text(err.get("message"), "error.message")
-    raise UpstreamError(ERROR_STATUS.get(kind, 500), f"{kind}: {message}" if kind else message)
+    detail = f"{kind}: {message}" if kind else message
+    raise UpstreamError(ERROR_STATUS.get(kind, 500), detail, err)
 
 
 def _parse_message(data: Any) -> Chunk:
@@ -370,6 +377,14 @@ class AnthropicMessages(Provider):
         if self._api_key:
             headers["x-api-key"] = self._api_key
         return headers
+
+    def is_billing(self, status: int, error: Mapping[str, Any]) -> bool:
+        """``billing_error`` (HTTP 402 in the current error reference, and in stream error
+        events), or the older 400 ``invalid_request_error`` saying the credit balance is
+        too low."""
+        message = error.get("message")
+        too_low = isinstance(message, str) and _CREDIT_TOO_LOW.search(message) is not None
+        return status == 402 or error.get("type") == "billing_error" or too_low
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """The Messages body: turns with tool_use/tool_result blocks, tools and tool_choice,

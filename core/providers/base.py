@@ -12,6 +12,7 @@ into deltas and the final :class:`ModelResponse`.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -39,12 +40,14 @@ class Malformed(Exception):
 
 
 class UpstreamError(Exception):
-    """An error reported inside a 200 body or a stream; mapped like that HTTP status."""
+    """An error reported inside a 200 body or a stream; mapped like that HTTP status.
+    ``error``: the wire format's error object, for :meth:`Provider.is_billing`."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, error: Mapping[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.error: Mapping[str, Any] = error or {}
 
 
 @dataclass(slots=True)
@@ -216,6 +219,8 @@ def kind_for_status(status: int, detail: str = "") -> ErrorKind:
             return "not_found"
         if _NO_TOOLS.search(detail):
             return "unsupported"
+    if status == 402:  # Payment Required: DeepSeek's "Insufficient Balance", Anthropic's billing
+        return "billing"
     if status == 429:
         return "rate_limited"
     if status in (401, 403):
@@ -292,6 +297,19 @@ def error_detail(body: bytes) -> str:
     if not message:
         message = " ".join(text.split())
     return message[:DETAIL_MAX_CHARS]
+
+
+def error_object(body: bytes) -> dict[str, Any]:
+    """The ``error`` object of an error body (``{}`` when it has none): what
+    :meth:`Provider.is_billing` reads. Gemini sometimes wraps the body in a list."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return {}
+    if isinstance(data, list) and data:
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    return err if isinstance(err, dict) else {}
 
 
 def load_json(text: str | bytes) -> Any:
@@ -396,8 +414,9 @@ class Provider(ABC):
     ) -> None:
         self.name = name
         self.config = config
+        self._pool_owner: Provider | None = None  # set on a with_key() twin
         # mutable: an embedded model's supervisor points it at the child's current port
-        self.base_url = config.resolved_base_url
+        self._base_url = config.resolved_base_url
         # a factory defers building the session to the first call: aiohttp sessions
         # belong to a running event loop, and a provider may be built before one runs
         self._session = client if isinstance(client, aiohttp.ClientSession) else None
@@ -407,8 +426,32 @@ class Provider(ABC):
         self._secret_headers = dict(secret_headers or {})
         self._secrets = tuple(v for v in (api_key, *self._secret_headers.values()) if v)
 
+    def with_key(self, api_key: str, others: tuple[str, ...] = ()) -> Provider:
+        """This adapter sending ``api_key`` instead: the same config and the same pooled
+        HTTP client (one pool per provider, however many keys). ``others``: the provider's
+        other keys, kept out of its errors too (a proxy may echo any of them)."""
+        twin = copy.copy(self)
+        twin._api_key = api_key
+        twin._secrets = tuple(dict.fromkeys(v for v in (*self._secrets, api_key, *others) if v))
+        twin._pool_owner = self._pool_owner or self
+        return twin
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go; a with_key() twin follows the adapter it was made from."""
+        return self._pool_owner.base_url if self._pool_owner is not None else self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        if self._pool_owner is not None:
+            self._pool_owner.base_url = url
+        else:
+            self._base_url = url
+
     @property
     def _client(self) -> aiohttp.ClientSession:
+        if self._pool_owner is not None:
+            return self._pool_owner._client
         if self._session is None:
             assert self._make_session is not None
             self._session = self._make_session()
@@ -444,6 +487,12 @@ class Provider(ABC):
     @abstractmethod
     def parse_models(self, data: Any) -> list[str]:
         """Model ids from the list response."""
+
+    def is_billing(self, status: int, error: Mapping[str, Any]) -> bool:
+        """Whether an error answer (``status``, the body's ``error`` object) means the key
+        has no credit or quota left. A 402 means that in every wire format (DeepSeek's
+        "Insufficient Balance", Anthropic's ``billing_error``); adapters add their own shapes."""
+        return status == 402
 
     # -- the contract --------------------------------------------------------------
 
@@ -497,8 +546,11 @@ class Provider(ABC):
             return self.parse_models(data)
 
     async def aclose(self) -> None:
-        """Close the pooled HTTP client (if it was ever opened)."""
-        if self._session is not None:
+        """Close the pooled HTTP client (if it was ever opened; a with_key() twin closes
+        the one it shares)."""
+        if self._pool_owner is not None:
+            await self._pool_owner.aclose()
+        elif self._session is not None:
             await self._session.close()
 
     # -- the one place failures are mapped -------------------------------------------
@@ -544,8 +596,10 @@ class Provider(ABC):
             detail += parameter_fix(detail, f"{self.name}/{model}")
         elif status == 404 and "model" in detail.lower():  # not a wrong base_url: the id
             detail += " (model retired or misspelled: see the provider's deprecations page)"
+        # before the status: a billing answer comes as 402, 429 or even 400 by format
+        billing = self.is_billing(status, error_object(body))
         return self._error(
-            kind_for_status(status, detail),
+            "billing" if billing else kind_for_status(status, detail),
             model,
             detail,
             status=status,
@@ -562,7 +616,9 @@ class Provider(ABC):
         except UpstreamError as e:
             # reported inside a 200 answer: no HTTP status of its own. ``from None``:
             # the cause would carry the unredacted text into logged tracebacks
-            raise self._error(kind_for_status(e.status, e.detail), model, e.detail) from None
+            billing = self.is_billing(e.status, e.error)
+            kind = "billing" if billing else kind_for_status(e.status, e.detail)
+            raise self._error(kind, model, e.detail) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(model, e, in_stream=in_stream) from e
 

@@ -216,7 +216,30 @@ def _raise_if_error(data: dict[str, Any]) -> None:
     if not isinstance(status, int) or not 400 <= status < 600:
         status = ERROR_STATUS.get(label, 500)
     message = as_text(err.get("message"), "error.message")
-    raise UpstreamError(status, f"{label}: {message}" if label else message)
+    raise UpstreamError(status, f"{label}: {message}" if label else message, err)
+
+
+_QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+# a quota over a window this short comes back within a minute: a rate, not a spent quota
+_SHORT_WINDOWS = ("PerMinute", "PerSecond")
+
+
+def _quota_ids(details: Any) -> list[str]:
+    """The ``quotaId`` of each QuotaFailure violation in an error's ``details``."""
+    ids: list[str] = []
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or detail.get("@type") != _QUOTA_FAILURE:
+            continue
+        violations = detail.get("violations")
+        for v in violations if isinstance(violations, list) else []:
+            quota_id = v.get("quotaId") if isinstance(v, dict) else None
+            if isinstance(quota_id, str):
+                ids.append(quota_id)
+    return ids
+
+
+def _long_window(quota_id: str) -> bool:
+    return not any(window in quota_id for window in _SHORT_WINDOWS)
 
 
 def _call(part: dict[str, Any], index: int) -> ToolCallPart:
@@ -276,6 +299,21 @@ class GoogleGenerativeAI(Provider):
     def auth_headers(self) -> dict[str, str]:
         """``x-goog-api-key`` when a key is set."""
         return {"x-goog-api-key": self._api_key} if self._api_key else {}
+
+    def is_billing(self, status: int, error: Mapping[str, Any]) -> bool:
+        """A 402, or a 429 ``RESOURCE_EXHAUSTED`` whose ``google.rpc.QuotaFailure`` names a
+        spent quota that is not a per-minute (or per-second) rate: e.g. ``quotaId``
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier", which resets at midnight
+        Pacific, against "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", which
+        stays ``rate_limited``. The shape: google.rpc.Status ``details`` holding
+        ``{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [...]}``
+        (ai.google.dev/gemini-api/docs/troubleshooting, googleapis google/rpc/error_details.proto,
+        and the 429 bodies Gemini sends: per-day and per-minute violations side by side)."""
+        if status == 402:
+            return True
+        if status != 429 or error.get("status") != "RESOURCE_EXHAUSTED":
+            return False
+        return any(_long_window(quota_id) for quota_id in _quota_ids(error.get("details")))
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """contents (roles user/model), systemInstruction, tools, toolConfig, generationConfig.

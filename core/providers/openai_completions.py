@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -51,7 +51,7 @@ def _raise_if_error(data: dict[str, Any]) -> None:
         code = err.get("code")
         status = code if isinstance(code, int) and 400 <= code < 600 else 500
         message = as_text(err.get("message"), "error.message") or str(err.get("type", ""))
-        raise UpstreamError(status, message)
+        raise UpstreamError(status, message, err)
     raise UpstreamError(500, str(err))
 
 
@@ -164,6 +164,15 @@ class OpenAICompletions(Provider):
     def auth_headers(self) -> dict[str, str]:
         """Bearer auth, only when a key is set (local servers need none)."""
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def is_billing(self, status: int, error: Mapping[str, Any]) -> bool:
+        """402 (DeepSeek "Insufficient Balance": api-docs.deepseek.com/quick_start/error_codes),
+        or OpenAI's ``insufficient_quota``, which arrives as a 429 with ``error.type`` and
+        ``error.code`` both "insufficient_quota" ("You exceeded your current quota, please
+        check your plan and billing details": platform.openai.com/docs/guides/error-codes):
+        not a rate, so waiting seconds and retrying only hammers the spent key."""
+        quota = "insufficient_quota" in (error.get("code"), error.get("type"))
+        return status == 402 or quota
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """Messages, tool calls and results in OpenAI's shapes; tools, tool choice, response

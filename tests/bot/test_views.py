@@ -7,7 +7,7 @@ from dataclasses import replace
 from bot.views import agent_detail, agents_text, status_text, trace_text
 from core.agents.runs import Run
 from core.engine.ledger import TraceStep
-from core.overview import AgentRow, ModelState, Queues, StatusSnapshot, TierState
+from core.overview import AgentRow, KeyState, ModelState, Queues, StatusSnapshot, TierState
 
 MORNING = AgentRow(
     name="morning",
@@ -117,6 +117,26 @@ def test_status() -> None:
         "Queues: agents 2 running / 1 waiting, subagents 4 / 3\n"
         "Pending: 6 approvals, 5 deliveries\nTelegram: polling, ok"
     )
+
+
+def test_status_lists_the_keys_out_of_routing_by_name() -> None:
+    snap = StatusSnapshot(
+        version="0.1.0",
+        uptime_s=1.0,
+        tiers=[],
+        models=[],
+        embedded=[],
+        queues=Queues(0, 0, 0, 0, 0),
+        pending_approvals=0,
+        plugins={},
+        keys=[
+            KeyState("deep", "DEEP_KEY_A", "open", 17940.0, 1, "billing", "billing HTTP 402"),
+            KeyState("deep", "DEEP_KEY_B", "closed", 0.0, 0, "ok", ""),
+        ],
+    )
+    text = status_text(snap)
+    assert "Key deep DEEP_KEY_A: open (billing HTTP 402, 4h59m left)" in text
+    assert "DEEP_KEY_B" not in text  # a working key is no news
 
 
 def test_route_trace() -> None:

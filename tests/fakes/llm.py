@@ -55,6 +55,9 @@ class Reply:
     think_inline: bool = False  # instead put it in <think>…</think> at the start of the content
     status: int = 200  # non-200: an error body in that provider's real shape
     error_message: str = ""  # the message inside that error body
+    # non-200: this exact JSON body instead of the generic one (a provider's own shape, e.g.
+    # OpenAI's insufficient_quota or Gemini's QuotaFailure details); streams send it too
+    error_json: Any = None
     retry_after: float | None = None  # sets the Retry-After header
     delay_s: float = 0.0  # before sending headers
     hang: bool = False  # never answer (until the client gives up or the server closes)
@@ -758,9 +761,10 @@ class FakeLLM:
             return web.Response(status=307, headers=headers | {"Location": location})
         if reply.status != 200:
             message = reply.error_message or f"fake error {reply.status}"
-            return web.json_response(
-                _error_body(api, reply.status, message), status=reply.status, headers=headers
-            )
+            error = reply.error_json
+            if error is None:
+                error = _error_body(api, reply.status, message)
+            return web.json_response(error, status=reply.status, headers=headers)
         if reply.error_body and not rec.stream:
             message = reply.error_message or "fake error inside a 200"
             return web.json_response(_error_body(api, 500, message), headers=headers)

@@ -34,6 +34,7 @@ async def test_agents_and_status_in_their_order(start_gateway: GatewayFactory) -
         "uptime_s",
         "tiers",
         "models",
+        "keys",
         "embedded",
         "queues",
         "pending_approvals",

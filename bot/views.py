@@ -244,7 +244,10 @@ def status_text(status: StatusSnapshot) -> str:
     )
     approvals = "?" if status.pending_approvals is None else status.pending_approvals
     deliveries = "?" if q.outbox_pending is None else q.outbox_pending
-    lines.append(f"Pending: {approvals} approvals, {deliveries} deliveries")
+    unknown = "?" if q.outbox_unknown is None else q.outbox_unknown
+    lines.append(f"Pending: {approvals} approvals, {deliveries} deliveries, {unknown} unknown")
+    if q.outbox_unknown:
+        lines.append("Unknown deliveries may or may not have arrived: see /deliveries")
     if status.store != "ok":
         lines.append(f"Store: {escape(truncate(status.store, 200))}")
     tg = status.plugins.get("telegram")

@@ -646,6 +646,7 @@ async def _run_show(
     try:
         run = await app.runner.runs.get(args.run_id)
         steps = await app.runner.steps.for_run(args.run_id) if run else []
+        deliveries = await app.delivery.deliveries.of_run(args.run_id) if run else []
     finally:
         await app.close()
     if run is None:
@@ -663,6 +664,9 @@ async def _run_show(
             f"  {s.line()} · {s.latency_ms:.0f} ms, ${s.cost_usd:.6f}"
             + (f"  {shown}" if shown else "")
         )
+    for d in deliveries:  # unknown: sent maybe, never confirmed (an admin decides)
+        why = d.note or d.last_error
+        print(f"delivery #{d.id} to {d.target}: {d.status}" + (f" — {why}" if why else ""))
     return 0
 
 
@@ -767,7 +771,8 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
 
     print(
         f"queues: agents {q['agents_running']} running, {q['agents_waiting']} waiting; "
-        f"outbox {count(q['outbox_pending'])} pending; "
+        f"outbox {count(q['outbox_pending'])} pending,"
+        f" {count(q.get('outbox_unknown'))} unknown; "
         f"approvals {count(body['pending_approvals'])} pending"
     )
     if body.get("store", "ok") != "ok":

@@ -305,6 +305,14 @@ async def _m014_cluster(db: DDL) -> None:
     )
 
 
+async def _m015_outbox_unknown(db: DDL) -> None:
+    # a row whose claim expired while sending is 'unknown' (status is free text: no
+    # constraint to change); asked_at: when the admins were shown it (so a restart asks
+    # once, not again); note: who settled it by hand (an admin's "Mark delivered")
+    await db.execute("ALTER TABLE outbox ADD COLUMN asked_at TEXT")
+    await db.execute("ALTER TABLE outbox ADD COLUMN note TEXT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -320,4 +328,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("012_tool_loop", _m012_tool_loop),
     ("013_approvals_tool", _m013_approvals_tool),
     ("014_cluster", _m014_cluster),
+    ("015_outbox_unknown", _m015_outbox_unknown),
 ]

@@ -607,7 +607,11 @@ async def _run_agent(
         for target, status, error in await app.outbox.of_run(run.id):
             # e.g. an earlier message to the same chat still backing off goes first
             later = (
-                " (a running `openclaw serve` sends it)" if status in ("pending", "sending") else ""
+                " (a running `openclaw serve` sends it)"
+                if status in ("pending", "sending")
+                else " (may or may not have arrived: /deliveries in Telegram)"
+                if status == "unknown"
+                else ""
             )
             print(f"delivery to {target}: {status}{later}" + (f" — {error}" if error else ""))
         return 0 if run.status in (Status.OK, Status.LATE) else 1

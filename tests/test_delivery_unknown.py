@@ -23,6 +23,8 @@ from core.delivery.deliveries import Deliveries, Delivery, DeliveryStatus
 from core.delivery.worker import DeliveryWorker
 from core.errors import EX_CONFIG, ConfigError
 from core.store.base import Store
+from core.store.open import open_store
+from core.store.path import DbLocation
 from tests.configs import pyramid
 from tests.fakes.receiver import FakeReceiver
 from tests.test_delivery import CTX, SLACK_ENV, Clock, all_rows, make_channels, make_outbox, one_row
@@ -103,6 +105,7 @@ async def test_webhooks_carry_an_idempotency_key_and_an_unknown_one_is_resent_wi
     worker = worker_for(outbox, receiver, http, Recording())
     assert await worker.drain() == 1
     assert receiver.received[0].headers["idempotency-key"] == "outbox-1"  # always, first send
+    assert receiver.received[0].headers["x-token"] == "t0k"  # beside the configured ones
     await crashed_mid_send(outbox, clock, ["webhook:hook"])  # row 2
     assert await outbox.release_stale() == 1
     assert (await one_row(store, 2))["status"] == "pending"  # resent, not asked
@@ -124,14 +127,25 @@ async def test_on_unknown_overrides_the_defaults_both_ways(
     assert [r["status"] for r in await all_rows(store)] == ["delivered", "unknown", "unknown"]
 
 
+@pytest.mark.parametrize("stores", ["one store", "a store each"])
 async def test_two_instances_looking_at_once_move_a_stale_row_once(
-    store: Store, clock: Clock
+    stores: str, store: Store, store_location: DbLocation, clock: Clock
 ) -> None:
-    one, two = make_outbox(store, clock), make_outbox(store, clock)
-    await crashed_mid_send(one, clock, ["telegram:42"])
-    counts = await asyncio.gather(one.release_stale(), two.release_stale())
-    assert sorted(counts) == [0, 1]
-    assert (await one_row(store))["status"] == "unknown"
+    other = await open_store(store_location) if stores == "a store each" else store
+    try:
+        one, two = make_outbox(store, clock), make_outbox(other, clock)
+        await crashed_mid_send(one, clock, ["telegram:42"])
+        for _ in range(3):  # a few rounds: each time one of them moves it
+            counts = await asyncio.gather(one.release_stale(), two.release_stale())
+            assert sorted(counts) == [0, 1]
+            (row,) = await all_rows(store)
+            assert row["status"] == "unknown"
+            assert (await Deliveries(one, clock).resend(1, "@op")).done
+            assert len(await one.claim(DEAD)) == 1
+            clock.advance(3600)
+    finally:
+        if other is not store:
+            await other.close()
 
 
 async def test_resend_sends_an_unknown_row_once_more(

@@ -153,17 +153,15 @@ class WebhookChannel:
             if secret is None:
                 raise ChannelUnavailable(f"{cfg.url_env} is not set")
             url = secret.get_secret_value()
+        headers = {
+            "Content-Type": "application/json",
+            **cfg.headers,
+            **secret_headers(self.settings, cfg.headers_env),
+        }
+        if key:  # ours wins over a configured one of any case: it must be the row's own
+            headers = {k: v for k, v in headers.items() if k.lower() != "idempotency-key"}
+            headers[IDEMPOTENCY_HEADER] = key
         status, _ = await _post(
-            self.session,
-            url,
-            data=body.encode(),
-            headers={
-                "Content-Type": "application/json",
-                **cfg.headers,
-                **secret_headers(self.settings, cfg.headers_env),
-                # last: a configured header of that name must not break the dedupe
-                **({IDEMPOTENCY_HEADER: key} if key else {}),
-            },
-            timeout_s=cfg.timeout_s,
+            self.session, url, data=body.encode(), headers=headers, timeout_s=cfg.timeout_s
         )
         return f"http:{status}"

@@ -29,11 +29,11 @@ from bot.views import (
 )
 from core.delivery.deliveries import CONFIRMABLE, RESENDABLE, Delivery
 from core.facade import Facade
-from core.parsing import MAX_ID
 
 log = logging.getLogger("openclaw.bot")
 USAGE = "Usage: /deliveries [page] — failed and unknown deliveries, newest first"
 ACTIONS = ("resend", "delivered", "show")
+MAX_PAGE = 1_000_000  # as the ◀ ▶ buttons' bound: a page's offset stays far from overflow
 
 
 def _buttons(kb: InlineKeyboardBuilder, d: Delivery, at: int, numbered: bool) -> None:
@@ -112,7 +112,7 @@ async def deliveries_page(facade: Facade, page: int) -> tuple[str, InlineKeyboar
 async def list_deliveries(message: Message, command: CommandObject, facade: Facade) -> None:
     """/deliveries [page] (admins only)."""
     arg = (command.args or "").strip()
-    if arg and not (arg.isdecimal() and arg.isascii() and 1 <= int(arg) <= MAX_ID):
+    if arg and not (arg.isdecimal() and arg.isascii() and 1 <= int(arg) <= MAX_PAGE):
         raise UsageError(USAGE)
     text, kb = await deliveries_page(facade, int(arg) if arg else 1)
     await message.answer(text, reply_markup=kb)

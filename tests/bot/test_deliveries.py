@@ -191,10 +191,15 @@ async def test_deliveries_usage_refusal_empty_and_commands(make_rig: RigFactory)
     rig = await make_rig()
     rig.tg.user_message(ADMIN, "/deliveries")
     await rig.said(ADMIN, "No failed or unknown deliveries.")
-    for bad in ("/deliveries x", "/deliveries 0", "/deliveries 99999999999999999999"):
-        rig.tg.user_message(ADMIN, bad)
+    bad = ("x", "0", "-1", "1 2", "²", "9223372036854775807", "99999999999999999999")
+    for arg in bad:
+        rig.tg.user_message(ADMIN, f"/deliveries {arg}")
     await rig.tg.wait_for(
-        lambda t: sum("Usage: /deliveries [page]" in m["text"] for m in t.sent(ADMIN)) == 3
+        lambda t: sum("Usage: /deliveries [page]" in m["text"] for m in t.sent(ADMIN)) == len(bad)
+    )
+    rig.tg.user_message(ADMIN, "/deliveries 999999")  # past the end: the last page
+    await rig.tg.wait_for(
+        lambda t: sum("No failed or unknown deliveries." in m["text"] for m in t.sent(ADMIN)) == 2
     )
     rig.tg.user_message(VIEWER, "/deliveries")
     await rig.said(VIEWER, "Only admins can see and settle deliveries.")

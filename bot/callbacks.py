@@ -32,3 +32,13 @@ class RunCb(CallbackData, prefix="rn"):
 class ApprovalCb(CallbackData, prefix="ap"):
     action: str  # approve | deny
     approval_id: Id
+
+
+class DeliveryCb(CallbackData, prefix="dl"):
+    action: str  # resend | delivered | show
+    row_id: Id  # the outbox row
+    at: Index = 0  # 0: an unknown card; n: page n of /deliveries (redrawn after a press)
+
+
+class DeliveriesPageCb(CallbackData, prefix="dp"):
+    page: Index = 1  # /deliveries' ◀ ▶

@@ -35,7 +35,7 @@ class TelegramChannel:
         """The limiter shared by every send of the bot."""
         return self.path.limiter
 
-    async def send(self, name: str, body: str, sent: str = "") -> str:
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
         """Send ``body`` (Telegram HTML) to chat ``name``, split at 4096 UTF-16 units.
 
         ``sent`` lists the message ids of parts an earlier try delivered: those are not

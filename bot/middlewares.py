@@ -23,12 +23,12 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, Filter
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
-from bot.callbacks import AgentCb, ApprovalCb, RunCb
+from bot.callbacks import AgentCb, ApprovalCb, DeliveriesPageCb, DeliveryCb, RunCb
 from core.config.models import TelegramConfig
 
 log = logging.getLogger("openclaw.bot")
 
-ADMIN_ONLY_COMMANDS = Command("run", "approvals")
+ADMIN_ONLY_COMMANDS = Command("run", "approvals", "deliveries")
 # (callback prefix, action) of admin-only buttons; None: every action of that prefix
 ADMIN_ONLY_BUTTONS: frozenset[tuple[str, str | None]] = frozenset(
     {
@@ -37,6 +37,8 @@ ADMIN_ONLY_BUTTONS: frozenset[tuple[str, str | None]] = frozenset(
         (AgentCb.__prefix__, "disable"),
         (RunCb.__prefix__, "rerun"),
         (ApprovalCb.__prefix__, None),
+        (DeliveryCb.__prefix__, None),  # Show too: a message's text is not every viewer's
+        (DeliveriesPageCb.__prefix__, None),
     }
 )
 PRIVATE_ONLY = "Admin commands work only in a private chat with me"

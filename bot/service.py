@@ -36,6 +36,7 @@ from bot.routers.agents import make_agents_router
 from bot.routers.approvals import ApprovalMessages, make_approvals_router
 from bot.routers.ask import make_ask_router
 from bot.routers.budget import make_budget_router
+from bot.routers.deliveries import UnknownCards, make_deliveries_router
 from bot.routers.memory import make_memory_router
 from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.schedule import make_schedule_router
@@ -122,6 +123,7 @@ class TelegramBot:
         self.send_path = SendPath.of(self.bot)
         self.reporter = RunReporter(facade.runner, self.bot)
         self.approvals = ApprovalMessages(self.bot, cfg.admins, self.reporter)
+        self.unknown_cards = UnknownCards(self.bot, cfg.admins)
         self.dp = Dispatcher(facade=facade, reporter=self.reporter, started_at=time.monotonic())
         self.dp.update.outer_middleware(AccessMiddleware(cfg))
         self.dp.callback_query.outer_middleware(AnswerEveryPress())
@@ -134,6 +136,7 @@ class TelegramBot:
             make_status_router(),
             make_approvals_router(),
             make_budget_router(),
+            make_deliveries_router(),
             make_memory_router(),
             make_ask_router(),  # last: plain text is whatever no command took
         )
@@ -160,6 +163,8 @@ class TelegramBot:
         self.watch.stopped = False
         self.facade.add_channel("telegram", TelegramChannel(self.bot))
         self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
+        # called by the delivery worker on the leader only (see Deliveries.ask)
+        self.facade.set_unknown_notifier(self.unknown_cards.notify)
         self.facade.add_attempt_observer(self.reporter.observe)
         self.facade.add_step_observer(self.reporter.observe_step)
         self.facade.add_status_hook("telegram", self.status)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -9,6 +12,7 @@ from typing import Any
 from bot.text import ELLIPSIS, escape, truncate, utf16_len
 from core.agents.runs import Run, Status
 from core.agents.steps import Step
+from core.delivery.deliveries import Delivery, DeliveryStatus
 from core.engine.approvals import ApprovalRecord
 from core.engine.ledger import TraceStep, UsageReport
 from core.engine.tier_targets import TARGET_SHARE
@@ -43,6 +47,7 @@ ADMIN_COMMANDS = [
     ("status", "provider health, queues, pending approvals"),
     ("approvals", "pending approvals: Tier-3 escalations, agents' tool calls"),
     ("budget", "spend caps, what is left, the month-end forecast"),
+    ("deliveries", "failed deliveries and those that may not have arrived: /deliveries [page]"),
     ("ask", "ask the models: /ask [task:<t>|tier:<n>] <question>"),
     ("new", "start a new conversation for /ask"),
     ("help", "what this bot does"),
@@ -260,7 +265,10 @@ def status_text(status: StatusSnapshot) -> str:
     )
     approvals = "?" if status.pending_approvals is None else status.pending_approvals
     deliveries = "?" if q.outbox_pending is None else q.outbox_pending
-    lines.append(f"Pending: {approvals} approvals, {deliveries} deliveries")
+    unknown = "?" if q.outbox_unknown is None else q.outbox_unknown
+    lines.append(f"Pending: {approvals} approvals, {deliveries} deliveries, {unknown} unknown")
+    if q.outbox_unknown:
+        lines.append("Unknown deliveries may or may not have arrived: see /deliveries")
     if status.store != "ok":
         lines.append(f"Store: {escape(truncate(status.store, 200))}")
     tg = status.plugins.get("telegram")
@@ -329,3 +337,76 @@ def budget_text(rows: list[dict[str, Any]], timezone: str) -> str:
             line += f" · forecast ${r['forecast_usd']:.2f}"
         lines.append(line)
     return "\n".join(lines)
+
+
+DELIVERY_START_CHARS = 300  # of a message's text on its card and in /deliveries
+DELIVERY_LINE_CHARS = 80
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def delivery_plain(d: Delivery) -> str:
+    """A delivery's text as plain text: Telegram HTML without its tags, a webhook's JSON
+    by its ``text`` field, Slack's mrkdwn as it is."""
+    if d.channel == "telegram":
+        return html.unescape(_TAG_RE.sub("", d.body))
+    if d.channel == "webhook":
+        try:
+            payload = json.loads(d.body)
+        except ValueError:
+            return d.body
+        if isinstance(payload, dict) and isinstance(payload.get("text"), str):
+            return str(payload["text"])
+    return d.body
+
+
+def _delivery_head(d: Delivery) -> str:
+    run = f" · run #{d.run_id}" if d.run_id is not None else ""
+    return f"#{d.id} to <code>{escape(d.target)}</code> ({escape(d.kind)}{run})"
+
+
+def unknown_card_text(d: Delivery) -> str:
+    """The card the admins get when a delivery may or may not have arrived."""
+    start = escape(truncate(" ".join(delivery_plain(d).split()), DELIVERY_START_CHARS))
+    return "\n".join(
+        [
+            f"❓ <b>Delivery may not have arrived</b> {_delivery_head(d)}",
+            "The process sending it stopped before the channel confirmed it.",
+            "<i>Resend</i> sends it once more (if it did arrive, it is there twice);"
+            " <i>Mark delivered</i> if you see it there.",
+            f"Starts: <i>{start}</i>",
+        ]
+    )
+
+
+DELIVERY_OUTCOME = {"resend": "🔁 Resent", "delivered": "✅ Marked delivered"}
+
+
+def delivery_outcome(d: Delivery, action: str, by: str) -> str:
+    """A card after an admin settled it (no buttons left)."""
+    return (
+        f"{unknown_card_text(d)}\n\n<b>{DELIVERY_OUTCOME.get(action, action)} by {escape(by)}</b>"
+    )
+
+
+def delivery_line(d: Delivery) -> str:
+    """One row of /deliveries."""
+    icon = "❓ unknown" if d.status == DeliveryStatus.UNKNOWN else f"❌ {escape(d.status)}"
+    start = escape(truncate(" ".join(delivery_plain(d).split()), DELIVERY_LINE_CHARS))
+    why = f"\n   {escape(truncate(d.last_error, DELIVERY_LINE_CHARS))}" if d.last_error else ""
+    return f"{icon} {_delivery_head(d)}, {escape(d.created_at[:16])}\n   <i>{start}</i>{why}"
+
+
+def deliveries_text(rows: Sequence[Delivery], page: int, pages: int, total: int) -> str:
+    """/deliveries: failed and unknown rows, newest first (one page)."""
+    if not rows:
+        return "No failed or unknown deliveries."
+    lines = [f"<b>Deliveries to look at</b>: {total} (page {page}/{pages}, newest first)"]
+    lines += [delivery_line(d) for d in rows]
+    return "\n".join(lines)
+
+
+def delivery_full(d: Delivery) -> str:
+    """Show: the whole message, as Telegram HTML (a Telegram row's body already is)."""
+    head = f"📄 {_delivery_head(d)}, {escape(d.status)}"
+    body = d.body if d.channel == "telegram" else escape(d.body)
+    return f"{head}\n\n{body}"

@@ -26,6 +26,7 @@ from core.cluster.updates import UpdateLog
 from core.config.models import Config, split_model_ref
 from core.config.settings import Settings
 from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookChannel
+from core.delivery.deliveries import Deliveries, UnknownNotifier
 from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
 from core.embedded.supervisor import EmbeddedModel, embedded_models
@@ -259,7 +260,10 @@ class App:
             "slack": SlackChannel(config, settings, http()),
             "webhook": WebhookChannel(config, settings, http()),
         }
-        delivery = DeliveryWorker(outbox, channels, owner)
+        deliveries = Deliveries(outbox, clock)
+        # an unknown row no admin's card reached (no bot, Telegram down) is an alert
+        deliveries.alert = alert_from("delivery")
+        delivery = DeliveryWorker(outbox, channels, owner, deliveries=deliveries)
         # what the other instances on the database need: whose rows are orphans, wake-ups
         runner.runs.alive = outbox.alive = ledger.alive = approvals.alive = cluster.alive
         approvals.owner = owner
@@ -328,6 +332,11 @@ class App:
             observers.append(observer)
 
         step_observers = self.runner.step_observers
+        deliveries = self.delivery.deliveries
+
+        def set_unknown_notifier(notify: UnknownNotifier) -> None:
+            """Show the admins each delivery whose outcome is unknown through ``notify``."""
+            deliveries.notifiers.append(notify)
 
         def add_step_observer(observer: Callable[[Step], None]) -> None:
             """Call ``observer`` with every tool-loop step a run records."""
@@ -355,6 +364,8 @@ class App:
             add_attempt_observer=add_attempt_observer,
             add_status_hook=overview.add_status_hook,
             add_step_observer=add_step_observer,
+            deliveries=deliveries,
+            set_unknown_notifier=set_unknown_notifier,
         )
 
     async def start_embedded(self) -> None:

@@ -616,7 +616,11 @@ async def _run_agent(
         for target, status, error in await app.outbox.of_run(run.id):
             # e.g. an earlier message to the same chat still backing off goes first
             later = (
-                " (a running `openclaw serve` sends it)" if status in ("pending", "sending") else ""
+                " (a running `openclaw serve` sends it)"
+                if status in ("pending", "sending")
+                else " (may or may not have arrived: /deliveries in Telegram)"
+                if status == "unknown"
+                else ""
             )
             print(f"delivery to {target}: {status}{later}" + (f" — {error}" if error else ""))
         return 0 if run.status in (Status.OK, Status.LATE) else 1
@@ -655,6 +659,7 @@ async def _run_show(
     try:
         run = await app.runner.runs.get(args.run_id)
         steps = await app.runner.steps.for_run(args.run_id) if run else []
+        deliveries = await app.delivery.deliveries.of_run(args.run_id) if run else []
     finally:
         await app.close()
     if run is None:
@@ -672,6 +677,9 @@ async def _run_show(
             f"  {s.line()} · {s.latency_ms:.0f} ms, ${s.cost_usd:.6f}"
             + (f"  {shown}" if shown else "")
         )
+    for d in deliveries:  # unknown: sent maybe, never confirmed (an admin decides)
+        why = d.note or d.last_error
+        print(f"delivery #{d.id} to {d.target}: {d.status}" + (f" — {why}" if why else ""))
     return 0
 
 
@@ -778,7 +786,8 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
 
     print(
         f"queues: agents {q['agents_running']} running, {q['agents_waiting']} waiting; "
-        f"outbox {count(q['outbox_pending'])} pending; "
+        f"outbox {count(q['outbox_pending'])} pending,"
+        f" {count(q.get('outbox_unknown'))} unknown; "
         f"approvals {count(body['pending_approvals'])} pending"
     )
     if body.get("store", "ok") != "ok":

@@ -16,6 +16,7 @@ from core.cluster.updates import UpdateLog
 from core.config.models import Config
 from core.config.settings import Settings
 from core.delivery.channels import Channel
+from core.delivery.deliveries import Deliveries, UnknownNotifier
 from core.engine.approvals import ApprovalBroker, Closer, Notifier
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
@@ -58,3 +59,6 @@ class Facade:
     add_attempt_observer: Callable[[AttemptObserver], None]
     add_status_hook: Callable[[str, StatusHook], None]
     add_step_observer: Callable[[Callable[[Step], None]], None]
+    # failed and unknown deliveries: /deliveries, the unknown cards and their buttons
+    deliveries: Deliveries
+    set_unknown_notifier: Callable[[UnknownNotifier], None]

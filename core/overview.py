@@ -109,6 +109,7 @@ class Queues:
     subagents_waiting: int
     subagents_running: int
     outbox_pending: int | None  # None: the store did not answer
+    outbox_unknown: int | None = None  # sent maybe, never confirmed: an admin decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +273,11 @@ class Overview:
                 )
         depths = self.runner.queue_depths()
         plugins = {name: hook() for name, hook in self.status_hooks.items()}
-        store, outbox_pending, pending_approvals = "ok", None, None
+        store, outbox_pending, outbox_unknown, pending_approvals = "ok", None, None, None
         try:  # a status is most wanted when the store is down: it answers without it
             async with asyncio.timeout(STATUS_STORE_WAIT_S):
                 outbox_pending = await self.outbox.pending_count()
+                outbox_unknown = await self.outbox.unknown_count()
                 pending_approvals = len(await self.approvals.pending())
         except TimeoutError:
             store = f"unavailable: no answer within {STATUS_STORE_WAIT_S:g} s"
@@ -287,7 +289,7 @@ class Overview:
             tiers=tiers,
             models=models,
             embedded=[m.describe() for m in self.embedded.values()],
-            queues=Queues(**depths, outbox_pending=outbox_pending),
+            queues=Queues(**depths, outbox_pending=outbox_pending, outbox_unknown=outbox_unknown),
             pending_approvals=pending_approvals,
             plugins={"telegram": dict(TELEGRAM_OFF)} | plugins,
             store=store,

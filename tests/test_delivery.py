@@ -624,7 +624,7 @@ class GateChannel:
                 self.changed.clear()
                 await self.changed.wait()
 
-    async def send(self, name: str, body: str, sent: str = "") -> str:
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         self.changed.set()

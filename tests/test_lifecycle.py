@@ -17,6 +17,7 @@ import pytest
 from core.store.path import DbLocation
 from tests.fakes.llm import FakeLLM, Reply, echo
 from tests.fakes.receiver import Answer, FakeReceiver
+from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wait import until
 from tests.procs import Served, start_serve
 from tests.stores import location_env
@@ -190,21 +191,90 @@ async def test_kill_9_mid_run_and_mid_delivery_loses_nothing(
             assert any("1 interrupted runs queued again" in line for line in serve.lines)
         # on PostgreSQL the dead instance counts as dead once its heartbeat is older than
         # [cluster] leader_timeout_s: the leader's next sweep recovers it (checked below)
-        # the claim of the half-sent row expires (1 s), then it is sent again
+        # the claim of the half-sent row expires (1 s): its outcome is unknown, and a
+        # webhook ([delivery] on_unknown default "resend") is sent again at once
         await until(lambda: len(hook.at("/hook")) >= 4, what="both sent after the restart")
         bodies = [r.body["text"] for r in hook.at("/hook")]
         assert bodies.count("quick one") == 1  # confirmed before the crash: never again
         assert bodies.count("quick two") == 2  # the documented window: sent, not confirmed
         assert bodies.count("slow work") == 1  # the interrupted run, retried and delivered
+        # with the same Idempotency-Key both times: the receiver can drop the repeat
+        keys = {r.body["text"]: set() for r in hook.at("/hook")}
+        for r in hook.at("/hook"):
+            keys[r.body["text"]].add(r.headers["idempotency-key"])
+        assert len(keys["quick two"]) == 1 and keys["quick two"] != keys["quick one"]
+        assert all(k.startswith("outbox-") for ks in keys.values() for k in ks)
         async with serve.client() as c:
             status = (await c.get("/api/status")).json()
             runs = (await c.get("/api/runs")).json()["runs"]
-        assert status["queues"]["outbox_pending"] == 0
+        assert status["queues"]["outbox_pending"] == status["queues"]["outbox_unknown"] == 0
         by_id = {r["id"]: r for r in runs}
         assert by_id[first]["status"] == by_id[second]["status"] == "ok"
         assert by_id[third]["status"] == "interrupted"
     finally:
         await serve.stop()
+
+
+TG_CHAT, TG_ADMIN = 4242, 1001
+TG_CONFIG = f"""
+[telegram]
+admins = [{TG_ADMIN}]
+polling_timeout_s = 1
+
+[[agents]]
+name = "digest"
+message = "digest {{{{ message }}}}"
+deliver = ["telegram:{TG_CHAT}"]
+"""
+
+
+async def test_kill_9_between_a_telegram_send_and_its_confirmation_asks_the_admin(
+    fake_llm: FakeLLM, hook: FakeReceiver, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Telegram has no idempotency key: the half-sent row is not sent again, it becomes
+    unknown and the admin gets a card; Mark delivered settles it, still sent once."""
+    cfg = Path(env["OPENCLAW_CONFIG"])
+    with cfg.open("a", encoding="utf-8") as f:  # noqa: ASYNC230  (a small file, once)
+        f.write(TG_CONFIG)
+    fake_llm.default = echo
+    async with FakeTelegram() as tg:
+        env = env | {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE": tg.url}
+        serve = await start(env)
+        tg.delay_next("sendMessage", 30)  # Telegram takes it; the answer comes too late
+        rid = await serve.run("digest", "one")
+        await tg.wait_for(lambda t: len(t.sent(TG_CHAT)) == 1, timeout_s=20)
+        assert await serve.stop(signal.SIGKILL) == -signal.SIGKILL
+        serve = await start(env)
+        try:
+            card = await until(
+                lambda: next(
+                    (m for m in tg.sent(TG_ADMIN) if "may not have arrived" in m["text"]), None
+                ),
+                timeout_s=20,
+                what="the unknown-delivery card reaching the admin",
+            )
+            assert "digest one" in card["text"]
+            async with serve.client() as c:
+                status = (await c.get("/api/status")).json()
+                run = (await c.get(f"/api/runs/{rid}")).json()
+            assert status["queues"]["outbox_unknown"] == 1
+            assert [(d["target"], d["status"]) for d in run["deliveries"]] == [
+                (f"telegram:{TG_CHAT}", "unknown")
+            ]
+            keys = {
+                b["text"]: b["callback_data"]
+                for row in card["reply_markup"]["inline_keyboard"]
+                for b in row
+            }
+            tg.user_press(TG_ADMIN, card, keys["✅ Mark delivered"])
+            await tg.wait_for(lambda t: any("Marked delivered" in e["text"] for e in t.edits()))
+            async with serve.client() as c:
+                run = (await c.get(f"/api/runs/{rid}")).json()
+            (delivery,) = run["deliveries"]
+            assert delivery["status"] == "delivered" and "confirmed by admin" in delivery["note"]
+            assert len(tg.sent(TG_CHAT)) == 1  # never sent a second time
+        finally:
+            await serve.stop()
 
 
 async def test_port_in_use_is_named(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> None:

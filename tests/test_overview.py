@@ -183,7 +183,9 @@ async def test_status_snapshot_keys_and_plugins(open_app: Opener) -> None:
         "subagents_waiting",
         "subagents_running",
         "outbox_pending",
+        "outbox_unknown",
     ]
+    assert snap["queues"]["outbox_unknown"] == 0
     assert snap["tiers"][0] == {
         "level": 0,
         "models": ["local/qwen3:14b"],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from core.config.common import (
     HeadersEnv,
@@ -39,6 +41,16 @@ class ChannelsConfig(StrictModel):
     webhook: dict[str, WebhookChannelConfig] = Field(default_factory=dict)
 
 
+OnUnknown = Literal["ask", "resend"]
+ON_UNKNOWN_VALUES = ("ask", "resend")
+# Telegram and Slack have no idempotency key: a second send is a second message
+ON_UNKNOWN_DEFAULTS: dict[str, OnUnknown] = {
+    "telegram": "ask",
+    "slack": "ask",
+    "webhook": "resend",
+}
+
+
 class DeliveryConfig(StrictModel):
     max_attempts: int = Field(default=8, ge=1)
     backoff_s: list[NonNegativeSeconds] = Field(
@@ -46,6 +58,34 @@ class DeliveryConfig(StrictModel):
     )
     poll_interval_s: float = Field(default=1.0, gt=0)
     claim_timeout_s: float = Field(default=120.0, gt=0)  # a claim older than this is retried
+    # a claim that expired while ``sending`` may or may not have reached its target: per
+    # channel kind, ask the admins (Telegram and Slack would show a second copy) or send it
+    # again (webhooks carry an Idempotency-Key, so the receiver can drop the second one)
+    on_unknown: dict[str, OnUnknown] = Field(default_factory=dict)
+
+    @field_validator("on_unknown", mode="before")
+    @classmethod
+    def _on_unknown(cls, value: object) -> object:
+        """Unknown kinds and values are refused here, with the key and the fix in the
+        message (pydantic's own would quote a dict-key location nobody wrote)."""
+        if not isinstance(value, dict):
+            return value
+        for kind, policy in value.items():
+            if kind not in ON_UNKNOWN_DEFAULTS:
+                raise ValueError(
+                    f"{kind!r} is not a channel kind: use one of {', '.join(ON_UNKNOWN_DEFAULTS)}"
+                )
+            if policy not in ON_UNKNOWN_VALUES:
+                raise ValueError(
+                    f'{kind} = {policy!r} is not a choice: use "ask" (the admins decide:'
+                    ' Resend or Mark delivered) or "resend" (sent again at once)'
+                )
+        return value
+
+    def unknown_policy(self, kind: str) -> OnUnknown:
+        """What a row of channel ``kind`` whose outcome is unknown gets: ``[delivery]
+        on_unknown`` for that kind, else its default (``log`` is always sent again)."""
+        return self.on_unknown.get(kind) or ON_UNKNOWN_DEFAULTS.get(kind, "resend")
 
 
 class AlertsConfig(StrictModel):

@@ -76,7 +76,7 @@ def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:
         return ConfigProblem(
             key, f"must be a finite number, got {err.get('input')!r}", "give a number like 60"
         )
-    if etype in _OWN_MESSAGE or "headers" in loc or "headers_env" in loc:
+    if etype in _OWN_MESSAGE or {"headers", "headers_env", "on_unknown"} & set(map(str, loc)):
         return ConfigProblem(key, str(err["msg"]).removeprefix("Value error, "))
     return ConfigProblem(
         key, f"{err['msg']} (got {err.get('input')!r})", "see openclaw.example.toml"

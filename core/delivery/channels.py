@@ -20,21 +20,24 @@ from core.delivery.errors import ChannelUnavailable, DeliveryError
 from core.providers.base import parse_retry_after
 
 log = logging.getLogger("openclaw.delivery")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_RETRY_AFTER_S = 86400.0  # a receiver's Retry-After beyond this is capped, not obeyed
 
 
 class Channel(Protocol):
-    async def send(self, name: str, body: str, sent: str = "") -> str:
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
         """Send ``body`` to ``name`` (chat id, Slack name, webhook name); return a confirmation
         id. ``sent`` holds the confirmations of parts an earlier try already delivered, for
-        channels that split a message. Raise DeliveryError or ChannelUnavailable."""
+        channels that split a message; ``key`` is the row's idempotency key (the same on
+        every try), for channels whose receivers can drop a repeat. Raise DeliveryError or
+        ChannelUnavailable."""
         ...
 
 
 class LogChannel:
     """Writes the message to the log (always available)."""
 
-    async def send(self, name: str, body: str, sent: str = "") -> str:
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
         """Log it; the confirmation is ``log``."""
         log.info("deliver log: %s", body)
         return "log"
@@ -106,8 +109,9 @@ class SlackChannel:
         self.settings = settings
         self.session = session
 
-    async def send(self, name: str, body: str, sent: str = "") -> str:
-        """POST ``{"text": body}`` (Slack mrkdwn); confirmed by Slack's 200."""
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
+        """POST ``{"text": body}`` (Slack mrkdwn); confirmed by Slack's 200. Slack's incoming
+        webhooks know no idempotency key: none is sent."""
         cfg = self.config.channels.slack.get(name)
         if cfg is None:  # removed from the config since the row was written: wait, don't drop
             raise ChannelUnavailable(f"no [channels.slack.{name}] is configured")
@@ -135,8 +139,9 @@ class WebhookChannel:
         self.settings = settings
         self.session = session
 
-    async def send(self, name: str, body: str, sent: str = "") -> str:
-        """POST the stored JSON body; any 2xx confirms."""
+    async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
+        """POST the stored JSON body with ``Idempotency-Key: key`` (the same on every try of
+        the row, so a receiver can drop a repeat); any 2xx confirms."""
         cfg = self.config.channels.webhook.get(name)
         if cfg is None:
             raise ChannelUnavailable(f"no [channels.webhook.{name}] is configured")
@@ -148,15 +153,15 @@ class WebhookChannel:
             if secret is None:
                 raise ChannelUnavailable(f"{cfg.url_env} is not set")
             url = secret.get_secret_value()
+        headers = {
+            "Content-Type": "application/json",
+            **cfg.headers,
+            **secret_headers(self.settings, cfg.headers_env),
+        }
+        if key:  # ours wins over a configured one of any case: it must be the row's own
+            headers = {k: v for k, v in headers.items() if k.lower() != "idempotency-key"}
+            headers[IDEMPOTENCY_HEADER] = key
         status, _ = await _post(
-            self.session,
-            url,
-            data=body.encode(),
-            headers={
-                "Content-Type": "application/json",
-                **cfg.headers,
-                **secret_headers(self.settings, cfg.headers_env),
-            },
-            timeout_s=cfg.timeout_s,
+            self.session, url, data=body.encode(), headers=headers, timeout_s=cfg.timeout_s
         )
         return f"http:{status}"

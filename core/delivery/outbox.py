@@ -3,9 +3,11 @@
 A row moves pending → sending (claimed by one process) → delivered (with the
 channel's confirmation: Telegram ``message_id``, Slack's 200) or back to pending
 with a backoff, or failed after ``max_attempts``. A claim older than
-``claim_timeout_s`` goes back to pending: that is the one window in which a
-message can be sent twice — a crash after the channel accepted it and before
-the confirmation was stored — and it is as narrow as one database write.
+``claim_timeout_s`` whose process is gone is the one window in which a message may
+have gone out unconfirmed — a crash after the channel accepted it and before the
+confirmation was stored. Such a row becomes ``unknown`` (the admins decide: resend or
+mark delivered, see :mod:`core.delivery.deliveries`) or, where ``[delivery]
+on_unknown`` says ``resend`` (webhooks, which carry an Idempotency-Key), pending again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ TEMPLATES = {
     "webhook": "channels/webhook.j2",
     "log": "channels/log.j2",
 }
+UNKNOWN_WHY = (
+    "may or may not have arrived: the process sending it stopped before the channel confirmed it"
+)
 CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
 
 
@@ -220,12 +225,17 @@ class Outbox:
         return str(current[0][0]) if current else "gone"
 
     async def release_stale(self, older_than_s: float | None = None) -> int:
-        """Claims older than the timeout go back to pending — unless their process is alive
-        on this host (a slow send, e.g. waiting out Telegram's 429s, is not a dead one)."""
+        """Claims older than the timeout are settled — unless their process is alive (a slow
+        send, e.g. waiting out Telegram's 429s, is not a dead one): ``unknown`` where
+        ``[delivery] on_unknown`` asks, else pending again. Returns the rows released.
+
+        Each row's change is guarded by its status and claim, so of two instances looking
+        at once only one moves it."""
         limit = self.config.claim_timeout_s if older_than_s is None else older_than_s
         cutoff = utcnow_iso(self.clock() - timedelta(seconds=limit))
         rows = await self.store.fetchall(
-            "SELECT id, claimed_by FROM outbox WHERE status = 'sending' AND claimed_at <= ?",
+            "SELECT id, claimed_by, target FROM outbox WHERE status = 'sending'"
+            " AND claimed_at <= ?",
             (cutoff,),
         )
         released = 0
@@ -237,12 +247,18 @@ class Outbox:
         for row in rows:
             if row[1] and str(row[1]) in alive:
                 continue
+            kind = str(row[2]).partition(":")[0]
+            ask = self.config.unknown_policy(kind) == "ask"
             async with self.store.transaction() as tx:
-                released += await tx.execute(
-                    "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                changed = await tx.execute(
+                    "UPDATE outbox SET status = ?, claimed_by = NULL, claimed_at = NULL,"
+                    " asked_at = NULL, last_error = COALESCE(?, last_error)"
                     " WHERE id = ? AND status = 'sending' AND claimed_at <= ?",
-                    (row[0], cutoff),
+                    ("unknown" if ask else "pending", UNKNOWN_WHY if ask else None, row[0], cutoff),
                 )
+            released += changed
+            if changed and ask:
+                log.warning("outbox: delivery %s to %s: %s", row[0], row[2], UNKNOWN_WHY)
         return released
 
     async def release(self, row_id: int, owner: str) -> bool:
@@ -268,6 +284,11 @@ class Outbox:
         rows = await self.store.fetchall(
             "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')"
         )
+        return int(rows[0][0])
+
+    async def unknown_count(self) -> int:
+        """Rows that may or may not have arrived, waiting for an admin."""
+        rows = await self.store.fetchall("SELECT COUNT(*) FROM outbox WHERE status = 'unknown'")
         return int(rows[0][0])
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.delivery.channels import Channel
+from core.delivery.deliveries import Deliveries
 from core.delivery.errors import ChannelUnavailable, DeliveryError
 from core.delivery.outbox import Outbox
 from core.ops.backoff import Backoff
@@ -25,6 +26,11 @@ TOP_UP_PAUSE_FACTOR = 9.0
 TOP_UP_PAUSE_MAX_S = 1.0
 
 
+def idempotency_key(row: Mapping[str, Any]) -> str:
+    """The key a row carries on every send (webhooks: the Idempotency-Key header)."""
+    return f"outbox-{row['id']}"
+
+
 class DeliveryWorker:
     """Sends due outbox rows through their channels until stopped."""
 
@@ -34,8 +40,11 @@ class DeliveryWorker:
         channels: dict[str, Channel],
         owner: str,
         max_in_flight: int = MAX_IN_FLIGHT,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.outbox = outbox
+        # unknown rows (a claim expired mid-send) are shown to the admins from this loop
+        self.deliveries = deliveries or Deliveries(outbox, outbox.clock)
         self.channels = channels
         self.owner = owner
         self.max_in_flight = max(1, max_in_flight)
@@ -120,6 +129,7 @@ class DeliveryWorker:
                 # a process that died mid-send (a CLI `run --wait`) leaves claims behind; a
                 # long-running worker must not wait for the next start-up to resend them
                 await self.outbox.release_stale()
+                await self.deliveries.ask()
                 await self.drain()
                 backoff.succeeded()
             except Exception as e:  # the store or a bug: keep the worker alive, rows stay pending
@@ -152,7 +162,9 @@ class DeliveryWorker:
         try:
             if channel is None:
                 raise ChannelUnavailable(f"no {kind} channel is running")
-            external_id = await channel.send(name, str(row["body"]), str(row["external_id"] or ""))
+            external_id = await channel.send(
+                name, str(row["body"]), str(row["external_id"] or ""), key=idempotency_key(row)
+            )
         except ChannelUnavailable as e:
             await self.outbox.failed_attempt(
                 row, str(e), permanent=False, retry_after_s=None, count=False

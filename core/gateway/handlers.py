@@ -400,13 +400,18 @@ def _run_id(request: web.Request) -> int:
 
 
 async def run_detail(request: web.Request) -> web.Response:
-    """One run in full, with its tool-loop steps (``[]`` for a run that took none)."""
+    """One run in full, with its tool-loop steps (``[]`` for a run that took none) and its
+    deliveries (target, status — ``unknown`` included —, error)."""
     facade = request.app[STATE].facade
     run = await facade.runs.get(_run_id(request))
     if run is None:
         raise GatewayError(404, "no such run", code="not_found")
     steps = await facade.steps.for_run(run.id)  # one query for all of them
-    return _json(run.as_dict() | {"steps": [asdict(s) for s in steps]})
+    deliveries = await facade.deliveries.of_run(run.id)
+    return _json(
+        run.as_dict()
+        | {"steps": [asdict(s) for s in steps], "deliveries": [d.as_dict() for d in deliveries]}
+    )
 
 
 async def start_run(request: web.Request) -> web.Response:

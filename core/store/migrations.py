@@ -305,7 +305,15 @@ async def _m014_cluster(db: DDL) -> None:
     )
 
 
-async def _m017_reports(db: DDL) -> None:
+async def _m015_outbox_unknown(db: DDL) -> None:
+    # a row whose claim expired while sending is 'unknown' (status is free text: no
+    # constraint to change); asked_at: when the admins were shown it (so a restart asks
+    # once, not again); note: who settled it by hand (an admin's "Mark delivered")
+    await db.execute("ALTER TABLE outbox ADD COLUMN asked_at TEXT")
+    await db.execute("ALTER TABLE outbox ADD COLUMN note TEXT")
+
+
+async def _m016_reports(db: DDL) -> None:
     # reports sent, by name (``daily:2026-12-03``): one per day however many instances
     # or restarts try, recorded with its outbox rows
     await db.execute(
@@ -333,5 +341,6 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("012_tool_loop", _m012_tool_loop),
     ("013_approvals_tool", _m013_approvals_tool),
     ("014_cluster", _m014_cluster),
-    ("017_reports", _m017_reports),
+    ("015_outbox_unknown", _m015_outbox_unknown),
+    ("016_reports", _m016_reports),
 ]

@@ -72,7 +72,9 @@ async def test_run_wait_runs_and_shows(fake_llm: FakeLLM, env: dict[str, str]) -
     code, out, _ = await openclaw(env, "runs")
     assert "run 1: hello [cli] ok" in out
     code, out, _ = await openclaw(env, "run-show", "1")
-    assert code == 0 and "session cron:hello:1" in out and out.strip().endswith("hello world")
+    assert code == 0 and "session cron:hello:1" in out
+    # the output, then the run's deliveries with their status (unknown ones too)
+    assert out.strip().endswith("hello world\ndelivery #1 to log: delivered")
     code, out, _ = await openclaw(env, "agents")
     assert re.search(
         r"hello\s+0 7 \* \* \*\s+Europe/Berlin\s+\d{4}-\d\d-\d\dT07:00:00\+0[12]:00"

@@ -10,7 +10,16 @@ from bot.callbacks import AgentCb, ApprovalCb, RunCb
 from bot.middlewares import IS_ADMIN
 from tests.bot.conftest import ADMIN, VIEWER, RigFactory
 
-ADMIN_HANDLERS = {"run_agent", "pending", "decide", "admin_action", "rerun"}
+ADMIN_HANDLERS = {
+    "run_agent",
+    "pending",
+    "decide",
+    "admin_action",
+    "rerun",
+    "list_deliveries",
+    "turn_deliveries_page",
+    "delivery_button",
+}
 
 
 def _handlers(router: Router) -> list[Any]:

@@ -107,7 +107,7 @@ def test_status() -> None:
             ModelState("cloud/x", "open", 9.5, 3, "unavailable", "no <key>", None, 1, "cloud", "x"),
         ],
         embedded=[],
-        queues=Queues(1, 2, 3, 4, 5),
+        queues=Queues(1, 2, 3, 4, 5, 0),
         pending_approvals=6,
         plugins={"telegram": {"mode": "polling", "state": "ok"}},
     )
@@ -115,7 +115,7 @@ def test_status() -> None:
         "<b>OpenClaw 0.1.0</b> · up 12s\n<b>Tier 0</b>: ok\n  local/m: closed 42 ms\n"
         "<b>Tier 1</b>: down (cloud/x: no key)\n  cloud/x: open — no &lt;key&gt;\n"
         "Queues: agents 2 running / 1 waiting, subagents 4 / 3\n"
-        "Pending: 6 approvals, 5 deliveries\nTelegram: polling, ok"
+        "Pending: 6 approvals, 5 deliveries, 0 unknown\nTelegram: polling, ok"
     )
 
 

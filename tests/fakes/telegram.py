@@ -405,6 +405,7 @@ class FakeTelegram:
         self._open_queries: dict[str, dict[str, Any]] = {}
         self._files: dict[str, _File] = {}
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
+        self._delays: defaultdict[str, deque[float]] = defaultdict(deque)
         self._down: str | None = None  # None, "api" (Bot-API-shaped 502), "plain", "hang"
         self._up = asyncio.Event()  # set while not hanging: wakes the requests held
         self._up.set()
@@ -415,6 +416,7 @@ class FakeTelegram:
         self._wakeup = asyncio.Event()  # replaced each time it fires
         self._poll_generation = 0
         self._closing = False
+        self._closed = asyncio.Event()  # wakes the delayed answers (see delay_next)
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -433,6 +435,7 @@ class FakeTelegram:
 
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self._wake()  # long polls answer [] at once
         self._up.set()  # held requests answer 502 at once
         if self._runner is not None:
@@ -592,6 +595,13 @@ class FakeTelegram:
             _Fault(error_code, description, retry_after) for _ in range(times)
         )
 
+    def delay_next(self, method: str, delay_s: float, times: int = 1) -> None:
+        """Carry out the next ``times`` calls of ``method`` at once, and answer each only
+        after ``delay_s`` (cut short when the server closes): a client that dies meanwhile
+        sent a message it never saw confirmed."""
+        name = _CANONICAL.get(method.lower(), method)
+        self._delays[name].extend(delay_s for _ in range(times))
+
     hang_get_updates = False  # True: getUpdates never answers (until cleared or closed)
 
     def set_down(self, down: bool, plain: bool = False, hang: bool = False) -> None:
@@ -659,6 +669,9 @@ class FakeTelegram:
                 fault = self._faults[name].popleft()
                 raise ApiError(fault.error_code, fault.description, fault.retry_after)
             result = await handler(params)
+            if self._delays[name]:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), self._delays[name].popleft())
         except ApiError as e:
             call.error_code, call.description, call.done = e.error_code, e.description, True
             return e.response()

@@ -182,6 +182,7 @@ async def test_status_has_health_and_no_secrets(
         "subagents_waiting": 0,
         "subagents_running": 0,
         "outbox_pending": 0,
+        "outbox_unknown": 0,
     }
 
 

@@ -48,6 +48,7 @@ async def test_agents_and_status_in_their_order(start_gateway: GatewayFactory) -
         "subagents_waiting",
         "subagents_running",
         "outbox_pending",
+        "outbox_unknown",
         "gateway_in_flight",
     ]
     assert status["gateway"] == {"host": "127.0.0.1", "port": gw.gateway.port}

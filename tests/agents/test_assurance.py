@@ -110,8 +110,10 @@ def test_spread_gives_on_the_hour_agents_a_stable_offset_within_the_window() -> 
     offsets = [spread_offset(_agent(n), 300) for n in names]
     assert all(timedelta(0) <= o < timedelta(seconds=300) for o in offsets)
     assert len(set(offsets)) > 12  # spread out, not bunched
-    # stable: a function of the name alone (the same after a restart, on every instance)
+    # stable: a function of the name alone (the same after a restart, on every instance):
+    # a pinned value, so a per-process hash (Python's hash() is salted) would fail here
     assert [spread_offset(_agent(n), 300) for n in names] == offsets
+    assert spread_offset(_agent("morning-digest"), 300) == timedelta(seconds=46)
     assert spread_offset(_agent("agent-0", spread=False), 300) == timedelta(0)
     assert spread_offset(_agent("agent-0", "30 7 * * *"), 300) == timedelta(0)  # not :00
     assert spread_offset(_agent("agent-0"), 0) == timedelta(0)  # spread off

@@ -22,6 +22,7 @@ from core.store.path import DbLocation
 from core.store.times import utcnow_iso
 from tests.agents.conftest import AppFactory, add_run, set_last_fire, wait_done
 from tests.fakes.llm import FakeLLM, echo
+from tests.fakes.wait import until
 from tests.stores import location_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -341,3 +342,32 @@ async def test_a_disabled_agent_s_fires_show_as_disabled(make_app: AppFactory) -
         ("h", Outcome.DISABLED),
         ("on", Outcome.NO_RUN),
     ]
+
+
+async def test_the_watch_runs_on_its_own_task_while_apscheduler_is_stopped(
+    make_app: AppFactory,
+) -> None:
+    """APScheduler paused (a scheduler that stopped firing): the watch, a task of its own,
+    still finds the fires that made no run and alerts through the outbox."""
+    minutely = {"name": "m", "message": "x", "task": "chat", "schedule": "* * * * *"}
+    app = await make_app(
+        [minutely],
+        scheduler={"alert_after_s": 1, "watch_every_s": 0.2},
+        alerts={"deliver": ["log"]},
+    )
+    await app.scheduler.start()
+    try:
+        app.scheduler.aps.pause()
+        assert app.scheduler.running  # APScheduler thinks all is well
+        app.scheduler.watch.watching_since = app.scheduler.clock() - timedelta(minutes=3)
+
+        async def alerted() -> list[Any]:
+            return await app.store.fetchall(
+                "SELECT body FROM outbox WHERE kind = 'alert' AND body LIKE '%made no run%'"
+            )
+
+        rows = await until(alerted, what="an alert for a fire with no run")
+        assert "agent m" in str(rows[0]["body"])
+    finally:
+        app.scheduler.stop()
+    assert not app.scheduler.running

@@ -506,3 +506,27 @@ def test_no_think_body_is_for_openai_completions_servers() -> None:
     assert problem.startswith(
         "providers.local.no_think_body: is for openai-completions servers only: remove it"
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "expected"),
+    [
+        ("reports", {"daily": "8am"}, "reports.daily: '8am' is not a time of day"),
+        ("reports", {"daily": "24:00"}, "reports.daily: '24:00' is not a time of day"),
+        ("reports", {"timezone": "Mars/Olympus"}, "reports.timezone: unknown timezone"),
+        ("reports", {"deliver": ["slack:nope"]}, "reports.deliver: 'slack:nope'"),
+        ("heartbeat", {"url_env": "https://hc-ping.com/x"}, "heartbeat.url_env: "),
+        ("heartbeat", {"every_s": 0.5}, "heartbeat.every_s"),
+        ("scheduler", {"spread_s": 7200}, "scheduler.spread_s"),
+        ("scheduler", {"sprad_s": 300}, "scheduler.sprad_s: unknown key"),
+    ],
+)
+def test_safety_net_config_errors_name_the_key(
+    section: str, value: dict[str, object], expected: str
+) -> None:
+    doc = pyramid()
+    doc[section] = value
+    found = problems(doc)
+    assert any(expected in p for p in found), found
+    # a URL pasted where the variable's name goes is never echoed back
+    assert not any("hc-ping.com" in p for p in found)

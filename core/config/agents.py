@@ -11,6 +11,7 @@ from core.config.common import (
     HttpUrl,
     StrictModel,
     Validators,
+    zone_problem,
 )
 from core.config.delivery import AlertsConfig, ChannelsConfig, check_target
 from core.errors import ConfigProblem
@@ -135,7 +136,7 @@ def check_agents(
     levels: set[int],
 ) -> list[ConfigProblem]:
     """Cross-checks that need the rest of the config."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo
 
     from apscheduler.triggers.cron import CronTrigger
 
@@ -201,17 +202,10 @@ def check_agents(
             )
         if a.task is not None and a.tier is not None:
             problems.append(ConfigProblem(key, f"agent {a.name}: give task or tier, not both"))
-        try:
-            tz = ZoneInfo(a.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(
-                ConfigProblem(
-                    f"{key}.timezone",
-                    f"unknown timezone {a.timezone!r}",
-                    'use an IANA name like "Europe/Berlin"',
-                )
-            )
-            tz = None
+        zone = zone_problem(f"{key}.timezone", a.timezone)
+        if zone:
+            problems.append(zone)
+        tz = None if zone else ZoneInfo(a.timezone)
         if a.schedule is not None and tz is not None:
             try:
                 CronTrigger.from_crontab(a.schedule, timezone=tz)

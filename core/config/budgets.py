@@ -9,6 +9,7 @@ from pydantic import Field
 from core.config.common import (
     FiniteFloat,
     StrictModel,
+    zone_problem,
 )
 from core.errors import ConfigProblem
 
@@ -42,19 +43,8 @@ def check_budgets(
     b: BudgetsConfig, levels: set[int], models: set[str], agents: set[str]
 ) -> list[ConfigProblem]:
     """Budget scopes must name tiers, models and agents that exist."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    problems = []
-    try:
-        ZoneInfo(b.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(
-            ConfigProblem(
-                "budgets.timezone",
-                f"unknown timezone {b.timezone!r}",
-                'use an IANA name like "Europe/Berlin"',
-            )
-        )
+    zone = zone_problem("budgets.timezone", b.timezone)
+    problems = [zone] if zone else []
     for key in b.tier:
         if not key.isdigit() or int(key) not in levels:
             problems.append(

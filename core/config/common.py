@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+
+from core.errors import ConfigProblem
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HTTP_SCHEMES = ("http", "https")
@@ -129,3 +132,14 @@ class Validators(StrictModel):
     def strict(self) -> bool:
         """True when more than non-emptiness is checked (streams must then be held)."""
         return self.min_chars is not None or self.json_ or bool(self.json_keys) or bool(self.regex)
+
+
+def zone_problem(key: str, name: str) -> ConfigProblem | None:
+    """The problem with ``key``'s timezone ``name`` if it is not an IANA zone, else None."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ConfigProblem(
+            key, f"unknown timezone {name!r}", 'use an IANA name like "Europe/Berlin"'
+        )
+    return None

@@ -52,7 +52,7 @@ def _key(loc: tuple[int | str, ...], data: Any) -> str:
 
 _ENV_NAME = ENV_NAME
 # errors whose message already says everything; their input may be a secret, never echoed
-_OWN_MESSAGE = frozenset({"http_url", "env_name", "finite_number", "keep_alive"})
+_OWN_MESSAGE = frozenset({"http_url", "env_name", "finite_number", "keep_alive", "time_of_day"})
 
 
 def _problem_from_pydantic(err: Mapping[str, Any], data: Any) -> ConfigProblem:

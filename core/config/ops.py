@@ -4,11 +4,11 @@ watch over its own fires, the daily report and the dead-man's switch."""
 from __future__ import annotations
 
 import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from core.config.common import ENV_NAME, StrictModel
+from core.config.common import ENV_NAME, StrictModel, zone_problem
 from core.config.delivery import ChannelsConfig, check_target
 from core.errors import ConfigProblem
 
@@ -37,7 +37,11 @@ class ReportsConfig(StrictModel):
     @classmethod
     def _hh_mm(cls, value: str | None) -> str | None:
         if value is not None and not HH_MM.fullmatch(value):
-            raise ValueError(f'{value!r} is not a time of day: write it as HH:MM, e.g. "08:00"')
+            raise PydanticCustomError(
+                "time_of_day",
+                '{shown} is not a time of day: write it as HH:MM, e.g. daily = "08:00"',
+                {"shown": repr(value)[:40]},
+            )
         return value
 
 
@@ -57,26 +61,19 @@ class HeartbeatConfig(StrictModel):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not an environment variable name: name the variable that"
-                ' holds the URL, e.g. url_env = "HEARTBEAT_URL"'
+            # never echo the value: it is most likely the push URL itself, pasted in
+            raise PydanticCustomError(
+                "env_name",
+                "is not an environment variable name (was the URL itself pasted in?): name"
+                ' the variable that holds it, e.g. url_env = "HEARTBEAT_URL", and set it in .env',
             )
         return value
 
 
 def check_reports(reports: ReportsConfig, channels: ChannelsConfig) -> list[ConfigProblem]:
     """What the file's ``[reports]`` names that does not exist (a zone, a target)."""
-    problems = []
-    try:
-        ZoneInfo(reports.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(
-            ConfigProblem(
-                "reports.timezone",
-                f"unknown timezone {reports.timezone!r}",
-                'use an IANA name like "Europe/Berlin"',
-            )
-        )
+    zone = zone_problem("reports.timezone", reports.timezone)
+    problems = [zone] if zone else []
     for target in reports.deliver or []:
         why = check_target(target, channels)
         if why:

@@ -79,6 +79,7 @@ class PgCluster:
         self._member_lock = asyncio.Lock()  # one statement at a time on it
         self._leader: Conn | None = None
         self._leading = False
+        self._closing: set[asyncio.Future[None]] = set()  # step-downs closing their connection
         self._lease_at = 0.0  # monotonic time of the last heartbeat that proved the lock
         self._joined = False  # a serve instance: has a row in instances
         self._slot_freed = asyncio.Event()
@@ -257,6 +258,9 @@ class PgCluster:
         if conn is not None:  # ends the session: its advisory lock goes with it
             task = asyncio.ensure_future(conn.close())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            # awaited by leave(): a loop that ends first would drop the connection open
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- slots --------------------------------------------------------------------------
 
@@ -354,6 +358,8 @@ class PgCluster:
                 with contextlib.suppress(Exception):
                     await conn.close()
         self._leader = self._member = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if was:
             log.warning("this instance gave up the leadership (stopping)")
 

@@ -651,7 +651,12 @@ class PostgresStore:
             )
         except psycopg.Error as e:
             _raise_mapped(e, self.url)
-        await _configure(conn)
+        try:
+            await _configure(conn)
+        except BaseException:  # cancelled (a store closing) or failed: not left open
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
         return conn
 
     def listen(self, channel: str, listener: Listener) -> None:
@@ -677,8 +682,11 @@ class PostgresStore:
                     if failures:
                         log.info("listening for wake-ups again")
                         failures = 0
-                    async for note in conn.notifies(timeout=1.0):
-                        self._dispatch(note.channel, note.payload)
+                    # closed before the connection: a generator left to the garbage
+                    # collector holds the connection's lock, and its close waits on it
+                    async with contextlib.aclosing(conn.notifies(timeout=1.0)) as notes:
+                        async for note in notes:
+                            self._dispatch(note.channel, note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # listeners poll as well: slower, never lost
@@ -688,8 +696,9 @@ class PostgresStore:
                 failures += 1
             finally:
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                    # shielded: a second cancel (the store closing) must not leave it open
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.shield(conn.close())
 
     def _dispatch(self, channel: str, payload: str) -> None:
         for listener in self._listeners.get(channel, ()):

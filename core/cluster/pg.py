@@ -82,6 +82,7 @@ class PgCluster:
         self._closing: set[asyncio.Future[None]] = set()  # step-downs closing their connection
         self._lease_at = 0.0  # monotonic time of the last heartbeat that proved the lock
         self._joined = False  # a serve instance: has a row in instances
+        self._left = False  # leave() ran: no session is opened again
         self._slot_freed = asyncio.Event()
         self._slot_scan = asyncio.Lock()
         self._held: dict[str, set[int]] = {}  # kind → slot numbers held here
@@ -101,6 +102,8 @@ class PgCluster:
     async def _ensure_member(self) -> Conn:
         if self._member is not None and not self._member.closed:
             return self._member
+        if self._left:  # e.g. a slot given back after leave(): its lock went with it
+            raise psycopg.OperationalError("this instance left the cluster")
         conn = await self.store.connect()
         try:
             # try, not wait: a second App of this very process (tests, a CLI command run
@@ -341,7 +344,7 @@ class PgCluster:
                 await conn.execute(
                     "UPDATE instances SET leader = 0 WHERE owner = %s", (self.owner,)
                 )
-                await conn.close()  # the lock goes with the session
+            await _release_and_close(conn)
         log.warning("this instance gave up the leadership (stopping)")
 
     async def leave(self) -> None:
@@ -353,15 +356,25 @@ class PgCluster:
                     f"UPDATE instances SET stopped_at = {DB_NOW}, leader = 0 WHERE owner = %s",
                     (self.owner,),
                 )
+        self._left = True
         for conn in (self._leader, self._member):
             if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                await _release_and_close(conn)
         self._leader = self._member = None
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if was:
             log.warning("this instance gave up the leadership (stopping)")
+
+
+async def _release_and_close(conn: Conn) -> None:
+    """Give up the session's advisory locks, then close it. Closing alone ends them too,
+    but only once the server has seen the disconnect, a moment after close() returns:
+    another instance asking right away would still see this one alive, or leading."""
+    with contextlib.suppress(Exception):
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+    with contextlib.suppress(Exception):
+        await conn.close()
 
 
 def _slot_key(kind: str, i: int) -> int:

@@ -57,7 +57,9 @@ from tests.reliability import secrets
 from tests.reliability.scale import scale
 from tests.stores import NewLocation
 
-TIMEOUT_S = 0.5  # the providers' read timeout: what a hang costs
+TIMEOUT_S = 0.5  # the faulted provider's read timeout: what a hang costs
+# the answering provider's: it answers at once, but a loaded CI box may take a moment
+LATER_TIMEOUT_S = 30.0
 FIRST, LATER = "first/fault-model", "later/answer-model"
 FIRST_COST = {"input": 1.0, "output": 4.0}
 LATER_COST = {"input": 2.0, "output": 8.0}
@@ -188,16 +190,21 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def config_doc(api: str, first_url: str, later_url: str) -> dict[str, Any]:
+def config_doc(
+    api: str, first_url: str, later_url: str, later_timeout_s: float = LATER_TIMEOUT_S
+) -> dict[str, Any]:
     """Two tiers, one model each, both speaking ``api``."""
 
-    def provider(url: str) -> dict[str, Any]:
-        return {"api": api, "base_url": url, "timeout_s": TIMEOUT_S, "api_key_env": KEY_ENV[api]}
+    def provider(url: str, timeout_s: float) -> dict[str, Any]:
+        return {"api": api, "base_url": url, "timeout_s": timeout_s, "api_key_env": KEY_ENV[api]}
 
     return {
         "routing": {"default_task": "chat"},
         "approvals": {"default": "deny"},
-        "providers": {"first": provider(first_url), "later": provider(later_url)},
+        "providers": {
+            "first": provider(first_url, TIMEOUT_S),
+            "later": provider(later_url, later_timeout_s),
+        },
         "models": {
             FIRST: {"max_tokens": 256, "cost": FIRST_COST},
             LATER: {"max_tokens": 256, "cost": LATER_COST},
@@ -244,12 +251,17 @@ async def rig(
         monkeypatch.setenv(var, value)
     made: list[Rig] = []
 
-    async def make(api: str, *, refused: tuple[str, ...] = (), gateway: bool = False) -> Rig:
+    async def make(
+        api: str, *, refused: tuple[str, ...] = (), gateway: bool = False, both_fail: bool = False
+    ) -> Rig:
         urls = {
             name: closed_port_url() if name in refused else fake_llm.base_url(api)
             for name in ("first", "later")
         }
-        cfg = parse_config(config_doc(api, urls["first"], urls["later"]), warnings=[])
+        # when the later model fails too, a hang there must cost no more than the first's
+        later_timeout_s = TIMEOUT_S if both_fail else LATER_TIMEOUT_S
+        doc = config_doc(api, urls["first"], urls["later"], later_timeout_s)
+        cfg = parse_config(doc, warnings=[])
         app = await App.open(cfg, Settings(_env_file=None), new_location())
         r = Rig(app, fake_llm, cfg)
         made.append(r)
@@ -413,7 +425,8 @@ async def test_a_fault_fails_over_to_the_later_model(
 async def test_every_model_failing_is_a_clear_all_failed_error(
     rig: RigFactory, api: str, fault: Fault, stream: bool
 ) -> None:
-    r: Rig = await rig(api, refused=("first", "later") if fault.reply is None else ())
+    refused = ("first", "later") if fault.reply is None else ()
+    r: Rig = await rig(api, refused=refused, both_fail=True)
     script(r, fault, FIRST)
     script(r, fault, LATER)
 
@@ -455,7 +468,8 @@ GATEWAY_SAMPLE = [(APIS[i % len(APIS)], f) for i, f in enumerate(FAULTS)]
 async def test_all_failed_through_the_gateway_is_an_openai_503(
     rig: RigFactory, api: str, fault: Fault, stream: bool
 ) -> None:
-    r: Rig = await rig(api, refused=("first", "later") if fault.reply is None else (), gateway=True)
+    refused = ("first", "later") if fault.reply is None else ()
+    r: Rig = await rig(api, refused=refused, gateway=True, both_fail=True)
     script(r, fault, FIRST)
     script(r, fault, LATER)
     assert r.gateway is not None

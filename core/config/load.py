@@ -186,6 +186,8 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
                     f"use one of the configured levels: {valid_levels}",
                 )
             )
+        if task.trial is not None:
+            problems += check_trial(name, task.trial, task.tier, levels)
     dt = cfg.routing.default_task
     if dt is not None and dt not in cfg.tasks:
         problems.append(
@@ -229,6 +231,34 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
     if raised:
         cfg = cfg.model_copy(update={"models": {**cfg.models, **raised}})
     return cfg, problems
+
+
+# a trial sends at most half of a task's requests lower: past that it is the tier itself
+MAX_TRIAL = 0.5
+
+
+def check_trial(name: str, trial: float, tier: int, levels: list[int]) -> list[ConfigProblem]:
+    """What is wrong with ``[tasks.NAME] trial``: a share outside 0 < x <= 0.5, or a task
+    with no tier below its own to try."""
+    key = f"tasks.{name}.trial"
+    if not 0 < trial <= MAX_TRIAL:
+        return [
+            ConfigProblem(
+                key,
+                f"must be a share above 0 and at most {MAX_TRIAL}, got {trial!r}",
+                "give e.g. trial = 0.1 (10% of the task's requests start one tier lower),"
+                " or remove it",
+            )
+        ]
+    if not any(lv < tier for lv in levels):
+        return [
+            ConfigProblem(
+                key,
+                f"tier {tier} is the lowest configured tier: there is no tier below to try",
+                "remove trial, or raise the task's tier",
+            )
+        ]
+    return []
 
 
 def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> Config:

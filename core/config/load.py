@@ -41,6 +41,8 @@ def _key(loc: tuple[int | str, ...], data: Any) -> str:
             parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
         elif p in {"int", "TaskConfig"} and i > 0 and isinstance(node, (int, float, str, bool)):
             continue
+        elif p == "TaskConfig" and i == 2 and loc[0] == "tasks":
+            continue  # a [tasks.NAME] table's own key: tasks.NAME.trial, not …TaskConfig.trial
         else:
             parts.append(str(p))
         if isinstance(node, Mapping):
@@ -267,7 +269,9 @@ def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> 
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        problems = [_problem_from_pydantic(err, data) for err in e.errors()]
+        problems = [
+            _problem_from_pydantic(err, data) for err in e.errors() if not _other_task_form(err)
+        ]
         raise ConfigError(_dedupe(problems)) from None
     cfg, problems = _cross_check(cfg, warns)
     if problems:
@@ -276,6 +280,18 @@ def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> 
         for w in warns:
             log.warning(w)
     return cfg
+
+
+def _other_task_form(err: Mapping[str, Any]) -> bool:
+    """A ``[tasks.NAME]`` table with a bad key also fails the bare-number form of the union
+    (``tasks.NAME.int``); that error says nothing the table's own does not."""
+    loc = tuple(err["loc"])
+    return (
+        len(loc) == 3
+        and loc[0] == "tasks"
+        and loc[2] == "int"
+        and isinstance(err.get("input"), Mapping)
+    )
 
 
 def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:

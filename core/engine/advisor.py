@@ -10,6 +10,7 @@ month. No I/O and no clock: ``core.engine.tuning`` gathers the data.
 from __future__ import annotations
 
 import enum
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -314,7 +315,9 @@ def _task(
                 if answered is not None:
                     tune.wasted_usd += a.cost_usd
                     tune.wasted_latency_ms += a.latency_ms
-        tune.why[Why.DENIED] += len(denials.get(attempts[0].request_id, ()))
+        denied = len(denials.get(attempts[0].request_id, ()))
+        if denied:
+            tune.why[Why.DENIED] += denied
         if any(a.trial for a in attempts):
             trial.append(attempts)
     if trial:
@@ -407,7 +410,12 @@ def with_tier(config: Config, task: str, tier: int) -> Config:
     new: int | TaskConfig = (
         tier if isinstance(value, int) else value.model_copy(update={"tier": tier, "trial": None})
     )
-    return config.model_copy(update={"tasks": {**config.tasks, task: new}})
+    copied = config.model_copy(update={"tasks": {**config.tasks, task: new}})
+    # model_copy copies the instance dict, cached views of the old tasks with it
+    for name, attr in vars(Config).items():
+        if isinstance(attr, functools.cached_property):
+            copied.__dict__.pop(name, None)
+    return copied
 
 
 def tune_lines(report: TuneReport, period: str) -> list[str]:

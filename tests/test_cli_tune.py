@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from core.config.load import load_config
-from core.engine.ledger import Ledger, RequestMeta, price
+from core.engine.ledger import Ledger
 from core.engine.routing import trial_point
 from core.store.open import open_store
 from core.store.path import DbLocation
-from core.types import Attempt, Usage
 from tests.procs import run_cli as openclaw
 from tests.stores import location_env
+from tests.tune_seed import seed
 
 CONFIG = """\
 # the test pyramid: nothing here is reachable
@@ -57,8 +57,6 @@ min_chars = 20
 trial = 0.2  # measuring tier 0
 """
 
-REFS = {0: "local/qwen3:14b", 1: "flash/gemini-flash"}
-
 
 @pytest.fixture
 async def env(tmp_path: Path, store_location: DbLocation) -> dict[str, str]:
@@ -66,41 +64,8 @@ async def env(tmp_path: Path, store_location: DbLocation) -> dict[str, str]:
     cfg_path.write_text(CONFIG, encoding="utf-8")
     config = load_config(cfg_path)
     store = await open_store(store_location)
-    ledger = Ledger(store, config)
-    when = datetime.now(UTC) - timedelta(hours=1)
-    n = 0
-
-    async def request(task: str, start: int, *steps: tuple[int, str], trial: bool = False) -> None:
-        nonlocal n
-        n += 1
-        meta = RequestMeta(f"r{n}", start, task, trial=trial)
-        for tier, outcome in steps:
-            provider, model = REFS[tier].split("/")
-            usage = Usage(1000, 500)
-            reason = "empty answer" if outcome == "unusable" else ""
-            attempt = Attempt(
-                tier,
-                provider,
-                model,
-                outcome,  # type: ignore[arg-type]
-                reason,
-                latency_ms=900.0,
-                usage=usage,
-                cost_usd=price(config, REFS[tier], usage),
-            )
-            await ledger.record(meta, attempt, when)
-
     try:
-        for _ in range(20):
-            await request("chat", 0, (0, "unusable"), (1, "ok"))
-        for _ in range(5):
-            await request("chat", 0, (0, "ok"))
-        for _ in range(20):
-            await request("summarize", 1, (1, "ok"))
-        for _ in range(4):
-            await request("summarize", 0, (0, "ok"), trial=True)
-        await request("summarize", 0, (0, "unusable"), (1, "ok"), trial=True)
-        await request("analysis", 1, (1, "ok"))
+        await seed(Ledger(store, config), config, datetime.now(UTC) - timedelta(hours=1))
     finally:
         await store.close()
     base = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}

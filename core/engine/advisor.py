@@ -67,8 +67,12 @@ class Projection:
     monthly_latency_s: float = 0.0  # time spent on attempts the change skips, per 30 days
 
     def line(self) -> str:
-        """``what-if: -$0.0300 per month (24 requests priced); …``"""
-        text = f"what-if: {self.monthly_usd:+.4f} USD per month ({self.known} requests priced)"
+        """``what-if: -0.0300 USD per month (20 requests priced), …; 150 requests per month
+        would start on tier 1, where they never ran: not priced``"""
+        if not self.known:
+            text = "what-if: nothing to price"
+        else:
+            text = f"what-if: {self.monthly_usd:+.4f} USD per month ({self.known} requests priced)"
         if self.monthly_latency_s:
             text += f", {self.monthly_latency_s:.0f} s of failed attempts saved per month"
         if self.unpriced_per_month:
@@ -378,7 +382,9 @@ def _priced(
 ) -> Suggestion:
     """The suggestion with its effect: the task's requests replayed on a copy of the config
     where only this task's tier differs, scaled from the period to 30 days."""
-    w = what_if([list(r) for r in reqs], with_tier(config, task, to_tier))
+    # a trial's requests ran where they started: replaying them tells nothing new
+    regular = [list(r) for r in reqs if not any(a.trial for a in r)]
+    w = what_if(regular, with_tier(config, task, to_tier))
     scale = MONTH / period
     skipped_ms = sum(a.latency_ms for r in base for a in r if a.tier < to_tier and why(a))
     projection = Projection(

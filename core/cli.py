@@ -918,7 +918,7 @@ def _apply(path: Path, suggestion: Suggestion) -> int:
     s = suggestion
     note = (
         f"openclaw tune {datetime.now(UTC).date().isoformat()}: {s.title}\n"
-        f"{s.evidence}; {s.projection.line()}"
+        f"{s.evidence}\n{s.projection.line()}"
     )
     if s.trial:
         note += f"\n{s.trial}"

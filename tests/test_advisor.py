@@ -11,6 +11,7 @@ from core.config.load import parse_config
 from core.config.models import Config
 from core.engine.advisor import (
     MIN_REQUESTS,
+    TRIAL_MIN_SUCCESS,
     Why,
     advise,
     parse_period,
@@ -21,6 +22,7 @@ from core.engine.advisor import (
 from core.engine.ledger import Ledger, RecordedAttempt, RequestMeta, price
 from core.engine.tuning import tune_report
 from core.store.base import Store
+from core.store.times import utcnow_iso
 from core.types import Attempt, Usage
 from tests.configs import pyramid
 
@@ -191,6 +193,22 @@ def test_thresholds_hold_at_their_edges() -> None:
     assert advise(retried.requests, CFG, DAY).suggestion("summarize") is None
 
 
+def test_a_trial_that_failed_below_withholds_the_try_lower() -> None:
+    s = Seed()
+    for _ in range(MIN_REQUESTS):
+        s.add("summarize", 1, OK1)
+    for i in range(MIN_REQUESTS):
+        steps = (OK0,) if i < MIN_REQUESTS * TRIAL_MIN_SUCCESS else (EMPTY0, OK1)
+        s.add("summarize", 0, *steps, trial=True)
+    report = advise(s.requests, CFG, DAY)
+    assert report.suggestion("summarize") is None  # half answered at tier 0: not enough
+    assert "trial: 20 requests started at tier 0, 50% answered there" in "\n".join(
+        tune_lines(report, "1d")
+    )
+    s.add("summarize", 0, OK0, trial=True)  # 11 of 21: more than half
+    assert advise(s.requests, CFG, DAY).suggestion("summarize") is not None
+
+
 def test_the_copy_changes_only_that_task() -> None:
     other = with_tier(CFG, "summarize", 0)
     assert other.task_tier("summarize") == 0 and CFG.task_tier("summarize") == 1
@@ -235,8 +253,23 @@ async def test_tune_reads_the_ledger_and_its_trial_rows(store: Store) -> None:
     await ledger.record(trial, att(0, "ok"), now - timedelta(hours=2))
     old = RequestMeta("old", 0, "summarize", trial=True)
     await ledger.record(old, att(0, "ok"), now - timedelta(days=3))
+    # escalations an admin denied or let expire count as denied; an approved one and an
+    # agent's tool call do not
+    for rid, status, tool in (
+        ("a0", "denied", None),
+        ("a1", "expired", None),
+        ("a2", "approved", None),
+        ("a3", "denied", "deploy"),
+    ):
+        await store.insert(
+            "INSERT INTO approvals (request_id, task, tier, model, reason, estimated_cost_usd,"
+            " status, tool, created_at, expires_at) VALUES (?, ?, 3, 'opus/claude-opus', '',"
+            " 0.1, ?, ?, ?, ?)",
+            (rid, "classify", status, tool, utcnow_iso(now - timedelta(hours=1)), utcnow_iso(now)),
+        )
     report = await tune_report(ledger, DAY)
     by = {t.task: t for t in report.tasks}
+    assert by["classify"].why == {Why.UNUSABLE: MIN_REQUESTS, Why.DENIED: 2}
     assert by["classify"].suggestion is not None
     assert by["classify"].wasted_latency_ms == pytest.approx(MIN_REQUESTS * 250)
     assert by["summarize"].requests == 1

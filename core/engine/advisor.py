@@ -26,6 +26,9 @@ from core.parsing import parse_since
 MIN_REQUESTS = 20
 # raise a task's tier when more than this share of its attempts there were unusable
 RAISE_UNUSABLE_SHARE = 0.5
+# a trial of MIN_REQUESTS or more that answered at most this share at the lower tier has
+# measured that the lower tier will not do: no try-lower then, whatever the regular traffic
+TRIAL_MIN_SUCCESS = 0.5
 MONTH = timedelta(days=30)  # suggestions' effects are per 30 days
 MAX_PERIOD = timedelta(days=365)
 
@@ -247,6 +250,7 @@ class TuneReport:
             "thresholds": {
                 "min_requests": MIN_REQUESTS,
                 "raise_unusable_share": RAISE_UNUSABLE_SHARE,
+                "trial_min_success": TRIAL_MIN_SUCCESS,
             },
             "tasks": [t.as_dict() for t in self.tasks],
             "suggestions": [s.as_dict() for s in self.suggestions],
@@ -339,8 +343,9 @@ def _suggest(
     tune: TaskTune, reqs: Sequence[Sequence[RecordedAttempt]], config: Config, period: timedelta
 ) -> Suggestion | None:
     """Raise a task most of whose attempts at its tier were unusable; try one lower a task
-    always answered at its tier at the first attempt. Judged on the requests that started at
-    the configured tier (not the trial's), and only with enough of them."""
+    always answered at its tier at the first attempt, unless a big enough trial measured
+    that the lower tier answers too few. Judged on the requests that started at the
+    configured tier (not the trial's), and only with enough of them."""
     tier = tune.tier
     if tier is None:
         return None
@@ -359,6 +364,13 @@ def _suggest(
         )
         return _priced(tune.task, "raise", tier, higher[0], evidence, reqs, base, config, period)
     if tier >= 1 and lower and all(len(r) == 1 and r[0].outcome == "ok" for r in base):
+        t = tune.trial
+        if (
+            t is not None
+            and t.requests >= MIN_REQUESTS
+            and t.success_pct <= 100 * TRIAL_MIN_SUCCESS
+        ):
+            return None  # measured: the lower tier answered too few of the trial's requests
         evidence = f"all {len(base)} requests were answered at tier {tier} at the first attempt"
         s = _priced(tune.task, "lower", tier, lower[-1], evidence, reqs, base, config, period)
         if tune.trial is not None and tune.trial.tier == lower[-1]:

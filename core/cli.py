@@ -886,6 +886,15 @@ async def _tune(args: argparse.Namespace, settings: Settings, config: Config, pa
     from core.engine.tuning import tune_report
 
     period, since = args.since
+    if args.apply is not None and args.config is None and path != settings.openclaw_config:
+        # the fallback when there is no openclaw.toml: the shipped example is not the
+        # operator's file to edit
+        print(
+            f"openclaw tune: no openclaw.toml here ({path} was loaded instead); copy it to"
+            " openclaw.toml (or name the file with --config) before --apply",
+            file=sys.stderr,
+        )
+        return 2
     if args.apply is not None and args.apply not in config.tasks:
         known = ", ".join(sorted(config.tasks)) or "none"
         print(f"openclaw tune: no task {args.apply!r} in [tasks] (tasks: {known})", file=sys.stderr)

@@ -3,8 +3,10 @@ trial's measured success, `--apply` keeping the file's comments and order, refus
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,3 +126,31 @@ async def test_route_explains_a_request_ids_trial(env: dict[str, str]) -> None:
     assert code == 0, err
     assert "trial: this request starts at tier 0 (share 20%)" in out
     assert "1. tier 0 local/qwen3:14b" in out
+
+
+async def test_apply_never_edits_the_example_it_fell_back_to(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """With no openclaw.toml and no OPENCLAW_CONFIG, commands load the example: --apply
+    refuses to write into it."""
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    example = here / "openclaw.example.toml"
+    example.write_text(CONFIG, encoding="utf-8")
+    bare = {k: v for k, v in env.items() if k != "OPENCLAW_CONFIG"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "core.cli",
+        "tune",
+        "--apply",
+        "chat",
+        env=bare,
+        cwd=here,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, err
+    assert b"no openclaw.toml here (openclaw.example.toml was loaded instead)" in err
+    assert _read(example) == CONFIG

@@ -154,3 +154,14 @@ async def test_apply_never_edits_the_example_it_fell_back_to(
     assert proc.returncode == 2, err
     assert b"no openclaw.toml here (openclaw.example.toml was loaded instead)" in err
     assert _read(example) == CONFIG
+
+
+async def test_a_bad_trial_exits_78_naming_the_key_and_the_fix(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG.replace("trial = 0.2", "trial = 0.7"), encoding="utf-8")
+    code, _, err = await openclaw(env | {"OPENCLAW_CONFIG": str(bad)}, "tune")
+    assert code == 78
+    assert "tasks.summarize.trial: must be a share above 0 and at most 0.5, got 0.7" in err
+    assert "give e.g. trial = 0.1" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from core.engine.routing import trial_point
 from tests.gateway.conftest import GatewayFactory
 from tests.tune_seed import seed
 
@@ -18,6 +19,8 @@ async def test_tune_reports_tasks_and_suggestions(start_gateway: GatewayFactory)
     async with gw.http() as c:
         r = await c.get("/api/tune", params={"since": "1d"})
         route = await c.get("/api/route", params={"task": "summarize"})
+        inside = next(f"r{i}" for i in range(1000) if trial_point(f"r{i}") < 0.2)
+        picked = await c.get("/api/route", params={"task": "summarize", "request_id": inside})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["since"] == "1d" and body["period_s"] == 86400
@@ -36,6 +39,8 @@ async def test_tune_reports_tasks_and_suggestions(start_gateway: GatewayFactory)
     assert lower["unpriced_requests_per_month"] == 20 * 30.0
     assert tasks["analysis"]["suggestion"] is None
     assert "trial: 20% of requests start at tier 0" in route.json()["explain"]
+    assert picked.json()["min_tier"] == 0
+    assert "trial: this request starts at tier 0 (share 20%)" in picked.json()["reasons"]
 
 
 async def test_bad_tune_queries_are_errors(start_gateway: GatewayFactory) -> None:

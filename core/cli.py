@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -902,6 +902,7 @@ async def _tune(args: argparse.Namespace, settings: Settings, config: Config, pa
     app = await _with_app(args, settings, config)
     try:
         report = await tune_report(app.ledger, since)
+        today = app.ledger.clock().date()
     finally:
         await app.close()
     if args.apply is None:
@@ -915,20 +916,15 @@ async def _tune(args: argparse.Namespace, settings: Settings, config: Config, pa
             file=sys.stderr,
         )
         return 1
-    return await asyncio.to_thread(_apply, path, suggestion)
+    return await asyncio.to_thread(_apply, path, suggestion, today)
 
 
-def _apply(path: Path, suggestion: Suggestion) -> int:
-    """Write the suggestion's tier into ``path``, with the evidence and the date above it."""
-    from datetime import UTC, datetime
-
+def _apply(path: Path, suggestion: Suggestion, today: date) -> int:
+    """Write the suggestion's tier into ``path``, with the evidence and ``today`` above it."""
     from core.config.edit import set_task_tier, write_validated
 
     s = suggestion
-    note = (
-        f"openclaw tune {datetime.now(UTC).date().isoformat()}: {s.title}\n"
-        f"{s.evidence}\n{s.projection.line()}"
-    )
+    note = f"openclaw tune {today.isoformat()}: {s.title}\n{s.evidence}\n{s.projection.line()}"
     if s.trial:
         note += f"\n{s.trial}"
     try:

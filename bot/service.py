@@ -42,6 +42,7 @@ from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.schedule import make_schedule_router
 from bot.routers.start import make_start_router
 from bot.routers.status import make_status_router
+from bot.routers.tune import make_tune_router
 from bot.routers.usage import make_usage_router
 from bot.sending import PartialSend, SendPath, describe, send_parts
 from bot.views import ADMIN_COMMANDS, READ_ONLY
@@ -133,6 +134,7 @@ class TelegramBot:
             make_runs_router(),
             make_usage_router(),
             make_schedule_router(),
+            make_tune_router(),
             make_status_router(),
             make_approvals_router(),
             make_budget_router(),

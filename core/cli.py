@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from core.config.common import mask_url
 from core.config.load import load_config
 from core.config.models import Config
 from core.config.settings import Settings
+from core.engine.advisor import Suggestion
+from core.engine.advisor import parse_period as parse_tune_period
 from core.engine.engine import Result
 from core.engine.ledger import GROUPS, UsageReport
 from core.engine.tier_targets import TARGET_SHARE
@@ -121,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     route = sub.add_parser("route", help="print the plan for a task without calling anything")
     route.add_argument("task", nargs="?", help="task type (default: the default task)")
     route.add_argument("--tier", type=_TIER, help="explain an explicit tier instead")
+    route.add_argument(
+        "--request-id", help="the plan of this request id (a task's trial is picked by it)"
+    )
 
     usage = sub.add_parser("usage", help="usage per tier/model/agent/day, tier shares, savings")
     usage.add_argument(
@@ -144,6 +149,21 @@ def _parser() -> argparse.ArgumentParser:
         help="period: 30m, 24h, 7d, at most 31d (default 24h)",
     )
     sched.add_argument("agent", nargs="?", help="one agent (default: all)")
+
+    tune = sub.add_parser(
+        "tune", help="routing advisor: how each task's requests climbed; tier changes to make"
+    )
+    tune.add_argument(
+        "--since",
+        default="30d",
+        type=_arg(lambda t: (t, parse_tune_period(t))),
+        help="period: 7d, 30d, at most 365d (default 30d)",
+    )
+    tune.add_argument(
+        "--apply",
+        metavar="TASK",
+        help="write TASK's suggested tier into the config file (its comments and order kept)",
+    )
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -419,8 +439,10 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
             result = await app.engine.complete(req)
             print(result.content)
         if args.explain and result is not None:
+            plan = "\n".join(f"plan: {why}" for why in result.plan.reasons)
             print(
-                f"route: {result.route_header()}\n{result.trace()}\ntotal ${result.cost_usd:.6f}",
+                f"{plan}\nroute: {result.route_header()}\n{result.trace()}\n"
+                f"total ${result.cost_usd:.6f}",
                 file=sys.stderr,
             )
         return 0
@@ -440,7 +462,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, config: Config, pat
 async def _route(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
     app = await _with_app(args, settings, config)
     try:
-        print(app.engine.plan(task=args.task, tier=args.tier).explain())
+        print(app.engine.plan(task=args.task, tier=args.tier, request_id=args.request_id).explain())
         return 0
     except RoutingError as e:
         print(f"openclaw route: {e}", file=sys.stderr)
@@ -859,6 +881,70 @@ async def _schedule(
     return 1 if any(f.outcome in PROBLEMS for f in fires) else 0
 
 
+async def _tune(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    from core.engine.advisor import tune_lines
+    from core.engine.tuning import tune_report
+
+    period, since = args.since
+    if args.apply is not None and args.config is None and path != settings.openclaw_config:
+        # the fallback when there is no openclaw.toml: the shipped example is not the
+        # operator's file to edit
+        print(
+            f"openclaw tune: no openclaw.toml here ({path} was loaded instead); copy it to"
+            " openclaw.toml (or name the file with --config) before --apply",
+            file=sys.stderr,
+        )
+        return 2
+    if args.apply is not None and args.apply not in config.tasks:
+        known = ", ".join(sorted(config.tasks)) or "none"
+        print(f"openclaw tune: no task {args.apply!r} in [tasks] (tasks: {known})", file=sys.stderr)
+        return 2
+    app = await _with_app(args, settings, config)
+    try:
+        report = await tune_report(app.ledger, since)
+        today = app.ledger.clock().date()
+    finally:
+        await app.close()
+    if args.apply is None:
+        print("\n".join(tune_lines(report, period)))
+        return 0
+    suggestion = report.suggestion(args.apply)
+    if suggestion is None:
+        print(
+            f"openclaw tune: no suggestion for {args.apply!r} over the last {period}: nothing"
+            " to apply (run `openclaw tune` for its numbers)",
+            file=sys.stderr,
+        )
+        return 1
+    return await asyncio.to_thread(_apply, path, suggestion, today)
+
+
+def _apply(path: Path, suggestion: Suggestion, today: date) -> int:
+    """Write the suggestion's tier into ``path``, with the evidence and ``today`` above it."""
+    from core.config.edit import set_task_tier, write_validated
+
+    s = suggestion
+    note = f"openclaw tune {today.isoformat()}: {s.title}\n{s.evidence}\n{s.projection.line()}"
+    if s.trial:
+        note += f"\n{s.trial}"
+    try:
+        text = set_task_tier(path.read_text(encoding="utf-8"), s.task, s.to_tier, note)
+    except KeyError:
+        print(f"openclaw tune: {path} has no [tasks] entry {s.task!r} to change", file=sys.stderr)
+        return 1
+    try:
+        write_validated(path, text)
+    except ConfigError as e:
+        print(
+            f"openclaw tune: the changed file would not load; {path} is unchanged", file=sys.stderr
+        )
+        _print_config_error(e, path)
+        return EX_CONFIG
+    print(f"{path}: tasks.{s.task} tier {s.from_tier} → {s.to_tier} ({s.evidence})")
+    print("restart serve to route by it")
+    return 0
+
+
 _COMMANDS = {
     "serve": _serve,
     "ask": _ask,
@@ -873,6 +959,7 @@ _COMMANDS = {
     "status": _status,
     "budget": _budget,
     "schedule": _schedule,
+    "tune": _tune,
 }
 
 if __name__ == "__main__":  # pragma: no cover

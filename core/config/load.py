@@ -41,6 +41,8 @@ def _key(loc: tuple[int | str, ...], data: Any) -> str:
             parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
         elif p in {"int", "TaskConfig"} and i > 0 and isinstance(node, (int, float, str, bool)):
             continue
+        elif p == "TaskConfig" and i == 2 and loc[0] == "tasks":
+            continue  # a [tasks.NAME] table's own key: tasks.NAME.trial, not …TaskConfig.trial
         else:
             parts.append(str(p))
         if isinstance(node, Mapping):
@@ -186,6 +188,8 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
                     f"use one of the configured levels: {valid_levels}",
                 )
             )
+        if task.trial is not None:
+            problems += check_trial(name, task.trial, task.tier, levels)
     dt = cfg.routing.default_task
     if dt is not None and dt not in cfg.tasks:
         problems.append(
@@ -231,13 +235,43 @@ def _cross_check(cfg: Config, warnings: list[str]) -> tuple[Config, list[ConfigP
     return cfg, problems
 
 
+# a trial sends at most half of a task's requests lower: past that it is the tier itself
+MAX_TRIAL = 0.5
+
+
+def check_trial(name: str, trial: float, tier: int, levels: list[int]) -> list[ConfigProblem]:
+    """What is wrong with ``[tasks.NAME] trial``: a share outside 0 < x <= 0.5, or a task
+    with no tier below its own to try."""
+    key = f"tasks.{name}.trial"
+    if not 0 < trial <= MAX_TRIAL:
+        return [
+            ConfigProblem(
+                key,
+                f"must be a share above 0 and at most {MAX_TRIAL}, got {trial!r}",
+                "give e.g. trial = 0.1 (10% of the task's requests start one tier lower),"
+                " or remove it",
+            )
+        ]
+    if not any(lv < tier for lv in levels):
+        return [
+            ConfigProblem(
+                key,
+                f"tier {tier} is the lowest configured tier: there is no tier below to try",
+                "remove trial, or raise the task's tier",
+            )
+        ]
+    return []
+
+
 def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> Config:
     """Validate a parsed TOML document. Raises ConfigError listing every problem."""
     warns = warnings if warnings is not None else []
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        problems = [_problem_from_pydantic(err, data) for err in e.errors()]
+        problems = [
+            _problem_from_pydantic(err, data) for err in e.errors() if not _other_task_form(err)
+        ]
         raise ConfigError(_dedupe(problems)) from None
     cfg, problems = _cross_check(cfg, warns)
     if problems:
@@ -246,6 +280,18 @@ def parse_config(data: Mapping[str, Any], warnings: list[str] | None = None) -> 
         for w in warns:
             log.warning(w)
     return cfg
+
+
+def _other_task_form(err: Mapping[str, Any]) -> bool:
+    """A ``[tasks.NAME]`` table with a bad key also fails the bare-number form of the union
+    (``tasks.NAME.int``); that error says nothing the table's own does not."""
+    loc = tuple(err["loc"])
+    return (
+        len(loc) == 3
+        and loc[0] == "tasks"
+        and loc[2] == "int"
+        and isinstance(err.get("input"), Mapping)
+    )
 
 
 def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:

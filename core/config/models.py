@@ -248,6 +248,9 @@ class TaskConfig(Validators):
     # false: thinking models answer this task without thinking (routine work, less time);
     # None: each model as configured (its ``reasoning``)
     think: bool | None = None
+    # a share (0 < x <= 0.5) of the task's requests starts one tier lower, picked from the
+    # request id, to measure whether the cheaper tier would do (`openclaw tune`)
+    trial: float | None = None
 
 
 class RoutingConfig(StrictModel):

@@ -234,15 +234,21 @@ class Engine:
         self.budget = budget  # spend caps: None when none are configured
 
     def plan(
-        self, task: str | None = None, tier: int | None = None, max_tokens: int | None = None
+        self,
+        task: str | None = None,
+        tier: int | None = None,
+        max_tokens: int | None = None,
+        request_id: str | None = None,
     ) -> Plan:
-        """The plan a request would follow right now (raises RoutingError)."""
+        """The plan a request would follow right now (raises RoutingError); with
+        ``request_id``, that request's (a task's trial is picked by it)."""
         return plan(
             self.config,
             task=task,
             tier=tier,
             max_tokens=max_tokens,
             health=self.health.snapshot(self._clock()),
+            request_id=request_id,
         )
 
     def _param(self, cand: Candidate, name: str, value: _V) -> _V | None:
@@ -293,11 +299,18 @@ class Engine:
         self, req: ChatRequest, *, stream: bool, rules: Validators | None = None
     ) -> AsyncGenerator[StreamItem, None]:
         health = self.health.snapshot(self._clock())
+        rid = req.request_id or new_request_id()  # first: a task's trial is picked by it
         p = plan(
-            self.config, task=req.task, tier=req.tier, max_tokens=req.max_tokens, health=health
+            self.config,
+            task=req.task,
+            tier=req.tier,
+            max_tokens=req.max_tokens,
+            health=health,
+            request_id=rid,
         )
-        rid = req.request_id or new_request_id()
-        meta = RequestMeta(rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller)
+        meta = RequestMeta(
+            rid, p.min_tier, p.task, req.run_id, req.agent, stream, req.caller, p.trial
+        )
         st = _State(rid, p, meta, rules or p.rules)
         st.attempts.extend(
             Attempt(s.tier, *split_model_ref(s.ref), "skipped", s.reason) for s in p.skipped

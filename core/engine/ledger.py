@@ -46,6 +46,7 @@ class RequestMeta:
     agent: str | None = None
     streamed: bool = False
     caller: str | None = None
+    trial: bool = False  # started one tier lower by its task's trial
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,11 @@ class RecordedAttempt:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    # what the routing advisor (core/engine/advisor.py) reads besides
+    request_id: str = ""
+    reason: str = ""
+    latency_ms: float = 0.0
+    trial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +161,8 @@ def baselines(
 _INSERT = (
     "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
     " model, streamed, caller, owner, outcome, reason, status, latency_ms, input_tokens,"
-    " output_tokens, reasoning_tokens, cost_usd, cached_tokens, tool_calls)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " output_tokens, reasoning_tokens, cost_usd, cached_tokens, tool_calls, trial)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # a request has at most one call in flight, so its pending row is found by request id
 _FINISH = (
@@ -182,6 +188,14 @@ def _outcome(attempt: Attempt) -> tuple[Any, ...]:
         attempt.tool_calls,
     )
 
+
+# every attempt of the period, for what-if replays and the routing advisor: the one query
+# both read (a filter on which rows count belongs here, once)
+_RECORDED = (
+    "SELECT request_id, task, min_tier, tier, provider || '/' || model, outcome, input_tokens,"
+    " output_tokens, cost_usd, reason, latency_ms, trial FROM attempts WHERE ts >= ?"
+    " AND outcome <> 'pending' ORDER BY id"
+)
 
 INTERRUPTED = "the process stopped during the call; cost counted at the worst case"
 
@@ -219,6 +233,7 @@ class Ledger:
             meta.caller,
             owner,
             *_outcome(attempt),
+            int(meta.trial),
         )
 
     async def record(
@@ -317,16 +332,39 @@ class Ledger:
     ) -> list[list[RecordedAttempt]]:
         """The attempts of each request recorded in the last ``since``, in order."""
         start = utcnow_iso((now or self.clock()) - since)
-        rows = await self.store.fetchall(
-            "SELECT request_id, task, min_tier, tier, provider || '/' || model, outcome,"
-            " input_tokens, output_tokens, cost_usd FROM attempts WHERE ts >= ? ORDER BY id",
-            (start,),
-        )
+        rows = await self.store.fetchall(_RECORDED, (start,))
         by_request: dict[str, list[RecordedAttempt]] = defaultdict(list)
         for r in rows:
             by_request[r[0]].append(
                 RecordedAttempt(
-                    r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]), float(r[8])
+                    r[1],
+                    int(r[2]),
+                    int(r[3]),
+                    r[4],
+                    r[5],
+                    int(r[6]),
+                    int(r[7]),
+                    float(r[8]),
+                    r[0],
+                    r[9] or "",
+                    float(r[10]),
+                    bool(r[11]),
                 )
             )
         return list(by_request.values())
+
+    async def denials_since(
+        self, since: timedelta, now: datetime | None = None
+    ) -> dict[str, set[int]]:
+        """Escalations an admin denied (or let expire) in the last ``since``: request id →
+        the tiers denied. The gate's refusals are no attempt rows; the approvals are."""
+        start = utcnow_iso((now or self.clock()) - since)
+        rows = await self.store.fetchall(
+            "SELECT request_id, tier FROM approvals WHERE created_at >= ? AND tool IS NULL"
+            " AND status IN ('denied', 'expired')",
+            (start,),
+        )
+        out: dict[str, set[int]] = defaultdict(set)
+        for r in rows:
+            out[str(r[0])].add(int(r[1]))
+        return dict(out)

@@ -6,6 +6,7 @@ whole routing table is tested with plain parametrized cases.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class Plan:
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skip, ...]
     reasons: tuple[str, ...]
+    trial: bool = False  # a [tasks] trial moved this request's start one tier lower
 
     def explain(self) -> str:
         """A human-readable account of the plan."""
@@ -106,6 +108,33 @@ def resolve_start(
     return name, rules.tier, rules, f"{how} {name!r} → minimum tier {rules.tier} (from [tasks])"
 
 
+def trial_point(request_id: str) -> float:
+    """Where a request id falls in [0, 1): the first 8 bytes of its SHA-256. The same id
+    always falls at the same point, so a request (and its retries) route one way."""
+    digest = hashlib.sha256(request_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def trial_start(
+    config: Config, task: str | None, min_tier: int, rules: TaskConfig, request_id: str | None
+) -> tuple[int, str | None]:
+    """The tier a request starts at under its task's ``trial``, and the reason to show.
+
+    A request whose id falls under the share starts at the next configured tier below;
+    without an id (``openclaw route``) the reason says how requests are split."""
+    share = rules.trial
+    lower = [lv for lv in config.levels if lv < min_tier]
+    if task is None or not share or not lower:
+        return min_tier, None
+    if request_id is None:
+        return min_tier, (
+            f"trial: {share:.0%} of requests start at tier {lower[-1]}, chosen by request id"
+        )
+    if trial_point(request_id) < share:
+        return lower[-1], f"trial: this request starts at tier {lower[-1]} (share {share:.0%})"
+    return min_tier, f"trial: this request is not in the {share:.0%} that start at tier {lower[-1]}"
+
+
 def plan(
     config: Config,
     *,
@@ -113,16 +142,24 @@ def plan(
     tier: int | None = None,
     max_tokens: int | None = None,
     health: HealthSnapshot | None = None,
+    request_id: str | None = None,
 ) -> Plan:
     """Plan a request: tiers from the minimum upward, each tier's models in order,
     minus those in cooldown or unavailable (spend caps are checked per attempt by
     the engine's budget guard, which must reserve as it checks).
+
+    A task with a ``trial`` starts the share of its requests that ``request_id`` picks one
+    tier lower (never a request that names its tier); they escalate as any other.
 
     If every model is blocked only by cooldowns, those are planned anyway (last
     resort): a brief blip must not turn into a full outage until a timer runs out.
     """
     health = health or HealthSnapshot()
     name, min_tier, rules, why = resolve_start(config, task, tier)
+    configured = min_tier
+    trial_why: str | None = None
+    if tier is None:
+        min_tier, trial_why = trial_start(config, name, min_tier, rules, request_id)
     floor = config.routing.reasoning_floor
     think = config.task_think(name) if name is not None and name in config.tasks else None
     candidates: list[Candidate] = []
@@ -161,13 +198,21 @@ def plan(
                     cooling.append(cand)
             else:
                 candidates.append(cand)
-    reasons = [why]
+    reasons = [why] + ([trial_why] if trial_why else [])
     if not candidates and cooling:
         candidates = cooling
         retried = {c.ref for c in cooling}
         skipped = [s for s in skipped if s.ref not in retried]
         reasons.append("every model is cooling down; trying them anyway")
-    return Plan(name, min_tier, rules, tuple(candidates), tuple(skipped), tuple(reasons))
+    return Plan(
+        name,
+        min_tier,
+        rules,
+        tuple(candidates),
+        tuple(skipped),
+        tuple(reasons),
+        min_tier != configured,
+    )
 
 
 def _drops(config: Config, provider: str, model: ModelConfig) -> frozenset[str]:

@@ -135,7 +135,10 @@ async def route(request: web.Request) -> web.Response:
         except ValueError as e:
             raise GatewayError(400, str(e), param="tier") from None
     try:
-        p = request.app[STATE].facade.engine.plan(task=task, tier=tier)
+        # request_id: that request's plan (a task's trial is picked by it)
+        p = request.app[STATE].facade.engine.plan(
+            task=task, tier=tier, request_id=request.query.get("request_id")
+        )
     except RoutingError as e:
         raise GatewayError(400, str(e), param="tier" if tier is not None else "task") from None
     return _json(

@@ -13,7 +13,7 @@ from aiohttp import web
 from core.errors import OpenClawError, StoreUnavailable
 from core.facade import Facade
 from core.gateway import handlers as h
-from core.gateway import schedule_api
+from core.gateway import schedule_api, tune_api
 from core.gateway.auth import FailureLimiter, token_matches
 from core.gateway.limits import BODY_TIMEOUT, Limits, body_deadline
 from core.gateway.openai_api import GatewayError
@@ -186,6 +186,7 @@ def create_app(
     r.add_post("/api/agents/{name}/run", h.start_run)
     r.add_get("/api/runs", h.runs)
     r.add_get("/api/schedule", schedule_api.schedule)
+    r.add_get("/api/tune", tune_api.tune)
     r.add_get("/api/runs/{run_id}", h.run_detail)
     r.add_post("/api/runs/{run_id}/rerun", h.rerun)
     for path, handler in (extra_routes or {}).items():

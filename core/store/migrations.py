@@ -326,6 +326,12 @@ async def _m016_reports(db: DDL) -> None:
     await db.execute("CREATE INDEX runs_scheduled_for ON runs (scheduled_for)")
 
 
+async def _m018_attempts_trial(db: DDL) -> None:
+    # 1: the request was started one tier lower by its task's trial ([tasks.NAME] trial),
+    # so `openclaw tune` measures the lower tier on those rows apart from the others
+    await db.execute("ALTER TABLE attempts ADD COLUMN trial INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -343,4 +349,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("014_cluster", _m014_cluster),
     ("015_outbox_unknown", _m015_outbox_unknown),
     ("016_reports", _m016_reports),
+    ("018_attempts_trial", _m018_attempts_trial),
 ]

@@ -48,6 +48,7 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
         "memory",
         "usage",
         "schedule",
+        "tune",
         "status",
         "budget",
         "ask",

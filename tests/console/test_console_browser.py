@@ -1,0 +1,233 @@
+"""The console in a real headless Chromium: log in, walk every page, act, log out.
+
+One browser and one gateway for the module; the tests run in file order and build on
+each other's runs (as an operator's session would)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from core.console.keys import COOKIE
+from tests.console.conftest import TOKEN, XSS, Served, login, require_browser, shot
+
+WAIT_S = 20.0  # a bound for the browser to see what it waits for, not a pace
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _browser_here() -> None:
+    require_browser()
+
+
+def _by() -> Any:
+    from selenium.webdriver.common.by import By
+
+    return By
+
+
+def wait(driver: Any, condition: Any) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition)
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    return str(driver.find_element(_by().ID, element_id).text)
+
+
+def cookie_of(driver: Any) -> str:
+    found = driver.get_cookie(COOKIE)
+    assert found is not None, "no console cookie in the browser"
+    assert found["httpOnly"] is True and found["sameSite"] == "Strict"
+    return str(found["value"])
+
+
+def test_everything_is_refused_before_login(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/runs")
+    wait(browser, lambda d: "/ui/login" in d.current_url)
+    shot(browser, "login")
+    with httpx.Client(base_url=served.url, timeout=10) as http:
+        assert http.post("/ui/agents/hello/run", data={"csrf": "x"}).status_code == 401
+        events = http.get("/ui/runs/1/events", headers={"Accept": "text/event-stream"})
+        assert events.status_code == 401
+        # the API's bearer token works as before, and is needed as before
+        assert http.get("/api/status").status_code == 401
+        ok = http.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200 and "tiers" in ok.json()
+        # a bearer token is no console login
+        page = http.get("/ui/", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert page.status_code == 303 and "/ui/login" in page.headers["Location"]
+
+
+def test_a_wrong_token_is_refused(served: Served, browser: Any) -> None:
+    login(browser, served.url, token="not-the-token")
+    assert "wrong token" in text_of(browser, "error")
+    assert browser.get_cookie(COOKIE) is None
+
+
+def test_login_lands_on_the_overview(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/agents")  # login sends you back where you were going
+    login_url = browser.current_url
+    assert "next=/ui/agents" in login_url or "next=%2Fui%2Fagents" in login_url
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "login").click()
+    wait(browser, lambda d: d.current_url.endswith("/ui/agents"))
+    cookie_of(browser)
+    browser.get(f"{served.url}/ui/")
+    models = text_of(browser, "models")
+    assert "local/qwen3:14b" in models and "closed" in models
+    assert "opus/claude-opus" in text_of(browser, "tiers")
+    assert text_of(browser, "queues")
+    shot(browser, "overview")
+    cookies = {COOKIE: cookie_of(browser)}
+    with httpx.Client(base_url=served.url, timeout=10, cookies=cookies) as http:
+        resp = http.get("/ui/")
+    assert resp.status_code == 200
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Server-Timing"].startswith("app;dur=")
+
+
+def test_run_now_and_the_run_page_updates_live(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/agents")
+    shot(browser, "agents")
+    browser.find_element(_by().ID, "run-slow").click()
+    wait(browser, lambda d: "/ui/runs/" in d.current_url)
+    # the answer takes 2 s at the fake: the page shows the run before it is done
+    assert text_of(browser, "run-status") in ("queued", "running")
+    browser.execute_script("window.notReloaded = true;")
+    wait(browser, lambda d: text_of(d, "run-status") == "ok")
+    assert text_of(browser, "run-output") == "slow answer arrived"
+    assert browser.execute_script("return window.notReloaded === true;")  # no reload
+    assert "local/qwen3:14b" in text_of(browser, "attempts")
+    assert "log" in text_of(browser, "deliveries")
+    shot(browser, "run")
+
+
+def test_a_model_answer_with_script_shows_as_text(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/agents")
+    browser.find_element(_by().ID, "run-xss").click()
+    wait(browser, lambda d: "/ui/runs/" in d.current_url)
+    wait(browser, lambda d: text_of(d, "run-status") == "ok")
+    assert text_of(browser, "run-output") == XSS
+    output = browser.find_element(_by().ID, "run-output")
+    assert output.find_elements(_by().TAG_NAME, "b") == []
+    assert output.find_elements(_by().TAG_NAME, "script") == []
+    assert browser.execute_script("return window.pwned === undefined;")
+    browser.refresh()  # rendered by the page itself this time, not the live stream
+    assert text_of(browser, "run-output") == XSS
+    assert browser.execute_script("return window.pwned === undefined;")
+    shot(browser, "run-escaped")
+
+
+def test_runs_list_filters_and_rerun(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/runs")
+    listed = text_of(browser, "runs")
+    assert "slow" in listed and "xss" in listed
+    shot(browser, "runs")
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(_by().ID, "filter-agent")).select_by_value("slow")
+    browser.find_element(_by().ID, "filter").click()
+    wait(browser, lambda d: "agent=slow" in d.current_url)
+    listed = text_of(browser, "runs")
+    assert "slow" in listed and "xss" not in listed
+    browser.find_element(_by().CSS_SELECTOR, "#runs a[href^='/ui/runs/']").click()
+    old = browser.current_url.rsplit("/", 1)[1]
+    browser.find_element(_by().ID, "rerun").click()
+    wait(browser, lambda d: not d.current_url.endswith(f"/ui/runs/{old}"))
+    wait(browser, lambda d: text_of(d, "run-status") == "ok")
+    assert f"#{old}" in text_of(browser, "run-facts")  # linked to the run it repeats
+
+
+def test_disable_and_enable_an_agent(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/agents")
+    browser.find_element(_by().ID, "disable-hello").click()
+    wait(browser, lambda d: "hello disabled" in text_of(d, "note"))
+    assert "disabled from the console" in text_of(browser, "agent-hello")
+    browser.find_element(_by().ID, "enable-hello").click()
+    wait(browser, lambda d: "hello enabled" in text_of(d, "note"))
+    assert browser.find_elements(_by().ID, "disable-hello")
+
+
+def test_agent_page(served: Served, browser: Any) -> None:
+    served.call(served.app.facade.memory.put("slow", "last-topic", "quarterly <figures>"))
+    browser.get(f"{served.url}/ui/agents/slow")
+    assert "quarterly <figures>" in text_of(browser, "memory")
+    assert "SLOW please" in text_of(browser, "agent-config")
+    assert "#" in text_of(browser, "agent-runs")
+    shot(browser, "agent")
+
+
+def test_approve_a_pending_approval(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/agents")
+    browser.find_element(_by().ID, "run-boss").click()
+    wait(browser, lambda d: "/ui/runs/" in d.current_url)
+    run_url = browser.current_url
+    wait(browser, lambda d: served.copies)  # the run asks for tier 3
+    aid = served.copies[-1]
+    browser.get(f"{served.url}/ui/approvals")
+    assert "tier 3" in text_of(browser, f"approval-{aid}")
+    shot(browser, "approvals")
+    browser.find_element(_by().ID, f"approve-{aid}").click()
+    wait(browser, lambda d: "approved" in text_of(d, "note"))
+    assert not browser.find_elements(_by().ID, f"approval-{aid}")
+    # the first decision won: a second one is told so
+    taken, text = served.call(served.app.facade.approvals.resolve(aid, False, "telegram"))
+    assert not taken and "already approved by console" in text
+    browser.get(run_url)
+    wait(browser, lambda d: text_of(d, "run-status") == "ok")
+    assert "opus/claude-opus" in text_of(browser, "attempts")
+
+
+def _bars(driver: Any, figure_id: str) -> int:
+    figure = driver.find_element(_by().ID, figure_id)
+    svg = figure.find_element(_by().TAG_NAME, "svg")
+    assert svg.size["width"] > 0 and svg.size["height"] > 0
+    return len(svg.find_elements(_by().TAG_NAME, "rect"))
+
+
+def test_usage_charts_render(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/usage")
+    assert _bars(browser, "chart-share") >= 2  # today's column and the target's
+    assert _bars(browser, "chart-cost") >= 1  # tier 3 answered: it cost something
+    assert _bars(browser, "chart-saving") >= 2
+    assert "answered" in text_of(browser, "usage-summary")
+    shot(browser, "usage")
+
+
+def test_budgets_page(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/budgets")
+    assert _bars(browser, "chart-budgets") >= 2
+    assert "total" in text_of(browser, "caps").lower()
+    shot(browser, "budgets")
+
+
+def test_a_post_without_csrf_is_refused(served: Served, browser: Any) -> None:
+    cookie = cookie_of(browser)
+    with httpx.Client(base_url=served.url, timeout=10, cookies={COOKIE: cookie}) as http:
+        before = len(served.call(served.app.facade.runs.recent("hello", 100)))
+        refused = http.post("/ui/agents/hello/run", data={})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        wrong = http.post("/ui/agents/hello/run", data={"csrf": "0" * 64})
+        assert wrong.status_code == 403
+        assert len(served.call(served.app.facade.runs.recent("hello", 100))) == before
+
+
+def test_logout_and_be_refused(served: Served, browser: Any) -> None:
+    cookie = cookie_of(browser)
+    browser.get(f"{served.url}/ui/")
+    browser.find_element(_by().ID, "logout").click()
+    wait(browser, lambda d: "/ui/login" in d.current_url)
+    assert browser.get_cookie(COOKIE) is None
+    browser.get(f"{served.url}/ui/runs")
+    wait(browser, lambda d: "/ui/login" in d.current_url)
+    with httpx.Client(base_url=served.url, timeout=10, cookies={COOKIE: cookie}) as http:
+        replayed = http.post("/ui/agents/hello/run", data={"csrf": "x"})
+    assert replayed.status_code == 401  # the old cookie is dead, not only forgotten

@@ -121,3 +121,26 @@ async def decide(request: web.Request) -> web.StreamResponse:
     approved = request.match_info["verdict"] == "approve"
     _, text = await _facade(request).approvals.resolve(aid, approved, BY)
     raise _back(f"{PREFIX}/approvals", f"#{aid}: {text}")
+
+
+async def settle(request: web.Request) -> web.StreamResponse:
+    """Resend a failed or unknown delivery, or mark an unknown one delivered (as the
+    bot's buttons do: of two presses, one acts)."""
+    try:
+        row_id = parse_id(request.match_info["delivery_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    deliveries = _facade(request).deliveries
+    if request.match_info["action"] == "resend":
+        settled = await deliveries.resend(row_id, BY)
+        done = "resent"
+    else:
+        settled = await deliveries.mark_delivered(row_id, BY)
+        done = "marked delivered"
+    if settled.delivery is None:
+        note = f"#{row_id}: no such delivery"
+    elif settled.done:
+        note = f"#{row_id} {done}"
+    else:
+        note = f"#{row_id} not changed: it is {settled.delivery.status} now"
+    raise _back(f"{PREFIX}/deliveries", note)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from core.agents.assurance import Fire
 from core.engine.ledger import DayUsage
 
 WIDTH = 640
@@ -153,4 +155,52 @@ def hbars(title: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]
                 chart.rects.append(Rect(x, y, w, row_h - 8, fill, f"{label}: {what}"))
                 x += w
         chart.labels.append(Label(left - 6, y + row_h - 12, label, "end"))
+    return chart
+
+
+OUTCOME_COLOURS = {
+    "ok": "#2e8b57",
+    "quiet": "#8fbc8f",
+    "late": "#daa520",
+    "running": "#4682b4",
+    "due": "#87ceeb",
+    "disabled": "#aaaaaa",
+    "failed": "#c0392b",
+    "interrupted": "#e67e22",
+    "missed": "#8e44ad",
+    "no run": "#000000",
+}
+
+
+def timeline(agents: Sequence[str], fires: Sequence[Fire], start: datetime, end: datetime) -> Chart:
+    """Per agent a lane from ``start`` to ``end``; each expected fire a mark at its time,
+    coloured by what became of it (ok, late, failed, no run …)."""
+    lane_h = 24
+    left = 160
+    chart = Chart("Expected fires and what became of them", height=lane_h * len(agents) + 30)
+    span = chart.width - left - 8
+    total_s = max((end - start).total_seconds(), 1.0)
+    for i, agent in enumerate(agents):
+        y = 4 + i * lane_h
+        chart.rects.append(Rect(left, y, span, lane_h - 8, "#eeeeee", agent))
+        chart.labels.append(Label(left - 6, y + lane_h - 12, agent, "end"))
+    lane = {a: i for i, a in enumerate(agents)}
+    for f in fires:
+        if f.agent not in lane:
+            continue
+        x = left + (f.at - start).total_seconds() / total_s * span
+        y = 4 + lane[f.agent] * lane_h
+        what = f"{f.agent} {f.at:%Y-%m-%d %H:%M} UTC: {f.outcome}" + (
+            f" (run #{f.run_id})" if f.run_id else ""
+        )
+        chart.rects.append(
+            Rect(x - 1.5, y, 3, lane_h - 8, OUTCOME_COLOURS.get(str(f.outcome), "#999"), what)
+        )
+    bottom = chart.height - 6
+    chart.labels += [
+        Label(left, bottom, f"{start:%m-%d %H:%M}", "start"),
+        Label(left + span, bottom, f"{end:%m-%d %H:%M} UTC", "end"),
+    ]
+    seen = sorted({str(f.outcome) for f in fires})
+    chart.legend = [(OUTCOME_COLOURS.get(o, "#999"), o) for o in seen]
     return chart

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.agents.assurance import PROBLEMS, parse_period, summary
 from core.agents.runner import UnknownAgent
 from core.agents.runs import Run, Status
 from core.agents.steps import Step, redact_arguments
@@ -201,3 +202,34 @@ async def budgets(request: web.Request) -> web.Response:
         rows,
     )
     return render(request, "budgets.html", caps=caps, bars=bars)
+
+
+SCHEDULE_PERIODS = ("24h", "7d")
+
+
+async def schedule(request: web.Request) -> web.Response:
+    """Per scheduled agent, its expected fires over the period and what became of each
+    (the same fires as ``GET /api/schedule``)."""
+    facade = _facade(request)
+    since = request.query.get("since", "24h")
+    if since not in SCHEDULE_PERIODS:
+        since = "24h"
+    now = facade.schedule.clock()
+    start = now - parse_period(since)
+    fires = await facade.schedule.fires(start, now)
+    names = [a.name for a in facade.config.agents if a.schedule]
+    problems = [f for f in fires if f.outcome in PROBLEMS]
+    context: dict[str, Any] = {
+        "since": since,
+        "periods": SCHEDULE_PERIODS,
+        "chart": charts.timeline(names, fires, start, now),
+        "summary": summary(fires),
+        "problems": problems[-50:],
+    }
+    return render(request, "schedule.html", **context)
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    """Failed and unknown deliveries, newest first, with Resend / Mark delivered."""
+    rows, total = await _facade(request).deliveries.attention(100)
+    return render(request, "deliveries.html", rows=rows, total=total, note=_note(request))

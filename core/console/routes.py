@@ -37,6 +37,9 @@ def mount_console(web_app: web.Application, state: GatewayState) -> None:
     r.add_post("/approvals/{approval_id}/{verdict:approve|deny}", actions.decide)
     r.add_get("/usage", pages.usage)
     r.add_get("/budgets", pages.budgets)
+    r.add_get("/schedule", pages.schedule)
+    r.add_get("/deliveries", pages.deliveries)
+    r.add_post("/deliveries/{delivery_id}/{action:resend|delivered}", actions.settle)
     r.add_static("/static/", STATIC)
 
     async def stop_streams(_: web.Application) -> None:

@@ -40,6 +40,8 @@ AGENTS = [
     # the fake answers SLOW after a pause: the run page is open while it runs
     {"name": "slow", "task": "chat", "message": "SLOW please", "deliver": ["log"]},
     {"name": "xss", "task": "chat", "message": "XSS please", "deliver": ["log"]},
+    # never fired here (the scheduler is not started): its fires show as "no run"
+    {"name": "hourly", "task": "chat", "message": "hourly", "schedule": "0 * * * *"},
     # tier 3: waits for an admin's approval
     {"name": "boss", "task": "strategy", "message": "plan the quarter", "deliver": ["log"]},
 ]

@@ -30,9 +30,12 @@ def _by() -> Any:
 
 
 def wait(driver: Any, condition: Any) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition)
+    # the live stream replaces the run's HTML under the test's feet: look again
+    ignored = (StaleElementReferenceException, NoSuchElementException)
+    return WebDriverWait(driver, WAIT_S, 0.1, ignored).until(condition)
 
 
 def text_of(driver: Any, element_id: str) -> str:
@@ -100,8 +103,9 @@ def test_run_now_and_the_run_page_updates_live(served: Served, browser: Any) -> 
     browser.find_element(_by().ID, "run-slow").click()
     wait(browser, lambda d: "/ui/runs/" in d.current_url)
     # the answer takes 2 s at the fake: the page shows the run before it is done
-    assert text_of(browser, "run-status") in ("queued", "running")
     browser.execute_script("window.notReloaded = true;")
+    status = browser.execute_script("return document.getElementById('run').dataset.status")
+    assert status in ("queued", "running"), "done before its page opened: nothing to follow"
     wait(browser, lambda d: text_of(d, "run-status") == "ok")
     assert text_of(browser, "run-output") == "slow answer arrived"
     assert browser.execute_script("return window.notReloaded === true;")  # no reload
@@ -207,6 +211,48 @@ def test_budgets_page(served: Served, browser: Any) -> None:
     assert _bars(browser, "chart-budgets") >= 2
     assert "total" in text_of(browser, "caps").lower()
     shot(browser, "budgets")
+
+
+def test_schedule_timeline(served: Served, browser: Any) -> None:
+    browser.get(f"{served.url}/ui/schedule")
+    assert _bars(browser, "chart-schedule") >= 1  # the hourly agent's lane, and its fires
+    assert "hourly" in browser.find_element(_by().ID, "chart-schedule").text
+    assert "expected" in text_of(browser, "schedule-summary")
+    shot(browser, "schedule")
+
+
+async def _settle_by_hand(served: Served) -> tuple[int, int]:
+    """Two of the runs' log deliveries, as a worker would have left them: one failed for
+    good, one sent without a confirmation (no delivery worker runs here)."""
+    rows = await served.app.store.fetchall("SELECT id FROM outbox ORDER BY id LIMIT 2")
+    failed, unknown = int(rows[0][0]), int(rows[1][0])
+    async with served.app.store.transaction() as tx:
+        await tx.execute(
+            "UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?",
+            ("HTTP 400: <b>chat not found</b>", failed),
+        )
+        await tx.execute("UPDATE outbox SET status = 'unknown' WHERE id = ?", (unknown,))
+    return failed, unknown
+
+
+def test_deliveries_resend_and_mark_delivered(served: Served, browser: Any) -> None:
+    failed, unknown = served.call(_settle_by_hand(served))
+    browser.get(f"{served.url}/ui/deliveries")
+    assert "<b>chat not found</b>" in text_of(browser, f"delivery-{failed}")
+    assert not browser.find_elements(_by().ID, f"delivered-{failed}")  # failed: resend only
+    shot(browser, "deliveries")
+    browser.find_element(_by().ID, f"delivered-{unknown}").click()
+    wait(browser, lambda d: f"#{unknown} marked delivered" in text_of(d, "note"))
+    browser.find_element(_by().ID, f"resend-{failed}").click()
+    wait(browser, lambda d: f"#{failed} resent" in text_of(d, "note"))
+    assert not browser.find_elements(_by().ID, f"delivery-{failed}")
+    assert not browser.find_elements(_by().ID, f"delivery-{unknown}")
+    statuses = served.call(
+        served.app.store.fetchall(
+            "SELECT status FROM outbox WHERE id IN (?, ?) ORDER BY id", (failed, unknown)
+        )
+    )
+    assert [r[0] for r in statuses] == ["pending", "delivered"]
 
 
 def test_a_post_without_csrf_is_refused(served: Served, browser: Any) -> None:

@@ -1,0 +1,123 @@
+"""The console over plain HTTP, on both stores: the login, the refusals, every page, the
+live stream of a finished run. (The browser walks it in test_console_browser.py.)"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.fakes.llm import echo
+from tests.gateway.conftest import TOKEN, GatewayFactory, Running
+from tests.gateway.conftest import start_gateway as start_gateway  # the gateway's fixture
+
+PAGES = (
+    "/ui/",
+    "/ui/agents",
+    "/ui/agents/echo",
+    "/ui/runs",
+    "/ui/runs?agent=echo&status=ok",
+    "/ui/approvals",
+    "/ui/usage",
+    "/ui/usage?since=30d",
+    "/ui/budgets",
+    "/ui/schedule",
+    "/ui/schedule?since=7d",
+    "/ui/deliveries",
+)
+AGENTS = [
+    {"name": "echo", "task": "chat", "message": "say <hi>", "schedule": "0 * * * *"},
+]
+
+
+def _client(gw: Running) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=gw.url, timeout=10)
+
+
+async def _login(c: httpx.AsyncClient) -> None:
+    resp = await c.post("/ui/login", data={"token": TOKEN, "next": "/ui/runs"})
+    assert resp.status_code == 303 and resp.headers["Location"] == "/ui/runs"
+    set_cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+    assert "Path=/ui/" in set_cookie and TOKEN not in set_cookie
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+async def test_every_page_needs_the_cookie_and_has_the_headers(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway(agents=AGENTS, budgets={"total": {"day": 2.0}})
+    gw.fake.default = echo
+    async with gw.http() as api:  # a run, so that pages have rows and charts have data
+        started = (await api.post("/api/agents/echo/run")).json()
+    await gw.app.runner.wait(started["run_id"])
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as anon:
+        for page in PAGES:
+            resp = await anon.get(page)
+            assert resp.status_code == 303, page
+            assert resp.headers["Location"].startswith("/ui/login?next=/ui/")
+    async with _client(gw) as c:
+        await _login(c)
+        for page in PAGES:
+            resp = await c.get(page)
+            assert resp.status_code == 200, (page, resp.text[:500])
+            assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert resp.headers["Server-Timing"].startswith("app;dur=")
+            assert "<script>" not in resp.text  # no inline script on any page
+        usage = (await c.get("/ui/usage")).text
+        assert usage.count("<rect") >= 2
+        run = (await c.get(f"/ui/runs/{started['run_id']}")).text
+        assert "say &lt;hi&gt;" in run  # the fake echoes the prompt: escaped
+        # the cookie opens the console, never the API
+        assert (await c.get("/api/status")).status_code == 401
+
+
+async def test_the_run_stream_of_a_finished_run_sends_it_once_and_ends(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway(agents=AGENTS)
+    async with gw.http() as api:
+        started = (await api.post("/api/agents/echo/run")).json()
+    await gw.app.runner.wait(started["run_id"])
+    async with _client(gw) as c:
+        await _login(c)
+        resp = await c.get(f"/ui/runs/{started['run_id']}/events")
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    events = [line for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert len(events) == 1 and '"done": true' in events[0] and '"status": "ok"' in events[0]
+
+
+async def test_posts_need_the_csrf_token(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway(agents=AGENTS)
+    async with _client(gw) as c:
+        await _login(c)
+        csrf = _csrf((await c.get("/ui/agents")).text)
+        refused = await c.post("/ui/agents/echo/run", data={"csrf": "nope"})
+        assert refused.status_code == 403
+        assert await gw.app.facade.runs.recent("echo") == []
+        by_header = await c.post("/ui/agents/echo/run", headers={"X-CSRF-Token": csrf})
+        assert by_header.status_code == 303 and by_header.headers["Location"].startswith(
+            "/ui/runs/"
+        )
+        by_form = await c.post("/ui/agents/echo/enabled", data={"csrf": csrf, "enabled": "0"})
+        assert by_form.status_code == 303
+    assert (await gw.app.facade.states.get("echo")).disabled
+
+
+async def test_login_refuses_a_wrong_token_and_goes_nowhere_else(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
+        wrong = await c.post("/ui/login", data={"token": "nope"})
+        assert wrong.status_code == 401 and "Set-Cookie" not in wrong.headers
+        away = await c.post("/ui/login", data={"token": TOKEN, "next": "//evil.example/ui/"})
+        assert away.headers["Location"] == "/ui/"
+        bare = await c.get("/ui")
+        assert bare.status_code == 308 and bare.headers["Location"] == "/ui/"

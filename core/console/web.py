@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
@@ -93,8 +94,10 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
     if request.path in OPEN or is_static:
         resp = await handler(request)
     elif nonce is None:
-        if request.method == "GET" and request.headers.get("Accept", "") != "text/event-stream":
-            raise web.HTTPSeeOther(f"{PREFIX}/login?next={request.path_qs}")
+        if request.method in ("GET", "HEAD") and "text/event-stream" not in request.headers.get(
+            "Accept", ""
+        ):
+            raise web.HTTPSeeOther(f"{PREFIX}/login?" + urlencode({"next": request.path_qs}))
         resp = refused(request, 401, "not logged in: open /ui/login and give the token")
     elif request.method == "POST" and not await _csrf_ok(request, cs, nonce):
         resp = refused(request, 403, "the form's CSRF token is missing or wrong: reload the page")

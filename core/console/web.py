@@ -105,6 +105,8 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
         resp = await handler(request)
     if not resp.prepared:  # a stream (SSE) sent its headers already
         resp.headers.update(SECURITY_HEADERS)
+        if is_static:  # the same bytes for everyone, changed only by an upgrade
+            resp.headers["Cache-Control"] = "max-age=3600"
         resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}"
     return resp
 

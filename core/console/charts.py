@@ -20,6 +20,7 @@ WIDTH = 640
 HEIGHT = 180
 PAD_LEFT = 64  # room for the axis labels
 MAX_BAR = 48  # a column this wide at most, however few days there are
+MIN_SEGMENT = 2.0  # a bar's non-zero segment is never thinner
 PAD_BOTTOM = 22
 # one colour per tier, cheapest (local) greenest; models take the palette in turn
 TIER_COLOURS = {0: "#2e8b57", 1: "#4682b4", 2: "#daa520", 3: "#c0392b"}
@@ -149,7 +150,9 @@ def hbars(title: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]
         chart.rects.append(Rect(left, y, span, row_h - 8, "#eeeeee", f"{label}: scale {scale:g}"))
         x = float(left)
         for value, fill, what in segments:
-            w = min(value / scale, 1.0) * span if scale > 0 else 0.0
+            w = min(value / scale, 1.0) * span if scale > 0 else span
+            if value > 0:
+                w = max(w, MIN_SEGMENT)  # a cent of a 50-dollar cap still shows
             w = min(w, left + span - x)
             if w > 0:
                 chart.rects.append(Rect(x, y, w, row_h - 8, fill, f"{label}: {what}"))

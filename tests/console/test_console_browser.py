@@ -208,7 +208,9 @@ def test_usage_charts_render(served: Served, browser: Any) -> None:
 
 def test_budgets_page(served: Served, browser: Any) -> None:
     browser.get(f"{served.url}/ui/budgets")
-    assert _bars(browser, "chart-budgets") >= 2
+    assert _bars(browser, "chart-budgets") >= 4  # two caps: the bar and the forecast of each
+    titles = browser.find_elements(_by().CSS_SELECTOR, "#chart-budgets rect title")
+    assert any("spent $" in t.get_attribute("textContent") for t in titles)
     assert "total" in text_of(browser, "caps").lower()
     shot(browser, "budgets")
 

@@ -224,7 +224,7 @@ async def schedule(request: web.Request) -> web.Response:
         "periods": SCHEDULE_PERIODS,
         "chart": charts.timeline(names, fires, start, now),
         "summary": summary(fires),
-        "problems": problems[-50:],
+        "problems": problems[::-1][:50],  # the newest first
     }
     return render(request, "schedule.html", **context)
 

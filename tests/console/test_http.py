@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from tests.fakes.llm import echo
+from tests.fakes.llm import FakeToolCall, RecordedRequest, Reply, echo
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running
 from tests.gateway.conftest import start_gateway as start_gateway  # the gateway's fixture
 
@@ -121,3 +121,33 @@ async def test_login_refuses_a_wrong_token_and_goes_nowhere_else(
         assert away.headers["Location"] == "/ui/"
         bare = await c.get("/ui")
         assert bare.status_code == 308 and bare.headers["Location"] == "/ui/"
+
+
+def _keeper(request: RecordedRequest) -> Reply:
+    """Remember one thing (a tool call), then answer once the tool's result is back."""
+    body = request.body if isinstance(request.body, dict) else {}
+    if any(m.get("role") == "tool" for m in body.get("messages", [])):
+        return Reply(text="kept it")
+    call = FakeToolCall("remember", {"key": "topic", "value": "<i>q4</i>"})
+    return Reply(text="", tool_calls=[call])
+
+
+async def test_a_run_page_lists_its_tool_steps_and_the_agent_page_its_memory(
+    start_gateway: GatewayFactory,
+) -> None:
+    keeper = {"name": "keeper", "task": "chat", "message": "keep this", "tools": ["remember"]}
+    gw = await start_gateway(agents=[keeper])
+    gw.fake.default = _keeper
+    async with gw.http() as api:
+        started = (await api.post("/api/agents/keeper/run")).json()
+    run = await gw.app.runner.wait(started["run_id"])
+    assert run.output == "kept it", run.error
+    async with _client(gw) as c:
+        await _login(c)
+        page = (await c.get(f"/ui/runs/{run.id}")).text
+        agent = (await c.get("/ui/agents/keeper")).text
+    steps = page[page.index('id="steps"') :]
+    assert "remember" in steps and "topic" in steps
+    assert "<i>" not in steps and "&lt;i&gt;q4&lt;/i&gt;" in steps  # the arguments, escaped
+    memory = agent[agent.index('id="memory"') :]
+    assert "topic" in memory and "&lt;i&gt;q4&lt;/i&gt;" in memory

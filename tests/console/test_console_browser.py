@@ -1,7 +1,8 @@
 """The console in a real headless Chromium: log in, walk every page, act, log out.
 
-One browser and one gateway for the module; the tests run in file order and build on
-each other's runs (as an operator's session would)."""
+One browser and one gateway for the module (kept on one xdist worker by its group). Each
+test makes the runs it looks at and logs in when it is not, so any one of them can run
+alone."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from core.agents.runs import Run, Trigger
 from core.console.keys import COOKIE
 from tests.console.conftest import TOKEN, XSS, Served, login, require_browser, shot
 
 WAIT_S = 20.0  # a bound for the browser to see what it waits for, not a pace
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("console-browser")]
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +44,22 @@ def text_of(driver: Any, element_id: str) -> str:
     return str(driver.find_element(_by().ID, element_id).text)
 
 
+def logged_in(served: Served, driver: Any) -> None:
+    if driver.get_cookie(COOKIE) is None:
+        login(driver, served.url)
+        wait(driver, lambda d: d.get_cookie(COOKIE) is not None)
+
+
+def finished_run(served: Served, agent: str) -> Run:
+    """A run of ``agent``, started through the facade and waited for."""
+
+    async def run() -> Run:
+        runner = served.app.facade.runner
+        return await runner.wait(await runner.start(agent, Trigger.API))
+
+    return served.call(run())
+
+
 def cookie_of(driver: Any) -> str:
     found = driver.get_cookie(COOKIE)
     assert found is not None, "no console cookie in the browser"
@@ -50,6 +68,7 @@ def cookie_of(driver: Any) -> str:
 
 
 def test_everything_is_refused_before_login(served: Served, browser: Any) -> None:
+    browser.delete_all_cookies()
     browser.get(f"{served.url}/ui/runs")
     wait(browser, lambda d: "/ui/login" in d.current_url)
     shot(browser, "login")
@@ -67,12 +86,14 @@ def test_everything_is_refused_before_login(served: Served, browser: Any) -> Non
 
 
 def test_a_wrong_token_is_refused(served: Served, browser: Any) -> None:
+    browser.delete_all_cookies()
     login(browser, served.url, token="not-the-token")
-    assert "wrong token" in text_of(browser, "error")
+    wait(browser, lambda d: "wrong token" in text_of(d, "error"))
     assert browser.get_cookie(COOKIE) is None
 
 
 def test_login_lands_on_the_overview(served: Served, browser: Any) -> None:
+    browser.delete_all_cookies()
     browser.get(f"{served.url}/ui/agents")  # login sends you back where you were going
     login_url = browser.current_url
     assert "next=/ui/agents" in login_url or "next=%2Fui%2Fagents" in login_url
@@ -98,6 +119,7 @@ def test_login_lands_on_the_overview(served: Served, browser: Any) -> None:
 
 
 def test_run_now_and_the_run_page_updates_live(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/agents")
     shot(browser, "agents")
     browser.find_element(_by().ID, "run-slow").click()
@@ -115,6 +137,7 @@ def test_run_now_and_the_run_page_updates_live(served: Served, browser: Any) -> 
 
 
 def test_a_model_answer_with_script_shows_as_text(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/agents")
     browser.find_element(_by().ID, "run-xss").click()
     wait(browser, lambda d: "/ui/runs/" in d.current_url)
@@ -131,19 +154,23 @@ def test_a_model_answer_with_script_shows_as_text(served: Served, browser: Any) 
 
 
 def test_runs_list_filters_and_rerun(served: Served, browser: Any) -> None:
+    finished_run(served, "hello")
+    finished_run(served, "xss")
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/runs")
     listed = text_of(browser, "runs")
-    assert "slow" in listed and "xss" in listed
+    assert "hello" in listed and "xss" in listed
     shot(browser, "runs")
     from selenium.webdriver.support.ui import Select
 
-    Select(browser.find_element(_by().ID, "filter-agent")).select_by_value("slow")
+    Select(browser.find_element(_by().ID, "filter-agent")).select_by_value("hello")
     browser.find_element(_by().ID, "filter").click()
-    wait(browser, lambda d: "agent=slow" in d.current_url)
-    listed = text_of(browser, "runs")
-    assert "slow" in listed and "xss" not in listed
-    browser.find_element(_by().CSS_SELECTOR, "#runs a[href^='/ui/runs/']").click()
-    old = browser.current_url.rsplit("/", 1)[1]
+    wait(browser, lambda d: "agent=hello" in d.current_url and "xss" not in text_of(d, "runs"))
+    assert "hello" in text_of(browser, "runs")
+    link = browser.find_element(_by().CSS_SELECTOR, "#runs a[href^='/ui/runs/']")
+    old = link.get_attribute("href").rsplit("/", 1)[1]
+    link.click()
+    wait(browser, lambda d: d.current_url.endswith(f"/ui/runs/{old}"))
     browser.find_element(_by().ID, "rerun").click()
     wait(browser, lambda d: not d.current_url.endswith(f"/ui/runs/{old}"))
     wait(browser, lambda d: text_of(d, "run-status") == "ok")
@@ -151,6 +178,7 @@ def test_runs_list_filters_and_rerun(served: Served, browser: Any) -> None:
 
 
 def test_disable_and_enable_an_agent(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/agents")
     browser.find_element(_by().ID, "disable-hello").click()
     wait(browser, lambda d: "hello disabled" in text_of(d, "note"))
@@ -161,15 +189,18 @@ def test_disable_and_enable_an_agent(served: Served, browser: Any) -> None:
 
 
 def test_agent_page(served: Served, browser: Any) -> None:
-    served.call(served.app.facade.memory.put("slow", "last-topic", "quarterly <figures>"))
-    browser.get(f"{served.url}/ui/agents/slow")
+    run = finished_run(served, "hello")
+    served.call(served.app.facade.memory.put("hello", "last-topic", "quarterly <figures>"))
+    logged_in(served, browser)
+    browser.get(f"{served.url}/ui/agents/hello")
     assert "quarterly <figures>" in text_of(browser, "memory")
-    assert "SLOW please" in text_of(browser, "agent-config")
-    assert "#" in text_of(browser, "agent-runs")
+    assert "say hello" in text_of(browser, "agent-config")
+    assert f"#{run.id}" in text_of(browser, "agent-runs")
     shot(browser, "agent")
 
 
 def test_approve_a_pending_approval(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/agents")
     browser.find_element(_by().ID, "run-boss").click()
     wait(browser, lambda d: "/ui/runs/" in d.current_url)
@@ -198,15 +229,25 @@ def _bars(driver: Any, figure_id: str) -> int:
 
 
 def test_usage_charts_render(served: Served, browser: Any) -> None:
+    finished_run(served, "hello")  # tier 0: free
+    with httpx.Client(base_url=served.url, timeout=10) as http:  # tier 2: it costs something
+        paid = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"model": "tier:2", "messages": [{"role": "user", "content": "a paid one"}]},
+        )
+    assert paid.status_code == 200, paid.text
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/usage")
-    assert _bars(browser, "chart-share") >= 2  # today's column and the target's
-    assert _bars(browser, "chart-cost") >= 1  # tier 3 answered: it cost something
+    assert _bars(browser, "chart-share") >= 3  # today's column (tiers 0 and 2), the target's
+    assert _bars(browser, "chart-cost") >= 1
     assert _bars(browser, "chart-saving") >= 2
     assert "answered" in text_of(browser, "usage-summary")
     shot(browser, "usage")
 
 
 def test_budgets_page(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/budgets")
     assert _bars(browser, "chart-budgets") >= 4  # two caps: the bar and the forecast of each
     titles = browser.find_elements(_by().CSS_SELECTOR, "#chart-budgets rect title")
@@ -216,6 +257,7 @@ def test_budgets_page(served: Served, browser: Any) -> None:
 
 
 def test_schedule_timeline(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/schedule")
     assert _bars(browser, "chart-schedule") >= 1  # the hourly agent's lane, and its fires
     assert "hourly" in browser.find_element(_by().ID, "chart-schedule").text
@@ -226,7 +268,9 @@ def test_schedule_timeline(served: Served, browser: Any) -> None:
 async def _settle_by_hand(served: Served) -> tuple[int, int]:
     """Two of the runs' log deliveries, as a worker would have left them: one failed for
     good, one sent without a confirmation (no delivery worker runs here)."""
-    rows = await served.app.store.fetchall("SELECT id FROM outbox ORDER BY id LIMIT 2")
+    rows = await served.app.store.fetchall(
+        "SELECT id FROM outbox WHERE status = 'pending' ORDER BY id DESC LIMIT 2"
+    )
     failed, unknown = int(rows[0][0]), int(rows[1][0])
     async with served.app.store.transaction() as tx:
         await tx.execute(
@@ -238,7 +282,10 @@ async def _settle_by_hand(served: Served) -> tuple[int, int]:
 
 
 def test_deliveries_resend_and_mark_delivered(served: Served, browser: Any) -> None:
+    finished_run(served, "hello")  # each puts one log row in the outbox
+    finished_run(served, "hello")
     failed, unknown = served.call(_settle_by_hand(served))
+    logged_in(served, browser)
     browser.get(f"{served.url}/ui/deliveries")
     assert "<b>chat not found</b>" in text_of(browser, f"delivery-{failed}")
     assert not browser.find_elements(_by().ID, f"delivered-{failed}")  # failed: resend only
@@ -249,15 +296,16 @@ def test_deliveries_resend_and_mark_delivered(served: Served, browser: Any) -> N
     wait(browser, lambda d: f"#{failed} resent" in text_of(d, "note"))
     assert not browser.find_elements(_by().ID, f"delivery-{failed}")
     assert not browser.find_elements(_by().ID, f"delivery-{unknown}")
-    statuses = served.call(
+    rows = served.call(
         served.app.store.fetchall(
-            "SELECT status FROM outbox WHERE id IN (?, ?) ORDER BY id", (failed, unknown)
+            "SELECT id, status FROM outbox WHERE id IN (?, ?)", (failed, unknown)
         )
     )
-    assert [r[0] for r in statuses] == ["pending", "delivered"]
+    assert {int(r[0]): r[1] for r in rows} == {failed: "pending", unknown: "delivered"}
 
 
 def test_a_post_without_csrf_is_refused(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     cookie = cookie_of(browser)
     with httpx.Client(base_url=served.url, timeout=10, cookies={COOKIE: cookie}) as http:
         before = len(served.call(served.app.facade.runs.recent("hello", 100)))
@@ -269,6 +317,7 @@ def test_a_post_without_csrf_is_refused(served: Served, browser: Any) -> None:
 
 
 def test_logout_and_be_refused(served: Served, browser: Any) -> None:
+    logged_in(served, browser)
     cookie = cookie_of(browser)
     browser.get(f"{served.url}/ui/")
     browser.find_element(_by().ID, "logout").click()

@@ -39,7 +39,9 @@ async def overview(request: web.Request) -> web.Response:
     st = request.app[CONSOLE].gateway
     snap = await st.facade.overview.status(st.uptime_s())
     plugins = {k: v for k, v in snap.plugins.items() if isinstance(v, dict)}
-    return render(request, "overview.html", snap=snap, plugins=plugins, note=_note(request))
+    instances = await st.facade.instances() if snap.store == "ok" else []
+    context: dict[str, Any] = {"snap": snap, "plugins": plugins, "instances": instances}
+    return render(request, "overview.html", note=_note(request), **context)
 
 
 async def runs(request: web.Request) -> web.Response:

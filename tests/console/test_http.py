@@ -49,7 +49,7 @@ def _csrf(html: str) -> str:
 
 
 async def test_every_page_needs_the_cookie_and_has_the_headers(
-    start_gateway: GatewayFactory,
+    start_gateway: GatewayFactory, store_engine: str
 ) -> None:
     gw = await start_gateway(agents=AGENTS, budgets={"total": {"day": 2.0}})
     gw.fake.default = echo
@@ -70,6 +70,11 @@ async def test_every_page_needs_the_cookie_and_has_the_headers(
             assert resp.headers["X-Frame-Options"] == "DENY"
             assert resp.headers["Server-Timing"].startswith("app;dur=")
             assert "<script>" not in resp.text  # no inline script on any page
+        await gw.app.cluster.campaign()  # as serve does at start: take the lead
+        overview = (await c.get("/ui/")).text
+        # on PostgreSQL the instances sharing the database are listed, this one the leader
+        assert ('id="instances"' in overview) == (store_engine == "postgres")
+        assert (gw.app.owner in overview) == (store_engine == "postgres")
         usage = (await c.get("/ui/usage")).text
         assert usage.count("<rect") >= 2
         run = (await c.get(f"/ui/runs/{started['run_id']}")).text

@@ -3,6 +3,7 @@ live stream of a finished run. (The browser walks it in test_console_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -156,3 +157,25 @@ async def test_a_run_page_lists_its_tool_steps_and_the_agent_page_its_memory(
     assert "<i>" not in steps and "&lt;i&gt;q4&lt;/i&gt;" in steps  # the arguments, escaped
     memory = agent[agent.index('id="memory"') :]
     assert "topic" in memory and "&lt;i&gt;q4&lt;/i&gt;" in memory
+
+
+async def test_a_live_stream_follows_a_running_run_and_ends_when_the_gateway_stops(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway(agents=AGENTS)
+    gw.fake.default = Reply(hang=True)  # every tier waits out its timeout: the run goes on
+    async with gw.http() as api:
+        started = (await api.post("/api/agents/echo/run")).json()
+    events: list[str] = []
+    async with _client(gw) as c:
+        await _login(c)
+        async with c.stream("GET", f"/ui/runs/{started['run_id']}/events") as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(line)
+                    if len(events) == 1:
+                        # a stream open must not hold up the shutdown: it ends at once
+                        stopping = asyncio.create_task(gw.gateway.stop())
+    await stopping
+    assert '"done": false' in events[0]
+    assert all('"done": true' not in e for e in events)  # cut off, not finished

@@ -6,19 +6,21 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
 from core.agents.assurance import PROBLEMS, parse_period, summary
 from core.agents.runner import UnknownAgent
 from core.agents.runs import Run, Status
-from core.agents.steps import Step, redact_arguments
+from core.agents.steps import SECRET_NAME, Step, redact_arguments
 from core.console import charts
 from core.console.web import CONSOLE, render
 from core.delivery.deliveries import Delivery
 from core.engine.ledger import TraceStep
 from core.engine.tier_targets import TARGET_MID_PCT, TARGET_SHARE
 from core.facade import Facade
+from core.ops.redaction import REDACTED
 from core.parsing import parse_id, parse_since
 
 USAGE_PERIODS = ("24h", "7d", "30d")
@@ -109,14 +111,42 @@ async def agents(request: web.Request) -> web.Response:
     return render(request, "agents.html", agents=rows, note=_note(request))
 
 
+def _mask_url(text: str) -> str:
+    """A URL's password and its secret-named query values masked (``?token=…``)."""
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)
+    query = urlencode(
+        [
+            (k, REDACTED if SECRET_NAME.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _mask_urls(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _mask_urls(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mask_urls(v) for v in node]
+    return _mask_url(node) if isinstance(node, str) else node
+
+
 def masked_config(facade: Facade, name: str) -> str:
-    """An agent's config as JSON, with secret-named keys and known secret values masked."""
+    """An agent's config as JSON: secret-named keys (``headers.Authorization``), URL
+    passwords and secret-named query values, and every known secret value masked."""
     agent = facade.runner.agent(name)
     secrets = list(facade.runner.secrets)
     token = facade.settings.openclaw_gateway_token
     if token is not None:
         secrets.append(token.get_secret_value())
-    text = redact_arguments(json.dumps(agent.model_dump(mode="json")), secrets)
+    doc = _mask_urls(agent.model_dump(mode="json"))
+    text = redact_arguments(json.dumps(doc), secrets)
     return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
 
 

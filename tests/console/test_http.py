@@ -179,3 +179,22 @@ async def test_a_live_stream_follows_a_running_run_and_ends_when_the_gateway_sto
     await stopping
     assert '"done": false' in events[0]
     assert all('"done": true' not in e for e in events)  # cut off, not finished
+
+
+async def test_an_agents_config_shows_with_its_secrets_masked(
+    start_gateway: GatewayFactory,
+) -> None:
+    feed = {
+        "http": "https://reader:pa55word@feeds.example.com/rss?token=abc123&lang=en",
+        "headers": {"Authorization": "Bearer s3cr3t-header", "Accept": "text/xml"},
+    }
+    agent = {"name": "feeds", "task": "chat", "message": "read", "inputs": {"feed": feed}}
+    gw = await start_gateway(agents=[agent])
+    async with _client(gw) as c:
+        await _login(c)
+        page = (await c.get("/ui/agents/feeds")).text
+    config = page[page.index('id="agent-config"') :]
+    for secret in ("pa55word", "abc123", "s3cr3t-header", TOKEN):
+        assert secret not in page, secret
+    assert "reader:***@feeds.example.com/rss?token=***&amp;lang=en" in config
+    assert "text/xml" in config and "***" in config

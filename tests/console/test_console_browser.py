@@ -304,6 +304,32 @@ def test_deliveries_resend_and_mark_delivered(served: Served, browser: Any) -> N
     assert {int(r[0]): r[1] for r in rows} == {failed: "pending", unknown: "delivered"}
 
 
+PAGES = (
+    "/ui/",
+    "/ui/agents",
+    "/ui/agents/hello",
+    "/ui/runs",
+    "/ui/approvals",
+    "/ui/usage",
+    "/ui/budgets",
+    "/ui/schedule",
+    "/ui/deliveries",
+)
+
+
+def test_every_page_loads_without_a_console_error(served: Served, browser: Any) -> None:
+    """Nothing on any page breaks the CSP (an inline script or style would be reported)
+    and nothing fails to load."""
+    run = finished_run(served, "hello")
+    logged_in(served, browser)
+    browser.get_log("browser")  # start from an empty log
+    for page in (*PAGES, f"/ui/runs/{run.id}"):
+        browser.get(served.url + page)
+        assert browser.find_element(_by().TAG_NAME, "h1").text, page
+    problems = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert problems == []
+
+
 def test_a_post_without_csrf_is_refused(served: Served, browser: Any) -> None:
     logged_in(served, browser)
     cookie = cookie_of(browser)

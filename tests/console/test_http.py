@@ -8,6 +8,8 @@ import re
 
 import httpx
 
+from core.agents.runs import Trigger
+from core.engine.approvals import ApprovalRecord, CopyShown
 from tests.fakes.llm import FakeToolCall, RecordedRequest, Reply, echo
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running
 from tests.gateway.conftest import start_gateway as start_gateway  # the gateway's fixture
@@ -198,3 +200,36 @@ async def test_an_agents_config_shows_with_its_secrets_masked(
         assert secret not in page, secret
     assert "reader:***@feeds.example.com/rss?token=***&amp;lang=en" in config
     assert "text/xml" in config and "***" in config
+
+
+async def test_deny_and_the_first_decision_wins(start_gateway: GatewayFactory) -> None:
+    boss = {"name": "boss", "task": "strategy", "message": "plan", "deliver": ["log"]}
+    gw = await start_gateway(agents=[boss], approvals={"default": "approve", "timeout_s": 60})
+    shown = asyncio.Event()
+
+    async def notify(record: ApprovalRecord, copy_shown: CopyShown) -> list[str]:
+        await copy_shown(1, record.id)  # one admin saw it, as in Telegram
+        shown.set()
+        return []
+
+    async def close(record: ApprovalRecord, copies: object = None) -> None:
+        return None
+
+    gw.app.facade.set_approval_notifier(notify, close)
+    run_id = await gw.app.facade.runner.start("boss", Trigger.API)
+    await asyncio.wait_for(shown.wait(), 10)
+    (pending,) = await gw.app.facade.approvals.pending()
+    async with _client(gw) as c:
+        await _login(c)
+        page = (await c.get("/ui/approvals")).text
+        assert f'id="approval-{pending.id}"' in page
+        csrf = _csrf(page)
+        denied = await c.post(f"/ui/approvals/{pending.id}/deny", data={"csrf": csrf})
+        assert denied.status_code == 303 and "denied" in denied.headers["Location"]
+        late = await c.post(f"/ui/approvals/{pending.id}/approve", data={"csrf": csrf})
+        assert "already+denied+by+console" in late.headers["Location"]
+        note = (await c.get(late.headers["Location"])).text
+        assert "already denied by console" in note
+    run = await gw.app.runner.wait(run_id)
+    assert run.status == "failed"  # tier 3 denied: nothing else may answer a strategy task
+    assert (await gw.app.facade.approvals.get(pending.id)).status == "denied"  # type: ignore[union-attr]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from core.console import actions, live, pages
 from core.console.keys import ConsoleKeys
 from core.console.web import CONSOLE, PREFIX, STATIC, ConsoleState, console_guard, make_env
-from core.gateway.handlers import GatewayState
+
+if TYPE_CHECKING:  # the gateway imports the console, never the other way at run time
+    from core.gateway.handlers import GatewayState
 
 
 async def _to_index(request: web.Request) -> web.StreamResponse:

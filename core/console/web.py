@@ -7,14 +7,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 
 from core.console.keys import COOKIE, ConsoleKeys
-from core.gateway.handlers import GatewayState
+
+if TYPE_CHECKING:  # the gateway imports the console, never the other way at run time
+    from core.gateway.handlers import GatewayState
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "console"
 STATIC = Path(__file__).resolve().parent / "static"

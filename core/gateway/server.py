@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from core.console import mount_console
+from core.console.routes import mount_console
 from core.errors import OpenClawError, StoreUnavailable
 from core.facade import Facade
 from core.gateway import handlers as h

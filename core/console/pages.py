@@ -53,17 +53,14 @@ async def runs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if agent is not None and facade.config.agent(agent) is None:
         agent = None
-    if status not in {str(s) for s in Status}:
-        status = None
-    found = await facade.runs.recent(agent, 200)
-    if status is not None:
-        found = [r for r in found if r.status == status]
+    wanted = Status(status) if status in set(Status) else None
+    found = await facade.runs.recent(agent, 100, wanted)
     context: dict[str, Any] = {
-        "runs": found[:100],
+        "runs": found,
         "agents": [a.name for a in facade.config.agents],
         "statuses": [str(s) for s in Status],
         "agent": agent or "",
-        "status": status or "",
+        "status": str(wanted or ""),
     }
     return render(request, "runs.html", **context)
 

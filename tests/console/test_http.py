@@ -233,3 +233,26 @@ async def test_deny_and_the_first_decision_wins(start_gateway: GatewayFactory) -
     run = await gw.app.runner.wait(run_id)
     assert run.status == "failed"  # tier 3 denied: nothing else may answer a strategy task
     assert (await gw.app.facade.approvals.get(pending.id)).status == "denied"  # type: ignore[union-attr]
+
+
+async def test_the_runs_page_and_the_api_filter_by_status_alike(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway(agents=AGENTS)
+    gw.fake.script("qwen3:14b", Reply(text="fine"))
+    ok = await gw.app.facade.runner.run("echo", Trigger.API)
+    gw.fake.default = Reply(status=500)  # every tier fails: the next run fails
+    failed = await gw.app.facade.runner.run("echo", Trigger.API)
+    assert (ok.status, failed.status) == ("ok", "failed")
+    async with gw.http() as api:
+        only_failed = (await api.get("/api/runs?status=failed")).json()["runs"]
+        bad = await api.get("/api/runs?status=sideways")
+    assert [r["id"] for r in only_failed] == [failed.id]
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
+    async with _client(gw) as c:
+        await _login(c)
+        page = (await c.get("/ui/runs?status=failed")).text
+        every = (await c.get("/ui/runs?status=sideways")).text  # an unknown status: all
+    listed = page[page.index('id="runs"') :]
+    assert f">#{failed.id}<" in listed and f">#{ok.id}<" not in listed
+    assert f">#{ok.id}<" in every and f">#{failed.id}<" in every

@@ -14,7 +14,7 @@ from core.agents.runner import AgentError, UnknownAgent
 from core.agents.runs import Trigger
 from core.console.keys import COOKIE, SESSION_S
 from core.console.pages import run_id_of
-from core.console.web import CONSOLE, PREFIX, render
+from core.console.web import CONSOLE, PREFIX, form_field, render
 from core.facade import Facade
 from core.parsing import parse_id
 
@@ -45,12 +45,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Check the gateway token (counted by the API's failure limiter), set the cookie."""
     cs = request.app[CONSOLE]
     st = cs.gateway
-    form = await request.post()
-    given = form.get("token")
-    nxt = _safe_next(str(form.get("next") or ""))
+    given = await form_field(request, "token")
+    nxt = _safe_next(await form_field(request, "next"))
     addr = request.remote or "unknown"
     now = time.monotonic()
-    if isinstance(given, str) and hmac.compare_digest(given.strip().encode(), st.token.encode()):
+    if given is not None and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), st.token.encode()
+    ):
         resp = web.HTTPSeeOther(nxt)
         resp.set_cookie(
             COOKIE,
@@ -94,8 +95,7 @@ async def set_enabled(request: web.Request) -> web.StreamResponse:
     """Enable or disable an agent, as the bot's buttons do."""
     facade = _facade(request)
     name = request.match_info["name"]
-    form = await request.post()
-    disable = form.get("enabled") == "0"
+    disable = await form_field(request, "enabled") == "0"
     if facade.config.agent(name) is None:
         raise _back(f"{PREFIX}/agents", f"no agent named {name!r}")
     await facade.states.set_disabled(name, disable, "disabled from the console")

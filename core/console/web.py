@@ -113,10 +113,18 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
     return resp
 
 
+async def form_field(request: web.Request, name: str) -> str | None:
+    """A text field of the request's form; None when it is absent, not text, or the body is
+    no form at all (bytes that are not UTF-8 are a wrong value, never a server error)."""
+    try:
+        value = (await request.post()).get(name)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 async def _csrf_ok(request: web.Request, cs: ConsoleState, nonce: str) -> bool:
     given = request.headers.get("X-CSRF-Token")
     if given is None:
-        form = await request.post()
-        value = form.get("csrf")
-        given = value if isinstance(value, str) else None
+        given = await form_field(request, "csrf")
     return cs.keys.csrf_matches(nonce, given)

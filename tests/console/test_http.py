@@ -108,6 +108,9 @@ async def test_posts_need_the_csrf_token(start_gateway: GatewayFactory) -> None:
         csrf = _csrf((await c.get("/ui/agents")).text)
         refused = await c.post("/ui/agents/echo/run", data={"csrf": "nope"})
         assert refused.status_code == 403
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        not_utf8 = await c.post("/ui/agents/echo/run", content=b"csrf=\xff", headers=form)
+        assert not_utf8.status_code == 403
         assert await gw.app.facade.runs.recent("echo") == []
         by_header = await c.post("/ui/agents/echo/run", headers={"X-CSRF-Token": csrf})
         assert by_header.status_code == 303 and by_header.headers["Location"].startswith(
@@ -256,3 +259,12 @@ async def test_the_runs_page_and_the_api_filter_by_status_alike(
     listed = page[page.index('id="runs"') :]
     assert f">#{failed.id}<" in listed and f">#{ok.id}<" not in listed
     assert f">#{ok.id}<" in every and f">#{failed.id}<" in every
+
+
+async def test_login_takes_any_bytes_as_a_wrong_token(start_gateway: GatewayFactory) -> None:
+    gw = await start_gateway()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
+        for body in (b"token=%FF%FE", b"token=\xff\xfe", b"token=%00", b"\xff", b""):
+            resp = await c.post("/ui/login", content=body, headers=form)
+            assert resp.status_code == 401, (body, resp.status_code, resp.text[:200])

@@ -58,6 +58,7 @@ class Chart:
 
     @property
     def empty(self) -> bool:
+        """Nothing to draw: the template says so in words instead."""
         return not self.rects
 
 

@@ -44,11 +44,13 @@ class RunWatch:
             self._wake(int(meta.run_id))
 
     def subscribe(self, run_id: int) -> asyncio.Event:
+        """An event set whenever ``run_id`` records a step or an attempt."""
         event = asyncio.Event()
         self._events[run_id].add(event)
         return event
 
     def unsubscribe(self, run_id: int, event: asyncio.Event) -> None:
+        """The stream that held ``event`` ended."""
         self._events[run_id].discard(event)
         if not self._events[run_id]:
             del self._events[run_id]

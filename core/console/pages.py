@@ -87,6 +87,7 @@ async def run_view(facade: Facade, run_id: int) -> RunView | None:
 
 
 def run_id_of(request: web.Request) -> int:
+    """The ``{run_id}`` of the path; 404 when it is no id."""
     try:
         return parse_id(request.match_info["run_id"])
     except ValueError:

@@ -82,6 +82,22 @@ async def test_every_page_needs_the_cookie_and_has_the_headers(
         assert usage.count("<rect") >= 2
         run = (await c.get(f"/ui/runs/{started['run_id']}")).text
         assert "say &lt;hi&gt;" in run  # the fake echoes the prompt: escaped
+        odd = [
+            "/ui/runs/99999999999999999999999",
+            "/ui/runs/abc",
+            "/ui/runs/0",
+            "/ui/runs/12345",
+            "/ui/runs/12345/events",
+            "/ui/agents/nobody",
+            "/ui/agents/%00%FF",
+            "/ui/usage?since=1y",
+            "/ui/schedule?since=%FF",
+            "/ui/runs?agent=%FF&status=%00",
+            "/ui/nothing-here",
+        ]
+        for url in odd:
+            resp = await c.get(url)
+            assert resp.status_code in (200, 404), (url, resp.status_code, resp.text[:300])
         # the cookie opens the console, never the API
         assert (await c.get("/api/status")).status_code == 401
 

@@ -17,6 +17,7 @@ the stylesheet and script (cached afterwards).
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import statistics
@@ -91,7 +92,9 @@ def api(port: int, token: str, path: str, method: str = "GET") -> bytes:
         return body
 
 
-def browser() -> Any:
+def browser(scratch: Path) -> Any:
+    """Debian's Chromium through its chromedriver; its profile and temporary files under
+    ``scratch`` (removed with the run's temp dir)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -99,15 +102,17 @@ def browser() -> Any:
     options.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    env = {**os.environ, "TMPDIR": str(scratch)}
     return webdriver.Chrome(
-        service=Service(executable_path="/usr/bin/chromedriver"), options=options
+        service=Service(executable_path="/usr/bin/chromedriver", env=env), options=options
     )
 
 
-def measure(port: int, token: str, loads: int) -> dict[str, dict[str, float]]:
+def measure(port: int, token: str, loads: int, scratch: Path) -> dict[str, dict[str, float]]:
     from selenium.webdriver.common.by import By
 
-    driver = browser()
+    driver = browser(scratch)
     try:
         base = f"http://127.0.0.1:{port}"
         driver.get(f"{base}/ui/login")
@@ -150,7 +155,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError("the runs did not finish in time")
             time.sleep(0.1)
-        figures = measure(port, token, args.loads)
+        figures = measure(port, token, args.loads, tmp)
     finally:
         stop(gateway)
         stop(upstream)

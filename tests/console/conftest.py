@@ -177,15 +177,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One headless Chromium for the module (Selenium Manager downloads nothing: both
-    paths are given)."""
+    paths are given). Its profile and its temporary files (Chromium leaves a singleton
+    socket folder in TMPDIR) live under pytest's temporary directory."""
     require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    scratch = tmp_path_factory.mktemp("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -197,7 +200,9 @@ def browser() -> Iterator[Any]:
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land here
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    service = Service(executable_path=str(CHROMEDRIVER), env=env)
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(20)
     try:
         yield driver

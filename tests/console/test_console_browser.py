@@ -128,6 +128,7 @@ def test_run_now_and_the_run_page_updates_live(served: Served, browser: Any) -> 
     browser.execute_script("window.notReloaded = true;")
     status = browser.execute_script("return document.getElementById('run').dataset.status")
     assert status in ("queued", "running"), "done before its page opened: nothing to follow"
+    shot(browser, "run-running")
     wait(browser, lambda d: text_of(d, "run-status") == "ok")
     assert text_of(browser, "run-output") == "slow answer arrived"
     assert browser.execute_script("return window.notReloaded === true;")  # no reload

@@ -36,8 +36,10 @@ typecheck: $(STAMP)
 # Everything but the reliability suite on every core (pytest-xdist; each worker has its
 # own PostgreSQL cluster), then the reliability suite in one process: its crash, load and
 # fault drills time real processes and must not share the CPU with other tests.
+# loadgroup: tests marked xdist_group (the console's browser module) stay on one worker,
+# with one browser; every other test is spread as before.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n auto -m "not reliability"
+	$(BIN)/pytest -q -n auto --dist loadgroup -m "not reliability"
 	$(BIN)/pytest -q -m reliability tests/reliability
 
 test: lint typecheck pytest

@@ -359,6 +359,7 @@ class App:
             metrics=self.metrics,
             updates=UpdateLog(self.store, self.owner, self.runner.clock),
             schedule=self.scheduler.watch,
+            instances=self.cluster.instances,
             add_channel=add_channel,
             set_approval_notifier=set_approval_notifier,
             add_attempt_observer=add_attempt_observer,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core.agents.memory import Memory
 from core.agents.runner import AgentRunner
@@ -53,6 +54,8 @@ class Facade:
     metrics: Metrics
     updates: UpdateLog  # webhook updates already taken (by any instance)
     schedule: ScheduleWatch  # expected fires vs runs (/schedule, GET /api/schedule)
+    # the instances on a shared database, newest heartbeat first ([] for one instance)
+    instances: Callable[[], Awaitable[list[dict[str, Any]]]]
     # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]

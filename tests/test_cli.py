@@ -192,6 +192,7 @@ async def test_serve_prints_route_table_and_stops_on_sigterm(cli_env: dict[str, 
     assert "unavailable: set OPENCLAW_TEST_DEEP_KEY to enable it" in text
     assert "→ tier 2 is unavailable until one of these is fixed" in text
     assert re.search(r"gateway http://127\.0\.0\.1:\d+ \(token from token file .*generated", text)
+    assert re.search(r"console http://127\.0\.0\.1:\d+/ui/ \(log in with the same token\)", text)
     assert "openclaw.gateway-token" in text
     assert "Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)" in text
 

@@ -1,4 +1,5 @@
-"""The gateway and the bot get the facade, never the App (nor the store behind it)."""
+"""The gateway, the console and the bot get the facade, never the App (nor the store
+behind it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from core.facade import Facade
 from core.store.path import DbLocation
 
 ROOT = Path(__file__).resolve().parent.parent
-INTERFACES = sorted([*(ROOT / "core" / "gateway").glob("*.py"), *(ROOT / "bot").rglob("*.py")])
+INTERFACES = sorted(
+    [
+        *(ROOT / "core" / "gateway").glob("*.py"),
+        *(ROOT / "core" / "console").glob("*.py"),
+        *(ROOT / "bot").rglob("*.py"),
+    ]
+)
 
 
 def imported(path: Path) -> set[str]:

@@ -115,6 +115,26 @@ async def test_report_respects_the_period(store: Store) -> None:
     assert (await ledger.report(timedelta(days=30))).requests == 2
 
 
+async def test_daily_counts_answers_and_cost_per_day_and_model(store: Store) -> None:
+    ledger = Ledger(store, CFG)
+    now = datetime.now(UTC)
+    yesterday, long_ago = now - timedelta(days=1), now - timedelta(days=10)
+    flash = att(1, "flash/gemini-flash", tin=1000)
+    await ledger.record(RequestMeta("a", 0), att(0, "local/qwen3:14b"), when=yesterday)
+    await ledger.record(RequestMeta("b", 0), att(0, "local/qwen3:14b", "unavailable"))
+    await ledger.record(RequestMeta("b", 0), flash)
+    await ledger.record(RequestMeta("c", 0), flash)
+    await ledger.record(RequestMeta("old", 0), flash, when=long_ago)  # outside the period
+    days = await ledger.daily(timedelta(days=7))
+    today, before = now.strftime("%Y-%m-%d"), yesterday.strftime("%Y-%m-%d")
+    assert [(d.day, d.tier, d.ref, d.answered) for d in days] == [
+        (before, 0, "local/qwen3:14b", 1),
+        (today, 0, "local/qwen3:14b", 0),  # tried, not answered
+        (today, 1, "flash/gemini-flash", 2),
+    ]
+    assert days[2].cost_usd == pytest.approx(2 * 1000 * 0.3e-6)
+
+
 async def test_report_rejects_unknown_group(store: Store) -> None:
     with pytest.raises(ValueError, match="use one of tier, model"):
         await Ledger(store, CFG).report(timedelta(days=1), "colour")

@@ -236,9 +236,18 @@ class Runs:
         rows = await self.store.fetchall("SELECT * FROM runs WHERE id = ?", (run_id,))
         return Run.from_row(rows[0]) if rows else None
 
-    async def recent(self, agent: str | None = None, limit: int = 20) -> list[Run]:
-        """The newest runs, of one agent or all."""
-        where, params = ("WHERE agent = ?", (agent,)) if agent else ("", ())
+    async def recent(
+        self, agent: str | None = None, limit: int = 20, status: Status | None = None
+    ) -> list[Run]:
+        """The newest runs, of one agent or all, in one status or any."""
+        conditions, params = [], []
+        if agent:
+            conditions.append("agent = ?")
+            params.append(agent)
+        if status is not None:
+            conditions.append("status = ?")
+            params.append(str(status))
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
         rows = await self.store.fetchall(
             f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", (*params, limit)
         )

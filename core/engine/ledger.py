@@ -97,6 +97,17 @@ class UsageReport:
 
 
 @dataclass(frozen=True, slots=True)
+class DayUsage:
+    """One day's answers and cost for one model (``day`` is the UTC date, YYYY-MM-DD)."""
+
+    day: str
+    tier: int
+    ref: str
+    answered: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedAttempt:
     """One attempt as the ledger holds it, for replaying on another pyramid (what-if)."""
 
@@ -368,3 +379,16 @@ class Ledger:
         for r in rows:
             out[str(r[0])].add(int(r[1]))
         return dict(out)
+
+    async def daily(self, since: timedelta, now: datetime | None = None) -> list[DayUsage]:
+        """Answers and cost per UTC day and model over the last ``since``, in one query:
+        the console's charts of tier share and cost over time."""
+        start = utcnow_iso((now or self.clock()) - since)
+        rows = await self.store.fetchall(
+            "SELECT SUBSTR(ts, 1, 10), tier, provider || '/' || model,"
+            " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(cost_usd)"
+            " FROM attempts WHERE ts >= ? GROUP BY SUBSTR(ts, 1, 10), tier, provider, model",
+            (start,),
+        )
+        out = [DayUsage(str(r[0]), int(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
+        return sorted(out, key=lambda d: (d.day, d.tier, d.ref))

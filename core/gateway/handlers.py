@@ -383,7 +383,7 @@ def _limit(request: web.Request) -> int:
 
 
 async def runs(request: web.Request) -> web.Response:
-    """Recent runs, newest first (``agent`` and ``limit`` filter)."""
+    """Recent runs, newest first (``agent``, ``status`` and ``limit`` filter)."""
     facade = request.app[STATE].facade
     agent = request.query.get("agent")
     if agent is not None:
@@ -391,7 +391,10 @@ async def runs(request: web.Request) -> web.Response:
             facade.runner.agent(agent)
         except UnknownAgent as e:
             raise GatewayError(404, str(e), param="agent", code="not_found") from None
-    found = await facade.runs.recent(agent, _limit(request))
+    status = request.query.get("status")
+    if status is not None and status not in set(Status):
+        raise GatewayError(400, f"status must be one of {', '.join(Status)}", param="status")
+    found = await facade.runs.recent(agent, _limit(request), Status(status) if status else None)
     return _json({"runs": [r.as_dict() for r in found]})
 
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from core.console.routes import mount_console
 from core.errors import OpenClawError, StoreUnavailable
 from core.facade import Facade
 from core.gateway import handlers as h
@@ -22,6 +23,7 @@ from core.gateway.protocol import GatewayRunner
 log = logging.getLogger("openclaw.gateway")
 
 OPEN_PATHS = frozenset({"/health", "/readyz"})  # liveness and readiness need no token
+CONSOLE_PREFIX = "/ui"  # the console checks its own cookie (core/console/web.py)
 STORE_RETRY_AFTER_S = 10  # what a 503 for an unwritable store asks the client to wait
 CLIENT_GONE = 499  # nginx's "client closed request": in metrics, apart from our 5xx
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -124,6 +126,8 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     st = request.app[h.STATE]
     if request.path in OPEN_PATHS or request.path in st.self_authenticating:
         return await handler(request)
+    if request.path == CONSOLE_PREFIX or request.path.startswith(CONSOLE_PREFIX + "/"):
+        return await handler(request)
     # the token first: every local process shares 127.0.0.1, so refusing an address
     # before looking at its token would let any of them lock the operator out
     if token_matches(request.headers.get("Authorization"), st.token):
@@ -192,6 +196,7 @@ def create_app(
     for path, handler in (extra_routes or {}).items():
         r.add_post(path, handler)
     web_app[h.STATE].self_authenticating = frozenset(extra_routes or {})
+    mount_console(web_app, web_app[h.STATE])
     return web_app
 
 

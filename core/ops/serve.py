@@ -281,6 +281,7 @@ async def serve(
             flush=True,
         )
         print(f"gateway {gateway.url} (token from {token_source})", flush=True)
+        print(f"console {gateway.url}/ui/ (log in with the same token)", flush=True)
         if app.cluster.shared:
             role = "the leader" if leading else "a follower"
             print(

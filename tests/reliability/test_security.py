@@ -140,9 +140,14 @@ BAD_HEADERS: dict[str, str | bytes | None] = {
 }
 
 
+def is_console(path: str) -> bool:
+    """The console's paths check its login cookie, not the bearer token (tested below)."""
+    return path == "/ui" or path.startswith("/ui/")
+
+
 async def test_every_route_but_liveness_needs_the_token(start_gw: Callable[..., Any]) -> None:
     gw: Gw = await start_gw(gateway={"auth_max_failures": 100_000})
-    routes = served_routes(gw.gateway.web_app)
+    routes = [r for r in served_routes(gw.gateway.web_app) if not is_console(r[1])]
     assert {p for _, p in routes} >= {"/health", "/readyz", "/api/status", "/v1/chat/completions"}
     assert gw.gateway.web_app[handlers.STATE].self_authenticating == frozenset()
     public = {(m, p) for m, p in routes if p in OPEN_PATHS}
@@ -166,6 +171,36 @@ async def test_every_route_but_liveness_needs_the_token(start_gw: Callable[..., 
             assert r.status_code not in (401, 403, 429), (method, path, r.text)
             assert r.status_code < 500, (method, path, r.text)
     assert gw.fake.requests == []  # nothing unauthenticated reached a provider
+
+
+# the console's own doors: its login form (and its POST), its redirect to /ui/, its static
+# script and stylesheet (the same for everyone; no data in them)
+CONSOLE_OPEN = {"/ui", "/ui/login", "/ui/static"}
+
+
+async def test_every_console_route_needs_the_login_cookie(start_gw: Callable[..., Any]) -> None:
+    """Without the console's cookie every page sends you to the login and every action is
+    refused, whatever Authorization header comes along: the right bearer token included
+    (it opens the API, never the console)."""
+    gw: Gw = await start_gw(gateway={"auth_max_failures": 100_000})
+    routes = [r for r in served_routes(gw.gateway.web_app) if is_console(r[1])]
+    assert ("GET", "/ui/runs/1") in routes and ("POST", "/ui/agents/1/run") in routes
+    headers_tried = {**BAD_HEADERS, "the right token": f"Bearer {TOKEN}"}
+    for label, value in headers_tried.items():
+        headers = {} if value is None else {"Authorization": value}
+        async with gw.http(headers) as c:
+            for method, path in routes:
+                if path in CONSOLE_OPEN:
+                    continue
+                r = await c.request(method, path, data={"csrf": "x"} if method == "POST" else None)
+                if method in ("GET", "HEAD"):
+                    assert r.status_code == 303, (label, method, path, r.status_code)
+                    assert r.headers["Location"].startswith("/ui/login?next="), (label, path)
+                else:
+                    assert r.status_code == 401, (label, method, path, r.status_code)
+                assert TOKEN not in r.text
+    assert gw.fake.requests == []
+    assert await gw.app.facade.runs.recent() == []  # no action ran
 
 
 async def test_unknown_paths_and_dot_segments_need_the_token(start_gw: Callable[..., Any]) -> None:
@@ -280,8 +315,14 @@ async def test_a_valid_token_is_never_locked_out(start_gw: Callable[..., Any]) -
     assert codes[:3] == [401, 401, 401] and set(codes[3:]) == {429}
     async with gw.authed() as c:
         for method, path in served_routes(gw.gateway.web_app):
+            if is_console(path):  # the bearer token is no console login (tested apart)
+                continue
             r = await c.request(method, path, json={} if method == "POST" else None)
             assert r.status_code not in (401, 429), (method, path, r.status_code)
+    async with gw.http() as c:  # nor is the console's login locked out for the token
+        wrong = await c.post("/ui/login", data={"token": "nope"})
+        right = await c.post("/ui/login", data={"token": TOKEN})
+    assert wrong.status_code == 429 and right.status_code == 303
 
 
 async def raw_exchange(port: int, data: bytes) -> bytes:

@@ -19,6 +19,7 @@ from core.console.web import CONSOLE, render
 from core.delivery.deliveries import Delivery
 from core.engine.ledger import TraceStep
 from core.engine.tier_targets import TARGET_MID_PCT, TARGET_SHARE
+from core.engine.tuning import tune_report
 from core.facade import Facade
 from core.ops.redaction import REDACTED
 from core.parsing import parse_id, parse_since
@@ -185,6 +186,7 @@ async def usage(request: web.Request) -> web.Response:
     period: timedelta = parse_since(since)
     report = await facade.ledger.report(period, "model")
     days = await facade.ledger.daily(period)
+    tuned = await tune_report(facade.ledger, period)  # GET /api/tune's report
     cost = report.cost_usd
     cloud = report.cloud_only_usd
     saving = charts.hbars(
@@ -204,6 +206,7 @@ async def usage(request: web.Request) -> web.Response:
         cost=charts.cost_per_day(days),
         saving=saving,
         targets=TARGET_SHARE,
+        suggestions=tuned.suggestions,
     )
 
 

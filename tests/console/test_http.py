@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 
 import httpx
 
@@ -13,6 +14,7 @@ from core.engine.approvals import ApprovalRecord, CopyShown
 from tests.fakes.llm import FakeToolCall, RecordedRequest, Reply, echo
 from tests.gateway.conftest import TOKEN, GatewayFactory, Running
 from tests.gateway.conftest import start_gateway as start_gateway  # the gateway's fixture
+from tests.tune_seed import seed
 
 PAGES = (
     "/ui/",
@@ -284,3 +286,22 @@ async def test_login_takes_any_bytes_as_a_wrong_token(start_gateway: GatewayFact
         for body in (b"token=%FF%FE", b"token=\xff\xfe", b"token=%00", b"\xff", b""):
             resp = await c.post("/ui/login", content=body, headers=form)
             assert resp.status_code == 401, (body, resp.status_code, resp.text[:200])
+
+
+async def test_the_usage_page_shows_the_routing_advisors_suggestions(
+    start_gateway: GatewayFactory,
+) -> None:
+    tasks = {"chat": 0, "analysis": 1, "summarize": {"tier": 1, "min_chars": 20, "trial": 0.2}}
+    gw = await start_gateway(tasks=tasks)
+    async with _client(gw) as c:
+        await _login(c)
+        empty = (await c.get("/ui/usage")).text
+        ledger = gw.app.ledger
+        await seed(ledger, gw.app.config, ledger.clock() - timedelta(hours=2))
+        usage = (await c.get("/ui/usage")).text
+    assert "No suggestions" in empty
+    # the same suggestions as GET /api/tune, with their evidence and what-if line
+    assert "raise chat: tier 0 → 1" in usage
+    assert "try lower summarize: tier 1 → 0" in usage
+    assert "20 of 25 attempts at tier 0 (80%) were unusable" in usage
+    assert "80% answered there" in usage and "what-if:" in usage

@@ -42,6 +42,7 @@ class Breaker:
     last_change: float = 0.0
     billing: int = 0  # consecutive billing answers: the cooldown doubles with each
     alerted: bool = False  # the admins heard of this billing episode already
+    open_alerted: bool = False  # the admins heard that it opened (this episode)
 
     def state(self, now: float) -> State:
         if self.unavailable:
@@ -130,6 +131,15 @@ class HealthBoard:
         b.alerted = True
         return True
 
+    def open_alert_due(self, ref: str) -> bool:
+        """True once per episode of ``ref``'s breaker opening: the admins get one alert,
+        not one per re-opening while the model stays down. A success ends the episode."""
+        b = self._get(ref)
+        if b.open_alerted or b.open_until == 0.0:
+            return False
+        b.open_alerted = True
+        return True
+
     def state(self, ref: str, now: float) -> State:
         """The breaker state of one model (closed if never touched)."""
         b = self._breakers.get(ref)
@@ -199,6 +209,7 @@ class HealthBoard:
             b.level = 0
             b.billing = 0
             b.alerted = False
+            b.open_alerted = False
             b.open_until = 0.0
             b.probing = False
             b.last_outcome = "ok"

@@ -251,6 +251,9 @@ async def serve(
         leading = await app.cluster.campaign()
         # recovery: what a crash left behind (the leader's job)
         requeued, released, expired, priced = await recover(app) if leading else ([], 0, 0, 0)
+        # a restart ends a drill: rows a stopped process left running say so
+        if ended := await app.drills.end_orphans():
+            log.warning("%d failure drills were running when serve stopped: ended (restart)", ended)
         prober = Prober(
             app.config, app.providers, app.health, missing_keys(app.config, app.settings)
         )

@@ -288,16 +288,23 @@ class DrillBoard:
         """Whether ``ref`` is being drilled now."""
         return ref in self._by_ref
 
-    def breaker_opened(self, ref: str) -> None:
-        """The breaker of ``ref`` opened (the first opening in a drill is reported)."""
-        drill = self._by_ref.get(ref)
+    def _of(self, ref: str, drill_id: int | None) -> Drill | None:
+        """The drill that faulted an attempt (its id), else the one running on ``ref``: the
+        N-th attempt of an N-request drill ends it before its answer is judged."""
+        return self._drills.get(drill_id) if drill_id is not None else self._by_ref.get(ref)
+
+    def breaker_opened(self, ref: str, drill_id: int | None = None) -> None:
+        """The breaker of ``ref`` opened after an attempt (faulted by ``drill_id``); the
+        first opening in a drill is reported."""
+        drill = self._of(ref, drill_id)
         if drill is not None and drill.breaker_opened_s is None:
             drill.breaker_opened_s = self._since(drill.started)
             self._save(drill)
 
-    def alerted(self, ref: str, outbox_ids: Iterable[int]) -> None:
-        """An alert about ``ref`` was queued (its outbox rows) during its drill."""
-        drill = self._by_ref.get(ref)
+    def alerted(self, ref: str, outbox_ids: Iterable[int], drill_id: int | None = None) -> None:
+        """An alert about ``ref`` was queued (its outbox rows) after an attempt (faulted by
+        ``drill_id``) or while ``ref`` is drilled."""
+        drill = self._of(ref, drill_id)
         if drill is not None:
             drill.alert_ids += list(outbox_ids)
             self._save(drill)

@@ -550,7 +550,7 @@ class Engine:
         except Exception as e:  # ProviderError, or an adapter bug: the row is kept either way
             err = _as_provider_error(cand, e)
             usage = self._streamed(req, received_chars)
-            end = await self._failed(st, cand, err, t0, max_tokens, committed, usage, key)
+            end = await self._failed(st, cand, err, t0, max_tokens, committed, usage, key, drill)
             if drill is not None:
                 st.drilled[drill] = st.drilled.get(drill, 0.0) + end.attempt.latency_ms
             yield end
@@ -682,6 +682,7 @@ class Engine:
         committed: bool,
         usage: Usage | None = None,
         key: str | None = None,
+        drill: int | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
         if e.outcome in ("rejected", "skipped"):  # the model is fine; this request is not
@@ -691,12 +692,12 @@ class Engine:
         else:
             cooldown = self.health.failure(cand.ref, e, latency, self._clock(), key)
         if cooldown and self.drills is not None:
-            self.drills.breaker_opened(cand.ref)
+            self.drills.breaker_opened(cand.ref, drill)
         if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key):
-            await self._alert_billing(cand, e, key, cooldown)
+            await self._alert_billing(cand, e, key, cooldown, drill)
         elif cooldown and e.kind != "billing" and self.health.open_alert_due(cand.ref):
             text = breaker_alert(cand.ref, e, cooldown)
-            await self._send_alert(cand, text, self.breaker_alert)
+            await self._send_alert(cand, text, self.breaker_alert, drill)
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
         if key is not None:  # which key, by its variable's name: the ledger keeps the reason
             reason += f" (key {key})"
@@ -722,14 +723,21 @@ class Engine:
         return _End(attempt, None, e, committed)
 
     async def _alert_billing(
-        self, cand: Candidate, e: ProviderError, key: str | None, cooldown: float
+        self,
+        cand: Candidate,
+        e: ProviderError,
+        key: str | None,
+        cooldown: float,
+        drill: int | None = None,
     ) -> None:
         """Tell the admins, once per episode, that a key has no credit or quota left. The
         detail is the provider's message, already redacted of every key by the adapter."""
         text = billing_alert(cand.provider, cand.model, key, e.detail, cooldown)
-        await self._send_alert(cand, text, self.alert)
+        await self._send_alert(cand, text, self.alert, drill)
 
-    async def _send_alert(self, cand: Candidate, text: str, via: Alert | None) -> None:
+    async def _send_alert(
+        self, cand: Candidate, text: str, via: Alert | None, drill: int | None = None
+    ) -> None:
         """Log an alert and queue it through ``via``; a drill of the model notes its
         outbox rows."""
         log.error("%s", text)
@@ -741,7 +749,7 @@ class Engine:
             log.exception("an alert about %s could not be queued", cand.ref)
             return
         if ids and self.drills is not None:
-            self.drills.alerted(cand.ref, ids)
+            self.drills.alerted(cand.ref, ids, drill)
 
     async def _begin(
         self,

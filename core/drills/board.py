@@ -137,6 +137,7 @@ class DrillBoard:
         self._drills: dict[int, Drill] = {}  # running, and ended ones still watched
         self._server: DrillServer | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._forgets: list[asyncio.TimerHandle] = []
 
     @property
     def active(self) -> bool:
@@ -225,7 +226,8 @@ class DrillBoard:
         log.warning("drill %d of %s ended (%s)", drill.id, drill.ref, reason)
         self._save(drill)
         # still watched for the first answer after it: when the model was healthy again
-        asyncio.get_running_loop().call_later(RECOVERY_WATCH_S, self._forget, drill.id)
+        loop = asyncio.get_running_loop()
+        self._forgets.append(loop.call_later(RECOVERY_WATCH_S, self._forget, drill.id))
 
     def _forget(self, drill_id: int) -> None:
         drill = self._drills.get(drill_id)
@@ -266,6 +268,8 @@ class DrillBoard:
         for drill in list(self._by_ref.values()):
             self._end(drill, "shutdown")
         await self.flush()
+        for handle in self._forgets:
+            handle.cancel()
         if self._server is not None:
             await self._server.close()
 

@@ -255,7 +255,11 @@ async def serve(
         if ended := await app.drills.end_orphans():
             log.warning("%d failure drills were running when serve stopped: ended (restart)", ended)
         prober = Prober(
-            app.config, app.providers, app.health, missing_keys(app.config, app.settings)
+            app.config,
+            app.providers,
+            app.health,
+            missing_keys(app.config, app.settings),
+            app.drills.drilled,
         )
         verdicts = await prober.probe_all()
         if leading:

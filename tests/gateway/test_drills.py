@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from core.engine.engine import Result
 from core.engine.ledger import RequestMeta
 from core.engine.whatif import what_if
 from core.errors import AllAttemptsFailed
+from core.ops.probes import Prober
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.fakes.llm import echo
 from tests.fakes.receiver import FakeReceiver
@@ -177,6 +179,22 @@ async def test_a_drill_end_to_end_breaker_alert_failover_recovery(
     assert alert["delivered_after_s"] >= alert["queued_after_s"] >= 0
     (got,) = [r for r in rx.received if r.path == "/alerts"]
     assert "deep/deepseek-chat" in str(got.body) and "breaker opened" in str(got.body)
+
+
+async def test_the_probe_leaves_a_drilled_models_breaker_alone(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway()
+    app = gw.app
+    drill = await app.drills.start("deep/deepseek-chat", "500", for_s=30)
+    await app.engine.complete(ask("analysis"))
+    assert app.health.state("deep/deepseek-chat", time.monotonic()) == "open"
+    prober = Prober(app.config, app.providers, app.health, {}, app.drills.drilled)
+    assert await prober.probe("deep") == "ok"  # the provider is up: the drill is not real
+    assert app.health.state("deep/deepseek-chat", time.monotonic()) == "open"
+    await app.drills.stop(drill.id)
+    assert await prober.probe("deep") == "ok"
+    assert app.health.state("deep/deepseek-chat", time.monotonic()) == "closed"
 
 
 async def test_a_drill_expires_by_itself_and_timeout_requests_are_released(

@@ -357,22 +357,46 @@ class DrillBoard:
         rows = await self.store.fetchall("SELECT * FROM drills WHERE id = ?", (drill_id,))
         if not rows:
             raise DrillError(f"no drill {drill_id}: list them with GET /api/drills", "id", 404)
-        return await self._report(dict(rows[0]))
+        row = dict(rows[0])
+        m = self._measured(row)
+        outbox = await self._outbox(m.get("alert_ids", []))
+        normal = await self._normal_ms(row["model"], _parse(row["started_at"]))
+        return self._report(row, m, outbox, normal)
 
     async def reports(self, limit: int = 50) -> list[dict[str, Any]]:
         """The kept drills, newest first."""
         await self.flush()
-        rows = await self.store.fetchall("SELECT * FROM drills ORDER BY id DESC LIMIT ?", (limit,))
-        return [await self._report(dict(r)) for r in rows]
+        rows = [
+            dict(r)
+            for r in await self.store.fetchall(
+                "SELECT * FROM drills ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        ]
+        measured = [self._measured(r) for r in rows]
+        # one query for every listed drill's alerts; the normal latency is one report's only
+        outbox = await self._outbox([i for m in measured for i in m.get("alert_ids", [])])
+        return [self._report(r, m, outbox, None) for r, m in zip(rows, measured, strict=True)]
 
-    async def _report(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _measured(self, row: dict[str, Any]) -> dict[str, Any]:
         live = self._drills.get(int(row["id"]))
-        m = live.measurements() if live is not None else json.loads(row["report"] or "{}")
+        if live is not None:
+            return live.measurements()
+        measured: dict[str, Any] = json.loads(row["report"] or "{}")
+        return measured
+
+    def _report(
+        self,
+        row: dict[str, Any],
+        m: dict[str, Any],
+        outbox: dict[int, dict[str, Any]],
+        normal_ms: float | None,
+    ) -> dict[str, Any]:
+        live = self._drills.get(int(row["id"]))
         started = _parse(row["started_at"])
         ended = row["ended_at"]
         if live is not None and live.ended is not None:
             ended = utcnow_iso(live.ended)
-        alerts = await self._alerts(m.get("alert_ids", []), started)
+        alerts = [_alert(outbox[i], started) for i in m.get("alert_ids", []) if i in outbox]
         failover = [
             {
                 "model": ref,
@@ -399,32 +423,22 @@ class DrillBoard:
             "unanswered": int(m.get("unanswered", 0)),
             "added_latency_ms": {"median": _pct(added, 50), "p95": _pct(added, 95)},
             "failover_latency_ms": {"median": _pct(answers, 50), "p95": _pct(answers, 95)},
-            "normal_latency_ms": await self._normal_ms(row["model"], started),
+            "normal_latency_ms": normal_ms,
             "alerts": alerts,
             "healthy_after_s": m.get("healthy_s"),
         }
 
-    async def _alerts(self, ids: list[int], started: datetime) -> list[dict[str, Any]]:
-        out = []
-        for outbox_id in ids:
-            rows = await self.store.fetchall(
-                "SELECT id, target, status, created_at, delivered_at FROM outbox WHERE id = ?",
-                (outbox_id,),
-            )
-            for r in rows:
-                delivered = r["delivered_at"]
-                out.append(
-                    {
-                        "outbox_id": int(r["id"]),
-                        "target": r["target"],
-                        "status": r["status"],
-                        "queued_after_s": _secs(_parse(r["created_at"]) - started),
-                        "delivered_after_s": (
-                            _secs(_parse(delivered) - started) if delivered else None
-                        ),
-                    }
-                )
-        return out
+    async def _outbox(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The outbox rows of alerts, by id, in one query."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        rows = await self.store.fetchall(
+            "SELECT id, target, status, created_at, delivered_at FROM outbox"
+            f" WHERE id IN ({marks})",
+            tuple(ids),
+        )
+        return {int(r["id"]): dict(r) for r in rows}
 
     async def _normal_ms(self, ref: str, started: datetime) -> float | None:
         """The model's median latency of real answers over the day before the drill."""
@@ -468,6 +482,18 @@ class DrillBoard:
         """Wait for the report writes queued so far."""
         while self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+
+def _alert(row: dict[str, Any], started: datetime) -> dict[str, Any]:
+    """An alert's outbox row as a report shows it: times counted from the drill's start."""
+    delivered = row["delivered_at"]
+    return {
+        "outbox_id": int(row["id"]),
+        "target": row["target"],
+        "status": row["status"],
+        "queued_after_s": _secs(_parse(row["created_at"]) - started),
+        "delivered_after_s": _secs(_parse(delivered) - started) if delivered else None,
+    }
 
 
 def _parse(text: str) -> datetime:

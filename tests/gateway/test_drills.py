@@ -126,6 +126,13 @@ async def test_each_fault_in_each_wire_format_fails_over_and_never_reaches_the_p
     assert report["faulted_requests"] == len(drilled)
     assert report["failover"] == [{"model": want, "requests": 1}]
     assert report["end_reason"] == "stopped"
+    # a failure opens the breaker (threshold 1) and alerts [alerts] deliver (log) once;
+    # an unusable answer is the model working: no breaker, no alert
+    if outcome == "unusable":
+        assert report["breaker_opened_after_s"] is None and report["alerts"] == []
+    else:
+        assert report["breaker_opened_after_s"] is not None
+        assert [a["target"] for a in report["alerts"]] == ["log"]
 
 
 def alerting(receiver: FakeReceiver) -> dict[str, Any]:

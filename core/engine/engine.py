@@ -558,6 +558,8 @@ class Engine:
         if key is not None and (who := _sticky_id(req)):
             self._remember_key(who, cand.provider, key)
         attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed, key)
+        if drill is not None:  # the drill server answered: no provider billed it
+            attempt = replace(attempt, cost_usd=0.0)
         if self.drills is not None:
             self.drills.answered(cand.ref, drilled=drill is not None)
         if drill is not None:
@@ -716,7 +718,7 @@ class Engine:
             e.status,
             latency,
             usage or Usage(),
-            price(self.config, cand.ref, usage) if usage else 0.0,
+            price(self.config, cand.ref, usage) if usage and drill is None else 0.0,
             max_tokens,
         )
         await self._record(st, attempt)

@@ -119,6 +119,7 @@ async def test_each_fault_in_each_wire_format_fails_over_and_never_reaches_the_p
     drilled = [r for r in rows if r["drill"] is not None]
     assert drilled and all(r["drill"] == drill.id for r in drilled)
     assert {f"{r['provider']}/{r['model']}" for r in drilled} == {case.ref}
+    assert all(r["cost_usd"] == 0.0 for r in drilled)  # no provider billed them
     # the fallback's attempt is real traffic
     assert any(r["drill"] is None and r["outcome"] == "ok" for r in rows)
     await gw.app.drills.stop(drill.id)

@@ -19,6 +19,11 @@ Every call is in the ledger before it leaves (a ``pending`` row, turned into its
 when it ends): a crash mid-call leaves a row that recovery prices at the worst case, so
 usage and budgets never miss a call a provider may bill, and a store that cannot take
 the row stops the request before any upstream is paid.
+
+A failure drill (:mod:`core.drills.board`) of a model hands each of its attempts a
+ticket: the call goes to the drill server with the adapter's own parsing, its row is
+marked with the drill (and costs nothing), and the engine tells the board when the
+breaker opened, which alert went out and where the request was answered instead.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ CONFIG = """
 [gateway]
 port = {port}
 
+[cluster]  # PostgreSQL: a killed instance is found dead within a second or two
+heartbeat_s = 0.2
+leader_timeout_s = 1
+recover_every_s = 0.3
+
 [routing]
 default_task = "chat"
 
@@ -169,6 +174,11 @@ async def test_a_serve_killed_mid_drill_ends_it_by_restart(rig: Rig) -> None:
         assert r.status_code == 201
     await served.stop(signal.SIGKILL)
     await rig.serve()
+    async with rig.http() as c:  # at start (SQLite), or the leader's next sweep (PostgreSQL)
+        for _ in range(200):
+            if (await c.get("/api/drills/1")).json()["state"] == "ended":
+                break
+            await asyncio.sleep(0.05)
     code, listed, err = await openclaw(rig.env, "drills")
     assert code == 0, err
     assert "deep/deepseek-chat" in listed and "ended (restart)" in listed

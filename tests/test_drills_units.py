@@ -9,9 +9,12 @@ import pytest
 
 from bot.routers.drills import parse_drill
 from bot.routers.runs import UsageError
+from core.config.models import RoutingConfig
 from core.drills.board import parse_for
 from core.drills.report import report_lines
 from core.drills.wire import ANTHROPIC, GOOGLE, OLLAMA, OPENAI, Fault, answer, is_stream
+from core.engine.health import BREAKER_ALERT_QUIET_S, HealthBoard
+from core.errors import ProviderError
 
 
 @pytest.mark.parametrize(
@@ -128,3 +131,19 @@ def test_report_lines() -> None:
     assert "alert            telegram:1: pending, not delivered (queued +1.3s)" in running
     assert "unanswered       2 requests no model answered" in running
     assert "healthy again    — (the drill is running)" in running
+
+
+def test_a_breaker_alerts_once_per_episode_and_not_again_while_it_flaps() -> None:
+    health = HealthBoard(RoutingConfig())
+    err = ProviderError("server_error", "p", "m", "boom", status=500)
+    assert not health.open_alert_due("p/m", 100.0)  # closed: nothing to say
+    health.failure("p/m", err, 1.0, 100.0)  # threshold 1: it opens
+    assert health.open_alert_due("p/m", 100.0)
+    health.failure("p/m", err, 1.0, 140.0)  # the probe fails: open again, same episode
+    assert not health.open_alert_due("p/m", 140.0)
+    health.success("p/m", 1.0, 200.0)  # the episode ends
+    health.failure("p/m", err, 1.0, 300.0)
+    assert not health.open_alert_due("p/m", 300.0)  # a flap within the quiet period
+    health.success("p/m", 1.0, 400.0)
+    health.failure("p/m", err, 1.0, 100.0 + BREAKER_ALERT_QUIET_S)
+    assert health.open_alert_due("p/m", 100.0 + BREAKER_ALERT_QUIET_S)

@@ -702,9 +702,13 @@ class Engine:
             self.drills.breaker_opened(cand.ref, drill)
         if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key):
             await self._alert_billing(cand, e, key, cooldown, drill)
-        elif cooldown and e.kind != "billing" and self.health.open_alert_due(cand.ref):
+        elif (
+            cooldown and e.kind != "billing" and self.health.open_alert_due(cand.ref, self._clock())
+        ):
             text = breaker_alert(cand.ref, e, cooldown)
-            await self._send_alert(cand, text, self.breaker_alert, drill)
+            # a warning, not an error: an upstream that fails for a while is what failover
+            # is for; the alert is the operator's notice of it
+            await self._send_alert(cand, text, self.breaker_alert, drill, logging.WARNING)
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
         if key is not None:  # which key, by its variable's name: the ledger keeps the reason
             reason += f" (key {key})"
@@ -743,11 +747,16 @@ class Engine:
         await self._send_alert(cand, text, self.alert, drill)
 
     async def _send_alert(
-        self, cand: Candidate, text: str, via: Alert | None, drill: int | None = None
+        self,
+        cand: Candidate,
+        text: str,
+        via: Alert | None,
+        drill: int | None = None,
+        level: int = logging.ERROR,
     ) -> None:
         """Log an alert and queue it through ``via``; a drill of the model notes its
         outbox rows."""
-        log.error("%s", text)
+        log.log(level, "%s", text)
         if via is None:
             return
         try:  # an alert that cannot be queued must not fail the request it is about

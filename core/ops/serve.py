@@ -135,6 +135,10 @@ class Leadership:
                     expired,
                     priced,
                 )
+            # a drill of an instance that stopped: on PostgreSQL its owner is alive until
+            # its heartbeat is stale, so the sweep ends it, not only a start
+            if ended := await self.app.drills.end_orphans():
+                log.warning("%d failure drills of a stopped instance: ended (restart)", ended)
 
     async def _gain(self) -> None:
         # no recovery yet: after an outage of the database every instance's heartbeat is

@@ -28,7 +28,7 @@ from core.config.models import TelegramConfig
 
 log = logging.getLogger("openclaw.bot")
 
-ADMIN_ONLY_COMMANDS = Command("run", "approvals", "deliveries")
+ADMIN_ONLY_COMMANDS = Command("run", "approvals", "deliveries", "drill")
 # (callback prefix, action) of admin-only buttons; None: every action of that prefix
 ADMIN_ONLY_BUTTONS: frozenset[tuple[str, str | None]] = frozenset(
     {

@@ -37,6 +37,7 @@ from bot.routers.approvals import ApprovalMessages, make_approvals_router
 from bot.routers.ask import make_ask_router
 from bot.routers.budget import make_budget_router
 from bot.routers.deliveries import UnknownCards, make_deliveries_router
+from bot.routers.drills import make_drills_router
 from bot.routers.memory import make_memory_router
 from bot.routers.runs import UsageError, make_runs_router
 from bot.routers.schedule import make_schedule_router
@@ -140,6 +141,7 @@ class TelegramBot:
             make_budget_router(),
             make_deliveries_router(),
             make_memory_router(),
+            make_drills_router(),
             make_ask_router(),  # last: plain text is whatever no command took
         )
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))

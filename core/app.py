@@ -29,6 +29,7 @@ from core.delivery.channels import Channel, LogChannel, SlackChannel, WebhookCha
 from core.delivery.deliveries import Deliveries, UnknownNotifier
 from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
+from core.drills.board import DrillBoard
 from core.embedded.supervisor import EmbeddedModel, embedded_models
 from core.engine.approvals import ApprovalBroker, Closer, Notifier
 from core.engine.budget import BudgetGuard
@@ -142,6 +143,7 @@ class App:
     overview: Overview
     owner: str
     cluster: Cluster
+    drills: DrillBoard
     http: _Http = field(default_factory=_Http)
     embedded: dict[str, EmbeddedModel] = field(default_factory=dict)
 
@@ -215,6 +217,22 @@ class App:
 
             return alert
 
+        def alert_ids(source: str) -> Callable[[str], Awaitable[list[int]]]:
+            """:func:`alert_from` returning the alert's outbox rows (a drill reads them)."""
+
+            async def alert(text: str) -> list[int]:
+                if not outbox_ref:
+                    return []
+                return await outbox_ref[0].enqueue_ids(
+                    None,
+                    "alert",
+                    config.alerts.deliver,
+                    {"agent": source, "run_id": None, "status": "alert", "text": text},
+                )
+
+            return alert
+
+        drills = DrillBoard(config, store, owner, clock=clock)
         # an approval that reached no admin was decided by the default: say so
         approvals.alerts.append(alert_from("approvals"))
         budget = (
@@ -231,8 +249,11 @@ class App:
             observers=[metrics.observe_attempt],
             budget=budget,
             keyed=keyed,
-            # a key out of credit or quota: one alert per key and episode
-            alert=alert_from("billing"),
+            # a key out of credit or quota: one alert per key and episode; a breaker that
+            # opened: one per model and episode
+            alert=alert_ids("billing"),
+            breaker_alert=alert_ids("breaker"),
+            drills=drills,
         )
         base = base_dir or Path(".")
         # the operator's templates/ (beside the config) first, then the shipped defaults
@@ -266,6 +287,7 @@ class App:
         delivery = DeliveryWorker(outbox, channels, owner, deliveries=deliveries)
         # what the other instances on the database need: whose rows are orphans, wake-ups
         runner.runs.alive = outbox.alive = ledger.alive = approvals.alive = cluster.alive
+        drills.alive = cluster.alive
         approvals.owner = owner
         store.listen(RUNS, lambda _: runner.queued.set())
         store.listen(OUTBOX, lambda _: outbox.wakeup.set())
@@ -304,6 +326,7 @@ class App:
             overview,
             owner,
             cluster,
+            drills,
             http,
             embedded,
         )
@@ -360,6 +383,7 @@ class App:
             updates=UpdateLog(self.store, self.owner, self.runner.clock),
             schedule=self.scheduler.watch,
             instances=self.cluster.instances,
+            drills=self.drills,
             add_channel=add_channel,
             set_approval_notifier=set_approval_notifier,
             add_attempt_observer=add_attempt_observer,
@@ -381,6 +405,7 @@ class App:
 
     async def close(self) -> None:
         """Stop embedded models; close every provider client, the HTTP session, the store."""
+        await self.drills.close()  # held requests released before the clients close
         for model in self.embedded.values():
             await model.stop()
         for p in self.providers.values():

@@ -22,6 +22,8 @@ from core.config.common import mask_url
 from core.config.load import load_config
 from core.config.models import Config
 from core.config.settings import Settings
+from core.drills.board import DEFAULT_FOR_S, MAX_REQUESTS, parse_for
+from core.drills.wire import FAULTS
 from core.engine.advisor import Suggestion
 from core.engine.advisor import parse_period as parse_tune_period
 from core.engine.engine import Result
@@ -203,6 +205,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     show = sub.add_parser("run-show", help="one run in full: status, output, error, cost")
     show.add_argument("run_id", type=_arg(parse_id))
+    drill = sub.add_parser(
+        "drill",
+        help="fault one model for a while (through the running serve) and report what happened",
+    )
+    drill.add_argument("model", help="a provider/model ref from the config")
+    drill.add_argument("fault", help=f"one of {', '.join(FAULTS)}")
+    drill.add_argument(
+        "--for",
+        dest="for_s",
+        type=_arg(parse_for),
+        default=DEFAULT_FOR_S,
+        help="how long: 90s, 5m (default 60s, at most 15m)",
+    )
+    drill.add_argument(
+        "--requests",
+        type=_arg(lambda t: parse_int(t, "--requests", 1, MAX_REQUESTS)),
+        help="end after this many faulted requests (whichever comes first)",
+    )
+    drills = sub.add_parser("drills", help="the kept failure drills, or one drill's report")
+    drills.add_argument("drill_id", nargs="?", type=_arg(parse_id), metavar="ID")
     mem = sub.add_parser("memory", help="what an agent remembered (its remember tool)")
     mem.add_argument("agent")
     what = mem.add_mutually_exclusive_group()
@@ -820,6 +842,133 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
     return 0
 
 
+async def _gateway(
+    config: Config, settings: Settings, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """Ask the running serve's gateway (with its token); OSError-free: a gateway that is
+    down raises GatewayDown with what to do."""
+    import aiohttp
+
+    host = config.gateway.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.gateway.port}{path}"
+    token = settings.openclaw_gateway_token
+    value = (
+        token.get_secret_value()
+        if token
+        else await asyncio.to_thread(_read_token_file, settings.token_file())
+    )
+    if not value:
+        raise GatewayDown("no token: set OPENCLAW_GATEWAY_TOKEN")
+    try:
+        async with (
+            aiohttp.ClientSession(trust_env=False) as session,
+            session.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {value}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as r,
+        ):
+            return r.status, await r.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        raise GatewayDown(
+            f"the gateway at {url} is down ({type(e).__name__}); start it with"
+            " `openclaw serve` (or check the service: `openclaw service status`)"
+        ) from None
+
+
+class GatewayDown(Exception):
+    """The running serve could not be asked; the message says what to do."""
+
+
+def _api_error(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", body))
+    return str(body)
+
+
+async def _drill(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    """Start a drill on the running serve, wait for it to end (Ctrl-C ends it early),
+    print its report."""
+    from core.drills.report import report_lines
+
+    body: dict[str, Any] = {"model": args.model, "fault": args.fault, "for_s": args.for_s}
+    if args.requests is not None:
+        body["requests"] = args.requests
+    try:
+        status, started = await _gateway(config, settings, "POST", "/api/drills", body)
+        if status != 201:
+            print(f"openclaw drill: {_api_error(started)}", file=sys.stderr)
+            return 2 if status == 400 else 1
+        drill_id = started["id"]
+        print(
+            f"drill {drill_id}: {args.model} faulted with {args.fault}; waiting for it to end"
+            " (Ctrl-C ends it now)",
+            file=sys.stderr,
+        )
+        interrupted = False
+        report = started
+        try:
+            while report["state"] == "running":
+                await asyncio.sleep(0.5)
+                _, report = await _gateway(config, settings, "GET", f"/api/drills/{drill_id}")
+        except asyncio.CancelledError:  # Ctrl-C: end the drill before leaving
+            interrupted = True
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled: the calls below are not cancelled too
+        if interrupted:
+            _, report = await _gateway(config, settings, "POST", f"/api/drills/{drill_id}/stop")
+        # the alert's delivery and the first answer after the drill come a moment later
+        for _ in range(6):
+            if report.get("healthy_after_s") is not None and all(
+                a["delivered_after_s"] is not None for a in report.get("alerts", [])
+            ):
+                break
+            await asyncio.sleep(0.5)
+            _, report = await _gateway(config, settings, "GET", f"/api/drills/{drill_id}")
+    except GatewayDown as e:
+        print(f"openclaw drill: {e}", file=sys.stderr)
+        return 1
+    for line in report_lines(report):
+        print(line)
+    return 130 if interrupted else 0
+
+
+async def _drills(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
+    """The kept drills (one line each), or one drill's report."""
+    from core.drills.report import report_lines
+
+    where = f"/api/drills/{args.drill_id}" if args.drill_id is not None else "/api/drills"
+    try:
+        status, body = await _gateway(config, settings, "GET", where)
+    except GatewayDown as e:
+        print(f"openclaw drills: {e}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"openclaw drills: {_api_error(body)}", file=sys.stderr)
+        return 1
+    if args.drill_id is not None:
+        for line in report_lines(body):
+            print(line)
+        return 0
+    if not body["drills"]:
+        print("no drills yet: start one with `openclaw drill MODEL FAULT`")
+        return 0
+    print(f"{'id':>4} {'model':<32} {'fault':<15} {'started':<28} {'state':<16} breaker  alert")
+    for r in body["drills"]:
+        state = r["state"] if r["state"] == "running" else f"ended ({r['end_reason']})"
+        opened = r["breaker_opened_after_s"]
+        alert = r["alerts"][0]["status"] if r["alerts"] else "none"
+        print(
+            f"{r['id']:>4} {r['model']:<32} {r['fault']:<15} {r['started_at']:<28} {state:<16}"
+            f" {'—' if opened is None else f'+{opened:.1f}s':<8} {alert}"
+        )
+    return 0
+
+
 def heartbeat_line(hb: dict[str, Any]) -> str:
     """The dead-man's switch in one line: its state and the last ping the monitor took."""
     return f"heartbeat ({hb['url_env']}): {hb['state']}; last ping {hb['last_ping'] or 'never'}"
@@ -960,6 +1109,8 @@ _COMMANDS = {
     "budget": _budget,
     "schedule": _schedule,
     "tune": _tune,
+    "drill": _drill,
+    "drills": _drills,
 }
 
 if __name__ == "__main__":  # pragma: no cover

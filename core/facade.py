@@ -18,6 +18,7 @@ from core.config.models import Config
 from core.config.settings import Settings
 from core.delivery.channels import Channel
 from core.delivery.deliveries import Deliveries, UnknownNotifier
+from core.drills.board import DrillBoard
 from core.engine.approvals import ApprovalBroker, Closer, Notifier
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
@@ -56,6 +57,7 @@ class Facade:
     schedule: ScheduleWatch  # expected fires vs runs (/schedule, GET /api/schedule)
     # the instances on a shared database, newest heartbeat first ([] for one instance)
     instances: Callable[[], Awaitable[list[dict[str, Any]]]]
+    drills: DrillBoard  # failure drills (/drill, /api/drills)
     # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]

@@ -218,7 +218,7 @@ class Runs:
         await tx.execute(
             "UPDATE runs SET status = ?, finished_at = ?, output = ?, error = ?, route = ?,"
             " quiet = ?, cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts"
-            " WHERE run_id = ?) WHERE id = ?",
+            " WHERE run_id = ? AND drill IS NULL) WHERE id = ?",
             (
                 status,
                 utcnow_iso(self.clock()),

@@ -41,6 +41,12 @@ UNKNOWN_WHY = (
 CHANNEL_WAIT_S = 60.0  # a channel that is not set up yet: try again this much later
 
 
+_ADD = (
+    "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
+    " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """A message rendered for one target, not yet written."""
@@ -112,11 +118,30 @@ class Outbox:
             return
         now = utcnow_iso(self.clock())
         await tx.executemany(
-            "INSERT INTO outbox (run_id, kind, target, body, status, next_attempt_at,"
-            " created_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _ADD,
             [(r.run_id, r.kind, r.target, r.body, r.status, now, now, r.error) for r in rows],
         )
         tx.notify(OUTBOX)  # every instance's worker, once committed
+
+    async def enqueue_ids(
+        self, run_id: int | None, kind: str, targets: Sequence[str], context: dict[str, Any]
+    ) -> list[int]:
+        """:meth:`enqueue`, returning the new rows' ids (a drill's report reads its alert's)."""
+        rows = await self.render_rows(run_id, kind, targets, context)
+        if not rows:
+            return []
+        now = utcnow_iso(self.clock())
+        async with self.store.transaction() as tx:
+            ids = [
+                await tx.insert_id(
+                    _ADD + " RETURNING id",
+                    (r.run_id, r.kind, r.target, r.body, r.status, now, now, r.error),
+                )
+                for r in rows
+            ]
+            tx.notify(OUTBOX)
+        self.notify()
+        return ids
 
     def notify(self) -> None:
         """Rows were written: wake the worker."""

@@ -110,10 +110,12 @@ def scopes_for(config: Config, tier: int, ref: str, agent: str | None) -> list[S
     ]
 
 
-# attempts keep provider and model apart; reservations keep the ref: one view for both
+# attempts keep provider and model apart; reservations keep the ref: one view for both.
+# An attempt a failure drill faulted (``drill`` set) never reached its provider: not spent
 _SPENT = (
     "SELECT COALESCE(SUM(cost_usd), 0) FROM (SELECT ts, tier, provider || '/' || model"
-    " AS model_ref, agent, cost_usd FROM attempts) a WHERE ts >= ? AND {where}"
+    " AS model_ref, agent, cost_usd FROM attempts WHERE drill IS NULL) a"
+    " WHERE ts >= ? AND {where}"
 )
 _RESERVED = (
     "SELECT COALESCE(SUM(amount_usd), 0) FROM (SELECT ts, tier, model AS model_ref,"

@@ -19,6 +19,11 @@ Every call is in the ledger before it leaves (a ``pending`` row, turned into its
 when it ends): a crash mid-call leaves a row that recovery prices at the worst case, so
 usage and budgets never miss a call a provider may bill, and a store that cannot take
 the row stops the request before any upstream is paid.
+
+A failure drill (:mod:`core.drills.board`) of a model hands each of its attempts a
+ticket: the call goes to the drill server with the adapter's own parsing, its row is
+marked with the drill (and costs nothing), and the engine tells the board when the
+breaker opened, which alert went out and where the request was answered instead.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Protocol, TypeVar, cast
 
 from core.config.common import Validators
 from core.config.models import Config, split_model_ref
+from core.drills.board import DrillBoard
 from core.engine.approvals import Approver, PolicyApprover
 from core.engine.budget import BudgetGuard, estimate_input_tokens
 from core.engine.gate import Gate, asked_for
@@ -65,6 +71,7 @@ from core.types import (
 
 log = logging.getLogger("openclaw.engine")
 _V = TypeVar("_V")
+Alert = Callable[[str], Awaitable[Sequence[int] | None]]
 # runs whose key is remembered (sticky keys): a bound, so a long-lived process does not
 # grow; a run forgotten only loses its preference, never its answer
 STICKY_RUNS = 4096
@@ -194,6 +201,8 @@ class _State:
     attempts: list[Attempt] = field(default_factory=list)
     fit: bool = False  # some candidate could serve the request (it passed the capability gate)
     keys_tried: dict[str, list[str]] = field(default_factory=dict)  # provider -> key variables
+    drilled: dict[int, float] = field(default_factory=dict)  # drill id -> ms on its faults
+    answered: Attempt | None = None
 
 
 class Engine:
@@ -211,13 +220,19 @@ class Engine:
         observers: Sequence[Callable[[RequestMeta, Attempt], None]] = (),
         budget: BudgetGuard | None = None,
         keyed: Mapping[str, Mapping[str, ChatModel]] | None = None,
-        alert: Callable[[str], Awaitable[None]] | None = None,
+        alert: Alert | None = None,
+        breaker_alert: Alert | None = None,
+        drills: DrillBoard | None = None,
     ) -> None:
         self.config = config
         self.providers = providers
         # provider -> key variable -> the adapter sending that key, for providers with keys
         self.keyed: Mapping[str, Mapping[str, ChatModel]] = keyed or {}
-        self.alert = alert  # to [alerts] deliver: a key ran out of credit or quota
+        # to [alerts] deliver: a key ran out of credit or quota, a breaker opened; returns
+        # the alert's outbox row ids (a failure drill's report reads them)
+        self.alert = alert
+        self.breaker_alert = breaker_alert
+        self.drills = drills  # failure drills: their attempts go to the drill server
         self.health = health
         for name, adapters in self.keyed.items():
             health.set_keys(name, tuple(adapters))
@@ -325,6 +340,32 @@ class Engine:
             blocked_now=self._blocked_now,
             planned_blocked=health.blocked.keys(),
         )
+        try:
+            async with aclosing(self._climb(st, gate, req, stream)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            if self.drills is not None and self.drills.active:
+                self._drill_done(st)
+
+    def _drill_done(self, st: _State) -> None:
+        """Tell the drills where a request that met one ended up."""
+        assert self.drills is not None
+        a = st.answered
+        # a model the plan skipped counts only if the request climbed to its tier: a
+        # request answered below it never needed it
+        reached = a.tier if a is not None else max(self.config.levels)
+        self.drills.request_done(
+            st.drilled,
+            {x.ref for x in st.attempts if x.outcome == "skipped" and x.tier <= reached},
+            a.ref if a is not None else None,
+            a.latency_ms if a is not None else 0.0,
+        )
+
+    async def _climb(
+        self, st: _State, gate: Gate, req: ChatRequest, stream: bool
+    ) -> AsyncGenerator[StreamItem, None]:
+        p = st.plan
         climbed: int | None = None  # the last tier left for the next one
         kept: _End | None = None  # a lower tier's imperfect answer, in case a denial ends it
         for cand in p.candidates:
@@ -422,6 +463,7 @@ class Engine:
 
     def _result(self, st: _State, end: _End, upto_tier: int | None) -> Result:
         assert end.response is not None
+        st.answered = end.attempt
         return Result(
             st.request_id,
             end.response.content,
@@ -454,6 +496,13 @@ class Engine:
         adapters = self.keyed.get(cand.provider, {})
         keyed = key is not None and key in adapters
         provider = adapters[key] if key is not None and keyed else self.providers[cand.provider]
+        # a failure drill of this model: the call goes to the drill server (HTTP adapters;
+        # the in-process TestProvider has no transport to divert)
+        with_drill = getattr(provider, "with_drill", None)
+        ticket = self.drills.take(cand.ref) if self.drills and with_drill else None
+        if ticket is not None and with_drill is not None:
+            provider = with_drill(ticket)
+        drill = ticket.drill if ticket is not None else None
         fmt, messages = output_format(cand, req, st.rules.json_)
         tools, choice = req.tools, self._param(cand, "tool_choice", req.tool_choice)
         if choice is None and req.tool_choice is not None and req.tool_choice.mode == "none":
@@ -481,7 +530,7 @@ class Engine:
         # bills a stream that breaks for what it generated, so the ledger does too
         received_chars = 0
         # in the ledger before it leaves: raises (StoreUnavailable) before anything is paid
-        await self._begin(st, cand, req, max_tokens)
+        await self._begin(st, cand, req, max_tokens, drill)
         t0 = time.perf_counter()
         self.health.begin(cand.ref, self._clock(), key)
         resp: ModelResponse | None = None
@@ -519,11 +568,20 @@ class Engine:
         except Exception as e:  # ProviderError, or an adapter bug: the row is kept either way
             err = _as_provider_error(cand, e)
             usage = self._streamed(req, received_chars)
-            yield await self._failed(st, cand, err, t0, max_tokens, committed, usage, key)
+            end = await self._failed(st, cand, err, t0, max_tokens, committed, usage, key, drill)
+            if drill is not None:
+                st.drilled[drill] = st.drilled.get(drill, 0.0) + end.attempt.latency_ms
+            yield end
             return
         if key is not None and (who := _sticky_id(req)):
             self._remember_key(who, cand.provider, key)
         attempt = self._answered(st, cand, req, resp, t0, max_tokens, committed, key)
+        if drill is not None:  # the drill server answered: no provider billed it
+            attempt = replace(attempt, cost_usd=0.0)
+        if self.drills is not None:
+            self.drills.answered(cand.ref, drilled=drill is not None)
+        if drill is not None:
+            st.drilled[drill] = st.drilled.get(drill, 0.0) + attempt.latency_ms
         await self._record(st, attempt)
         reason = attempt.reason if attempt.outcome == "unusable" else None
         fmt_asked = req.response_format
@@ -644,6 +702,7 @@ class Engine:
         committed: bool,
         usage: Usage | None = None,
         key: str | None = None,
+        drill: int | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
         if e.outcome in ("rejected", "skipped"):  # the model is fine; this request is not
@@ -652,8 +711,17 @@ class Engine:
             log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)
         else:
             cooldown = self.health.failure(cand.ref, e, latency, self._clock(), key)
+        if cooldown and self.drills is not None:
+            self.drills.breaker_opened(cand.ref, drill)
         if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key):
-            await self._alert_billing(cand, e, key, cooldown)
+            await self._alert_billing(cand, e, key, cooldown, drill)
+        elif (
+            cooldown and e.kind != "billing" and self.health.open_alert_due(cand.ref, self._clock())
+        ):
+            text = breaker_alert(cand.ref, e, cooldown)
+            # a warning, not an error: an upstream that fails for a while is what failover
+            # is for; the alert is the operator's notice of it
+            await self._send_alert(cand, text, self.breaker_alert, drill, logging.WARNING)
         reason = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
         if key is not None:  # which key, by its variable's name: the ledger keeps the reason
             reason += f" (key {key})"
@@ -672,27 +740,54 @@ class Engine:
             e.status,
             latency,
             usage or Usage(),
-            price(self.config, cand.ref, usage) if usage else 0.0,
+            price(self.config, cand.ref, usage) if usage and drill is None else 0.0,
             max_tokens,
         )
         await self._record(st, attempt)
         return _End(attempt, None, e, committed)
 
     async def _alert_billing(
-        self, cand: Candidate, e: ProviderError, key: str | None, cooldown: float
+        self,
+        cand: Candidate,
+        e: ProviderError,
+        key: str | None,
+        cooldown: float,
+        drill: int | None = None,
     ) -> None:
         """Tell the admins, once per episode, that a key has no credit or quota left. The
         detail is the provider's message, already redacted of every key by the adapter."""
         text = billing_alert(cand.provider, cand.model, key, e.detail, cooldown)
-        log.error("%s", text)
-        if self.alert is None:
+        await self._send_alert(cand, text, self.alert, drill)
+
+    async def _send_alert(
+        self,
+        cand: Candidate,
+        text: str,
+        via: Alert | None,
+        drill: int | None = None,
+        level: int = logging.ERROR,
+    ) -> None:
+        """Log an alert and queue it through ``via``; a drill of the model notes its
+        outbox rows."""
+        log.log(level, "%s", text)
+        if via is None:
             return
         try:  # an alert that cannot be queued must not fail the request it is about
-            await self.alert(text)
+            ids = await via(text)
         except Exception:
-            log.exception("the billing alert for %s could not be queued", cand.provider)
+            log.exception("an alert about %s could not be queued", cand.ref)
+            return
+        if ids and self.drills is not None:
+            self.drills.alerted(cand.ref, ids, drill)
 
-    async def _begin(self, st: _State, cand: Candidate, req: ChatRequest, max_tokens: int) -> None:
+    async def _begin(
+        self,
+        st: _State,
+        cand: Candidate,
+        req: ChatRequest,
+        max_tokens: int,
+        drill: int | None = None,
+    ) -> None:
         if self.ledger is not None:
             await self.ledger.begin(
                 st.meta,
@@ -704,6 +799,7 @@ class Engine:
                     usage=Usage(estimate_input_tokens(req.messages), max_tokens),
                     max_tokens=max_tokens,
                 ),
+                drill,
             )
 
     async def _record(self, st: _State, attempt: Attempt) -> None:
@@ -724,6 +820,18 @@ def billing_alert(provider: str, model: str, key: str | None, detail: str, coold
         f" {hours} (doubling while it stays spent, up to 24 h); requests go to the next key"
         f" or model meanwhile. Fix: top up the {provider} account or raise its quota; the"
         " first answer after that ends this alert's episode."
+    )
+
+
+def breaker_alert(ref: str, e: ProviderError, cooldown: float) -> str:
+    """The one alert of a breaker's episode: which model, what failed, for how long it is
+    out, that requests fail over meanwhile."""
+    what = f"{e.kind}" + (f" HTTP {e.status}" if e.status else "")
+    said = f": {e.detail}" if e.detail else ""
+    return (
+        f"⚡ {ref} is failing ({what}{said}); its breaker opened for {cooldown:.3g}s and"
+        " requests fail over to the next model meanwhile. It is probed again when the"
+        " cooldown ends; the first answer after that ends this alert's episode."
     )
 
 

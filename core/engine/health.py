@@ -24,6 +24,10 @@ from core.errors import ProviderError
 
 State = Literal["closed", "open", "half_open", "unavailable"]
 
+# a model whose breaker opens again soon after a success (a flapping upstream) alerts at
+# most this often: one alert per episode, and episodes closer than this are one
+BREAKER_ALERT_QUIET_S = 600.0
+
 # the longest a billing answer keeps a key out: a daily quota resets within it, and a key
 # topped up meanwhile is found again by the probe that follows
 BILLING_MAX_COOLDOWN_S = 86400.0
@@ -42,6 +46,8 @@ class Breaker:
     last_change: float = 0.0
     billing: int = 0  # consecutive billing answers: the cooldown doubles with each
     alerted: bool = False  # the admins heard of this billing episode already
+    open_alerted: bool = False  # the admins heard that it opened (this episode)
+    open_alert_at: float | None = None  # when they last did
 
     def state(self, now: float) -> State:
         if self.unavailable:
@@ -130,6 +136,20 @@ class HealthBoard:
         b.alerted = True
         return True
 
+    def open_alert_due(self, ref: str, now: float) -> bool:
+        """True once per episode of ``ref``'s breaker opening: the admins get one alert,
+        not one per re-opening while the model stays down. A success ends the episode;
+        an episode within ``BREAKER_ALERT_QUIET_S`` of the last alert sends none (a
+        flapping upstream would alert on every flap)."""
+        b = self._get(ref)
+        if b.open_alerted or b.open_until == 0.0:
+            return False
+        b.open_alerted = True
+        if b.open_alert_at is not None and now - b.open_alert_at < BREAKER_ALERT_QUIET_S:
+            return False
+        b.open_alert_at = now
+        return True
+
     def state(self, ref: str, now: float) -> State:
         """The breaker state of one model (closed if never touched)."""
         b = self._breakers.get(ref)
@@ -199,6 +219,7 @@ class HealthBoard:
             b.level = 0
             b.billing = 0
             b.alerted = False
+            b.open_alerted = False
             b.open_until = 0.0
             b.probing = False
             b.last_outcome = "ok"

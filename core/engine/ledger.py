@@ -172,8 +172,8 @@ def baselines(
 _INSERT = (
     "INSERT INTO attempts (ts, request_id, run_id, agent, task, min_tier, tier, provider,"
     " model, streamed, caller, owner, outcome, reason, status, latency_ms, input_tokens,"
-    " output_tokens, reasoning_tokens, cost_usd, cached_tokens, tool_calls, trial)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " output_tokens, reasoning_tokens, cost_usd, cached_tokens, tool_calls, trial, drill)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # a request has at most one call in flight, so its pending row is found by request id
 _FINISH = (
@@ -200,12 +200,16 @@ def _outcome(attempt: Attempt) -> tuple[Any, ...]:
     )
 
 
+# real traffic only: an attempt a failure drill faulted (``drill`` set) never reached its
+# provider, so usage, cost, savings, budgets, what-if and the routing advisor leave it out
+REAL = "drill IS NULL"
+
 # every attempt of the period, for what-if replays and the routing advisor: the one query
 # both read (a filter on which rows count belongs here, once)
 _RECORDED = (
     "SELECT request_id, task, min_tier, tier, provider || '/' || model, outcome, input_tokens,"
     " output_tokens, cost_usd, reason, latency_ms, trial FROM attempts WHERE ts >= ?"
-    " AND outcome <> 'pending' ORDER BY id"
+    f" AND outcome <> 'pending' AND {REAL} ORDER BY id"
 )
 
 INTERRUPTED = "the process stopped during the call; cost counted at the worst case"
@@ -228,7 +232,12 @@ class Ledger:
         self.alive: Liveness | None = None  # set by the app on a shared database
 
     def _row(
-        self, meta: RequestMeta, attempt: Attempt, when: datetime | None, owner: str | None
+        self,
+        meta: RequestMeta,
+        attempt: Attempt,
+        when: datetime | None,
+        owner: str | None,
+        drill: int | None = None,
     ) -> tuple[Any, ...]:
         return (
             utcnow_iso(when or self.clock()),
@@ -245,21 +254,28 @@ class Ledger:
             owner,
             *_outcome(attempt),
             int(meta.trial),
+            drill,
         )
 
     async def record(
-        self, meta: RequestMeta, attempt: Attempt, when: datetime | None = None
+        self,
+        meta: RequestMeta,
+        attempt: Attempt,
+        when: datetime | None = None,
+        drill: int | None = None,
     ) -> None:
-        """Write one finished attempt row (committed when this returns)."""
-        await self.store.insert(_INSERT, self._row(meta, attempt, when, None))
+        """Write one finished attempt row (committed when this returns); ``drill``: the
+        failure drill that faulted it, if one did."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, when, None, drill))
 
-    async def begin(self, meta: RequestMeta, attempt: Attempt) -> None:
+    async def begin(self, meta: RequestMeta, attempt: Attempt, drill: int | None = None) -> None:
         """Write the row of a call about to leave: outcome ``pending``, the estimated usage
         (prompt and the whole token budget) and no cost yet: a live call's worst case is
         held by its budget reservation, and :meth:`recover` prices it if we die.
 
-        Raises (StoreUnavailable) when the row cannot be written: then nothing is sent."""
-        await self.store.insert(_INSERT, self._row(meta, attempt, None, self.owner))
+        Raises (StoreUnavailable) when the row cannot be written: then nothing is sent.
+        ``drill``: the failure drill this call is diverted to (it is never billed)."""
+        await self.store.insert(_INSERT, self._row(meta, attempt, None, self.owner, drill))
 
     async def finish(self, meta: RequestMeta, attempt: Attempt) -> None:
         """Turn the request's pending row into the attempt's outcome."""
@@ -272,7 +288,7 @@ class Ledger:
         The upstream may have billed them: usage and budgets count them rather than
         under-count. Rows of live owners (another instance, this process) are left alone."""
         rows = await self.store.fetchall(
-            "SELECT id, provider, model, input_tokens, output_tokens, owner FROM attempts"
+            "SELECT id, provider, model, input_tokens, output_tokens, owner, drill FROM attempts"
             " WHERE outcome = 'pending'"
         )
         owners = {r["owner"] for r in rows if r["owner"]}
@@ -280,7 +296,9 @@ class Ledger:
         dead = [r for r in rows if r["owner"] not in alive]
         for r in dead:
             ref = f"{r['provider']}/{r['model']}"
-            cost = price(self.config, ref, Usage(r["input_tokens"], r["output_tokens"]))
+            # a drilled call went to the drill server, never to the provider: nothing billed
+            usage = Usage(r["input_tokens"], r["output_tokens"])
+            cost = 0.0 if r["drill"] is not None else price(self.config, ref, usage)
             await self.store.insert(
                 "UPDATE attempts SET outcome = 'interrupted', reason = ?, cost_usd = ?,"
                 " owner = NULL WHERE id = ? AND outcome = 'pending'",
@@ -309,7 +327,7 @@ class Ledger:
             f"SELECT {key} AS k, COUNT(DISTINCT request_id), COUNT(*),"
             " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(input_tokens),"
             " SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_usd)"
-            f" FROM attempts WHERE ts >= ? GROUP BY {key}",
+            f" FROM attempts WHERE ts >= ? AND {REAL} GROUP BY {key}",
             (start,),
         )
         usage_rows = [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
@@ -318,18 +336,20 @@ class Ledger:
         usage_rows.sort(key=lambda r: int(r.key) if group == "tier" else r.key)
         (total,) = (
             await self.store.fetchall(
-                "SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ?", (start,)
+                f"SELECT COUNT(DISTINCT request_id) FROM attempts WHERE ts >= ? AND {REAL}",
+                (start,),
             )
         )[0]
         ok_rows = await self.store.fetchall(
-            "SELECT tier, COUNT(*) FROM attempts WHERE ts >= ? AND outcome = 'ok' GROUP BY tier",
+            "SELECT tier, COUNT(*) FROM attempts WHERE ts >= ? AND outcome = 'ok'"
+            f" AND {REAL} GROUP BY tier",
             (start,),
         )
         answered = sum(r[1] for r in ok_rows)
         share = {int(r[0]): 100.0 * r[1] / answered for r in ok_rows} if answered else {}
         tok_rows = await self.store.fetchall(
             "SELECT min_tier, SUM(input_tokens), SUM(output_tokens) FROM attempts"
-            " WHERE ts >= ? AND outcome = 'ok' GROUP BY min_tier",
+            f" WHERE ts >= ? AND outcome = 'ok' AND {REAL} GROUP BY min_tier",
             (start,),
         )
         cloud, top = baselines(self.config, {int(r[0]): (r[1], r[2]) for r in tok_rows})
@@ -387,7 +407,8 @@ class Ledger:
         rows = await self.store.fetchall(
             "SELECT SUBSTR(ts, 1, 10), tier, provider || '/' || model,"
             " SUM(CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END), SUM(cost_usd)"
-            " FROM attempts WHERE ts >= ? GROUP BY SUBSTR(ts, 1, 10), tier, provider, model",
+            f" FROM attempts WHERE ts >= ? AND {REAL}"
+            " GROUP BY SUBSTR(ts, 1, 10), tier, provider, model",
             (start,),
         )
         out = [DayUsage(str(r[0]), int(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]

@@ -13,8 +13,8 @@ from aiohttp import web
 from core.console.routes import mount_console
 from core.errors import OpenClawError, StoreUnavailable
 from core.facade import Facade
+from core.gateway import drills_api, schedule_api, tune_api
 from core.gateway import handlers as h
-from core.gateway import schedule_api, tune_api
 from core.gateway.auth import FailureLimiter, token_matches
 from core.gateway.limits import BODY_TIMEOUT, Limits, body_deadline
 from core.gateway.openai_api import GatewayError
@@ -191,6 +191,10 @@ def create_app(
     r.add_get("/api/runs", h.runs)
     r.add_get("/api/schedule", schedule_api.schedule)
     r.add_get("/api/tune", tune_api.tune)
+    r.add_post("/api/drills", drills_api.start)
+    r.add_get("/api/drills", drills_api.listing)
+    r.add_get("/api/drills/{drill_id}", drills_api.detail)
+    r.add_post("/api/drills/{drill_id}/stop", drills_api.stop)
     r.add_get("/api/runs/{run_id}", h.run_detail)
     r.add_post("/api/runs/{run_id}/rerun", h.rerun)
     for path, handler in (extra_routes or {}).items():

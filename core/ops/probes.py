@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from core.config.models import Config, split_model_ref
 from core.engine.health import HealthBoard
@@ -31,8 +32,11 @@ class Prober:
         providers: dict[str, Provider],
         health: HealthBoard,
         missing_keys: dict[str, str],
+        drilled: Callable[[str], bool] = lambda ref: False,
     ) -> None:
         self.config = config
+        # a model under a failure drill: its breaker is the drill's to show, not the probe's
+        self.drilled = drilled
         self.providers = providers
         self.health = health
         self.missing = missing_keys
@@ -66,6 +70,7 @@ class Prober:
             if (
                 self.health.state(ref, now) != "closed"
                 and self.health.last_outcome(ref) == "unavailable"
+                and not self.drilled(ref)
             ):
                 self.health.success(ref, latency, now)
         self.last[name] = "ok"

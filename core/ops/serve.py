@@ -135,6 +135,10 @@ class Leadership:
                     expired,
                     priced,
                 )
+            # a drill of an instance that stopped: on PostgreSQL its owner is alive until
+            # its heartbeat is stale, so the sweep ends it, not only a start
+            if ended := await self.app.drills.end_orphans():
+                log.warning("%d failure drills of a stopped instance: ended (restart)", ended)
 
     async def _gain(self) -> None:
         # no recovery yet: after an outage of the database every instance's heartbeat is
@@ -251,8 +255,15 @@ async def serve(
         leading = await app.cluster.campaign()
         # recovery: what a crash left behind (the leader's job)
         requeued, released, expired, priced = await recover(app) if leading else ([], 0, 0, 0)
+        # a restart ends a drill: rows a stopped process left running say so
+        if ended := await app.drills.end_orphans():
+            log.warning("%d failure drills were running when serve stopped: ended (restart)", ended)
         prober = Prober(
-            app.config, app.providers, app.health, missing_keys(app.config, app.settings)
+            app.config,
+            app.providers,
+            app.health,
+            missing_keys(app.config, app.settings),
+            app.drills.drilled,
         )
         verdicts = await prober.probe_all()
         if leading:

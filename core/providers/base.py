@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from core.config.models import ProviderConfig
+from core.drills.ticket import Ticket
 from core.errors import ErrorKind, ProviderError
 from core.ops.redaction import REDACTED, redact
 from core.providers.think import ThinkSplitter
@@ -425,6 +426,9 @@ class Provider(ABC):
         # headers_env values: sent like config.headers, kept out of errors like the key
         self._secret_headers = dict(secret_headers or {})
         self._secrets = tuple(v for v in (api_key, *self._secret_headers.values()) if v)
+        # a failure drill's ticket (see core/drills): this twin's calls of the drilled
+        # model go to the drill server instead
+        self._drill: Ticket | None = None
 
     def with_key(self, api_key: str, others: tuple[str, ...] = ()) -> Provider:
         """This adapter sending ``api_key`` instead: the same config and the same pooled
@@ -433,6 +437,15 @@ class Provider(ABC):
         twin = copy.copy(self)
         twin._api_key = api_key
         twin._secrets = tuple(dict.fromkeys(v for v in (*self._secrets, api_key, *others) if v))
+        twin._pool_owner = self._pool_owner or self
+        return twin
+
+    def with_drill(self, ticket: Ticket) -> Provider:
+        """This adapter with its calls of ``ticket``'s model sent to the drill server (the
+        same config, parsing and pooled client, so the same timeouts): the one attempt a
+        failure drill faults."""
+        twin = copy.copy(self)
+        twin._drill = ticket
         twin._pool_owner = self._pool_owner or self
         return twin
 
@@ -626,14 +639,16 @@ class Provider(ABC):
     async def _open(
         self, model: str, method: str, call: HttpCall
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        url = self.base_url + call.path
+        drill = self._drill if self._drill and self._drill.matches(self.name, model) else None
+        url = (drill.url if drill else self.base_url) + call.path
         try:
             response = await self._client.request(
                 method,
                 url,
                 json=call.body,
                 params=call.params or None,
-                headers=self._headers(),
+                # the drill server needs no key: none is sent to it
+                headers={} if drill else self._headers(),
                 # a 3xx means the base_url is off; following it would also carry a key
                 # header (x-api-key, x-goog-api-key) to wherever the redirect points
                 allow_redirects=False,

@@ -332,6 +332,28 @@ async def _m018_attempts_trial(db: DDL) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN trial INTEGER NOT NULL DEFAULT 0")
 
 
+async def _m017_drills(db: DDL) -> None:
+    # failure drills (``openclaw drill``): one row per drill, its measurements as a JSON
+    # report written while it runs and when the model is healthy again
+    await db.execute(
+        """CREATE TABLE drills (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            fault TEXT NOT NULL,
+            duration_s REAL NOT NULL,
+            max_requests INTEGER,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            end_reason TEXT,
+            owner TEXT,
+            report TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    # the drill an attempt was faulted by: such rows are left out of usage, cost, savings,
+    # budgets and what-if (they never reached the provider)
+    await db.execute("ALTER TABLE attempts ADD COLUMN drill INTEGER")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -349,5 +371,6 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("014_cluster", _m014_cluster),
     ("015_outbox_unknown", _m015_outbox_unknown),
     ("016_reports", _m016_reports),
+    ("017_drills", _m017_drills),
     ("018_attempts_trial", _m018_attempts_trial),
 ]

@@ -19,6 +19,7 @@ ADMIN_HANDLERS = {
     "list_deliveries",
     "turn_deliveries_page",
     "delivery_button",
+    "drill",
 }
 
 

@@ -49,13 +49,15 @@ async def test_start_help_and_commands(make_rig: RigFactory) -> None:
         "usage",
         "schedule",
         "tune",
+        "drills",
         "status",
         "budget",
         "ask",
         "new",
         "help",
     }
-    assert "approvals" in {c["command"] for c in rig.tg.commands(f"chat:{ADMIN}")}
+    admin = {c["command"] for c in rig.tg.commands(f"chat:{ADMIN}")}
+    assert "approvals" in admin and "drill" in admin
 
 
 async def test_strangers_get_nothing(make_rig: RigFactory) -> None:

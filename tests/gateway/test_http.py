@@ -181,7 +181,7 @@ async def test_status_has_health_and_no_secrets(
         "agents_running": 0,
         "subagents_waiting": 0,
         "subagents_running": 0,
-        "outbox_pending": 0,
+        "outbox_pending": 1,  # the alert that local's breaker opened
         "outbox_unknown": 0,
     }
 

@@ -1,0 +1,1 @@
+"""Failure drills: faults injected into one model's transport, and what they showed."""

@@ -18,6 +18,7 @@ import pytest
 
 from core.engine.engine import Result
 from core.engine.ledger import RequestMeta
+from core.engine.tuning import tune_report
 from core.engine.whatif import what_if
 from core.errors import AllAttemptsFailed
 from core.ops.probes import Prober
@@ -252,6 +253,11 @@ async def test_drilled_rows_stay_out_of_usage_budgets_run_cost_and_what_if(
     requests = await ledger.requests_since(timedelta(days=1))
     assert [[a.ref for a in r] for r in requests] == [["deep2/deepseek-backup"]]
     assert what_if(requests, gw.app.config).actual_usd == pytest.approx(0.01)
+    # the routing advisor (tune) and the console's charts read no drilled row either
+    tuned = await tune_report(ledger, timedelta(days=1))
+    (analysis,) = [t for t in tuned.tasks if t.task == "analysis"]
+    assert analysis.requests == 1 and analysis.cost_usd == pytest.approx(0.01)
+    assert [d.ref for d in await ledger.daily(timedelta(days=1))] == ["deep2/deepseek-backup"]
     assert gw.app.engine.budget is not None
     (cap,) = await gw.app.engine.budget.report()
     assert cap["spent_usd"] == 0.0

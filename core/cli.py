@@ -769,46 +769,14 @@ async def _memory(args: argparse.Namespace, settings: Settings, config: Config, 
 
 
 async def _status(args: argparse.Namespace, settings: Settings, config: Config, path: Path) -> int:
-    import aiohttp
-
-    from core.gateway.auth import is_loopback
-
-    host = config.gateway.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.gateway.port}/api/status"
-    token = settings.openclaw_gateway_token
-    value = (
-        token.get_secret_value()
-        if token
-        else await asyncio.to_thread(_read_token_file, settings.token_file())
-    )
-    if not value:
-        how = "" if is_loopback(config.gateway.host) else " (a remote gateway needs it)"
-        print(f"openclaw status: no token: set OPENCLAW_GATEWAY_TOKEN{how}", file=sys.stderr)
-        return 2
+    url = _gateway_url(config, "/api/status")
     try:
-        async with (
-            aiohttp.ClientSession(trust_env=False) as session,
-            session.get(
-                url,
-                headers={"Authorization": f"Bearer {value}"},
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as r,
-        ):
-            body = await r.json(content_type=None)
-            if r.status != 200:
-                print(
-                    f"openclaw status: {url} answered {r.status}: "
-                    f"{body.get('error', {}).get('message', body)}",
-                    file=sys.stderr,
-                )
-                return 1
-    except (aiohttp.ClientError, TimeoutError) as e:
-        print(
-            f"openclaw status: the gateway at {url} is down ({type(e).__name__}); start it "
-            "with `openclaw serve` (or check the service: `openclaw service status`)",
-            file=sys.stderr,
-        )
+        status, body = await _gateway(config, settings, "GET", "/api/status")
+    except GatewayDown as e:
+        print(f"openclaw status: {e}", file=sys.stderr)
+        return e.code
+    if status != 200:
+        print(f"openclaw status: {url} answered {status}: {_api_error(body)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(body, indent=2))
@@ -849,9 +817,9 @@ async def _gateway(
     down raises GatewayDown with what to do."""
     import aiohttp
 
-    host = config.gateway.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.gateway.port}{path}"
+    from core.gateway.auth import is_loopback
+
+    url = _gateway_url(config, path)
     token = settings.openclaw_gateway_token
     value = (
         token.get_secret_value()
@@ -859,7 +827,8 @@ async def _gateway(
         else await asyncio.to_thread(_read_token_file, settings.token_file())
     )
     if not value:
-        raise GatewayDown("no token: set OPENCLAW_GATEWAY_TOKEN")
+        how = "" if is_loopback(config.gateway.host) else " (a remote gateway needs it)"
+        raise GatewayDown(f"no token: set OPENCLAW_GATEWAY_TOKEN{how}", code=2)
     try:
         async with (
             aiohttp.ClientSession(trust_env=False) as session,
@@ -880,7 +849,19 @@ async def _gateway(
 
 
 class GatewayDown(Exception):
-    """The running serve could not be asked; the message says what to do."""
+    """The running serve could not be asked; the message says what to do, ``code`` is
+    the exit status (2: no token to ask with, 1: the gateway did not answer)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _gateway_url(config: Config, path: str) -> str:
+    """Where this machine reaches the configured gateway (a wildcard bind: on loopback)."""
+    host = config.gateway.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{config.gateway.port}{path}"
 
 
 def _api_error(body: Any) -> str:
@@ -931,7 +912,7 @@ async def _drill(args: argparse.Namespace, settings: Settings, config: Config, p
             _, report = await _gateway(config, settings, "GET", f"/api/drills/{drill_id}")
     except GatewayDown as e:
         print(f"openclaw drill: {e}", file=sys.stderr)
-        return 1
+        return e.code
     for line in report_lines(report):
         print(line)
     return 130 if interrupted else 0
@@ -946,7 +927,7 @@ async def _drills(args: argparse.Namespace, settings: Settings, config: Config, 
         status, body = await _gateway(config, settings, "GET", where)
     except GatewayDown as e:
         print(f"openclaw drills: {e}", file=sys.stderr)
-        return 1
+        return e.code
     if status != 200:
         print(f"openclaw drills: {_api_error(body)}", file=sys.stderr)
         return 1

@@ -73,7 +73,8 @@ async def test_details_with_many_steps_arrives_in_parts(make_rig: RigFactory) ->
 
 async def test_a_tool_step_of_a_tracked_run_shows_in_its_progress(make_rig: RigFactory) -> None:
     rig = await make_rig([agent("slow")])
-    rig.llm.script("qwen3:14b", Reply(text="done", delay_s=2.0))
+    answer = asyncio.Event()  # the model answers once the step showed
+    rig.llm.script("qwen3:14b", Reply(text="done", hold=answer))
     rig.tg.user_message(ADMIN, "/run slow")
     status = await rig.said(ADMIN, "Running <b>slow</b> #1")
     # as the loop does: every observer the runner has hears of each step it records
@@ -83,6 +84,7 @@ async def test_a_tool_step_of_a_tracked_run_shows_in_its_progress(make_rig: RigF
         observe(tool_step(2))  # another run: not tracked here
     line = "🔧 http_get &lt;b&gt;x&lt;/b&gt;.example → 200, 1.2 KB"
     await rig.said(ADMIN, line)
+    answer.set()
     await rig.said(ADMIN, "slow</b> #1 ok", timeout_s=20)
     final = rig.tg.message(ADMIN, status["message_id"])
     assert final is not None and final["text"].startswith("Run #1 of slow: ok")
@@ -97,13 +99,15 @@ async def test_many_long_steps_keep_the_progress_within_one_message(
     make_rig: RigFactory,
 ) -> None:
     rig = await make_rig([agent("slow")])
-    rig.llm.script("qwen3:14b", Reply(text="done", delay_s=2.0))
+    answer = asyncio.Event()  # the model answers once every step was seen
+    rig.llm.script("qwen3:14b", Reply(text="done", hold=answer))
     rig.tg.user_message(ADMIN, "/run slow")
     status = await rig.said(ADMIN, "Running <b>slow</b> #1")
     for n in range(40):  # each line escapes to far more than a message's share
         for observe in rig.app.runner.step_observers:
             observe(tool_step(1, n, target=f"t{n}" + "&" * 2000))
         await asyncio.sleep(0.02)
+    answer.set()
     await rig.said(ADMIN, "slow</b> #1 ok", timeout_s=20)
     final = rig.tg.message(ADMIN, status["message_id"])
     assert final is not None and "t39&&" in final["text"]

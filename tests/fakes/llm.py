@@ -60,6 +60,9 @@ class Reply:
     error_json: Any = None
     retry_after: float | None = None  # sets the Retry-After header
     delay_s: float = 0.0  # before sending headers
+    # before sending headers, until the test sets it (or the server closes): a reply that
+    # waits for the test's own steps instead of a delay a loaded machine may outrun
+    hold: asyncio.Event | None = field(default=None, compare=False)
     hang: bool = False  # never answer (until the client gives up or the server closes)
     stall: bool = False  # send part of the answer (JSON: half the body; streams: one piece),
     # then go quiet until the client gives up: a read timeout mid-answer
@@ -737,6 +740,16 @@ class FakeLLM:
             return queue.popleft()
         return self.default(rec) if callable(self.default) else self.default
 
+    async def _wait_until(self, event: asyncio.Event) -> None:
+        """Until ``event`` is set or the server closes, whichever comes first."""
+        assert self._closing is not None
+        waits = [asyncio.ensure_future(e.wait()) for e in (event, self._closing)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
     async def _wait_closing(self, timeout_s: float | None) -> None:
         assert self._closing is not None
         with contextlib.suppress(TimeoutError):
@@ -754,6 +767,8 @@ class FakeLLM:
             return web.Response(status=503, text="closing")
         if reply.delay_s:
             await self._wait_closing(reply.delay_s)
+        if reply.hold is not None:
+            await self._wait_until(reply.hold)
         headers = {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
         if reply.redirect:
             port = self.url.rsplit(":", 1)[1]

@@ -321,6 +321,11 @@ class Outbox:
 LEADER_CHANNELS = ("telegram",)
 
 
+# the row at the head of each target's queue (one send at a time per target, in order);
+# read from the ``outbox_open`` index alone. The heartbeat's stall check asks the same
+QUEUE_HEADS = "SELECT MIN(id) FROM outbox WHERE status IN ('pending', 'sending') GROUP BY target"
+
+
 def _claimable_sql(
     limit: int, only_run: bool = False, skip_channels: int = 0, lock: str = ""
 ) -> str:
@@ -334,7 +339,6 @@ def _claimable_sql(
         "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
         + (" AND run_id = ?" if only_run else "")
         + " AND target NOT LIKE ?" * skip_channels
-        + " AND id IN (SELECT MIN(id) FROM outbox"
-        " WHERE status IN ('pending', 'sending') GROUP BY target)"
+        + f" AND id IN ({QUEUE_HEADS})"
         f" ORDER BY id LIMIT {int(limit)}{lock}"
     )

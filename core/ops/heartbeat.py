@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from core.config.ops import HeartbeatConfig
+from core.delivery.outbox import QUEUE_HEADS
 from core.errors import StoreUnavailable
 from core.store.base import Store
 from core.store.times import utcnow_iso
@@ -115,8 +116,7 @@ STALLED_SQL = (
     # the oldest row a worker could take now (the head of its target's queue, due), and
     # the oldest send under way: a healthy worker takes the one and ends the other soon
     "SELECT (SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'"
-    " AND next_attempt_at <= ? AND id IN (SELECT MIN(id) FROM outbox"
-    " WHERE status IN ('pending', 'sending') GROUP BY target)),"
+    f" AND next_attempt_at <= ? AND id IN ({QUEUE_HEADS})),"
     " (SELECT MIN(claimed_at) FROM outbox WHERE status = 'sending')"
 )
 CHECK_TIMEOUT_S = 10.0  # a store that takes longer to answer is not healthy

@@ -205,3 +205,20 @@ def test_status_shows_a_model_out_when_all_its_keys_are() -> None:
         assert rows[ref]["last_error"].startswith("key KEY_A no credit or quota")
     hb.success(REF, 1, 5 * H + 1, key="KEY_A")
     assert {r["state"] for r in hb.status(5 * H + 2)} == {"closed"}
+
+
+def test_a_drilled_billing_fault_is_the_models_alone_and_ends_with_the_drill() -> None:
+    hb = keyed_board("KEY_A")
+    now = 0.0
+    # the drill server answered "no credit": the key was never sent, nor is it spent
+    assert hb.failure(REF, billing(), 10, now, key="KEY_A", drill=True) >= 5 * H
+    assert hb.billing_alert_due(REF, "KEY_A", drill=True)  # one alert, of the model
+    assert not hb.billing_alert_due(REF, "KEY_A", drill=True)
+    assert [k["state"] for k in hb.key_status(now)] == ["closed"]
+    assert hb.blocked("deep/deepseek-reasoner", now) is None  # the provider's other model
+    assert hb.state(REF, now) == "open"
+    # the drill ends: its fault said nothing of the real model, which is probed next
+    hb.drill_over(REF, now + 60)
+    assert hb.state(REF, now + 60) == "half_open"
+    hb.success(REF, 100.0, now + 61, key="KEY_A")
+    assert hb.state(REF, now + 61) == "closed"

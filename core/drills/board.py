@@ -133,6 +133,8 @@ class DrillBoard:
         self.owner = owner
         self.clock = clock
         self.alive: Liveness | None = None  # set by the app on a shared database
+        # called with the model's ref when a drill of it ends (the engine: its breaker)
+        self.on_end: list[Callable[[str], None]] = []
         self._by_ref: dict[str, Drill] = {}  # the running drill of each model
         self._drills: dict[int, Drill] = {}  # running, and ended ones still watched
         self._server: DrillServer | None = None
@@ -223,6 +225,8 @@ class DrillBoard:
         if self._server is not None:
             self._server.release(drill.id)
         drill.done.set()
+        for hook in self.on_end:
+            hook(drill.ref)
         log.warning("drill %d of %s ended (%s)", drill.id, drill.ref, reason)
         self._save(drill)
         # still watched for the first answer after it: when the model was healthy again

@@ -233,6 +233,8 @@ class Engine:
         self.alert = alert
         self.breaker_alert = breaker_alert
         self.drills = drills  # failure drills: their attempts go to the drill server
+        if drills is not None:  # a drill's end frees its model for the next request's probe
+            drills.on_end.append(lambda ref: self.health.drill_over(ref, self._clock()))
         self.health = health
         for name, adapters in self.keyed.items():
             health.set_keys(name, tuple(adapters))
@@ -705,15 +707,16 @@ class Engine:
         drill: int | None = None,
     ) -> _End:
         latency = (time.perf_counter() - t0) * 1000
+        drilled = drill is not None  # a drill's fault: of the model, never of its key
         if e.outcome in ("rejected", "skipped"):  # the model is fine; this request is not
             self.health.abandon(cand.ref, key)
             cooldown = 0.0
             log.warning("%s/%s refused a request: %s", cand.provider, cand.model, e)
         else:
-            cooldown = self.health.failure(cand.ref, e, latency, self._clock(), key)
+            cooldown = self.health.failure(cand.ref, e, latency, self._clock(), key, drill=drilled)
         if cooldown and self.drills is not None:
             self.drills.breaker_opened(cand.ref, drill)
-        if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key):
+        if e.kind == "billing" and self.health.billing_alert_due(cand.ref, key, drilled):
             await self._alert_billing(cand, e, key, cooldown, drill)
         elif (
             cooldown and e.kind != "billing" and self.health.open_alert_due(cand.ref, self._clock())

@@ -126,11 +126,11 @@ class HealthBoard:
         text = "; ".join(f"key {env} {why[0]}" for env, why in whys if why is not None)
         return text, any(why is not None and why[1] for _, why in whys)
 
-    def billing_alert_due(self, ref: str, key: str | None) -> bool:
+    def billing_alert_due(self, ref: str, key: str | None, drill: bool = False) -> bool:
         """True once per billing episode of a key (of the model, for a provider without a
-        key): the admins get one alert, not one per request that hits the spent key. A
-        success ends the episode."""
-        b = self._key(ref, key) or self._get(ref)
+        key, or a drill's fault: see :meth:`failure`): the admins get one alert, not one per
+        request that hits the spent key. A success ends the episode."""
+        b = (None if drill else self._key(ref, key)) or self._get(ref)
         if b.alerted or not b.billing:
             return False
         b.alerted = True
@@ -149,6 +149,17 @@ class HealthBoard:
             return False
         b.open_alert_at = now
         return True
+
+    def drill_over(self, ref: str, now: float) -> None:
+        """A failure drill of ``ref`` ended: what its faults opened says nothing of the
+        real model. An open breaker is half-open now (the next request probes the model),
+        and a drilled billing answer's hours-long cooldown goes with it."""
+        b = self._breakers.get(ref)
+        if b is None:
+            return
+        b.billing = 0
+        if b.open_until > now:
+            b.open_until = now
 
     def state(self, ref: str, now: float) -> State:
         """The breaker state of one model (closed if never touched)."""
@@ -233,12 +244,14 @@ class HealthBoard:
         latency_ms: float,
         now: float,
         key: str | None = None,
+        drill: bool = False,
     ) -> float:
         """Count a failure of a call to ``ref`` sending ``key``; returns the cooldown started
         (0 if the breaker stays closed). A billing answer counts against the key (every
         model sending it is out), and so does a 429 when the provider has other keys to
-        try; everything else against the model."""
-        kb = self._key(ref, key)
+        try; everything else against the model. A failure drill's fault (``drill``) is of
+        the model alone: the key was never sent, and its other models are not drilled."""
+        kb = None if drill else self._key(ref, key)
         several = kb is not None and len(self._keys.get(ref.split("/", 1)[0], ())) > 1
         keyed = error.kind == "billing" or (error.kind == "rate_limited" and several)
         if kb is not None and keyed:

@@ -213,6 +213,23 @@ async def test_the_probe_leaves_a_drilled_models_breaker_alone(
     assert app.health.state("deep/deepseek-chat", time.monotonic()) == "closed"
 
 
+async def test_a_billing_drill_does_not_keep_the_model_out_once_it_ends(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = await start_gateway()
+    drill = await gw.app.drills.start("deep/deepseek-chat", "billing", for_s=30)
+    first = await gw.app.engine.complete(ask("analysis"))
+    assert first.attempts[0].outcome == "billing" and "billing" in first.attempts[0].reason
+    assert first.answered_by.ref == "deep2/deepseek-backup"
+    # a real billing answer keeps a model out for hours; a drilled one only while it runs
+    assert gw.app.health.state("deep/deepseek-chat", time.monotonic()) == "open"
+    await gw.app.drills.stop(drill.id)
+    assert gw.app.health.state("deep/deepseek-chat", time.monotonic()) == "half_open"
+    back = await gw.app.engine.complete(ask("analysis"))
+    assert back.answered_by.ref == "deep/deepseek-chat"
+    assert sent_to(gw, "deepseek-chat") == 1
+
+
 async def test_a_drill_expires_by_itself_and_timeout_requests_are_released(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -225,8 +242,9 @@ async def test_a_drill_expires_by_itself_and_timeout_requests_are_released(
     report = await gw.app.drills.report(drill.id)
     assert report["end_reason"] == "time" and report["faulted_requests"] == 1
     assert not gw.app.drills.drilled("deep/deepseek-chat")
-    # a request held when its drill ends is let go at once (a 503), not left hanging
-    again = await gw.app.drills.start("deep2/deepseek-backup", "timeout", for_s=30)
+    # a request held when its drill ends is let go at once (a 503), not left hanging (the
+    # first drill's end left the model half-open: this request is its probe)
+    again = await gw.app.drills.start("deep/deepseek-chat", "timeout", for_s=30)
     pending = asyncio.create_task(gw.app.engine.complete(ask("analysis")))
     for _ in range(500):  # until the request is held by the drill server
         if again.faulted:
@@ -234,7 +252,8 @@ async def test_a_drill_expires_by_itself_and_timeout_requests_are_released(
         await asyncio.sleep(0.01)
     await gw.app.drills.stop(again.id)
     res = await asyncio.wait_for(pending, 5)
-    assert any(a.ref == "deep2/deepseek-backup" and "503" in a.reason for a in res.attempts)
+    assert any(a.ref == "deep/deepseek-chat" and "503" in a.reason for a in res.attempts)
+    assert res.answered_by.ref == "deep2/deepseek-backup"
 
 
 async def test_drilled_rows_stay_out_of_usage_budgets_run_cost_and_what_if(

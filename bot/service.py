@@ -49,6 +49,7 @@ from bot.sending import PartialSend, SendPath, describe, send_parts
 from bot.views import ADMIN_COMMANDS, READ_ONLY
 from core.errors import StoreUnavailable
 from core.facade import Facade
+from core.waits import within
 
 log = logging.getLogger("openclaw.bot")
 WEBHOOK_PATH = "/telegram/webhook"
@@ -305,7 +306,7 @@ class TelegramBot:
         if task is None or task.done():
             return
         with contextlib.suppress(RuntimeError, TimeoutError):  # not polling yet; stuck
-            await asyncio.wait_for(self.dp.stop_polling(), STOP_POLLING_S)
+            await within(self.dp.stop_polling(), STOP_POLLING_S)
         if not task.done():  # before polling began (getMe), or stuck: nothing inner yet
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -472,6 +472,50 @@ async def test_an_approval_whose_run_goes_away_expires(store: Store) -> None:
     assert await broker.resolve(1, True, "@late") == (False, "this approval has expired")
 
 
+async def test_a_run_cancelled_while_its_approval_is_committed_leaves_no_pending_row(
+    store: Store,
+) -> None:
+    """The cancel lands after the row's COMMIT went out but before decide() knew its id:
+    the row must still be expired, not left pending with nobody waiting for it."""
+    import contextlib
+
+    from core.config.models import ApprovalsConfig
+    from core.engine.approvals import ApprovalBroker, ApprovalRequest
+
+    committed, go_on = asyncio.Event(), asyncio.Event()
+    real = store.transaction
+
+    @contextlib.asynccontextmanager
+    async def slow_to_return(serialized: bool = True) -> AsyncIterator[Any]:
+        async with real(serialized) as tx:
+            yield tx
+        if not committed.is_set():  # the first transaction is the insert
+            committed.set()
+            await go_on.wait()
+
+    broker = ApprovalBroker(store, ApprovalsConfig(timeout_s=60))
+
+    async def notify(record: Any, shown: Any) -> list[str]:
+        await shown(1, 1)
+        return []
+
+    broker.notifiers.append(notify)
+    store.transaction = slow_to_return  # type: ignore[method-assign]
+    try:
+        task = asyncio.create_task(broker.decide(ApprovalRequest("r", "s", 3, "m", "why", 0.1)))
+        await committed.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        store.transaction = real  # type: ignore[method-assign]
+    record = await broker.get(1)
+    assert record is not None and record.status == "expired"
+    assert record.decided_by == "abandoned"
+
+
 # -- a request's own 400 is not an outage (issue 13) ------------------------------------
 
 

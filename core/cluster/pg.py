@@ -38,6 +38,7 @@ import psycopg
 from core.cluster.base import SLOTS
 from core.config.models import ClusterConfig
 from core.store.postgres import Conn, PostgresStore, lock_key
+from core.waits import wait_set
 
 log = logging.getLogger("openclaw.cluster")
 
@@ -291,8 +292,7 @@ class PgCluster:
                     if rows and rows[0][0]:
                         held.add(i)
                         return i
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_freed.wait(), SLOT_POLL_S)
+            await wait_set(self._slot_freed, SLOT_POLL_S)
 
     async def _give_slot(self, kind: str, i: int) -> None:
         try:

@@ -16,6 +16,7 @@ from core.console.web import CONSOLE, SECURITY_HEADERS
 from core.engine.ledger import RequestMeta
 from core.facade import Facade
 from core.types import Attempt
+from core.waits import wait_set
 
 # A run's status changes (queued → running → ok) are not observed, only its steps and
 # attempts: the stream also looks every POLL_S, so a change is seen within that at worst.
@@ -98,8 +99,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
                 idle = 0.0
             if view.run.done:
                 break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), POLL_S)
+            await wait_set(event, POLL_S)
             idle += POLL_S
             if idle >= KEEPALIVE_S:
                 await resp.write(b": keepalive\n\n")

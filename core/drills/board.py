@@ -38,6 +38,7 @@ from core.errors import OpenClawError
 from core.ops.owners import Liveness, host_liveness
 from core.store.base import Store
 from core.store.times import utcnow_iso
+from core.waits import wait_set
 
 log = logging.getLogger("openclaw.drills")
 
@@ -244,11 +245,7 @@ class DrillBoard:
         drill = self._drills.get(drill_id)
         if drill is None or not drill.running:
             return True
-        try:
-            await asyncio.wait_for(drill.done.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(drill.done, timeout_s)
 
     async def end_orphans(self) -> int:
         """Mark ended (``restart``) the drills a stopped process left running: a restart

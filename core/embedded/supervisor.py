@@ -24,6 +24,7 @@ from core.config.models import EmbeddedConfig
 from core.embedded.models import gguf_path
 from core.errors import OpenClawError
 from core.providers.base import Provider
+from core.waits import within
 
 log = logging.getLogger("openclaw.embedded")
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -101,8 +102,8 @@ class EmbeddedModel:
         self._proc = proc
         self.status.pid = proc.pid
         try:
-            url = await asyncio.wait_for(self._listening(proc), self.cfg.start_timeout_s)
-            await asyncio.wait_for(self._healthy(url), self.cfg.start_timeout_s)
+            url = await within(self._listening(proc), self.cfg.start_timeout_s)
+            await within(self._healthy(url), self.cfg.start_timeout_s)
         except (TimeoutError, EmbeddedStartError) as e:
             await self._terminate(proc)
             self.status.state = "failed"
@@ -167,7 +168,7 @@ class EmbeddedModel:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                await within(proc.wait(), 5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

@@ -28,6 +28,7 @@ from core.config.models import ApprovalsConfig
 from core.ops.owners import Liveness
 from core.store.base import Store
 from core.store.times import utcnow_iso
+from core.waits import within
 
 log = logging.getLogger("openclaw.approvals")
 
@@ -172,10 +173,47 @@ class ApprovalBroker:
         ``[approvals] default`` at once."""
         if not self.notifiers:
             return await PolicyApprover(self.config).decide(request)
+        # The row is stored in a task of its own: a run cancelled while its COMMIT is on
+        # the wire would otherwise leave a pending row that nobody waits for (and no one
+        # expires before the next sweep). Cancelled then, it waits for the row and expires it.
+        stored = asyncio.ensure_future(self._store(request))
+        try:
+            aid = await asyncio.shield(stored)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._close(await stored, "expired", "abandoned"))
+            raise
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting[aid] = fut
+        try:
+            record = await self.get(aid)
+            assert record is not None
+            # Copies go out beside the wait: an admin may decide while another admin's copy
+            # is still being sent (waiting out a 429), and the run goes on at once.
+            self._spawn(self._notify(record))
+            try:
+                return await within(self._wait(aid, fut), self.config.timeout_s)
+            except TimeoutError:
+                if not await self._close(aid, "expired", "timeout"):
+                    # a decision landed just as time ran out: the row is the truth
+                    record = await self.get(aid)
+                    if record is not None and record.status in ("approved", "denied"):
+                        return Decision(record.status == "approved", record.decided_by or "")
+                return Decision(
+                    False, "timeout", f"expired after {self.config.timeout_s:g}s without a decision"
+                )
+        finally:
+            self._waiting.pop(aid, None)
+            if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._close(aid, "expired", "abandoned"))
+
+    async def _store(self, request: ApprovalRequest) -> int:
+        """Insert the pending row; its id."""
         now = self.clock()
         expires = now + timedelta(seconds=self.config.timeout_s)
         async with self.store.transaction() as tx:
-            aid = await tx.insert_id(
+            return await tx.insert_id(
                 "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model,"
                 " reason, estimated_cost_usd, preview, tool, arguments, status, created_at,"
                 " expires_at, owner)"
@@ -199,37 +237,14 @@ class ApprovalBroker:
                     self.owner,
                 ),
             )
-        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiting[aid] = fut
-        try:
-            record = await self.get(aid)
-            assert record is not None
-            # Copies go out beside the wait: an admin may decide while another admin's copy
-            # is still being sent (waiting out a 429), and the run goes on at once.
-            self._spawn(self._notify(record))
-            try:
-                return await asyncio.wait_for(self._wait(aid, fut), self.config.timeout_s)
-            except TimeoutError:
-                if not await self._close(aid, "expired", "timeout"):
-                    # a decision landed just as time ran out: the row is the truth
-                    record = await self.get(aid)
-                    if record is not None and record.status in ("approved", "denied"):
-                        return Decision(record.status == "approved", record.decided_by or "")
-                return Decision(
-                    False, "timeout", f"expired after {self.config.timeout_s:g}s without a decision"
-                )
-        finally:
-            self._waiting.pop(aid, None)
-            if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._close(aid, "expired", "abandoned"))
 
     async def _wait(self, aid: int, fut: asyncio.Future[Decision]) -> Decision:
         """The decision: from this instance (the future), or read from the row when
         another instance's notification says so, or every ``poll_s`` at the latest."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(fut), self.poll_s)
+            done, _ = await asyncio.wait({fut}, timeout=self.poll_s)  # fut is never cancelled
+            if done:
+                return fut.result()
             decided = await self._decision_in_row(aid)
             if decided is not None:
                 return decided

@@ -26,6 +26,7 @@ from core.engine.ledger import price
 from core.engine.routing import Candidate, Plan
 from core.engine.structured import unfit
 from core.types import Attempt, ChatRequest, Usage
+from core.waits import within
 
 log = logging.getLogger("openclaw.engine")
 
@@ -165,7 +166,7 @@ class Gate:
         )
         timeout_s = self.config.approvals.timeout_s
         try:  # the approver times out itself; this only guards against one that hangs
-            return await asyncio.wait_for(self.approver.decide(areq), timeout_s + 10)
+            return await within(self.approver.decide(areq), timeout_s + 10)
         except TimeoutError:
             return Decision(False, "timeout", f"no decision within {timeout_s:.0f}s")
         except Exception as e:  # an approver that breaks must deny, not crash the request

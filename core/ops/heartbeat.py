@@ -22,6 +22,7 @@ from core.delivery.outbox import QUEUE_HEADS
 from core.errors import StoreUnavailable
 from core.store.base import Store
 from core.store.times import utcnow_iso
+from core.waits import wait_set
 
 log = logging.getLogger("openclaw.heartbeat")
 Checks = Callable[[], Awaitable[list[str]]]  # what is unhealthy now ([] = all well)
@@ -87,10 +88,7 @@ class Heartbeat:
         """Beat every ``every_s`` until ``stop``: the first right away."""
         while not stop.is_set():
             await self.beat()
-            try:
-                await asyncio.wait_for(stop.wait(), self.config.every_s)
-            except TimeoutError:
-                continue
+            await wait_set(stop, self.config.every_s)
 
     def describe(self) -> dict[str, Any]:
         """For status: the variable (never the URL), the last ping, what holds it back."""

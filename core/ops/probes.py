@@ -8,7 +8,6 @@ the advice `openclaw doctor` would give, for the start-up summary.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from core.engine.health import HealthBoard
 from core.errors import ProviderError
 from core.ops.doctor import advice
 from core.providers.base import Provider
+from core.waits import wait_set
 
 log = logging.getLogger("openclaw.probes")
 PROBE_TIMEOUT_S = 10.0
@@ -104,7 +104,5 @@ class Prober:
         if interval <= 0:
             return
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if not stop.is_set():
+            if not await wait_set(stop, interval):
                 await self.probe_all()

@@ -21,6 +21,7 @@ from core.ops.backoff import Backoff
 from core.ops.heartbeat import Heartbeat, serve_checks
 from core.ops.probes import Prober
 from core.store.sqlite import SQLiteStore
+from core.waits import wait_set, within
 
 log = logging.getLogger("openclaw.serve")
 ADOPT_INTERVAL_S = 1.0
@@ -102,9 +103,7 @@ class Leadership:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.app.config.cluster
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), cfg.heartbeat_s)
-            if stop.is_set():
+            if await wait_set(stop, cfg.heartbeat_s):
                 return
             try:
                 await self.step()
@@ -353,7 +352,7 @@ async def serve(
         await app.runner.shutdown(app.config.serve.shutdown_grace_s)
         # 3. a last delivery pass for what they produced, then the worker and the bot stop
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(app.delivery.drain(), DRAIN_ON_STOP_S)
+            await within(app.delivery.drain(), DRAIN_ON_STOP_S)
         delivering.set()
         if delivery is not None:
             with contextlib.suppress(asyncio.CancelledError):

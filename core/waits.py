@@ -1,0 +1,36 @@
+"""Waits with a deadline that never lose a cancellation.
+
+On Python 3.11, ``asyncio.wait_for`` wraps what it waits for in a task and can report a
+cancellation that meets its own timeout as ``TimeoutError`` (3.12 rebuilt it on
+``asyncio.timeout``). A loop that reads ``TimeoutError`` as "wait again" then never ends,
+and whoever cancelled it waits forever: a run's approval wait hung that way, with
+``decide`` cancelling inside ``wait_for`` and its polling loop never told. ``asyncio.timeout``
+counts the cancellations it did not make and lets them through, so every wait with a
+deadline goes through it; ruff bans ``asyncio.wait_for`` (TID251) so none comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
+    """True once ``event`` is set, False when ``timeout_s`` passed without it."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def within(aw: Awaitable[T], timeout_s: float) -> T:
+    """What ``aw`` returns; ``TimeoutError`` (``aw`` cancelled) after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        return await aw

@@ -24,7 +24,9 @@ from aiogram.filters import Command, Filter
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
 from bot.callbacks import AgentCb, ApprovalCb, DeliveriesPageCb, DeliveryCb, RunCb
+from core.cluster.updates import UpdateLog
 from core.config.models import TelegramConfig
+from core.errors import StoreUnavailable
 
 log = logging.getLogger("openclaw.bot")
 
@@ -146,3 +148,35 @@ def admin_only(
             await event.answer(refusal)
 
     observer.register(refuse, *filters)
+
+
+class PolledOnce(BaseMiddleware):
+    """Outer middleware on polled updates when instances share the database: each
+    ``update_id`` is handled by one instance. A leader frozen (SIGSTOP) inside getUpdates
+    and replaced may wake up with an answer the new leader was given too; without this
+    both would run the same /run. A store that cannot record lets it through (handled
+    at least once, as on one instance) with one warning per outage."""
+
+    def __init__(self, updates: UpdateLog) -> None:
+        self.updates = updates
+        self._down = False
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        if isinstance(event, Update):
+            try:
+                first = await self.updates.first_time(event.update_id)
+            except StoreUnavailable as e:
+                if not self._down:
+                    log.warning("Telegram: polled updates cannot be recorded (%s)", e)
+                self._down, first = True, True
+            else:
+                self._down = False
+            if not first:
+                log.info("Telegram: update %s was taken by another instance", event.update_id)
+                return None
+        return await handler(event, data)

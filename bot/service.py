@@ -30,7 +30,7 @@ from aiohttp import web
 
 from bot.answering import AnswerEveryPress
 from bot.channel import TelegramChannel
-from bot.middlewares import AccessMiddleware
+from bot.middlewares import AccessMiddleware, PolledOnce
 from bot.reporter import RunReporter
 from bot.routers.agents import make_agents_router
 from bot.routers.approvals import ApprovalMessages, make_approvals_router
@@ -148,6 +148,8 @@ class TelegramBot:
         self.dp.errors.register(_usage_error, ExceptionTypeFilter(UsageError))
         self.dp.errors.register(_send_failed, ExceptionTypeFilter(TelegramAPIError, PartialSend))
         self.mode = "webhook" if cfg.webhook_url else "polling"
+        if self.mode == "polling" and facade.updates.shared:
+            self.dp.update.outer_middleware(PolledOnce(facade.updates))
         self.state = "starting"
         self.leading = False
         self.reconnects = 0
@@ -200,6 +202,8 @@ class TelegramBot:
                 await self._set_webhook()
                 self._pruning = asyncio.create_task(self._prune())
                 return
+            if self.facade.updates.shared:  # the polled updates' records, as the webhook's
+                self._pruning = asyncio.create_task(self._prune())
             try:
                 await self.bot.delete_webhook(drop_pending_updates=False)
             except Exception as e:  # polling retries with backoff on its own

@@ -380,7 +380,9 @@ class App:
             ledger=self.ledger,
             overview=overview,
             metrics=self.metrics,
-            updates=UpdateLog(self.store, self.owner, self.runner.clock),
+            updates=UpdateLog(
+                self.store, self.owner, self.runner.clock, shared=self.cluster.shared
+            ),
             schedule=self.scheduler.watch,
             instances=self.cluster.instances,
             drills=self.drills,

@@ -1,6 +1,8 @@
-"""Telegram updates taken through the webhook, by ``update_id``: behind a load balancer a
-redelivered update may reach another instance, which must answer 200 without handling it
-a second time. The record commits before the 200 goes out."""
+"""Telegram updates taken, by ``update_id``: behind a load balancer a redelivered webhook
+update may reach another instance, which must answer 200 without handling it a second
+time (the record commits before the 200 goes out). Polling on a shared database records
+them too: a leader frozen mid-getUpdates and replaced may wake with an answer the new
+leader also got."""
 
 from __future__ import annotations
 
@@ -15,14 +17,19 @@ KEEP = timedelta(hours=24)
 
 
 class UpdateLog:
-    """Which webhook updates some instance already took."""
+    """Which updates some instance already took."""
 
     def __init__(
-        self, store: Store, owner: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        store: Store,
+        owner: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared: bool = False,
     ) -> None:
         self.store = store
         self.owner = owner
         self.clock = clock
+        self.shared = shared  # other instances may take updates too (a shared database)
 
     async def first_time(self, update_id: int) -> bool:
         """Record ``update_id``; True when no instance had taken it before (handle it),

@@ -503,11 +503,20 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; none within ``timeout_s`` (the server is down) raises
         StoreUnavailable."""
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
         cm = self.pool.connection(timeout=self.timeout_s)
         try:
             conn = await cm.__aenter__()
         except psycopg.Error as e:
             _raise_mapped(e, self.url)
+        if task is not None and task.cancelling() > asked:
+            # psycopg_pool waits for a free connection with 3.11's asyncio.wait_for, which
+            # drops a cancellation that meets the connection being handed over (it returns
+            # the result instead). The caller would go on as if never cancelled: a run's
+            # approval wait, cancelled so, polled forever. Hand it back, and be cancelled.
+            await cm.__aexit__(None, None, None)
+            raise asyncio.CancelledError
         try:
             yield conn
         except BaseException as e:

@@ -20,6 +20,7 @@ from core.agents.assurance import (
     problem_line,
     summary,
 )
+from core.agents.state import AgentState
 from core.store.times import utcnow_iso
 
 if TYPE_CHECKING:
@@ -46,7 +47,11 @@ class ScheduleWatch:
 
     async def fires(self, since: datetime, now: datetime | None = None) -> list[Fire]:
         """Every fire expected after ``since`` up to ``now``, with its outcome, in time
-        order. Two queries: the runs of the period and the disabled agents."""
+        order. Two queries: the runs of the period and the agents' state.
+
+        An agent's fires count from when the scheduler first started it with its
+        current schedule (cron, timezone, offset): none from before it was added, before
+        a fresh database, or of a cron it no longer has."""
         now = now or self.clock()
         rows = await self.store.fetchall(
             "SELECT id, agent, status, scheduled_for, quiet, error FROM runs"
@@ -54,16 +59,25 @@ class ScheduleWatch:
             (utcnow_iso(since),),
         )
         facts = [RunFact.from_row(r) for r in rows]
-        off = await self.store.fetchall("SELECT agent FROM agent_state WHERE disabled = 1")
-        disabled = {str(r[0]) for r in off}
+        states = {
+            str(r[0]): AgentState(str(r[0]), r[1], 0, bool(r[2]), None, r[3], r[4])
+            for r in await self.store.fetchall(
+                "SELECT agent, last_fire, disabled, schedule_key, schedule_since FROM agent_state"
+            )
+        }
         due_s = self.config.scheduler.alert_after_s or 300.0
         out: list[Fire] = []
-        from core.agents.scheduler import fires_between  # (the scheduler imports this module)
+        # (the scheduler imports this module)
+        from core.agents.scheduler import expected_since, fires_between, schedule_key, seen_with
 
         for agent in self.scheduler.scheduled_agents():
-            expected = fires_between(self.scheduler.trigger(agent), since, now)
-            off_now = agent.name in disabled
-            out += assess(agent.name, expected, facts, now, due_s=due_s, disabled=off_now)
+            state = states.get(agent.name, AgentState(agent.name))
+            if not seen_with(state, schedule_key(agent, self.config.scheduler.spread_s)):
+                continue  # never started with this schedule: nothing expected yet
+            start = expected_since(state)
+            after = since if start is None else max(since, start)
+            expected = fires_between(self.scheduler.trigger(agent), after, now)
+            out += assess(agent.name, expected, facts, now, due_s=due_s, disabled=state.disabled)
         return sorted(out, key=lambda f: (f.at, f.agent))
 
     async def check(self) -> list[Fire]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from core.agents.scheduler import fires_between
 from core.store.times import utcnow_iso
-from tests.agents.conftest import add_run
+from tests.agents.conftest import add_run, set_seen
 from tests.bot.conftest import VIEWER, RigFactory
 
 
@@ -15,6 +15,7 @@ async def test_schedule_shows_the_summary_and_the_problems(make_rig: RigFactory)
     rig = await make_rig([hourly])
     sched = rig.app.scheduler
     now = sched.clock()
+    await set_seen(rig.app, "h", None)  # as a scheduler started long ago
     fires = fires_between(sched.trigger(rig.app.config.agents[0]), now - timedelta(hours=2), now)
     await add_run(rig.app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(fires[0]))
     await add_run(

@@ -4,6 +4,7 @@ for fires that made no run, the daily report, and the top-of-hour stagger."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,12 @@ async def test_the_watch_alerts_once_for_a_fire_that_made_no_run(
     # within alert_after_s of its time a fire is only due
     now = utc(2026, 12, 1, 11, 2)
     assert await watch.check() == []
+    # what it remembers having alerted is the window's alone: it does not grow for ever
+    now = utc(2026, 12, 1, 12, 30)
+    assert [f.agent for f in await watch.check()] == ["fine", "h"]  # 12:00
+    now = utc(2026, 12, 1, 14, 30)
+    await watch.check()
+    assert {at for _, at in watch._alerted} == {utcnow_iso(utc(2026, 12, 1, 14))}
 
 
 async def test_schedule_of_a_day_through_the_app(make_app: AppFactory) -> None:
@@ -332,6 +339,27 @@ def test_openclaw_schedule_prints_the_join_and_exits_1_on_problems(
     with pytest.raises(SystemExit):
         main([*argv, "schedule", "--since", "60d"])
     assert "at most 31d" in capsys.readouterr().err
+
+
+def test_openclaw_agents_shows_the_stagger_offset(
+    tmp_path: Path,
+    store_location: DbLocation,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[scheduler] spread_s = 300``: the next fire is 46 s past the hour, to the second."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    cfg = tmp_path / "openclaw.toml"
+    staggered = CLI_CONFIG.replace('name = "h"', 'name = "morning-digest"').replace(
+        'schedule = "0 * * * *"', 'schedule = "0 7 * * *"\ntimezone = "Europe/Berlin"'
+    )
+    cfg.write_text(staggered + "\n[scheduler]\nspread_s = 300\n", encoding="utf-8")
+    argv = ["--config", str(cfg), "--db", location_env(store_location)]
+    assert main([*argv, "agents"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"morning-digest\s+0 7 \* \* \*\s+Europe/Berlin\s+\d{4}-\d\d-\d\dT07:00:46\+0[12]:00", out
+    ), out
 
 
 async def test_a_downtime_shows_as_missed_and_late_after_the_restart(
@@ -560,3 +588,60 @@ def test_a_cron_time_that_does_not_exist_on_spring_forward_night() -> None:
     runs = [fact(1, "ok", fires[0]), fact(2, "ok", fires[1])]
     assessed = assess("a", fires, runs, utc(2026, 3, 30, 12), due_s=300)
     assert [f.outcome for f in assessed] == [Outcome.OK, Outcome.OK]
+
+
+# -- the dead-man's switch and a scheduler that stopped firing -----------------------------
+
+
+async def test_the_heartbeat_is_withheld_while_fires_make_no_run(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler paused still says it runs; the watch found fires of the last hour with
+    no run, so the monitor gets no ping, and status says why. A later fire that made its
+    run (or an hour passing) lets the pings go again."""
+    from core.ops.serve import _heartbeat
+    from tests.fakes.receiver import FakeReceiver
+
+    minutely = {"name": "m", "message": "x", "task": "chat", "schedule": "* * * * *"}
+    async with FakeReceiver() as monitor:
+        monkeypatch.setenv("HEARTBEAT_URL", monitor.url + "/ping/secret")
+        app = await make_app(
+            [minutely],
+            scheduler={"alert_after_s": 1, "watch_every_s": 3600},
+            heartbeat={"url_env": "HEARTBEAT_URL"},
+        )
+        hb = _heartbeat(app, lambda: True)
+        assert hb is not None
+        assert await app.cluster.campaign()  # as serve: it leads, so it pings
+        await app.scheduler.start()
+        try:
+            app.scheduler.aps.pause()
+            watch = app.scheduler.watch
+            now = app.scheduler.clock().replace(second=30, microsecond=0)
+            watch.clock = lambda: now
+            three_ago = now - timedelta(minutes=3)
+            await set_seen(app, "m", utcnow_iso(three_ago))
+            watch.watching_since = three_ago
+            assert await hb.beat() is True  # the watch has not looked yet
+            assert len(await watch.check()) == 3
+            assert app.scheduler.running  # APScheduler thinks all is well
+            assert await hb.beat() is False
+            state = hb.describe()["state"]
+            assert state.startswith("withheld: the scheduler made no run for agent m's fire of")
+            assert state.endswith(" and 2 more")
+            assert len(monitor.at("/ping/secret")) == 1
+            # an hour on, those fires are old news
+            watch.clock = lambda: now + timedelta(minutes=61)
+            assert watch.stuck() is None
+            watch.clock = lambda: now
+            # the newest fire made its run: the scheduler fires again
+            last = app.scheduler.trigger(app.config.agents[0])
+            newest = latest_fire(last, now)
+            assert newest is not None
+            await add_run(app, "m", "schedule", status="ok", scheduled_for=utcnow_iso(newest))
+            await watch.check()
+            assert watch.stuck() is None
+            assert await hb.beat() is True and hb.describe()["state"] == "ok"
+            assert len(monitor.at("/ping/secret")) == 2
+        finally:
+            app.scheduler.stop()

@@ -123,6 +123,9 @@ def assess(
         run = by_fire.get(key)
         if run is not None:
             outcome = _BY_STATUS.get(run.status, Outcome.FAILED)
+            # only an on-time run shows quiet: a late one that said NO_REPLY stays late,
+            # as the lateness (a downtime the catch-up made up for) is the news about the
+            # schedule; that nothing was delivered is the agent's everyday choice
             if outcome == Outcome.OK and run.quiet:
                 outcome = Outcome.QUIET
             out.append(Fire(agent, at, outcome, run.id, run.error if outcome in PROBLEMS else None))

@@ -95,6 +95,12 @@ def test_a_disabled_agent_s_fires_after_its_last_row_are_disabled_not_silent() -
     assert [f.outcome for f in again][1:] == [Outcome.NO_RUN, Outcome.NO_RUN]
 
 
+def test_a_late_run_that_said_no_reply_is_late_not_quiet() -> None:
+    runs = [fact(1, "late", HOURS[0], quiet=True), fact(2, "ok", HOURS[1], quiet=True)]
+    fires = assess("a", HOURS[:2], runs, utc(2026, 12, 1, 9), due_s=300)
+    assert [f.outcome for f in fires] == [Outcome.LATE, Outcome.QUIET]
+
+
 def test_other_agents_rows_do_not_count() -> None:
     other = RunFact(1, "b", "ok", utcnow_iso(HOURS[0]))
     (fire,) = assess("a", HOURS[:1], [other], utc(2026, 12, 1, 9), due_s=300)

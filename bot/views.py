@@ -86,6 +86,13 @@ def help_text(is_admin: bool) -> str:
     return "\n".join(lines)
 
 
+def fire_time(iso: str) -> str:
+    """``2026-12-02 07:00`` of an ISO time, with the seconds when they are not zero: a
+    top-of-hour stagger offset (``[scheduler] spread_s``) of 46 s shows as ``07:00:46``."""
+    text = iso.replace("T", " ")
+    return text[:19] if len(text) >= 19 and text[17:19] != "00" else text[:16]
+
+
 def agents_text(rows: list[AgentRow], page: int, pages: int) -> str:
     """The /agents list (one page)."""
     if not rows:
@@ -96,7 +103,7 @@ def agents_text(rows: list[AgentRow], page: int, pages: int) -> str:
         when = (
             "disabled"
             if not r.enabled
-            else (f"next {r.next_fire[:16].replace('T', ' ')}" if r.next_fire else "on demand")
+            else (f"next {fire_time(r.next_fire)}" if r.next_fire else "on demand")
         )
         lines.append(
             f"{icon} <b>{escape(r.name)}</b> — {escape(r.schedule or '')} {escape(when)}".replace(
@@ -114,7 +121,7 @@ def agent_detail(row: AgentRow, runs: list[Run]) -> str:
     sched = f"{row.schedule} ({row.timezone})" if row.schedule else "on demand"
     lines.append(f"Schedule: {escape(sched)}")
     if row.next_fire:
-        lines.append(f"Next: {escape(row.next_fire[:16].replace('T', ' '))}")
+        lines.append(f"Next: {escape(fire_time(row.next_fire))}")
     state = "enabled" if row.enabled else f"disabled ({row.disabled_reason or ''})"
     lines.append(f"State: {escape(state)}")
     lines.append(f"Cost today: ${row.cost_today_usd:.4f}")

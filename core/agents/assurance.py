@@ -9,6 +9,7 @@ run shows as such. Pure over data (the fires and the rows), with ``now`` handed 
 from __future__ import annotations
 
 import enum
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ def assess(
         run = by_fire.get(key)
         if run is not None:
             outcome = _BY_STATUS.get(run.status, Outcome.FAILED)
+            # only an on-time run shows quiet: a late one that said NO_REPLY stays late,
+            # as the lateness (a downtime the catch-up made up for) is the news about the
+            # schedule; that nothing was delivered is the agent's everyday choice
             if outcome == Outcome.OK and run.quiet:
                 outcome = Outcome.QUIET
             out.append(Fire(agent, at, outcome, run.id, run.error if outcome in PROBLEMS else None))
@@ -157,9 +161,61 @@ def summary(fires: Sequence[Fire]) -> str:
     return " · ".join(parts)
 
 
+# one attempt line of :class:`core.errors.AllAttemptsFailed`, which a failed run stores
+# as its error: "  tier 2 deep/deepseek-chat: billing (billing HTTP 402: …)"
+_ATTEMPT = re.compile(r"^\s*tier \d+ (?P<ref>\S+): (?P<outcome>\S+)(?: \((?P<reason>.*)\))?$")
+# a ProviderError's own text: "deep/deepseek-chat: billing HTTP 402: …"
+_PROVIDER = re.compile(r"^(?P<ref>\S+): \w+ HTTP (?P<status>\d{3})\b")
+_HTTP = re.compile(r"\bHTTP (\d{3})\b")
+
+
+def _decisive(error: str) -> tuple[re.Match[str], int] | None:
+    """The attempt line that says why a run failed, and how many other attempts failed.
+
+    The first model that was really tried decides (a ``skipped`` one, in its cooldown,
+    was never asked): it is the one the task routes to, and the rest are its fallbacks.
+    None when the error is not an attempt list."""
+    tried = [m for m in map(_ATTEMPT.match, error.splitlines()) if m is not None]
+    if not tried:
+        return None
+    asked = [m for m in tried if m["outcome"] != "skipped"] or tried
+    return asked[0], len(tried) - 1
+
+
 def short_reason(error: str, limit: int = 60) -> str:
-    """An error's first line, cut to ``limit`` characters."""
-    line = error.strip().splitlines()[0] if error.strip() else ""
+    """Why a run failed, in a few words: ``deep/deepseek-chat 402 and 2 more`` for a run
+    every model of which failed (the first line of such an error is only ``all models
+    failed:``), ``deep/deepseek-chat 402`` for one provider error, else the error's first
+    line; cut to ``limit`` characters."""
+    text = error.strip()
+    found = _decisive(text)
+    if found is not None:
+        m, others = found
+        code = _HTTP.search(m["reason"] or "")
+        line = f"{m['ref']} {code[1] if code else m['outcome']}"
+        line += f" and {others} more" if others else ""
+    elif (p := _PROVIDER.match(text)) is not None:
+        line = f"{p['ref']} {p['status']}"
+    else:
+        line = text.splitlines()[0] if text else ""
+    return _cut(line, limit)
+
+
+def reason_line(error: str, limit: int = 120) -> str:
+    """A problem line's reason: the decisive attempt in full (``deep/deepseek-chat:
+    billing (billing HTTP 402: Insufficient Balance …)``) and how many others failed,
+    else the error's first line; cut to ``limit`` characters."""
+    text = error.strip()
+    found = _decisive(text)
+    if found is None:
+        return _cut(text.splitlines()[0] if text else "", limit)
+    m, others = found
+    line = m[0].strip().split(" ", 2)[2]  # without "tier N "
+    more = f" (+{others} more)" if others else ""
+    return _cut(line, limit - len(more)) + more
+
+
+def _cut(line: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -169,7 +225,7 @@ def problem_line(fire: Fire, zone_name: str = "UTC") -> str:
 
     local = fire.at.astimezone(ZoneInfo(zone_name)).strftime("%Y-%m-%d %H:%M")
     run = f" run {fire.run_id}" if fire.run_id is not None else ""
-    why = f": {short_reason(fire.error, 120)}" if fire.error else ""
+    why = f": {reason_line(fire.error)}" if fire.error else ""
     return f"{fire.agent} {local} {fire.outcome}{run}{why}"
 
 

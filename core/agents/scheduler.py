@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from core.agents.runner import AgentRunner
 from core.agents.runs import AlreadyExists, Status, Trigger
-from core.agents.state import AgentStates
+from core.agents.state import AgentState, AgentStates
 from core.agents.watch import ScheduleWatch
 from core.config.agents import AgentConfig
 from core.config.models import Config
@@ -76,6 +76,27 @@ def trigger_for(agent: AgentConfig, spread_s: int = 0) -> BaseTrigger:
     cron = CronTrigger.from_crontab(agent.schedule, timezone=ZoneInfo(agent.timezone))
     offset = spread_offset(agent, spread_s)
     return Shifted(cron, offset) if offset else cron
+
+
+def schedule_key(agent: AgentConfig, spread_s: int = 0) -> str:
+    """What the agent's fire times follow: cron, timezone and top-of-hour offset
+    (``0 * * * * Europe/Berlin +46s``). When it changes, the fires of the old schedule are
+    no longer expected."""
+    offset = spread_offset(agent, spread_s).total_seconds()
+    return f"{agent.schedule} {agent.timezone} +{offset:g}s"
+
+
+def seen_with(state: AgentState, key: str) -> bool:
+    """The scheduler has started the agent with schedule ``key`` (or, a row from before
+    it kept the schedule, has fired it): else no fire of it is expected yet."""
+    if state.schedule_key is None:
+        return state.last_fire is not None  # fired before migration 019 kept the schedule
+    return state.schedule_key == key
+
+
+def expected_since(state: AgentState) -> datetime | None:
+    """Since when an agent :func:`seen_with` its schedule has had it (None: no bound)."""
+    return datetime.fromisoformat(state.schedule_since) if state.schedule_since else None
 
 
 def fires_between(trigger: BaseTrigger, after: datetime, until: datetime) -> list[datetime]:
@@ -281,10 +302,19 @@ class Scheduler:
         started = []
         for agent in self.scheduled_agents():
             state = await self.states.get(agent.name)
+            key = schedule_key(agent, self.config.scheduler.spread_s)
             if state.last_fire is None:  # first start with this agent: nothing was missed
                 async with self.store.transaction() as tx:
                     await self.states.set_last_fire(tx, agent.name, utcnow_iso(now))
+                    await self.states.set_schedule(tx, agent.name, key, utcnow_iso(now))
                 continue
+            if state.schedule_key != key:
+                # a row from before the schedule was kept: its history stands; a changed
+                # schedule: its fires count from the last one handled (those after it
+                # are the catch-up's to run or record missed, just below)
+                since = None if state.schedule_key is None else state.last_fire
+                async with self.store.transaction() as tx:
+                    await self.states.set_schedule(tx, agent.name, key, since)
             if state.disabled:
                 continue
             fires = fires_between(self.trigger(agent), datetime.fromisoformat(state.last_fire), now)

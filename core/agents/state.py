@@ -14,6 +14,10 @@ class AgentState:
     consecutive_failures: int = 0
     disabled: bool = False
     disabled_reason: str | None = None
+    # the schedule the scheduler last started the agent with (see core.agents.scheduler.
+    # schedule_key) and since when it has had it: no fire before that is expected
+    schedule_key: str | None = None
+    schedule_since: str | None = None
 
 
 class AgentStates:
@@ -25,14 +29,14 @@ class AgentStates:
     async def get(self, agent: str) -> AgentState:
         """The agent's state (defaults if never written)."""
         rows = await self.store.fetchall(
-            "SELECT agent, last_fire, consecutive_failures, disabled, disabled_reason"
-            " FROM agent_state WHERE agent = ?",
+            "SELECT agent, last_fire, consecutive_failures, disabled, disabled_reason,"
+            " schedule_key, schedule_since FROM agent_state WHERE agent = ?",
             (agent,),
         )
         if not rows:
             return AgentState(agent)
         r = rows[0]
-        return AgentState(r[0], r[1], int(r[2]), bool(r[3]), r[4])
+        return AgentState(r[0], r[1], int(r[2]), bool(r[3]), r[4], r[5], r[6])
 
     async def set_last_fire(self, tx: Transaction, agent: str, when: str) -> None:
         """Remember, in ``tx``, the newest scheduled fire that was handled (run or recorded
@@ -41,6 +45,16 @@ class AgentStates:
             "INSERT INTO agent_state (agent, last_fire) VALUES (?, ?)"
             " ON CONFLICT (agent) DO UPDATE SET last_fire = excluded.last_fire",
             (agent, when),
+        )
+
+    async def set_schedule(self, tx: Transaction, agent: str, key: str, since: str | None) -> None:
+        """Remember, in ``tx``, the schedule the scheduler starts the agent with and since
+        when its fires are expected (None: as far back as asked)."""
+        await tx.execute(
+            "INSERT INTO agent_state (agent, schedule_key, schedule_since) VALUES (?, ?, ?)"
+            " ON CONFLICT (agent) DO UPDATE SET schedule_key = excluded.schedule_key,"
+            " schedule_since = excluded.schedule_since",
+            (agent, key, since),
         )
 
     async def record_result(self, agent: str, ok: bool) -> int:

@@ -127,9 +127,12 @@ def serve_checks(
     delivery_running: Callable[[], bool],
     config: HeartbeatConfig,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    scheduler_stuck: Callable[[], str | None] = lambda: None,
 ) -> Checks:
-    """serve's checks: the scheduler runs, the delivery worker runs and is not stalled,
-    the store takes writes (and ``disk``, a SQLite file's folder, has room)."""
+    """serve's checks: the scheduler runs and its fires make their runs (``scheduler_stuck``
+    says why not: APScheduler paused or hung still says it runs), the delivery worker runs
+    and is not stalled, the store takes writes (and ``disk``, a SQLite file's folder, has
+    room)."""
 
     async def checks() -> list[str]:
         problems = []
@@ -139,6 +142,8 @@ def serve_checks(
                 problems.append(f"the disk of {disk} has {free_mb} MB free")
         if not scheduler_running():
             problems.append("the scheduler is not running")
+        elif (why := scheduler_stuck()) is not None:
+            problems.append(why)
         if not delivery_running():
             problems.append("the delivery worker is not running")
         try:

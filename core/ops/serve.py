@@ -179,6 +179,7 @@ def _heartbeat(app: App, delivery_running: Callable[[], bool]) -> Heartbeat | No
         delivery_running,
         cfg,
         app.runner.clock,
+        lambda: app.scheduler.watch.stuck() if app.cluster.is_leader() else None,
     )
     return Heartbeat(
         cfg,

@@ -354,6 +354,15 @@ async def _m017_drills(db: DDL) -> None:
     await db.execute("ALTER TABLE attempts ADD COLUMN drill INTEGER")
 
 
+async def _m019_agent_state_schedule(db: DDL) -> None:
+    # the schedule (cron, timezone, top-of-hour offset) the scheduler last started the
+    # agent with, and since when: the schedule report expects no fire from before it (an
+    # agent added mid-day, a fresh database, a changed cron). A row from before this has
+    # neither: its fires are expected as they were until the scheduler next starts
+    await db.execute("ALTER TABLE agent_state ADD COLUMN schedule_key TEXT")
+    await db.execute("ALTER TABLE agent_state ADD COLUMN schedule_since TEXT")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -373,4 +382,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("016_reports", _m016_reports),
     ("017_drills", _m017_drills),
     ("018_attempts_trial", _m018_attempts_trial),
+    ("019_agent_state_schedule", _m019_agent_state_schedule),
 ]

@@ -64,3 +64,15 @@ async def set_last_fire(app: App, agent: str, when: str) -> None:
     """The agent's last handled fire, as an earlier process recorded it."""
     async with app.store.transaction() as tx:
         await app.runner.states.set_last_fire(tx, agent, when)
+
+
+async def set_seen(app: App, agent: str, since: str | None) -> None:
+    """The scheduler started the agent with its current schedule at ``since``, as an
+    earlier process recorded it (None: its fires are expected as far back as asked)."""
+    from core.agents.scheduler import schedule_key
+
+    cfg = app.config.agent(agent)
+    assert cfg is not None
+    async with app.store.transaction() as tx:
+        key = schedule_key(cfg, app.config.scheduler.spread_s)
+        await app.runner.states.set_schedule(tx, agent, key, since)

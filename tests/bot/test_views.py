@@ -79,6 +79,14 @@ def test_agents_page() -> None:
     )
 
 
+def test_a_stagger_offset_shows_its_seconds() -> None:
+    """``[scheduler] spread_s``: 46 s past the hour is not shown as the hour."""
+    staggered = replace(MORNING, next_fire="2026-12-02T07:00:46+01:00")
+    assert "next 2026-12-02 07:00:46\n" in agents_text([staggered, ON_DEMAND], 0, 1)
+    assert "\nNext: 2026-12-02 07:00:46\n" in agent_detail(staggered, [])
+    assert "\nNext: 2026-12-02 07:00\n" in agent_detail(MORNING, [])  # :00 is left off
+
+
 def test_agent_details() -> None:
     runs = [run(2, "morning", "failed", 0.5), run(1, "morning", "ok", 0.125)]
     assert agent_detail(MORNING, runs) == (
@@ -117,6 +125,33 @@ def test_status() -> None:
         "Queues: agents 2 running / 1 waiting, subagents 4 / 3\n"
         "Pending: 6 approvals, 5 deliveries, 0 unknown\nTelegram: polling, ok"
     )
+
+
+def test_status_shows_the_heartbeat() -> None:
+    """As the heartbeat's describe() puts it in the snapshot (see tests/test_heartbeat.py)."""
+    snap = StatusSnapshot(
+        version="0.1.0",
+        uptime_s=1.0,
+        tiers=[],
+        models=[],
+        embedded=[],
+        queues=Queues(0, 0, 0, 0, 0),
+        pending_approvals=0,
+        plugins={
+            "heartbeat": {
+                "url_env": "HEARTBEAT_URL",
+                "every_s": 60.0,
+                "last_ping": "2026-12-01T08:00:00.000000Z",
+                "state": "withheld: the scheduler made no run for agent <d>'s fire of …",
+            }
+        },
+    )
+    assert status_text(snap).splitlines()[-1] == (
+        "Heartbeat: withheld: the scheduler made no run for agent &lt;d&gt;'s fire of …;"
+        " last ping 2026-12-01T08:00:00.000000Z"
+    )
+    snap.plugins["heartbeat"] |= {"state": "starting", "last_ping": None}
+    assert status_text(snap).splitlines()[-1] == "Heartbeat: starting; last ping never"
 
 
 def test_status_lists_the_keys_out_of_routing_by_name() -> None:

@@ -25,6 +25,7 @@ from core.config.load import parse_config
 from core.config.settings import Settings
 from core.engine.approvals import ApprovalRecord, CopyShown
 from core.gateway import Gateway
+from tests.agents.conftest import set_seen
 from tests.configs import pyramid, pyramid_urls
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 
@@ -40,7 +41,8 @@ AGENTS = [
     # the fake answers SLOW after a pause: the run page is open while it runs
     {"name": "slow", "task": "chat", "message": "SLOW please", "deliver": ["log"]},
     {"name": "xss", "task": "chat", "message": "XSS please", "deliver": ["log"]},
-    # never fired here (the scheduler is not started): its fires show as "no run"
+    # never fired here (the scheduler is not started, but is recorded as having started
+    # it long ago): its fires show as "no run"
     {"name": "hourly", "task": "chat", "message": "hourly", "schedule": "0 * * * *"},
     # tier 3: waits for an admin's approval
     {"name": "boss", "task": "strategy", "message": "plan the quarter", "deliver": ["log"]},
@@ -132,6 +134,7 @@ class ServerThread:
         cfg = parse_config(doc, warnings=[])
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         app = await App.open(cfg, settings, self.db)
+        await set_seen(app, "hourly", None)
         served = Served(self.loop, app, None, fake)  # type: ignore[arg-type]
 
         async def notify(record: ApprovalRecord, shown: CopyShown) -> list[str]:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from core.agents.scheduler import fires_between
 from core.store.times import utcnow_iso
-from tests.agents.conftest import add_run
+from tests.agents.conftest import add_run, set_seen
 from tests.gateway.conftest import GatewayFactory
 
 HOURLY = {"name": "h", "task": "chat", "message": "x", "schedule": "0 * * * *"}
@@ -17,6 +17,7 @@ async def test_schedule_counts_and_problems(start_gateway: GatewayFactory) -> No
     gw = await start_gateway(agents=[HOURLY, {"name": "manual", "task": "chat", "message": "x"}])
     sched = gw.app.scheduler
     now = sched.clock()
+    await set_seen(gw.app, "h", None)  # as a scheduler started long ago
     fires = fires_between(sched.trigger(gw.app.config.agents[0]), now - timedelta(hours=3), now)
     assert len(fires) == 3
     await add_run(gw.app, "h", "schedule", status="ok", scheduled_for=utcnow_iso(fires[0]))

@@ -5,7 +5,9 @@ channel's confirmation: Telegram ``message_id``, Slack's 200) or back to pending
 with a backoff, or failed after ``max_attempts``. A claim older than
 ``claim_timeout_s`` whose process is gone is the one window in which a message may
 have gone out unconfirmed — a crash after the channel accepted it and before the
-confirmation was stored. Such a row becomes ``unknown`` (the admins decide: resend or
+confirmation was stored; a live process that cuts a send off after its request left (a
+shutdown, a confirmation the store would not take) settles it the same way at once
+(:meth:`Outbox.cut_off`). Such a row becomes ``unknown`` (the admins decide: resend or
 mark delivered, see :mod:`core.delivery.deliveries`) or, where ``[delivery]
 on_unknown`` says ``resend`` (webhooks, which carry an Idempotency-Key), pending again.
 """

@@ -66,7 +66,7 @@ from aiogram.types import InlineKeyboardMarkup
 
 from bot.limiter import AnswerWindow, SendLimiter, wait_turn
 from bot.text import split_html
-from core.delivery.channels import on_the_wire
+from core.delivery.channels import on_the_wire, parts_sent
 
 log = logging.getLogger("openclaw.bot.sending")
 
@@ -380,4 +380,6 @@ async def send_parts(
             except TelegramAPIError as e:
                 raise PartialSend(ids, e) from e
             ids.append(msg.message_id)
+            if len(parts) > 1:
+                parts_sent(ids)  # an outbox send cut off after this part keeps it
     return ids

@@ -22,6 +22,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
 from bot.channel import TelegramChannel
+from bot.limiter import SendLimiter
 from bot.sending import Priority, SendPath, chat_key
 from core.delivery.channels import Channel
 from core.delivery.deliveries import Deliveries, Delivery
@@ -144,6 +145,61 @@ async def test_a_telegram_row_cut_off_before_it_left_is_pending_and_sent_once(
     assert await w.drain() == 1
     assert len(tg.sent(CHAT)) == 1
     assert (await one_row(store))["status"] == "delivered"
+
+
+LONG = CTX | {"text": "word " * 1500}  # split under Telegram's 4096 limit (three parts)
+
+
+async def test_a_split_message_cut_off_mid_part_keeps_the_parts_that_arrived(
+    store: Store,
+    tg: FakeTelegram,
+    bot: Bot,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Part one confirmed, part two held: unknown, part one's id kept; an admin's Resend
+    starts at part two."""
+    outbox = make_outbox(store, Clock())
+    await outbox.enqueue(1, "result", [f"telegram:{CHAT}"], LONG)
+    w = worker(outbox, bot, receiver, http)
+    tg.delay_next("sendMessage", 0)  # part one: answered at once
+    tg.delay_next("sendMessage", 30)  # part two: taken, its answer held
+    await cut_off(w, lambda: len(tg.sent(CHAT)) == 2)
+    first = tg.sent(CHAT)[0]["message_id"]
+    row = await one_row(store)
+    assert (row["status"], row["external_id"]) == ("unknown", str(first))
+    assert (await Deliveries(outbox, outbox.clock).resend(1, "@admin")).done
+    assert await w.drain() == 1
+    texts = [m["text"] for m in tg.sent(CHAT)]
+    # parts two and three (this body splits in three): part two twice, part one once
+    assert len(texts) == 4 and texts[2] == texts[1] and len(set(texts)) == 3
+
+
+async def test_a_split_message_cut_off_between_parts_is_pending_from_the_next_part(
+    store: Store,
+    tg: FakeTelegram,
+    bot: Bot,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Part one confirmed, part two still waiting for the chat's next slot: nothing is in
+    doubt, so no card; the next drain sends part two only."""
+    outbox = make_outbox(store, Clock())
+    await outbox.enqueue(1, "result", [f"telegram:{CHAT}"], LONG)
+    slow = SendLimiter(per_chat_interval_s=30.0, group_per_minute=10_000, global_per_s=1000.0)
+    channels: dict[str, Channel] = {"telegram": TelegramChannel(bot, slow)}
+    await cut_off(DeliveryWorker(outbox, channels, OWNER), lambda: len(tg.sent(CHAT)) == 1)
+    first = tg.sent(CHAT)[0]["message_id"]
+    row = await one_row(store)
+    assert (row["status"], row["external_id"]) == ("pending", str(first))
+    fast = SendLimiter(per_chat_interval_s=0.0, group_per_minute=10_000, global_per_s=1000.0)
+    channels["telegram"] = TelegramChannel(bot, fast)
+    assert await DeliveryWorker(outbox, channels, OWNER).drain() == 1
+    texts = [m["text"] for m in tg.sent(CHAT)]
+    assert len(texts) == 3 and len(set(texts)) == 3  # each part once
+    row = await one_row(store)
+    assert row["status"] == "delivered"
+    assert row["external_id"] == ",".join(str(m["message_id"]) for m in tg.sent(CHAT))
 
 
 async def test_a_webhook_send_cut_off_is_resent_with_the_same_idempotency_key(

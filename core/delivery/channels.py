@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ class Wire:
     that (a shutdown, a failed confirmation write) may have arrived."""
 
     on_it: bool = False
+    sent: str = ""  # confirmations of the parts of a split message that did go out
 
 
 # the send under way in this task (set by the delivery worker around ``channel.send``)
@@ -44,6 +45,15 @@ def on_the_wire() -> None:
     wire = WIRE.get()
     if wire is not None:
         wire.on_it = True
+
+
+def parts_sent(confirmations: Sequence[object]) -> None:
+    """Called by a channel that splits a message, after each part it saw confirmed: a send
+    cut off later keeps them, and its resend starts after them."""
+    wire = WIRE.get()
+    if wire is not None:
+        wire.sent = ",".join(map(str, confirmations))
+        wire.on_it = False  # all that left is confirmed, until the next part's request
 
 
 class Channel(Protocol):

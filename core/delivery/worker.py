@@ -169,10 +169,11 @@ class DeliveryWorker:
                 return
             except Exception:  # the store again: it may have arrived, say so if we can
                 log.warning("delivery %s: its confirmation could not be stored", row_id)
-        elif attempt.answered or not attempt.on_the_wire():
-            await self.outbox.release(row_id, self.owner, sent=attempt.sent)
+        sent = attempt.sent or attempt.wire.sent  # parts of a split message confirmed
+        if attempt.confirmation is None and (attempt.answered or not attempt.on_the_wire()):
+            await self.outbox.release(row_id, self.owner, sent=sent)
             return
-        await self.outbox.cut_off(row, attempt.sent)
+        await self.outbox.cut_off(row, sent)
 
     async def _send_row(self, row: Mapping[str, Any], attempt: _Attempt) -> None:
         kind, _, name = str(row["target"]).partition(":")

@@ -21,8 +21,12 @@ class TelegramChannel:
     Pacing, 429 waits and short retries are the bot's :class:`~bot.sending.SendPath`,
     shared with every other send of the bot; digests go as ``bulk``, after replies that
     wait for the same chat. A ``limiter`` given here becomes that path's (tests and
-    benchmarks scale the limits).
+    benchmarks scale the limits). The send path marks each Bot API request that may
+    deliver (:func:`core.delivery.channels.on_the_wire`): a row cut off while it waited
+    its turn or a 429 was not sent.
     """
+
+    reports_wire = True
 
     def __init__(self, bot: Bot, limiter: SendLimiter | None = None) -> None:
         self.bot = bot

@@ -66,6 +66,7 @@ from aiogram.types import InlineKeyboardMarkup
 
 from bot.limiter import AnswerWindow, SendLimiter, wait_turn
 from bot.text import split_html
+from core.delivery.channels import on_the_wire, parts_sent
 
 log = logging.getLogger("openclaw.bot.sending")
 
@@ -279,6 +280,8 @@ class SendPath(BaseRequestMiddleware):
             slot = await wait_turn(self.limiter, chat_id, self.clock, self.sleep)
             try:
                 async with self.window.send():
+                    if isinstance(method, MESSAGE_METHODS):
+                        on_the_wire()  # an outbox row cut off from here may have arrived
                     return await make_request(bot, method)
             except TelegramRetryAfter as e:
                 # the next slot of this chat comes after the wait (see SendLimiter.penalize)
@@ -377,4 +380,6 @@ async def send_parts(
             except TelegramAPIError as e:
                 raise PartialSend(ids, e) from e
             ids.append(msg.message_id)
+            if len(parts) > 1:
+                parts_sent(ids)  # an outbox send cut off after this part keeps it
     return ids

@@ -39,7 +39,7 @@ from core.errors import (
 )
 from core.ops.logs import setup_logging
 from core.ops.serve import Extension, serve
-from core.overview import key_line
+from core.overview import key_line, model_line
 from core.parsing import parse_id, parse_int, parse_since
 from core.store.path import PostgresURL, check_db_location, db_url_password
 from core.types import ChatRequest, Message, StreamDelta
@@ -786,9 +786,7 @@ async def _status(args: argparse.Namespace, settings: Settings, config: Config, 
         print(f"tier {tier['level']}: {tier['state']}")
         for m in body["models"]:
             if m["tier"] == tier["level"]:
-                lat = f", last {m['last_latency_ms']:.0f} ms" if m["last_latency_ms"] else ""
-                err = f" ({m['last_error']})" if m["last_error"] else ""
-                print(f"  {m['model']:<36} {m['state']}{lat}{err}")
+                print(f"  {model_line(m)}")
     for k in body.get("keys", []):  # by variable name: the status never holds a key's value
         print(f"key {key_line(k)}")
     q = body["queues"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,19 @@ class KeyState:
     consecutive_failures: int
     last_outcome: str
     last_error: str
+
+
+def model_line(row: Mapping[str, Any]) -> str:
+    """One model of the status, as `openclaw status` prints it: its state, how long it
+    stays out when open (a 429's Retry-After or RetryInfo, a cooldown), its last latency
+    and error, e.g. ``gem/gemini-2.5-flash  open 22s left (rate_limited HTTP 429)``."""
+    left = float(row.get("cooldown_left_s") or 0.0)
+    state = str(row["state"])
+    if state == "open" and left > 0:
+        state += f" {math.ceil(left)}s left" if left < 120 else f" {duration_text(left)} left"
+    lat = f", last {row['last_latency_ms']:.0f} ms" if row.get("last_latency_ms") else ""
+    err = f" ({row['last_error']})" if row.get("last_error") else ""
+    return f"{row['model']:<36} {state}{lat}{err}"
 
 
 def key_line(row: Mapping[str, Any]) -> str:

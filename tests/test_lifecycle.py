@@ -277,6 +277,44 @@ async def test_kill_9_between_a_telegram_send_and_its_confirmation_asks_the_admi
             await serve.stop()
 
 
+async def test_sigterm_while_telegram_holds_the_answer_asks_the_admin_instead_of_resending(
+    fake_llm: FakeLLM, hook: FakeReceiver, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A clean stop cuts off a Telegram send still waiting for Telegram's answer: the
+    message may have arrived, so the row becomes unknown and the admin gets a card at the
+    next start — it is not sent a second time."""
+    cfg = Path(env["OPENCLAW_CONFIG"])
+    with cfg.open("a", encoding="utf-8") as f:  # noqa: ASYNC230  (a small file, once)
+        f.write(TG_CONFIG)
+    fake_llm.default = echo
+    async with FakeTelegram() as tg:
+        env = env | {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE": tg.url}
+        serve = await start(env)
+        tg.delay_next("sendMessage", 60)  # Telegram takes it; the answer comes too late
+        rid = await serve.run("digest", "one")
+        await tg.wait_for(lambda t: len(t.sent(TG_CHAT)) == 1, timeout_s=20)
+        assert await serve.stop(signal.SIGTERM) == 0
+        serve = await start(env)
+        try:
+            card = await until(
+                lambda: next(
+                    (m for m in tg.sent(TG_ADMIN) if "may not have arrived" in m["text"]), None
+                ),
+                timeout_s=20,
+                what="the unknown-delivery card reaching the admin",
+            )
+            assert "digest one" in card["text"]
+            async with serve.client() as c:
+                run = (await c.get(f"/api/runs/{rid}")).json()
+            assert [(d["target"], d["status"]) for d in run["deliveries"]] == [
+                (f"telegram:{TG_CHAT}", "unknown")
+            ]
+            await asyncio.sleep(1.5)  # several poll intervals: nothing resends it
+            assert len(tg.sent(TG_CHAT)) == 1
+        finally:
+            await serve.stop()
+
+
 async def test_port_in_use_is_named(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> None:
     serve = await start(write_env(fake_llm, hook, tmp_path, 0))
     try:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,13 +26,46 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_RETRY_AFTER_S = 86400.0  # a receiver's Retry-After beyond this is capped, not obeyed
 
 
+@dataclass(slots=True)
+class Wire:
+    """One send's progress, for the worker: did bytes of it leave? A send cut off after
+    that (a shutdown, a failed confirmation write) may have arrived."""
+
+    on_it: bool = False
+    sent: str = ""  # confirmations of the parts of a split message that did go out
+
+
+# the send under way in this task (set by the delivery worker around ``channel.send``)
+WIRE: ContextVar[Wire | None] = ContextVar("openclaw_delivery_wire", default=None)
+
+
+def on_the_wire() -> None:
+    """Called by a channel right before a request that may deliver the message leaves
+    (not while it waits its turn or a rate limit): from here a cut-off send is unknown."""
+    wire = WIRE.get()
+    if wire is not None:
+        wire.on_it = True
+
+
+def parts_sent(confirmations: Sequence[object]) -> None:
+    """Called by a channel that splits a message, after each part it saw confirmed: a send
+    cut off later keeps them, and its resend starts after them."""
+    wire = WIRE.get()
+    if wire is not None:
+        wire.sent = ",".join(map(str, confirmations))
+        wire.on_it = False  # all that left is confirmed, until the next part's request
+
+
 class Channel(Protocol):
     async def send(self, name: str, body: str, sent: str = "", key: str = "") -> str:
         """Send ``body`` to ``name`` (chat id, Slack name, webhook name); return a confirmation
         id. ``sent`` holds the confirmations of parts an earlier try already delivered, for
         channels that split a message; ``key`` is the row's idempotency key (the same on
         every try), for channels whose receivers can drop a repeat. Raise DeliveryError or
-        ChannelUnavailable."""
+        ChannelUnavailable.
+
+        A channel with ``reports_wire = True`` calls :func:`on_the_wire` before each
+        request that may deliver; of any other one, a send entered counts as on the wire."""
         ...
 
 
@@ -58,6 +93,7 @@ async def _post(
     headers: Mapping[str, str],
     timeout_s: float,
 ) -> tuple[int, str]:
+    on_the_wire()
     try:
         # no redirects: aiohttp turns a POST answered 301/302/303 into a body-less GET, whose
         # 200 would confirm a message that never arrived
@@ -104,6 +140,8 @@ def secret_headers(settings: Settings, headers_env: Mapping[str, str]) -> dict[s
 class SlackChannel:
     """Slack incoming webhooks; the URL (a secret) comes from the environment."""
 
+    reports_wire = True
+
     def __init__(self, config: Config, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.settings = settings
@@ -133,6 +171,8 @@ class SlackChannel:
 
 class WebhookChannel:
     """POSTs the run's JSON to a configured URL."""
+
+    reports_wire = True
 
     def __init__(self, config: Config, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.config = config

@@ -1,7 +1,8 @@
 """Deliveries an admin settles: rows that failed, and rows whose outcome is unknown.
 
 A row whose claim expired while it was ``sending`` (the process died between the send and
-the confirmation) may have arrived or not. Where ``[delivery] on_unknown`` says ``ask``
+the confirmation), or whose send a live process cut off after its request left (a
+shutdown), may have arrived or not. Where ``[delivery] on_unknown`` says ``ask``
 (Telegram, Slack: a second send is a second message) it waits as ``unknown`` and the
 admins are shown it once (the bot's card, else an alert to ``[alerts] deliver``); an
 admin then resends it or marks it delivered. Nothing here reports a row delivered without

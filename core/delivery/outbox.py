@@ -5,7 +5,9 @@ channel's confirmation: Telegram ``message_id``, Slack's 200) or back to pending
 with a backoff, or failed after ``max_attempts``. A claim older than
 ``claim_timeout_s`` whose process is gone is the one window in which a message may
 have gone out unconfirmed — a crash after the channel accepted it and before the
-confirmation was stored. Such a row becomes ``unknown`` (the admins decide: resend or
+confirmation was stored; a live process that cuts a send off after its request left (a
+shutdown, a confirmation the store would not take) settles it the same way at once
+(:meth:`Outbox.cut_off`). Such a row becomes ``unknown`` (the admins decide: resend or
 mark delivered, see :mod:`core.delivery.deliveries`) or, where ``[delivery]
 on_unknown`` says ``resend`` (webhooks, which carry an Idempotency-Key), pending again.
 """
@@ -286,13 +288,50 @@ class Outbox:
                 log.warning("outbox: delivery %s to %s: %s", row[0], row[2], UNKNOWN_WHY)
         return released
 
-    async def release(self, row_id: int, owner: str) -> bool:
-        """Give back a row ``owner`` claimed and did not settle: pending again, due now."""
+    async def cut_off(self, row: Mapping[str, Any], sent: str = "") -> str:
+        """A send of ``row`` (one :meth:`claim` returned) was cut off after bytes of it may
+        have left (a shutdown cancelled it waiting for the answer, or its confirmation
+        could not be stored): ``unknown`` where ``[delivery] on_unknown`` asks (the leader
+        shows the admins), else pending again, due now (a webhook: the same
+        Idempotency-Key). ``sent``: confirmations of parts that did go out. Guarded by the
+        claim, like :meth:`failed_attempt`: a row settled or claimed elsewhere meanwhile is
+        left alone. Returns the row's status."""
+        kind = str(row["target"]).partition(":")[0]
+        ask = self.config.unknown_policy(kind) == "ask"
         async with self.store.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL"
+                "UPDATE outbox SET status = ?, claimed_by = NULL, claimed_at = NULL,"
+                " asked_at = NULL, last_error = COALESCE(?, last_error),"
+                " external_id = COALESCE(?, external_id)"
+                " WHERE id = ? AND status = 'sending' AND claimed_by = ? AND claimed_at = ?",
+                (
+                    "unknown" if ask else "pending",
+                    UNKNOWN_WHY if ask else None,
+                    sent or None,
+                    row["id"],
+                    row["claimed_by"],
+                    row["claimed_at"],
+                ),
+            )
+            if changed:  # every instance's worker: the leader shows it, or one resends it
+                tx.notify(OUTBOX)
+            else:
+                current = await tx.fetchall("SELECT status FROM outbox WHERE id = ?", (row["id"],))
+        if not changed:
+            return str(current[0][0]) if current else "gone"
+        if ask:
+            log.warning("outbox: delivery %s to %s: %s", row["id"], row["target"], UNKNOWN_WHY)
+        return "unknown" if ask else "pending"
+
+    async def release(self, row_id: int, owner: str, sent: str = "") -> bool:
+        """Give back a row ``owner`` claimed and did not settle: pending again, due now
+        (``sent``: confirmations of parts that did go out, kept)."""
+        async with self.store.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL,"
+                " external_id = COALESCE(?, external_id)"
                 " WHERE id = ? AND status = 'sending' AND claimed_by = ?",
-                (row_id, owner),
+                (sent or None, row_id, owner),
             )
         return changed > 0
 

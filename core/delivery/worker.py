@@ -7,9 +7,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from core.delivery.channels import Channel
+from core.delivery.channels import WIRE, Channel, Wire
 from core.delivery.deliveries import Deliveries
 from core.delivery.errors import ChannelUnavailable, DeliveryError
 from core.delivery.outbox import Outbox
@@ -144,42 +145,91 @@ class DeliveryWorker:
                     w.cancel()
 
     async def _send(self, row: Mapping[str, Any]) -> None:
-        settled = False
+        attempt = _Attempt()
         try:
-            await self._send_row(row)
-            settled = True
+            await self._send_row(row, attempt)
         finally:
-            if not settled:
-                # cancelled, or the store failed to record the outcome: give the row back
-                # now, or this live process would hold it (and its chat) until a restart.
-                # Sent but not confirmed, it goes again: the at-least-once window.
+            if not attempt.settled:
+                # cancelled (a shutdown), or the store failed to record the outcome: settle
+                # the row now, or this live process would hold it (and its chat) until a
+                # restart
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.outbox.release(int(row["id"]), self.owner))
+                    await asyncio.shield(self._unsettled(row, attempt))
 
-    async def _send_row(self, row: Mapping[str, Any]) -> None:
+    async def _unsettled(self, row: Mapping[str, Any], attempt: _Attempt) -> None:
+        """A send that stopped before its outcome was stored. Nothing left, or the channel
+        refused it: pending again. The channel confirmed it: the confirmation is stored
+        once more. Bytes may have left without an answer: the row is cut off — unknown
+        (the admins decide) or, where ``on_unknown`` resends (webhooks), pending again
+        with the same Idempotency-Key. Never delivered without the channel's word."""
+        row_id = int(row["id"])
+        if attempt.confirmation is not None:
+            try:
+                await self.outbox.delivered(row_id, attempt.confirmation)
+                return
+            except Exception:  # the store again: it may have arrived, say so if we can
+                log.warning("delivery %s: its confirmation could not be stored", row_id)
+        sent = attempt.sent or attempt.wire.sent  # parts of a split message confirmed
+        if attempt.confirmation is None and (attempt.answered or not attempt.on_the_wire()):
+            await self.outbox.release(row_id, self.owner, sent=sent)
+            return
+        await self.outbox.cut_off(row, sent)
+
+    async def _send_row(self, row: Mapping[str, Any], attempt: _Attempt) -> None:
         kind, _, name = str(row["target"]).partition(":")
         channel = self.channels.get(kind)
         try:
             if channel is None:
                 raise ChannelUnavailable(f"no {kind} channel is running")
-            external_id = await channel.send(
-                name, str(row["body"]), str(row["external_id"] or ""), key=idempotency_key(row)
-            )
+            attempt.reports_wire = bool(getattr(channel, "reports_wire", False))
+            token = WIRE.set(attempt.wire)
+            attempt.entered = True
+            try:
+                confirmation = await channel.send(
+                    name, str(row["body"]), str(row["external_id"] or ""), key=idempotency_key(row)
+                )
+            finally:
+                WIRE.reset(token)
         except ChannelUnavailable as e:
+            attempt.answered = True
             await self.outbox.failed_attempt(
                 row, str(e), permanent=False, retry_after_s=None, count=False
             )
+            attempt.settled = True
             return
         except DeliveryError as e:
+            attempt.answered, attempt.sent = True, e.sent
             status = await self.outbox.failed_attempt(
                 row, str(e), permanent=e.permanent, retry_after_s=e.retry_after_s, sent=e.sent
             )
+            attempt.settled = True
             log.warning("delivery %s to %s failed (%s): %s", row["id"], row["target"], status, e)
             return
         except Exception as e:  # a channel bug: count it, keep the row
+            attempt.answered = True
             log.exception("delivery %s to %s raised", row["id"], row["target"])
             await self.outbox.failed_attempt(
                 row, f"{type(e).__name__}: {e}", permanent=False, retry_after_s=None
             )
+            attempt.settled = True
             return
-        await self.outbox.delivered(int(row["id"]), external_id)
+        attempt.confirmation = confirmation
+        await self.outbox.delivered(int(row["id"]), confirmation)
+        attempt.settled = True
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far one send of a row got, for settling it when it is cut off."""
+
+    wire: Wire = field(default_factory=Wire)  # the channel's word: a request left
+    reports_wire: bool = False  # the channel marks its requests (else entered = left)
+    entered: bool = False  # channel.send was called
+    answered: bool = False  # the channel refused (or raised): nothing, or ``sent``, arrived
+    sent: str = ""  # confirmations of the parts that did go out
+    confirmation: str | None = None  # the channel confirmed it
+    settled: bool = False  # its outcome is stored
+
+    def on_the_wire(self) -> bool:
+        """Bytes of it may have left."""
+        return self.wire.on_it if self.reports_wire else self.entered

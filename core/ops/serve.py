@@ -351,11 +351,17 @@ async def serve(
         # 2. running runs finish within the grace period (the bot can still approve them
         # and report them), then the rest are interrupted
         await app.runner.shutdown(app.config.serve.shutdown_grace_s)
-        # 3. a last delivery pass for what they produced, then the worker and the bot stop
+        # 3. a last delivery pass for what they produced, then the worker and the bot stop.
+        # A send still waiting for its answer then is cut off: its row is not resent at
+        # the next start but becomes unknown (the admins decide), or pending again where
+        # [delivery] on_unknown resends (webhooks, with the same Idempotency-Key)
+        deadline = loop.time() + DRAIN_ON_STOP_S
         with contextlib.suppress(Exception):
             await within(app.delivery.drain(), DRAIN_ON_STOP_S)
         delivering.set()
         if delivery is not None:
+            await asyncio.wait({delivery}, timeout=max(0.0, deadline - loop.time()))
+            delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await delivery
         for ext in reversed(started):

@@ -68,7 +68,19 @@ JSON_OBJECT_NOTE = "Answer with a single JSON object and nothing else."
 # the older answer of an account out of credit: HTTP 400 invalid_request_error, "Your credit
 # balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or
 # purchase credits." (the current one is 402 billing_error: platform.claude.com/docs/en/api/errors)
-_CREDIT_TOO_LOW = re.compile(r"credit balance is too low", re.IGNORECASE)
+# Also no money left, in the error reference's words: a spend limit an admin set on the
+# organization or a workspace (400 invalid_request_error, "You have reached your specified
+# API usage limits. You will regain access on …", or "… specified workspace API usage
+# limits …") and usage blocked for want of credits; a plain rate limit says none of these
+_NO_CREDIT = re.compile(
+    r"credit balance is too low|reached your specified (?:workspace )?API usage limits"
+    r"|insufficient credits",
+    re.IGNORECASE,
+)
+# a 429 rate_limit_error whose ``details.error_code`` is a spent monthly cap, not a rate:
+# the tier's (until the 1st of next month, no retry-after) or the contract's (the SDKs'
+# EnforcedSpendLimitReachedErrorDetails and ContractSpendLimitReachedErrorDetails)
+_SPEND_CAPS = ("enforced_spend_limit_reached", "contract_spend_limit_reached")
 
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _NOT_ID = re.compile(r"[^a-zA-Z0-9_-]")
@@ -379,12 +391,17 @@ class AnthropicMessages(Provider):
         return headers
 
     def is_billing(self, status: int, error: Mapping[str, Any]) -> bool:
-        """``billing_error`` (HTTP 402 in the current error reference, and in stream error
-        events), or the older 400 ``invalid_request_error`` saying the credit balance is
-        too low."""
+        """``billing_error`` on any status (HTTP 402 in the current error reference, and in
+        stream error events); a message that says there is no money left (the older 400
+        "Your credit balance is too low", a spend limit reached: see ``_NO_CREDIT``); or a
+        429 whose ``details.error_code`` is a spent monthly cap. A 429
+        ``rate_limit_error`` without such a code is a rate: not billing."""
         message = error.get("message")
-        too_low = isinstance(message, str) and _CREDIT_TOO_LOW.search(message) is not None
-        return status == 402 or error.get("type") == "billing_error" or too_low
+        no_credit = isinstance(message, str) and _NO_CREDIT.search(message) is not None
+        details = error.get("details")
+        code = details.get("error_code") if isinstance(details, dict) else None
+        capped = code in _SPEND_CAPS
+        return status == 402 or error.get("type") == "billing_error" or no_credit or capped
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """The Messages body: turns with tool_use/tool_result blocks, tools and tool_choice,

@@ -507,6 +507,12 @@ class Provider(ABC):
         "Insufficient Balance", Anthropic's ``billing_error``); adapters add their own shapes."""
         return status == 402
 
+    def body_retry_after(self, error: Mapping[str, Any]) -> float | None:
+        """Seconds to wait that an error body (its ``error`` object) asks for, for formats
+        that say it there rather than in a header (Gemini's RetryInfo); None: it says none.
+        A ``Retry-After`` header, where sent, wins."""
+        return None
+
     # -- the contract --------------------------------------------------------------
 
     async def complete(self, model: str, call: ModelCall) -> ModelResponse:
@@ -610,13 +616,15 @@ class Provider(ABC):
         elif status == 404 and "model" in detail.lower():  # not a wrong base_url: the id
             detail += " (model retired or misspelled: see the provider's deprecations page)"
         # before the status: a billing answer comes as 402, 429 or even 400 by format
-        billing = self.is_billing(status, error_object(body))
+        error = error_object(body)
+        billing = self.is_billing(status, error)
+        retry_after_s = parse_retry_after(response.headers, datetime.now(UTC))
         return self._error(
             "billing" if billing else kind_for_status(status, detail),
             model,
             detail,
             status=status,
-            retry_after_s=parse_retry_after(response.headers, datetime.now(UTC)),
+            retry_after_s=self.body_retry_after(error) if retry_after_s is None else retry_after_s,
         )
 
     @contextmanager
@@ -631,7 +639,8 @@ class Provider(ABC):
             # the cause would carry the unredacted text into logged tracebacks
             billing = self.is_billing(e.status, e.error)
             kind = "billing" if billing else kind_for_status(e.status, e.detail)
-            raise self._error(kind, model, e.detail) from None
+            wait = self.body_retry_after(e.error)
+            raise self._error(kind, model, e.detail, retry_after_s=wait) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise self._transport_error(model, e, in_stream=in_stream) from e
 

@@ -8,6 +8,7 @@ sent back on the same part of the same turn: Gemini 3 refuses a function-call st
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -238,6 +239,28 @@ def _quota_ids(details: Any) -> list[str]:
     return ids
 
 
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+# a google.protobuf.Duration in JSON: decimal seconds with an "s" ("22s", "0.5s", "1.000340012s")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
+
+
+def _retry_delay(details: Any) -> float | None:
+    """The ``retryDelay`` of a google.rpc.RetryInfo in an error's ``details``, in seconds."""
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or detail.get("@type") != _RETRY_INFO:
+            continue
+        delay = detail.get("retryDelay")
+        if isinstance(delay, str) and (m := _DURATION.match(delay)):
+            return float(m.group(1))
+        if isinstance(delay, dict):  # the proto's own field names, as some proxies relay it
+            seconds, nanos = delay.get("seconds", 0), delay.get("nanos", 0)
+            try:
+                return max(0.0, float(seconds) + float(nanos) / 1e9)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def _long_window(quota_id: str) -> bool:
     return not any(window in quota_id for window in _SHORT_WINDOWS)
 
@@ -314,6 +337,13 @@ class GoogleGenerativeAI(Provider):
         if status != 429 or error.get("status") != "RESOURCE_EXHAUSTED":
             return False
         return any(_long_window(quota_id) for quota_id in _quota_ids(error.get("details")))
+
+    def body_retry_after(self, error: Mapping[str, Any]) -> float | None:
+        """A 429 ``RESOURCE_EXHAUSTED`` says how long to wait in its body, not in a header:
+        ``details`` holds ``{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+        "retryDelay": "22s"}`` (googleapis google/rpc/error_details.proto; the 429 bodies
+        Gemini sends, beside the QuotaFailure). Read on the JSON and the stream paths."""
+        return _retry_delay(error.get("details"))
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """contents (roles user/model), systemInstruction, tools, toolConfig, generationConfig.

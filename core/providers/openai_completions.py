@@ -156,6 +156,18 @@ def _parse(data: Any, *, key: str, streamed: bool) -> Chunk:
     return chunk
 
 
+# error.code / error.type of a key with no money or quota left (a 429, like a rate limit)
+_NO_MONEY = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_usage_limit_exceeded",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+    }
+)
+
+
 class OpenAICompletions(Provider):
     """POST {base}/chat/completions; SSE ``data:`` lines ending with ``data: [DONE]``."""
 
@@ -170,9 +182,11 @@ class OpenAICompletions(Provider):
         or OpenAI's ``insufficient_quota``, which arrives as a 429 with ``error.type`` and
         ``error.code`` both "insufficient_quota" ("You exceeded your current quota, please
         check your plan and billing details": platform.openai.com/docs/guides/error-codes):
-        not a rate, so waiting seconds and retrying only hammers the spent key."""
-        quota = "insufficient_quota" in (error.get("code"), error.get("type"))
-        return status == 402 or quota
+        not a rate, so waiting seconds and retrying only hammers the spent key. Also the
+        429 codes of a spent credit balance, usage limit or hard spend limit (see
+        ``_NO_MONEY``; help.openai.com "Troubleshooting API usage and spend limits")."""
+        codes = (error.get("code"), error.get("type"))
+        return status == 402 or any(c in _NO_MONEY for c in codes if isinstance(c, str))
 
     def chat_call(self, model: str, call: ModelCall, *, stream: bool) -> HttpCall:
         """Messages, tool calls and results in OpenAI's shapes; tools, tool choice, response

@@ -59,6 +59,7 @@ class Reply:
     # OpenAI's insufficient_quota or Gemini's QuotaFailure details); streams send it too
     error_json: Any = None
     retry_after: float | None = None  # sets the Retry-After header
+    retry_after_ms: float | None = None  # sets retry-after-ms (OpenAI's SDKs read it first)
     delay_s: float = 0.0  # before sending headers
     # before sending headers, until the test sets it (or the server closes): a reply that
     # waits for the test's own steps instead of a delay a loaded machine may outrun
@@ -73,6 +74,7 @@ class Reply:
     cut_stream: bool = False  # streaming: one content piece, then a clean end, no terminal event
     abort_stream: bool = False  # streaming: one content piece, then the connection is dropped
     stream_error: str | None = None  # streaming: after one piece, an in-stream error of this type
+    # (the frame: ``error_json`` when given, else the format's generic error of that type)
     error_body: bool = False  # JSON: HTTP 200 carrying the format's error body (a proxy's habit)
     redirect: bool = False  # 307 to the same path at another origin (localhost, not 127.0.0.1)
     finish_reason: str | None = None  # in the format's own words; default: its "stop"
@@ -770,6 +772,8 @@ class FakeLLM:
         if reply.hold is not None:
             await self._wait_until(reply.hold)
         headers = {} if reply.retry_after is None else {"Retry-After": f"{reply.retry_after:g}"}
+        if reply.retry_after_ms is not None:
+            headers["retry-after-ms"] = f"{reply.retry_after_ms:g}"
         if reply.redirect:
             port = self.url.rsplit(":", 1)[1]
             location = f"http://localhost:{port}{request.path_qs}"
@@ -835,7 +839,9 @@ class FakeLLM:
             garbage = b"{not json\n" if api == OLLAMA else b"data: {not json\n\n"
             frames = [*head, *body[:1], garbage]
         elif reply.stream_error:
-            error = _stream_error_body(api, reply.stream_error)
+            error = reply.error_json  # a format's own in-stream shape, when given
+            if error is None:
+                error = _stream_error_body(api, reply.stream_error)
             frame = (
                 (json.dumps(error) + "\n").encode()
                 if api == OLLAMA

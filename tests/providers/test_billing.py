@@ -47,6 +47,53 @@ ANTHROPIC_OLD_400 = {
 }
 
 
+def anthropic_error(kind: str, message: str, error_code: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": "req_012"}
+
+
+# a spend limit an admin set (platform.claude.com/docs/en/api/errors: 400, its message says
+# when access resumes), and the tier's monthly cap (a 429 rate_limit_error, no retry-after)
+ANTHROPIC_SPEND_LIMIT_400 = anthropic_error(
+    "invalid_request_error",
+    "You have reached your specified API usage limits. You will regain access on"
+    " 2026-12-01 at 00:00 UTC.",
+)
+ANTHROPIC_WORKSPACE_LIMIT_400 = anthropic_error(
+    "invalid_request_error",
+    "You have reached your specified workspace API usage limits. You will regain access on"
+    " 2026-12-01 at 00:00 UTC.",
+)
+ANTHROPIC_TIER_CAP_429 = anthropic_error(
+    "rate_limit_error",
+    "Your organization has reached its monthly usage limit.",
+    "enforced_spend_limit_reached",
+)
+ANTHROPIC_CONTRACT_CAP_429 = anthropic_error(
+    "rate_limit_error", "Contract spend limit reached.", "contract_spend_limit_reached"
+)
+ANTHROPIC_RATE_429 = anthropic_error(
+    "rate_limit_error",
+    "This request would exceed the rate limit for your organization of 50,000 input tokens"
+    " per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+)
+ANTHROPIC_BILLING_ERROR_400 = anthropic_error("billing_error", "Your credit balance is too low.")
+
+
+def openai_code(code: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"fake {code}: see your plan and billing details",
+            # the code alone tells: the type may be the broader insufficient_quota, or not
+            "type": "requests" if code.startswith("rate") else "invalid_request_error",
+            "param": None,
+            "code": code,
+        }
+    }
+
+
 def gemini_429(*quota_ids: str) -> dict[str, Any]:
     return {
         "error": {
@@ -88,6 +135,36 @@ CASES = {
         429,
     ),
     "openai-plain-429": (OPENAI, Reply(status=429, retry_after=3), "rate_limited", 429),
+    "openai-credit-balance-exhausted-429": (
+        OPENAI,
+        Reply(status=429, error_json=openai_code("credit_balance_exhausted")),
+        "billing",
+        429,
+    ),
+    "openai-organization-usage-limit-exceeded-429": (
+        OPENAI,
+        Reply(status=429, error_json=openai_code("organization_usage_limit_exceeded")),
+        "billing",
+        429,
+    ),
+    "openai-organization-spend-limit-exceeded-429": (
+        OPENAI,
+        Reply(status=429, error_json=openai_code("organization_spend_limit_exceeded")),
+        "billing",
+        429,
+    ),
+    "openai-project-spend-limit-exceeded-429": (
+        OPENAI,
+        Reply(status=429, error_json=openai_code("project_spend_limit_exceeded")),
+        "billing",
+        429,
+    ),
+    "openai-rate-limit-exceeded-429": (
+        OPENAI,
+        Reply(status=429, error_json=openai_code("rate_limit_exceeded")),
+        "rate_limited",
+        429,
+    ),
     "anthropic-402-billing-error": (
         ANTHROPIC,
         Reply(status=402, error_json=ANTHROPIC_402),
@@ -101,6 +178,42 @@ CASES = {
         400,
     ),
     "anthropic-rate-limit-429": (ANTHROPIC, Reply(status=429), "rate_limited", 429),
+    "anthropic-rate-limit-429-in-words": (
+        ANTHROPIC,
+        Reply(status=429, error_json=ANTHROPIC_RATE_429, retry_after=20),
+        "rate_limited",
+        429,
+    ),
+    "anthropic-billing-error-on-a-400": (
+        ANTHROPIC,
+        Reply(status=400, error_json=ANTHROPIC_BILLING_ERROR_400),
+        "billing",
+        400,
+    ),
+    "anthropic-spend-limit-400": (
+        ANTHROPIC,
+        Reply(status=400, error_json=ANTHROPIC_SPEND_LIMIT_400),
+        "billing",
+        400,
+    ),
+    "anthropic-workspace-spend-limit-400": (
+        ANTHROPIC,
+        Reply(status=400, error_json=ANTHROPIC_WORKSPACE_LIMIT_400),
+        "billing",
+        400,
+    ),
+    "anthropic-tier-monthly-cap-429": (
+        ANTHROPIC,
+        Reply(status=429, error_json=ANTHROPIC_TIER_CAP_429),
+        "billing",
+        429,
+    ),
+    "anthropic-contract-cap-429": (
+        ANTHROPIC,
+        Reply(status=429, error_json=ANTHROPIC_CONTRACT_CAP_429),
+        "billing",
+        429,
+    ),
     "gemini-per-day-quota": (
         GOOGLE,
         Reply(status=429, error_json=gemini_429(PER_DAY)),

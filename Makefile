@@ -50,7 +50,7 @@ test-reliability: $(STAMP)
 
 # Every benchmark, one after another (about 15 minutes; LiteLLM installs into
 # bench/.litellm-venv on first use). Each prints its table and writes bench/results/.
-BENCHES := gateway_overhead outage_penalty delivery scheduler_fires idle_serve tool_loop
+BENCHES := gateway_overhead outage_penalty delivery scheduler_fires idle_serve tool_loop cluster
 
 bench: $(STAMP)
 	rc=0; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || rc=1; done; exit $$rc

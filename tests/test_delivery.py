@@ -589,8 +589,9 @@ async def test_two_workers_draining_at_once_send_each_row_once(
     http: aiohttp.ClientSession,
 ) -> None:
     outbox_a = make_outbox(store)
+    targets = ["webhook:hook", "webhook:other"]
     for run_id in range(1, 41):
-        await outbox_a.enqueue(run_id, "digest", ["webhook:hook"], CTX | {"run_id": run_id})
+        await outbox_a.enqueue(run_id, "digest", targets, CTX | {"run_id": run_id})
     other = store if stores == "one store" else await open_store(store_location)
     try:
         worker_a = make_worker(outbox_a, receiver, http, owner="proc-a")
@@ -598,9 +599,10 @@ async def test_two_workers_draining_at_once_send_each_row_once(
 
         handled = await asyncio.gather(worker_a.drain(), worker_b.drain())
 
-        assert sum(handled) == 40
-        sent = sorted(r.body["run_id"] for r in receiver.at("/hook"))
-        assert sent == list(range(1, 41))
+        assert sum(handled) == 80
+        # once each, and each target's in the order queued, whichever worker sent it
+        for path in ("/hook", "/other"):
+            assert [r.body["run_id"] for r in receiver.at(path)] == list(range(1, 41)), path
         rows = await all_rows(store)
         assert {r["status"] for r in rows} == {"delivered"}
         assert {r["attempts"] for r in rows} == {1}

@@ -6,12 +6,15 @@ again). Then the database and what the fakes received are checked:
 
 - no scheduled fire ran twice, and every fire of the drill's span is accounted for (a run
   for it, ok or late, or a missed record that covers it);
-- every run settled; a run a kill interrupted is retried exactly once (recovery);
+- every run settled; a run a kill interrupted is retried exactly once (recovery), and
+  each kill -9 did interrupt one: a run whose model call the fake LLM holds until the
+  victim is dead (only runs the drill's last, graceful stop interrupted stay unretried);
 - every outbox row delivered — or, a Telegram row killed between its send and its
   confirmation, ``unknown``: never sent again, its card sent to the admin (issue 18) —
   and none received twice except inside the documented crash window: a second copy only
   after a ``kill -9`` that came between the two;
-- each chat got its messages in the order they were queued;
+- each target (each chat, the webhook) got its messages in the order they were queued
+  (rows written by overlapping transactions of two instances have no such order);
 - the budget cap never passed by the sum over the instances;
 - after each loss of the leader a new one within a bound (the times are printed).
 
@@ -36,6 +39,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from core.store.times import utcnow_iso
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
 from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.telegram import FakeTelegram
@@ -56,6 +60,10 @@ UNSETTLED = (
 NEW_LEADER_BOUND_S = 30.0  # a bound on failover, not a speed expectation
 SETTLE_S = 120.0
 MAX_REQUESTS = scale(150, 600)  # the load is bounded in count as well as in time
+# two rows to one target whose transactions overlapped (two instances finishing runs at
+# once) have no queue order: the one committed first may be sent first. Rows written
+# further apart than this must arrive in id order
+OVERLAP_S = 1.0
 
 CONFIG = """
 [gateway]
@@ -157,9 +165,13 @@ async def tg() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-def _answers(rng: random.Random) -> Any:
+def _answers(rng: random.Random, holds: dict[str, asyncio.Event]) -> Any:
     def answer(req: RecordedRequest) -> Reply:
-        return Reply(text=req.last_user_text, delay_s=rng.uniform(0.05, 0.5), output_tokens=20)
+        text = req.last_user_text
+        for marker, release in holds.items():  # a run the next kill -9 must interrupt
+            if marker in text and not release.is_set():
+                return Reply(text=text, hold=release, output_tokens=20)
+        return Reply(text=text, delay_s=rng.uniform(0.05, 0.5), output_tokens=20)
 
     return answer
 
@@ -183,14 +195,25 @@ class Drill:
     """Three instances, who leads, and what happened to them when."""
 
     def __init__(
-        self, env: dict[str, str], url: str, log: Path, hook: FakeReceiver, tg: FakeTelegram
+        self,
+        env: dict[str, str],
+        url: str,
+        log: Path,
+        hook: FakeReceiver,
+        tg: FakeTelegram,
+        llm: FakeLLM,
     ) -> None:
         self.env = env
         self.url = url
         self.log = log
         self.hook = hook
         self.tg = tg
+        self.llm = llm
         self.served: list[Served] = []
+        # marker in a run's message → set once the instance running it was killed
+        self.holds: dict[str, asyncio.Event] = {}
+        self.held: list[int] = []  # those runs' ids
+        self.held_s = 0.0  # the time spent waiting for them to reach the model
         # after each kill -9: how many webhook and Telegram receipts there were by then
         self.marks: list[tuple[int, int]] = []
         self.failovers: list[tuple[str, float]] = []
@@ -233,8 +256,27 @@ class Drill:
         )
         self.failovers.append((what, time.monotonic() - began))
 
+    async def run_held(self, s: Served) -> None:
+        """A run on ``s`` that is running when ``s`` is killed: its model call waits for
+        the kill (:meth:`kill` releases it, so its retry is answered)."""
+        began = time.monotonic()
+        marker = f"[held {len(self.holds)}]"
+        self.holds[marker] = asyncio.Event()
+        headers = {"Authorization": f"Bearer {secrets.GATEWAY_TOKEN}"}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as client:
+            r = await client.post(f"{s.url}/api/agents/quick/run", json={"message": marker})
+        assert r.status_code == 202, r.text
+        self.held.append(int(r.json()["run_id"]))
+        await self.llm.wait_for_requests(
+            1, timeout_s=NEW_LEADER_BOUND_S, where=lambda q: marker in q.last_user_text
+        )
+        self.held_s += time.monotonic() - began
+
     async def kill(self, s: Served) -> None:
+        await self.run_held(s)
         assert await s.stop(signal.SIGKILL) == -signal.SIGKILL
+        for release in self.holds.values():
+            release.set()
         # what the dead process had sent reaches the fakes: bytes still in the kernel's
         # buffers signal nothing when they are read, so a short grace it is
         await asyncio.sleep(0.2)
@@ -282,7 +324,8 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
     log_dir: Path,
 ) -> None:
     rng = random.Random(SEED)
-    fake_llm.default = _answers(random.Random(SEED + 1))
+    holds: dict[str, asyncio.Event] = {}
+    fake_llm.default = _answers(random.Random(SEED + 1), holds)
     hook.script("/hook", *(Answer(delay_s=rng.uniform(0.0, 0.3)) for _ in range(20_000)))
     cfg = tmp_path / "openclaw.toml"
     cfg.write_text(
@@ -306,7 +349,8 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
         PAID_KEY="sk-paid-test",
     )
     env["OPENCLAW_DB"] = pg_url
-    drill = Drill(env, pg_url, log_dir / "cluster_drill.serve.log", hook, tg)
+    drill = Drill(env, pg_url, log_dir / "cluster_drill.serve.log", hook, tg, fake_llm)
+    drill.holds = holds
     stop_load = asyncio.Event()
     counts: dict[str, int] = {}
     load: asyncio.Task[None] | None = None
@@ -348,6 +392,7 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
         wait_s = (boundary - datetime.now(UTC)).total_seconds() + 5
         if wait_s > 0:
             await asyncio.sleep(wait_s)
+        minute_s = max(0.0, wait_s)
         stop_load.set()
         await load
         load = None
@@ -376,6 +421,11 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
         if load is not None:
             with contextlib.suppress(Exception):
                 await load
+        for release in holds.values():
+            release.set()
+        # a fire from here on may be cut short by this stop, and no instance is left
+        # to retry it
+        stopping = utcnow_iso()
         for s in drill.served:
             with contextlib.suppress(ProcessLookupError):
                 if s.proc.returncode is None:
@@ -421,10 +471,14 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
             retries[run["parent_run"]].append(run)
     for run in runs.values():
         assert run["status"] in ("ok", "late", "missed", "interrupted"), run
-        if run["status"] == "interrupted" and not run["agent"].startswith("tick"):
+        if run["status"] == "interrupted" and run["finished_at"] < stopping:
             assert len(retries[run["id"]]) == 1, f"run {run['id']} interrupted, not retried"
     for parent, children in retries.items():
         assert len(children) == 1, f"run {parent} retried {len(children)} times"
+    assert len(drill.held) == len(drill.marks)  # one held run per kill -9
+    for rid in drill.held:  # the kill did interrupt it, and it was retried
+        assert runs[rid]["status"] == "interrupted", runs[rid]
+        assert len(retries[rid]) == 1, f"held run {rid}: {retries[rid]}"
 
     # -- deliveries: all delivered, a second copy only across a kill -9, order per chat -----
     for row in outbox:
@@ -444,19 +498,22 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
     }
     # a receipt's epoch: how many kills came before it
     receipts: defaultdict[int, list[int]] = defaultdict(list)
+    # per target, the rows in the order their first copy arrived
+    order: defaultdict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(hook.at("/hook")):
         key = (rec.body["run_id"], rec.body["target"])
         assert key in hook_rows, f"the receiver got a message no row holds: {rec.body}"
         receipts[hook_rows[key]].append(sum(1 for m in drill.marks if m[0] <= i))
-    order: defaultdict[int, list[int]] = defaultdict(list)
+        if hook_rows[key] not in order["webhook:hook"]:
+            order["webhook:hook"].append(hook_rows[key])
     for i, sent in enumerate(tg.sent()):
         if sent in cards:
             continue
         key = (f"telegram:{sent['chat_id']}", sent["text"])
         assert key in tg_rows, f"Telegram got a message no row holds: {sent}"
         receipts[tg_rows[key]].append(sum(1 for m in drill.marks if m[1] <= i))
-        if tg_rows[key] not in order[sent["chat_id"]]:
-            order[sent["chat_id"]].append(tg_rows[key])
+        if tg_rows[key] not in order[key[0]]:
+            order[key[0]].append(tg_rows[key])
     resent = 0
     for row in outbox:
         if row["target"] == "log":  # the budget's alerts, written to serve's log
@@ -471,8 +528,22 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
             f"row {row['id']} received twice with no kill -9 in between"
         )
         resent += len(seen) - 1
-    for chat, ids in order.items():
-        assert ids == sorted(ids), f"chat {chat} got its messages out of order"
+    written = {r["id"]: datetime.fromisoformat(r["created_at"]) for r in outbox}
+    overlapped = 0
+    assert set(order) == {"webhook:hook", *(f"telegram:{c}" for c in CHATS)}, list(order)
+    for target, ids in order.items():
+        for pos, first in enumerate(ids):
+            for later in ids[pos + 1 :]:
+                if later > first:
+                    continue
+                # ``later`` (a lower id) arrived after ``first``: only rows written at
+                # about the same time, by overlapping transactions, may do that
+                gap_s = (written[first] - written[later]).total_seconds()
+                assert gap_s < OVERLAP_S, (
+                    f"{target}: row {first} arrived before row {later}, written {gap_s:.2f}s"
+                    " after it"
+                )
+                overlapped += 1
 
     # -- the budget: one cap for every instance together -----------------------------------
     spent = _rows(pg_url, "SELECT COALESCE(SUM(cost_usd), 0) AS s FROM attempts")[0]["s"]
@@ -485,9 +556,12 @@ async def test_three_instances_survive_kills_and_a_frozen_leader(
         f"\ncluster drill, {ROUNDS} round(s): {len(drill.served)} instances started, "
         f"{len(drill.marks)} kill -9, {len(runs)} runs "
         f"({sum(r['trigger'] == 'recovery' for r in runs.values())} recoveries, "
+        f"{sum(r['status'] == 'interrupted' for r in runs.values())} interrupted, "
         f"{len(fires)} scheduled fires, {expected} expected), {len(outbox)} messages, "
-        f"{resent} re-sent across a kill -9, {len(unknown)} unknown (asked); "
+        f"{resent} re-sent across a kill -9, {len(unknown)} unknown (asked), {overlapped} "
+        "pair(s) of one target's rows written at once arrived in commit order, not id order; "
         f"spent ${float(spent):.4f} of ${CAP_USD}; "
-        f"requests {dict(sorted(counts.items()))}; new leader after: "
+        f"requests {dict(sorted(counts.items()))}; {drill.held_s:.1f}s waiting for the held "
+        f"runs, {minute_s:.1f}s for the minute's fires; new leader after: "
         + ", ".join(f"{what} {s:.2f}s" for what, s in drill.failovers)
     )

@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import date, timedelta
@@ -322,9 +323,10 @@ def _secrets(settings: Settings) -> list[str]:
         settings.anthropic_api_key,
     ]
     out = [v.get_secret_value() for v in values if v is not None]
-    # a PostgreSQL URL's password: redacted from every log line too
-    db_password = db_url_password(settings.openclaw_db)
-    return out + ([db_password] if db_password else [])
+    # a PostgreSQL password, in the URL or where libpq also reads it (PGPASSWORD): never
+    # printed by libpq or psycopg, and redacted from every log line in case
+    passwords = [db_url_password(settings.openclaw_db), os.environ.get("PGPASSWORD")]
+    return out + [p for p in passwords if p]
 
 
 def _config_secrets(config: Config, settings: Settings) -> list[str]:

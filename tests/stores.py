@@ -203,3 +203,34 @@ async def set_read_only(store: Store, location: DbLocation, on: bool) -> None:
 
     assert isinstance(store, SQLiteStore)
     await store.db.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+async def open_unwritable(location: DbLocation) -> Store:
+    """A second store on the same database that can read and never write, built directly
+    (no start-up probe refuses it): a store that became unwritable after it opened, while
+    other stores on the database still write. SQLite: the file opened ``mode=ro``;
+    PostgreSQL: sessions with ``default_transaction_read_only``, whose writes answer
+    SQLSTATE 25006 as a standby's do. Close it after."""
+    if not isinstance(location, PostgresURL):
+        from tests.readonly import open_read_only
+
+        return await open_read_only(location)
+    from psycopg_pool import AsyncConnectionPool
+
+    from core.store.postgres import Conn, PostgresStore, _configure, pg_row
+
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        location.url,
+        open=False,
+        min_size=1,
+        max_size=2,
+        kwargs={
+            "autocommit": True,
+            "row_factory": pg_row,
+            "options": "-c default_transaction_read_only=on",
+        },
+        configure=_configure,
+        timeout=5,
+    )
+    await pool.open(wait=True, timeout=5)
+    return PostgresStore(pool, location.url, timeout_s=5)

@@ -16,10 +16,11 @@ from core.config.settings import Settings
 from core.engine.budget import BudgetGuard, period_end, period_start
 from core.engine.ledger import RequestMeta
 from core.errors import AllAttemptsFailed
+from core.store.path import DbLocation
 from core.types import Attempt, ChatRequest, Message, StreamDelta, Usage
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, RecordedRequest, Reply
-from tests.stores import NewLocation
+from tests.stores import NewLocation, location_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # deep/deepseek-chat: 0.28 in, 0.42 out per 1M; max_tokens 512; prompt "hi" → 1 token
@@ -200,7 +201,10 @@ async def test_budget_views_api_and_cli(app_factory: Any) -> None:
 
 
 def test_cli_budget_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    store_location: DbLocation,
 ) -> None:
     from core.cli import main
 
@@ -211,7 +215,7 @@ def test_cli_budget_table(
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)
-    assert main(["--config", str(cfg), "--db", str(tmp_path / "x.db"), "budget"]) == 0
+    assert main(["--config", str(cfg), "--db", location_env(store_location), "budget"]) == 0
     out = capsys.readouterr().out
     assert "total month cap $40.00" in out and "tier 0 day cap $1.50" in out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -29,13 +30,11 @@ from core.delivery.worker import DeliveryWorker
 from core.store.base import Store
 from core.store.open import open_store
 from core.store.path import DbLocation
-from core.store.sqlite import SQLiteStore
 from core.store.times import utcnow_iso
 from tests.configs import make_config
 from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.wait import until
-from tests.readonly import open_read_only
-from tests.stores import REFUSED, add_refusal, sqlite_only
+from tests.stores import REFUSED, add_refusal, set_read_only, sqlite_only
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
 SLACK_ENV = "OPENCLAW_TEST_SLACK"
@@ -984,37 +983,33 @@ async def test_headers_env_values_come_from_the_environment(
 
 
 async def test_the_worker_backs_off_a_read_only_store_with_one_warning_per_step(
-    tmp_path: Path,
+    store: Store,
+    store_location: DbLocation,
     receiver: FakeReceiver,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    path = tmp_path / "ro.db"
-    s = await SQLiteStore.open(path)
-    outbox = make_outbox(s)
-    await outbox.enqueue(1, "run", ["webhook:hook"], CTX)
-    await s.close()
-    ro = await open_read_only(path)  # the database became read-only under a running serve
-    try:
-        outbox = make_outbox(ro, poll_interval_s=0.01)
-        worker = make_worker(outbox, receiver, http)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        caplog.set_level(logging.WARNING, logger="openclaw.delivery")
-        # at a 10 ms poll interval, the old loop logged ~30 tracebacks in this time; the
-        # first backoff step is 1 s, so there is one warning (bounded: two on a slow host)
-        await asyncio.sleep(0.3)
-        outbox.notify()  # new rows do not cut the backoff short: they could not be claimed
-        await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, DEADLINE_S)
-    finally:
-        await ro.close()
+    await make_outbox(store).enqueue(1, "run", ["webhook:hook"], CTX)
+    # the database became read-only under a running serve (SQLite's read-only file code,
+    # PostgreSQL's read-only server SQLSTATE 25006)
+    await set_read_only(store, store_location, True)
+    outbox = make_outbox(store, poll_interval_s=0.01)
+    worker = make_worker(outbox, receiver, http)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    caplog.set_level(logging.WARNING, logger="openclaw.delivery")
+    # at a 10 ms poll interval, the old loop logged ~30 tracebacks in this time; the
+    # first backoff step is 1 s, so there is one warning (bounded: two on a slow host)
+    await asyncio.sleep(0.3)
+    outbox.notify()  # new rows do not cut the backoff short: they could not be claimed
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE_S)
     records = [r for r in caplog.records if r.name == "openclaw.delivery"]
     assert 1 <= len(records) <= 2, [r.getMessage() for r in records]
     first = records[0]
     assert first.levelno == logging.WARNING and first.exc_info is None
-    assert "readonly database" in first.getMessage()
+    assert re.search(r"read-?only", first.getMessage()), first.getMessage()
     assert "next try in 1 s" in first.getMessage()
     assert receiver.at("/hook") == []  # nothing sent while its record cannot be kept
 

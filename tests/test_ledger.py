@@ -11,9 +11,11 @@ from core.engine.ledger import Ledger, RequestMeta, baselines, price
 from core.parsing import parse_since
 from core.store.base import Store
 from core.store.migrations import MIGRATIONS
-from core.store.sqlite import SQLiteStore
+from core.store.open import open_store
+from core.store.path import DbLocation, PostgresURL
 from core.types import Attempt, Usage
 from tests.configs import make_config
+from tests.stores import run_sql
 
 CFG = make_config()
 
@@ -52,17 +54,42 @@ def test_parse_since_rejects_nonsense() -> None:
         parse_since("seven days")
 
 
-async def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
-    s = await SQLiteStore.open(tmp_path / "m.db")
+async def test_migrations_are_recorded_and_idempotent(
+    request: pytest.FixtureRequest, store_engine: str, tmp_path: Path
+) -> None:
+    location: DbLocation = tmp_path / "m.db"
+    if store_engine == "postgres":  # an empty database, not the migrated template's copy
+        location = PostgresURL(request.getfixturevalue("pg_url"))
+    s = await open_store(location)
     await s.close()
-    s = await SQLiteStore.open(tmp_path / "m.db")
+    s = await open_store(location)  # the second open applies none again
     try:
         assert await s.applied_migrations() == [name for name, _ in MIGRATIONS]
         assert await s.writable()
-        mode = await s.fetchall("PRAGMA journal_mode")
-        assert mode[0][0] == "wal"
+        if store_engine == "sqlite":
+            mode = await s.fetchall("PRAGMA journal_mode")
+            assert mode[0][0] == "wal"
     finally:
         await s.close()
+
+
+def test_postgres_numbers_are_8_bytes_or_exact(pg_migrated_url: str) -> None:
+    """After every migration no column is a 4-byte ``real`` (money and cost stay double
+    precision: a float4 sum of cents drifts within a day) nor a 4-byte ``integer`` or a
+    ``smallint`` (ids, tokens and counts are bigint, as SQLite's integers are 8 bytes)."""
+    location = PostgresURL(pg_migrated_url)
+    rows = run_sql(
+        location,
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema()",
+    )
+    narrow = [r for r in rows if r[2] in ("real", "integer", "smallint")]
+    assert narrow == []
+    types = {(table, column): kind for table, column, kind in rows}
+    money = {k: v for k, v in types.items() if k[1].endswith("_usd") or k[1] == "threshold"}
+    assert len(money) >= 5 and set(money.values()) <= {"double precision", "numeric"}, money
+    assert types[("attempts", "id")] == "bigint"
+    assert types[("runs", "id")] == "bigint"
 
 
 async def test_report_groups_shares_and_savings(store: Store) -> None:

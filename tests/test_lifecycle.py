@@ -20,7 +20,7 @@ from tests.fakes.receiver import Answer, FakeReceiver
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wait import until
 from tests.procs import Served, start_serve
-from tests.stores import location_env
+from tests.stores import NewLocation, location_env
 
 CONFIG = """
 [gateway]
@@ -315,13 +315,15 @@ async def test_sigterm_while_telegram_holds_the_answer_asks_the_admin_instead_of
             await serve.stop()
 
 
-async def test_port_in_use_is_named(fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path) -> None:
-    serve = await start(write_env(fake_llm, hook, tmp_path, 0))
+async def test_port_in_use_is_named(
+    fake_llm: FakeLLM, hook: FakeReceiver, tmp_path: Path, new_location: NewLocation
+) -> None:
+    serve = await start(write_env(fake_llm, hook, tmp_path, 0, location_env(new_location())))
     try:
         port = int(serve.url.rsplit(":", 1)[1])
         other = tmp_path / "other"
         other.mkdir()
-        env2 = write_env(fake_llm, hook, other, port)
+        env2 = write_env(fake_llm, hook, other, port, location_env(new_location()))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -86,7 +86,9 @@ async def test_probes_open_and_close_breakers(fake_llm: FakeLLM, closed_port: in
             await p.aclose()
 
 
-async def test_status_cli_when_the_gateway_is_down(tmp_path: Path) -> None:
+async def test_status_cli_when_the_gateway_is_down(
+    tmp_path: Path, store_location: DbLocation
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         '[gateway]\nport = 9\n[providers.x]\napi = "ollama"\n'
@@ -96,7 +98,7 @@ async def test_status_cli_when_the_gateway_is_down(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "OPENCLAW_CONFIG": str(cfg),
-        "OPENCLAW_DB": str(tmp_path / "x.db"),
+        "OPENCLAW_DB": location_env(store_location),
         "OPENCLAW_GATEWAY_TOKEN": "t0ken-xyz",
     }
     proc = await asyncio.create_subprocess_exec(

@@ -94,3 +94,17 @@ async def test_headers_env_values_are_sent_and_kept_out_of_errors(
     finally:
         await provider.aclose()
     assert token[:14] not in str(info.value)
+
+
+def test_a_database_password_in_the_url_or_pgpassword_is_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.cli import _secrets
+    from core.config.settings import Settings
+
+    monkeypatch.setenv("OPENCLAW_DB", "postgresql://claw:url-pass-123@db/claw")
+    monkeypatch.setenv("PGPASSWORD", "env-pass-456")
+    found = _secrets(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert "url-pass-123" in found and "env-pass-456" in found
+    monkeypatch.delenv("PGPASSWORD")
+    assert "env-pass-456" not in _secrets(Settings(_env_file=None))  # type: ignore[call-arg]

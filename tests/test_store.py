@@ -1,6 +1,8 @@
-"""The SQLite store: transactions (all or nothing, never left open, never nested), the group
-commit (concurrent rows share transactions, none is lost), aiosqlite's thread, and a store
-that cannot take writes (refused at open, StoreUnavailable at run time)."""
+"""The store contract on both engines (the ``store`` fixture of tests/stores.py): transactions
+(all or nothing, never left open, never nested), the group commit (concurrent rows share
+transactions, none is lost), a store that cannot take writes (StoreUnavailable at run time)
+and a bad statement that is not one. Then what only SQLite has: aiosqlite's thread, and
+files it cannot write (refused at open)."""
 
 from __future__ import annotations
 
@@ -10,115 +12,238 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiosqlite
+import psycopg
 import pytest
 
 from core.errors import StoreUnavailable
-from core.store.base import Transaction
+from core.store.base import Store, Transaction
+from core.store.open import open_store
+from core.store.path import DbLocation, PostgresURL
 from core.store.sqlite import SQLiteStore, on_thread
 from tests.fakes.wait import until
 from tests.readonly import open_read_only, read_only
+from tests.stores import REFUSED, NewLocation, run_sql, set_read_only
 
 SQL = "INSERT INTO t (n) VALUES (?)"
+# a statement the database rejects as wrong (no such table): never StoreUnavailable
+BAD_STATEMENT = (sqlite3.OperationalError, psycopg.ProgrammingError)
+# what the engine raised under a StoreUnavailable for a refused write
+ENGINE_ERROR = (sqlite3.OperationalError, psycopg.Error)
+
+
+async def make_table(store: Store, location: DbLocation) -> None:
+    """Table ``t`` (an id, a unique ``n``) in the engine's own DDL."""
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL UNIQUE)"
+    if isinstance(location, PostgresURL):
+        from core.store.postgres import translate_ddl
+
+        ddl = translate_ddl(ddl)
+    async with store.transaction() as tx:
+        await tx.execute(ddl)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "s.db")
-    async with s.transaction() as tx:
-        await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL UNIQUE)")
-    yield s
-    await s.close()
+async def tstore(store: Store, store_location: DbLocation) -> Store:
+    """The test's store (either engine) with table ``t``."""
+    await make_table(store, store_location)
+    return store
 
 
-async def count(store: SQLiteStore) -> int:
+async def count(store: Store) -> int:
     return int((await store.fetchall("SELECT COUNT(*) FROM t"))[0][0])
 
 
-async def _has(store: SQLiteStore, rows: int) -> bool:
+async def _has(store: Store, rows: int) -> bool:
     return await count(store) == rows
 
 
-async def test_concurrent_inserts_all_land(store: SQLiteStore) -> None:
-    await asyncio.gather(*[store.insert(SQL, (i,)) for i in range(300)])
-    assert await count(store) == 300
-
-
-async def test_a_bad_row_fails_only_its_caller(store: SQLiteStore) -> None:
-    await store.insert(SQL, (1,))
-    results = await asyncio.gather(
-        *[store.insert(SQL, (n,)) for n in (2, 1, 3, 4)], return_exceptions=True
+async def no_transaction_open(store: Store, location: DbLocation) -> None:
+    """No write transaction of the store is left open: SQLite's one connection is out of
+    its transaction; on PostgreSQL no session is idle in one and none holds an advisory
+    lock (the write lock), within a second (a closed connection's backend ends on its
+    own time)."""
+    if not isinstance(location, PostgresURL):
+        assert isinstance(store, SQLiteStore)
+        assert not store.db.in_transaction
+        return
+    sql = (
+        "SELECT (SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state LIKE 'idle in transaction%'), (SELECT COUNT(*) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database()))"
     )
-    assert [type(r) for r in results] == [
-        type(None),
-        sqlite3.IntegrityError,
-        type(None),
-        type(None),
-    ]
-    assert await count(store) == 4
+
+    async def none_open() -> bool:
+        return (await asyncio.to_thread(run_sql, location, sql))[0] == (0, 0)
+
+    await until(none_open, 1.0, "no transaction left open on the server")
 
 
-async def test_a_cancelled_caller_does_not_lose_its_row(store: SQLiteStore) -> None:
-    blocker = asyncio.gather(*[store.insert(SQL, (i,)) for i in range(50)])
-    victim = asyncio.create_task(store.insert(SQL, (999,)))
+async def test_concurrent_inserts_all_land(tstore: Store) -> None:
+    await asyncio.gather(*[tstore.insert(SQL, (i,)) for i in range(300)])
+    assert await count(tstore) == 300
+
+
+async def test_a_bad_row_fails_only_its_caller(tstore: Store) -> None:
+    await tstore.insert(SQL, (1,))
+    results = await asyncio.gather(
+        *[tstore.insert(SQL, (n,)) for n in (2, 1, 3, 4)], return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None and results[3] is None
+    assert isinstance(results[1], REFUSED)
+    assert await count(tstore) == 4
+
+
+async def test_a_cancelled_caller_does_not_lose_its_row(tstore: Store) -> None:
+    blocker = asyncio.gather(*[tstore.insert(SQL, (i,)) for i in range(50)])
+    victim = asyncio.create_task(tstore.insert(SQL, (999,)))
     await asyncio.sleep(0)
     victim.cancel()
     await blocker
     with pytest.raises(asyncio.CancelledError):
         await victim
     # the flusher finishes the row on its own
-    await until(lambda: _has(store, 51), 1.0, "the cancelled caller's row landing")
+    await until(lambda: _has(tstore, 51), 1.0, "the cancelled caller's row landing")
 
 
-async def test_close_waits_for_pending_rows(tmp_path: Path) -> None:
-    s = await SQLiteStore.open(tmp_path / "c.db")
-    async with s.transaction() as tx:
-        await tx.execute("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+async def test_close_waits_for_pending_rows(new_location: NewLocation) -> None:
+    location = new_location()
+    s = await open_store(location)
+    await make_table(s, location)
     tasks = [asyncio.create_task(s.insert(SQL, (i,))) for i in range(20)]
     await asyncio.sleep(0)
     await s.close()
     await asyncio.gather(*tasks)
-    s = await SQLiteStore.open(tmp_path / "c.db")
+    s = await open_store(location)
     try:
         assert await count(s) == 20
     finally:
         await s.close()
 
 
-async def test_a_transaction_commits_all_its_writes_or_none(store: SQLiteStore) -> None:
-    async with store.transaction() as tx:
+async def test_a_transaction_commits_all_its_writes_or_none(
+    tstore: Store, store_location: DbLocation
+) -> None:
+    async with tstore.transaction() as tx:
         first = await tx.insert_id("INSERT INTO t (n) VALUES (?) RETURNING id", (1,))
         second = await tx.insert_id("INSERT INTO t (n) VALUES (?) RETURNING id", (2,))
-        assert [tuple(r) for r in await tx.fetchall("SELECT n FROM t")] == [(1,), (2,)]
+        assert [tuple(r) for r in await tx.fetchall("SELECT n FROM t ORDER BY n")] == [
+            (1,),
+            (2,),
+        ]
     assert second == first + 1
-    with pytest.raises(sqlite3.IntegrityError):
-        async with store.transaction() as tx:
+    with pytest.raises(REFUSED):
+        async with tstore.transaction() as tx:
             assert await tx.execute("INSERT INTO t (n) VALUES (3)") == 1
             await tx.execute("INSERT INTO t (n) VALUES (1)")  # a real constraint fails it
-    assert await count(store) == 2  # 3 went with it
-    assert not store.db.in_transaction
+    assert await count(tstore) == 2  # 3 went with it
+    await no_transaction_open(tstore, store_location)
 
 
-async def test_a_transaction_is_not_reentrant_and_ends_with_its_block(store: SQLiteStore) -> None:
+async def test_a_transaction_is_not_reentrant_and_ends_with_its_block(tstore: Store) -> None:
     """Opening another transaction (or a group-committed insert) while holding one would
     wait for the lock this task holds, forever: it raises at once instead."""
-    async with store.transaction() as tx:
+    async with tstore.transaction() as tx:
         with pytest.raises(RuntimeError, match="pass its tx on"):
-            async with store.transaction():
+            async with tstore.transaction():
                 pass
         with pytest.raises(RuntimeError, match="pass its tx on"):
-            await store.insert(SQL, (1,))
+            await tstore.insert(SQL, (1,))
         await tx.execute("INSERT INTO t (n) VALUES (2)")
     with pytest.raises(RuntimeError, match="has ended"):
         await tx.execute("INSERT INTO t (n) VALUES (3)")
-    assert [r[0] for r in await store.fetchall("SELECT n FROM t")] == [2]
+    assert [r[0] for r in await tstore.fetchall("SELECT n FROM t")] == [2]
 
 
-async def test_aiosqlite_still_runs_a_function_on_its_thread(store: SQLiteStore) -> None:
+async def test_a_cancelled_transaction_never_leaves_one_open(
+    tstore: Store, store_location: DbLocation
+) -> None:
+    async def hold(inside: asyncio.Event) -> None:
+        async with tstore.transaction() as tx:
+            await tx.execute("INSERT INTO t (n) VALUES (1)")
+            inside.set()
+            await asyncio.Event().wait()  # cancelled here, or earlier: mid-statement
+
+    for mid_statement in (False, True, False, True, False):
+        inside = asyncio.Event()
+        task = asyncio.create_task(hold(inside))
+        if mid_statement:
+            await asyncio.sleep(0)  # one step: the INSERT is on its way to the database
+        else:
+            await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await no_transaction_open(tstore, store_location)
+    await tstore.insert(SQL, (2,))  # autocommit writes still commit
+    async with tstore.transaction() as tx:  # and new transactions start
+        await tx.execute("INSERT INTO t (n) VALUES (3)")
+    rows = await tstore.fetchall("SELECT n FROM t ORDER BY n")
+    assert [r[0] for r in rows] == [2, 3]
+
+
+async def test_writes_on_a_read_only_store_raise_store_unavailable(
+    store: Store, store_location: DbLocation
+) -> None:
+    """A store that became unwritable after it opened (SQLite: ``query_only``, the code a
+    read-only file answers; PostgreSQL: SQLSTATE 25006, a read-only server's): every kind
+    of write raises StoreUnavailable, no transaction is left open, reads go on."""
+
+    async def in_tx(write: Callable[[Transaction], Awaitable[object]]) -> None:
+        async with store.transaction() as tx:
+            await write(tx)
+
+    await set_read_only(store, store_location, True)
+    insert = "INSERT INTO schema_migrations (name) VALUES (?)"
+    writes = [
+        in_tx(lambda tx: tx.execute("UPDATE schema_migrations SET applied_at = 'x'")),
+        in_tx(lambda tx: tx.executemany(insert, [("b",)])),
+        in_tx(lambda tx: tx.insert_id(insert + " RETURNING name", ("c",))),
+        store.insert(insert, ("a",)),
+    ]
+    for write in writes:
+        with pytest.raises(StoreUnavailable, match=r"read-?only") as info:
+            await write
+        assert isinstance(info.value.__cause__, ENGINE_ERROR)
+        await no_transaction_open(store, store_location)
+    assert len(await store.applied_migrations()) > 0  # reads still work
+    assert not await store.writable()
+    await set_read_only(store, store_location, False)
+    assert await store.writable()
+    await store.insert(insert, ("a",))  # and writes go through again
+
+
+async def test_a_bad_statement_is_not_store_unavailable(tstore: Store) -> None:
+    with pytest.raises(BAD_STATEMENT) as bad:
+        async with tstore.transaction() as tx:
+            await tx.execute("INSERT INTO nope VALUES (1)")
+    assert not isinstance(bad.value, StoreUnavailable)
+    with pytest.raises(REFUSED):
+        async with tstore.transaction() as tx:
+            await tx.executemany(SQL, [(1,), (1,)])
+    with pytest.raises(BAD_STATEMENT):
+        await tstore.fetchall("SELECT * FROM nope")
+
+
+# -- SQLite only: aiosqlite's thread and files (these take tmp_path, not a store) ---------
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore.open(tmp_path / "s.db")
+    await make_table(s, tmp_path / "s.db")
+    yield s
+    await s.close()
+
+
+async def test_aiosqlite_still_runs_a_function_on_its_thread(sqlite_store: SQLiteStore) -> None:
     """``on_thread`` is the one use of aiosqlite's private ``_execute`` and ``_conn``: if an
     upgrade renames or changes them, this fails first. Fix ``core.store.sqlite.on_thread``
     (or pin aiosqlite) before anything else."""
+    store = sqlite_store
 
     def where(conn: sqlite3.Connection, n: int) -> tuple[int, sqlite3.Connection, int]:
         conn.execute("INSERT INTO t (n) VALUES (?)", (n,))
@@ -139,32 +264,7 @@ async def test_aiosqlite_still_runs_a_function_on_its_thread(store: SQLiteStore)
     assert worker.ident == ident
 
 
-async def test_a_cancelled_transaction_never_leaves_one_open(store: SQLiteStore) -> None:
-    async def hold(inside: asyncio.Event) -> None:
-        async with store.transaction() as tx:
-            await tx.execute("INSERT INTO t (n) VALUES (1)")
-            inside.set()
-            await asyncio.Event().wait()  # cancelled here, or earlier: mid-statement
-
-    for mid_statement in (False, True, False, True, False):
-        inside = asyncio.Event()
-        task = asyncio.create_task(hold(inside))
-        if mid_statement:
-            await asyncio.sleep(0)  # one step: the INSERT is on its way to the SQLite thread
-        else:
-            await inside.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert not store.db.in_transaction
-    await store.insert(SQL, (2,))  # autocommit writes still commit
-    async with store.transaction() as tx:  # and new transactions start
-        await tx.execute("INSERT INTO t (n) VALUES (3)")
-    rows = await store.fetchall("SELECT n FROM t ORDER BY n")
-    assert [r[0] for r in rows] == [2, 3]
-
-
-# -- issue 13: an unwritable store ---------------------------------------------------
+# -- issue 13: a SQLite file it cannot write, refused at open (PostgreSQL's: at the end) -----
 
 
 async def _made(tmp_path: Path) -> Path:
@@ -201,7 +301,9 @@ async def test_open_never_creates_a_missing_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists()
 
 
-async def test_writes_on_a_read_only_store_raise_store_unavailable(tmp_path: Path) -> None:
+async def test_writes_on_a_read_only_sqlite_file_raise_store_unavailable(tmp_path: Path) -> None:
+    """The real file opened ``mode=ro``: SQLite's own "attempt to write a readonly
+    database", what a read-only file or mount answers (not a PRAGMA)."""
     path = await _made(tmp_path)
     store = await open_read_only(path)
 
@@ -226,17 +328,6 @@ async def test_writes_on_a_read_only_store_raise_store_unavailable(tmp_path: Pat
         assert not await store.writable()
     finally:
         await store.close()
-
-
-async def test_a_bad_statement_is_not_store_unavailable(store: SQLiteStore) -> None:
-    with pytest.raises(sqlite3.OperationalError):
-        async with store.transaction() as tx:
-            await tx.execute("INSERT INTO nope VALUES (1)")
-    with pytest.raises(sqlite3.IntegrityError):
-        async with store.transaction() as tx:
-            await tx.executemany(SQL, [(1,), (1,)])
-    with pytest.raises(sqlite3.OperationalError):
-        await store.fetchall("SELECT * FROM nope")
 
 
 async def test_a_failed_open_leaves_no_worker_thread_behind(tmp_path: Path) -> None:
@@ -279,3 +370,20 @@ async def test_postgres_store_round_trip(pg_url: str) -> None:
         assert await s.writable()
     finally:
         await s.close()
+
+
+async def test_postgres_open_refuses_a_database_it_cannot_write(pg_migrated_url: str) -> None:
+    """A read-only database (a standby answers alike, SQLSTATE 25006) is refused at open,
+    by the probe's real write, with the password masked."""
+    from core.store.postgres import PostgresStore
+
+    name = urlsplit(pg_migrated_url).path.lstrip("/")
+    await asyncio.to_thread(
+        run_sql,
+        PostgresURL(pg_migrated_url),
+        f'ALTER DATABASE "{name}" SET default_transaction_read_only = on',
+    )
+    url = pg_migrated_url.replace("postgres@", "postgres:hunter2@")
+    with pytest.raises(StoreUnavailable, match="cannot write postgresql://") as info:
+        await PostgresStore.open(url)
+    assert "read-only transaction" in str(info.value) and "hunter2" not in str(info.value)

@@ -29,7 +29,7 @@ from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.wait import until
-from tests.readonly import open_read_only
+from tests.stores import open_unwritable
 
 SECRET = "hook-secret-dedupe"
 HOOK = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
@@ -173,10 +173,10 @@ async def test_a_store_that_cannot_record_answers_503(
     location: DbLocation,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    if not isinstance(location, Path):
-        pytest.skip("the unwritable store here is the SQLite file opened mode=ro")
-    healthy = await make_instance(lead=True)  # the file exists, migrated
-    read_only = await open_read_only(location)
+    healthy = await make_instance(lead=True)  # the database exists, migrated
+    # the broken instance's record of updates is on a store that cannot write (a file
+    # opened read-only; PostgreSQL sessions that are read-only, as on a standby)
+    read_only = await open_unwritable(location)
     try:
         broken = await make_instance(lead=False, updates=UpdateLog(read_only, "ro"))
         with caplog.at_level(logging.INFO, logger="openclaw.bot"):

@@ -147,7 +147,7 @@ async def test_a_key_echoed_in_an_error_body_never_shows(
 
 @pytest.fixture
 async def keyed_gateway(
-    fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_llm: FakeLLM, store_location: DbLocation, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[App, Gateway]]:
     for var, value in secrets.PROVIDER_KEYS.items():
         monkeypatch.setenv(var, value)
@@ -163,7 +163,7 @@ async def keyed_gateway(
     app = await App.open(
         cfg,
         Settings(_env_file=None),  # type: ignore[call-arg]
-        tmp_path / "keys.db",
+        store_location,
     )
     gateway = Gateway(app.facade, secrets.GATEWAY_TOKEN, "127.0.0.1", 0)
     await gateway.start()

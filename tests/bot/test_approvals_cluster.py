@@ -33,6 +33,7 @@ from tests.bot.test_webhook_dedupe import HOOK, SECRET, WEBHOOK_URL
 from tests.configs import make_config, pyramid_urls
 from tests.fakes.llm import FakeLLM, Reply
 from tests.fakes.telegram import FakeTelegram
+from tests.fakes.wait import until
 
 ADMIN, ADMIN2 = 1001, 1005
 CARD_CALLS = ("sendMessage", "editMessageText")
@@ -169,3 +170,26 @@ async def test_a_followers_run_is_asked_through_the_leaders_cards(
     assert sorted(leader.calls.cards()) == ["editMessageText"] * 2 + ["sendMessage"] * 2
     answered = by.calls.methods.count("answerCallbackQuery")
     assert answered == 1  # the press is answered by the instance it reached
+
+
+async def test_an_approval_the_leader_did_not_hear_of_is_shown_by_its_heartbeat(
+    make_instance: Callable[[], Awaitable[Instance]], tg: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    leader = await make_instance()
+    follower = await make_instance()
+    fake_llm.script("claude-opus", Reply(text="the opus answer"))
+    leader.app.approvals.is_leader = lambda: False  # deaf to the notification, as if missed
+    run_id = await follower.app.runner.start("deep", "cli")
+    await until(follower.app.approvals.pending, what="the follower's approval stored")
+    await asyncio.sleep(0.5)  # the notification came and went
+    assert tg.sent(ADMIN) == []
+    leader.app.approvals.is_leader = leader.app.cluster.is_leader
+    await tg.wait_for(lambda t: card(t, ADMIN) is not None, 5)  # Leadership's next sweep
+    ask = card(tg, ADMIN)
+    assert ask is not None
+    tg.user_press(ADMIN, ask, buttons(ask)["❌ Deny"])
+    assert (await follower.post(tg.pending_updates[-1])).status_code == 200
+    run = await asyncio.wait_for(follower.app.runner.wait(run_id, 0.05), WAIT_S)
+    assert run.status == "failed"
+    assert follower.calls.cards() == []
+    assert leader.calls.cards().count("sendMessage") == 2  # ADMIN's and ADMIN2's, once

@@ -169,7 +169,9 @@ class TelegramBot:
         polling, commands and the webhook setting wait for :meth:`lead`."""
         self.watch.stopped = False
         self.facade.add_channel("telegram", TelegramChannel(self.bot))
+        # the broker sends and closes the cards on the leader only; watch is this one's
         self.facade.set_approval_notifier(self.approvals.notify, self.approvals.close)
+        self.facade.watch_approvals(self.approvals.watch)
         # called by the delivery worker on the leader only (see Deliveries.ask)
         self.facade.set_unknown_notifier(self.unknown_cards.notify)
         self.facade.add_attempt_observer(self.reporter.observe)

@@ -31,7 +31,7 @@ from core.delivery.outbox import Outbox
 from core.delivery.worker import DeliveryWorker
 from core.drills.board import DrillBoard
 from core.embedded.supervisor import EmbeddedModel, embedded_models
-from core.engine.approvals import ApprovalBroker, Closer, Notifier
+from core.engine.approvals import ApprovalBroker, Closer, Notifier, Watcher
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.health import HealthBoard
@@ -350,6 +350,11 @@ class App:
             approvals.notifiers.append(notify)
             approvals.closers.append(close)
 
+        def watch_approvals(watch: Watcher) -> None:
+            """Tell ``watch`` when a run on this instance waits for an approval, and its
+            outcome (on a shared database the leader shows the copies, not this one)."""
+            approvals.watchers.append(watch)
+
         def add_attempt_observer(observer: AttemptObserver) -> None:
             """Call ``observer`` with every attempt the engine records."""
             observers.append(observer)
@@ -388,6 +393,7 @@ class App:
             drills=self.drills,
             add_channel=add_channel,
             set_approval_notifier=set_approval_notifier,
+            watch_approvals=watch_approvals,
             add_attempt_observer=add_attempt_observer,
             add_status_hook=overview.add_status_hook,
             add_step_observer=add_step_observer,

@@ -19,7 +19,7 @@ from core.config.settings import Settings
 from core.delivery.channels import Channel
 from core.delivery.deliveries import Deliveries, UnknownNotifier
 from core.drills.board import DrillBoard
-from core.engine.approvals import ApprovalBroker, Closer, Notifier
+from core.engine.approvals import ApprovalBroker, Closer, Notifier, Watcher
 from core.engine.budget import BudgetGuard
 from core.engine.engine import Engine
 from core.engine.ledger import Ledger, RequestMeta
@@ -61,6 +61,7 @@ class Facade:
     # registrations: closures over the parts they wire, built by the composition root
     add_channel: Callable[[str, Channel], None]
     set_approval_notifier: Callable[[Notifier, Closer], None]
+    watch_approvals: Callable[[Watcher], None]  # a run here waits for one / got it
     add_attempt_observer: Callable[[AttemptObserver], None]
     add_status_hook: Callable[[str, StatusHook], None]
     add_step_observer: Callable[[Callable[[Step], None]], None]

@@ -3,6 +3,10 @@
 Approval requests go only to admins' private chats (an admin id is a user id, and a
 private chat's id is the user's id); group chats never see a preview. Every copy is
 recorded with the broker as soon as it is sent, so a decision closes all of them.
+
+Every instance plugs these in; on a shared database the broker calls ``notify`` and
+``close`` on the leader only (its sends count against the one Telegram limit), and
+``watch`` where the run waits (the progress of a run this instance reports).
 """
 
 from __future__ import annotations
@@ -57,10 +61,6 @@ class ApprovalMessages:
         """Send each admin the request with buttons, all at once (the send path paces and
         retries each); ``shown`` records each copy as it lands. Returns why each admin who
         could not be reached was not."""
-        self.reporter.note_run(
-            record.request.run_id,
-            f"waiting for an admin to approve {record.request.subject} (#{record.id})",
-        )
         if not self.admins:
             return ["[telegram] admins is empty"]
         results = await asyncio.gather(*(self._ask(record, admin, shown) for admin in self.admins))
@@ -81,11 +81,18 @@ class ApprovalMessages:
         await shown(admin, msg.message_id)
         return None
 
+    def watch(self, record: ApprovalRecord) -> None:
+        """A run here waits for the approval, or got its outcome: a line in its progress."""
+        if record.status == "pending":
+            line = f"waiting for an admin to approve {record.request.subject} (#{record.id})"
+        else:
+            line = f"approval #{record.id}: {record.status}"
+        self.reporter.note_run(record.request.run_id, line)
+
     async def close(self, record: ApprovalRecord, copies: list[Copy] | None = None) -> None:
         """Edit copies to the outcome (who decided, or expired), with no buttons left:
         every copy on the decision itself, or the late ``copies`` given."""
         if copies is None:
-            self.reporter.note_run(record.request.run_id, f"approval #{record.id}: {record.status}")
             copies = record.messages
         await asyncio.gather(*(self._close_copy(record, chat, mid) for chat, mid in copies))
 

@@ -20,6 +20,7 @@ from core.ops.owners import host_liveness
 RUNS = "openclaw_runs"  # a run was queued for any instance to take
 OUTBOX = "openclaw_outbox"  # outbox rows were written
 APPROVALS = "openclaw_approvals"  # an approval was decided (payload: its id)
+APPROVAL_ASKED = "openclaw_approval_asked"  # a follower's run waits: the leader shows it (id)
 SLOTS = "openclaw_slots"  # a concurrency slot was given back
 
 

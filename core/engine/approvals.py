@@ -10,6 +10,15 @@ of them: copies recorded before it are closed with it, a copy recorded after it 
 being sent when someone decided, or posted later by ``/approvals``) is closed at once.
 If the request reaches nobody, the run is not left waiting for the timeout: the
 ``[approvals] default`` applies at once, with that reason, and an alert goes out.
+
+Several instances on one database: the copies go out from the leader only (Telegram's
+rate limit is the whole cluster's). A run waiting on a follower stores its row and
+notifies ``APPROVAL_ASKED``; the leader claims the row (``shown_by``) and shows it, and
+its sweep each heartbeat shows what a missed notification or a leader change left
+unshown. A decision taken on any instance notifies ``APPROVALS``: the waiting run wakes
+wherever it is, and the leader claims the closing of the copies (``closed``). The
+instance whose run waits tells its watchers (the run's progress in the chat it answers).
+Alone (SQLite, or no cluster wired) the broker always leads: it shows and closes itself.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from core.cluster.base import APPROVALS
+from core.cluster.base import APPROVAL_ASKED, APPROVALS
 from core.config.models import ApprovalsConfig
 from core.ops.owners import Liveness
 from core.store.base import Store
@@ -127,6 +136,10 @@ CopyShown = Callable[[int, int], Awaitable[None]]
 # sent, and returns why each recipient it could not reach was not reached.
 Notifier = Callable[[ApprovalRecord, CopyShown], Awaitable[list[str]]]
 Alert = Callable[[str], Awaitable[None]]
+# A run on this instance waits for this approval (pending) or got its outcome (the record
+# as decided or expired): for the run's own progress, on the instance that runs it.
+Watcher = Callable[[ApprovalRecord], None]
+POLICY_BY = "policy ("  # decided_by of the default applied because nobody was reached
 MAX_DECIDED_BY = 500  # the reason "nobody could be reached" lives in decided_by
 MAX_ARGUMENTS = 4000  # a tool call's arguments as stored; the card shows far fewer
 # a waiting run reads its approval's row this often, woken or not: a decision taken on
@@ -160,6 +173,10 @@ class ApprovalBroker:
         self.notifiers: list[Notifier] = []  # show a pending approval to the people
         self.closers: list[Closer] = []  # an approval was decided or expired: update copies
         self.alerts: list[Alert] = []  # nobody could be asked: tell the operator
+        self.watchers: list[Watcher] = []  # a run here waits for an approval, or got it
+        # whether this instance shows and closes the copies: the cluster's leader on a
+        # shared database (serve wires it); alone it always is
+        self.is_leader: Callable[[], bool] = lambda: True
         self._waiting: dict[int, asyncio.Future[Decision]] = {}
         self._copies_lock = asyncio.Lock()  # messages is read-modified-written
         self._background: set[asyncio.Task[None]] = set()
@@ -167,6 +184,7 @@ class ApprovalBroker:
         self.alive: Liveness | None = None  # set by the app on a shared database
         self.poll_s = POLL_S
         store.listen(APPROVALS, self._decided_elsewhere)
+        store.listen(APPROVAL_ASKED, self._asked)
 
     async def decide(self, request: ApprovalRequest) -> Decision:
         """Store a pending approval, notify, wait; expired → denied; reached nobody →
@@ -176,7 +194,8 @@ class ApprovalBroker:
         # The row is stored in a task of its own: a run cancelled while its COMMIT is on
         # the wire would otherwise leave a pending row that nobody waits for (and no one
         # expires before the next sweep). Cancelled then, it waits for the row and expires it.
-        stored = asyncio.ensure_future(self._store(request))
+        leading = self.is_leader()  # then this instance shows the copies itself
+        stored = asyncio.ensure_future(self._store(request, leading))
         try:
             aid = await asyncio.shield(stored)
         except asyncio.CancelledError:
@@ -188,17 +207,19 @@ class ApprovalBroker:
         try:
             record = await self.get(aid)
             assert record is not None
-            # Copies go out beside the wait: an admin may decide while another admin's copy
-            # is still being sent (waiting out a 429), and the run goes on at once.
-            self._spawn(self._notify(record))
+            self._tell_watchers(record)
+            if leading:
+                # Copies go out beside the wait: an admin may decide while another admin's
+                # copy is still being sent (waiting out a 429), and the run goes on at once.
+                self._spawn(self._notify(record))
             try:
                 return await within(self._wait(aid, fut), self.config.timeout_s)
             except TimeoutError:
                 if not await self._close(aid, "expired", "timeout"):
                     # a decision landed just as time ran out: the row is the truth
-                    record = await self.get(aid)
-                    if record is not None and record.status in ("approved", "denied"):
-                        return Decision(record.status == "approved", record.decided_by or "")
+                    decided = await self._decision_in_row(aid)
+                    if decided is not None:
+                        return decided
                 return Decision(
                     False, "timeout", f"expired after {self.config.timeout_s:g}s without a decision"
                 )
@@ -207,17 +228,20 @@ class ApprovalBroker:
             if not fut.done():  # the run went away (timeout, shutdown): nobody waits now
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._close(aid, "expired", "abandoned"))
+            if self.watchers:
+                self._spawn(self._tell_outcome(aid))
 
-    async def _store(self, request: ApprovalRequest) -> int:
-        """Insert the pending row; its id."""
+    async def _store(self, request: ApprovalRequest, leading: bool) -> int:
+        """Insert the pending row; its id. Leading, this instance claims showing it in the
+        same write; following, the leader is told to."""
         now = self.clock()
         expires = now + timedelta(seconds=self.config.timeout_s)
         async with self.store.transaction() as tx:
-            return await tx.insert_id(
+            aid = await tx.insert_id(
                 "INSERT INTO approvals (request_id, run_id, agent, caller, task, tier, model,"
                 " reason, estimated_cost_usd, preview, tool, arguments, status, created_at,"
-                " expires_at, owner)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+                " expires_at, owner, shown_by, closed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0)"
                 " RETURNING id",
                 (
                     request.request_id,
@@ -235,8 +259,17 @@ class ApprovalBroker:
                     utcnow_iso(now),
                     utcnow_iso(expires),
                     self.owner,
+                    self._me if leading else None,
                 ),
             )
+            if not leading:
+                tx.notify(APPROVAL_ASKED, str(aid))
+            return aid
+
+    @property
+    def _me(self) -> str:
+        """What ``shown_by`` says of this instance ('' for a broker outside any app)."""
+        return self.owner or ""
 
     async def _wait(self, aid: int, fut: asyncio.Future[Decision]) -> Decision:
         """The decision: from this instance (the future), or read from the row when
@@ -253,11 +286,23 @@ class ApprovalBroker:
         record = await self.get(aid)
         if record is None or record.status not in ("approved", "denied"):
             return None
-        return Decision(record.status == "approved", record.decided_by or "")
+        approved, by = record.status == "approved", record.decided_by or ""
+        if by.startswith(POLICY_BY):  # the default, applied where nobody could be reached
+            why = by.removeprefix(POLICY_BY).removesuffix(")")
+            return Decision(approved, "policy", self._policy_note(why))
+        return Decision(approved, by)
+
+    def _policy_note(self, why: str) -> str:
+        return f"{why}; [approvals] default = {self.config.default!r}"
 
     def _decided_elsewhere(self, payload: str) -> None:
-        """An approval was decided (by any instance): wake its run if it waits here."""
-        fut = self._waiting.get(int(payload)) if payload.isdigit() else None
+        """An approval was decided (by any instance): wake its run if it waits here; the
+        leader closes its copies."""
+        if not payload.isdigit():
+            return
+        if self.is_leader():
+            self._spawn(self._close_copies(int(payload)))
+        fut = self._waiting.get(int(payload))
         if fut is None or fut.done():
             return
 
@@ -267,6 +312,56 @@ class ApprovalBroker:
                 fut.set_result(decided)
 
         self._spawn(wake())
+
+    def _asked(self, payload: str) -> None:
+        """A run on a follower waits for a new approval: the leader shows it."""
+        if payload.isdigit() and self.is_leader():
+            self._spawn(self._show(int(payload)))
+
+    async def _show(self, aid: int, dead: str | None = None) -> None:
+        """Claim showing a pending approval (or take it over from ``dead``, an instance
+        that claimed it and stopped before any copy was recorded), then show it: one
+        instance shows each approval, across leader changes."""
+        if dead is None:
+            sql = "shown_by IS NULL"
+            params: tuple[Any, ...] = (self._me, aid)
+        else:
+            sql = "shown_by = ? AND messages = '[]'"
+            params = (self._me, aid, dead)
+        async with self.store.transaction() as tx:
+            claimed = await tx.execute(
+                f"UPDATE approvals SET shown_by = ? WHERE id = ? AND status = 'pending' AND {sql}",
+                params,
+            )
+        record = await self.get(aid) if claimed == 1 else None
+        if record is not None and record.status == "pending":
+            await self._notify(record)
+
+    async def sweep(self) -> None:
+        """The leader's catch-up, each heartbeat: show the pending approvals nobody shows
+        (a notification missed, a leader that stopped mid-way), and close the copies of
+        decided ones nobody closed (decided while no leader listened). The sending goes
+        on in the background: this returns after a query or two."""
+        if not self.is_leader():
+            return
+        rows = await self.store.fetchall(
+            "SELECT id, status, shown_by, messages FROM approvals"
+            " WHERE (status = 'pending' AND (shown_by IS NULL OR messages = '[]'))"
+            " OR (closed = 0 AND status <> 'pending') ORDER BY id"
+        )
+        claimers = {
+            r["shown_by"]
+            for r in rows
+            if r["status"] == "pending" and r["shown_by"] not in (None, self._me)
+        }
+        alive = await self.alive(claimers) if self.alive is not None and claimers else set()
+        for r in rows:
+            if r["status"] != "pending":
+                self._spawn(self._close_copies(r["id"]))
+            elif r["shown_by"] is None:
+                self._spawn(self._show(r["id"]))
+            elif r["shown_by"] in claimers and r["shown_by"] not in alive:
+                self._spawn(self._show(r["id"], dead=r["shown_by"]))
 
     async def _notify(self, record: ApprovalRecord) -> None:
         reached = 0
@@ -284,6 +379,8 @@ class ApprovalBroker:
                 return [f"a notifier failed ({type(e).__name__})"]
 
         failures = [f for fs in await asyncio.gather(*map(one, self.notifiers)) for f in fs]
+        if not self.notifiers:  # the leader has no bot, while the waiting instance has
+            failures = ["the leading instance has no notifier (no Telegram bot)"]
         if reached == 0:
             await self._reached_nobody(record, failures)
 
@@ -293,8 +390,8 @@ class ApprovalBroker:
         why = "no admin could be reached: " + ("; ".join(failures) or "nobody to ask")
         default = self.config.default
         approved = default == "approve"
-        by = f"policy ({why})"[:MAX_DECIDED_BY]
-        decision = Decision(approved, "policy", f"{why}; [approvals] default = {default!r}")
+        by = f"{POLICY_BY}{why})"[:MAX_DECIDED_BY]
+        decision = Decision(approved, "policy", self._policy_note(why))
         status = "approved" if approved else "denied"
         if not await self._close(record.id, status, by, wake=decision):
             return  # decided or expired meanwhile: that stands
@@ -315,18 +412,17 @@ class ApprovalBroker:
     async def add_copy(self, approval_id: int, chat_id: int, message_id: int) -> None:
         """Record one copy shown to someone (with buttons). A copy of an approval that was
         already decided or expired is closed at once: it must not keep live buttons."""
-        async with self._copies_lock:
-            rows = await self.store.fetchall(
-                "SELECT messages FROM approvals WHERE id = ?", (approval_id,)
-            )
+        # read inside the (serialized) write: another instance may record a copy too (the
+        # leader's cards, another's /approvals answer); the lock spares this one's waits
+        async with self._copies_lock, self.store.transaction() as tx:
+            rows = await tx.fetchall("SELECT messages FROM approvals WHERE id = ?", (approval_id,))
             if not rows:
                 return
             copies = [*json.loads(rows[0]["messages"]), [chat_id, message_id]]
-            async with self.store.transaction() as tx:
-                await tx.execute(
-                    "UPDATE approvals SET messages = ? WHERE id = ?",
-                    (json.dumps(copies), approval_id),
-                )
+            await tx.execute(
+                "UPDATE approvals SET messages = ? WHERE id = ?",
+                (json.dumps(copies), approval_id),
+            )
         # Read after the write: a decision either saw this copy when it closed the others,
         # or its status is already visible here, so no copy escapes both.
         record = await self.get(approval_id)
@@ -359,11 +455,12 @@ class ApprovalBroker:
     async def _close(
         self, approval_id: int, status: str, by: str, wake: Decision | None = None
     ) -> bool:
+        leading = self.is_leader()  # then it closes the copies itself, claimed here
         async with self.store.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?"
-                " AND status = 'pending'",
-                (status, by, utcnow_iso(self.clock()), approval_id),
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, closed = ?"
+                " WHERE id = ? AND status = 'pending'",
+                (status, by, utcnow_iso(self.clock()), int(leading), approval_id),
             )
             if changed == 1:
                 tx.notify(APPROVALS, str(approval_id))
@@ -372,11 +469,36 @@ class ApprovalBroker:
         fut = self._waiting.get(approval_id)
         if wake is not None and fut is not None and not fut.done():
             fut.set_result(wake)  # the waiting run goes on before the messages are edited
-        record = await self.get(approval_id)
+        record = await self.get(approval_id) if leading else None
         if record is not None:
             # Edits may wait out rate limits: the person who decided is answered first.
             self._spawn(self._run_closers(record, None))
         return True
+
+    async def _close_copies(self, approval_id: int) -> None:
+        """The leader claims closing the copies of an approval decided elsewhere (or by a
+        leader that stopped first), then closes them: once, whoever hears of it."""
+        async with self.store.transaction() as tx:
+            claimed = await tx.execute(
+                "UPDATE approvals SET closed = 1 WHERE id = ? AND closed = 0"
+                " AND status <> 'pending'",
+                (approval_id,),
+            )
+        record = await self.get(approval_id) if claimed == 1 else None
+        if record is not None:
+            await self._run_closers(record, None)
+
+    def _tell_watchers(self, record: ApprovalRecord) -> None:
+        for watch in self.watchers:
+            try:
+                watch(record)
+            except Exception:
+                log.exception("approval %s: a watcher failed", record.id)
+
+    async def _tell_outcome(self, approval_id: int) -> None:
+        record = await self.get(approval_id)
+        if record is not None and record.status != "pending":
+            self._tell_watchers(record)
 
     async def _run_closers(self, record: ApprovalRecord, copies: list[Copy] | None) -> None:
         for close in self.closers:

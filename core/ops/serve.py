@@ -91,8 +91,9 @@ async def recover(app: App) -> tuple[list[int], int, int, int]:
 
 class Leadership:
     """Several instances on one database: a heartbeat each ``[cluster] heartbeat_s``; the
-    leader runs the scheduler, the Telegram side of the extensions and, every
-    ``recover_every_s``, the recovery of what dead instances left."""
+    leader runs the scheduler, the Telegram side of the extensions, the approvals' sweep
+    (each heartbeat) and, every ``recover_every_s``, the recovery of what dead instances
+    left."""
 
     def __init__(self, app: App, extensions: list[Extension], leading: bool) -> None:
         self.app = app
@@ -138,6 +139,9 @@ class Leadership:
             # its heartbeat is stale, so the sweep ends it, not only a start
             if ended := await self.app.drills.end_orphans():
                 log.warning("%d failure drills of a stopped instance: ended (restart)", ended)
+        if self.leading:
+            # approvals a missed notification or a leader change left unshown or open
+            await self.app.approvals.sweep()
 
     async def _gain(self) -> None:
         # no recovery yet: after an outage of the database every instance's heartbeat is
@@ -252,6 +256,8 @@ async def serve(
         # only the leader schedules and sends Telegram rows; alone, this one leads
         app.scheduler.may_fire = app.cluster.is_leader
         app.outbox.is_leader = app.cluster.is_leader
+        if app.cluster.shared:  # alone it shows approvals even while shutting down
+            app.approvals.is_leader = app.cluster.is_leader
         leading = await app.cluster.campaign()
         # recovery: what a crash left behind (the leader's job)
         requeued, released, expired, priced = await recover(app) if leading else ([], 0, 0, 0)

@@ -363,6 +363,16 @@ async def _m019_agent_state_schedule(db: DDL) -> None:
     await db.execute("ALTER TABLE agent_state ADD COLUMN schedule_since TEXT")
 
 
+async def _m020_approvals_leader(db: DDL) -> None:
+    # several instances: the leader alone shows approvals and closes their copies.
+    # shown_by: the instance that claimed showing a pending one (NULL: nobody yet);
+    # closed: 1 once an instance claimed closing the copies of a decided one. Rows from
+    # before were closed by whoever decided them, hence the default (inserts give 0).
+    await db.execute("ALTER TABLE approvals ADD COLUMN shown_by TEXT")
+    await db.execute("ALTER TABLE approvals ADD COLUMN closed INTEGER NOT NULL DEFAULT 1")
+    await db.execute("CREATE INDEX approvals_closed ON approvals (closed)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_attempts", _m001_attempts),
     ("002_attempts_caller", _m002_attempts_caller),
@@ -383,4 +393,5 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("017_drills", _m017_drills),
     ("018_attempts_trial", _m018_attempts_trial),
     ("019_agent_state_schedule", _m019_agent_state_schedule),
+    ("020_approvals_leader", _m020_approvals_leader),
 ]

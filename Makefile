@@ -39,8 +39,8 @@ typecheck: $(STAMP)
 # loadgroup: tests marked xdist_group (the console's browser module) stay on one worker,
 # with one browser; every other test is spread as before.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -n auto --dist loadgroup -m "not reliability"
-	$(BIN)/pytest -q -m reliability tests/reliability
+	$(BIN)/pytest -q -n auto --dist loadgroup -m "not reliability" --durations=10
+	$(BIN)/pytest -q -m reliability tests/reliability --durations=10
 
 test: lint typecheck pytest
 

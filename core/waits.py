@@ -1,12 +1,13 @@
 """Waits with a deadline that never lose a cancellation.
 
-On Python 3.11, ``asyncio.wait_for`` wraps what it waits for in a task and can report a
-cancellation that meets its own timeout as ``TimeoutError`` (3.12 rebuilt it on
-``asyncio.timeout``). A loop that reads ``TimeoutError`` as "wait again" then never ends,
-and whoever cancelled it waits forever: a run's approval wait hung that way, with
-``decide`` cancelling inside ``wait_for`` and its polling loop never told. ``asyncio.timeout``
-counts the cancellations it did not make and lets them through, so every wait with a
-deadline goes through it; ruff bans ``asyncio.wait_for`` (TID251) so none comes back.
+On Python 3.11, ``asyncio.wait_for`` wraps what it waits for in a task and, when a
+cancellation meets that task finishing, returns its result and drops the cancellation
+(3.12 rebuilt it on ``asyncio.timeout``). The caller then runs on as if never cancelled.
+That is how a run's approval wait polled forever after its run was cancelled: psycopg_pool
+waits for a free connection with ``wait_for`` (worked around in
+``PostgresStore._connection``). ``asyncio.timeout`` counts the cancellations it did not
+make and lets them through, so every wait with a deadline here goes through it, and ruff
+bans ``asyncio.wait_for`` in core/ and bot/ (TID251) so none comes back.
 """
 
 from __future__ import annotations

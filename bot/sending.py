@@ -66,7 +66,7 @@ from aiogram.types import InlineKeyboardMarkup
 
 from bot.limiter import AnswerWindow, SendLimiter, wait_turn
 from bot.text import split_html
-from core.delivery.channels import on_the_wire, parts_sent
+from core.delivery.channels import off_the_wire, on_the_wire, parts_sent
 
 log = logging.getLogger("openclaw.bot.sending")
 
@@ -284,6 +284,7 @@ class SendPath(BaseRequestMiddleware):
                         on_the_wire()  # an outbox row cut off from here may have arrived
                     return await make_request(bot, method)
             except TelegramRetryAfter as e:
+                off_the_wire()  # refused, not sent: cut off while waiting, it never arrived
                 # the next slot of this chat comes after the wait (see SendLimiter.penalize)
                 self.limiter.penalize(chat_id, float(e.retry_after), self.clock())
                 limited += 1

@@ -166,6 +166,27 @@ async def test_an_approval_a_stopped_leader_claimed_unshown_is_taken_over(
     assert leader.cards.shown == [1] and follower.cards.shown == []
 
 
+async def test_a_row_shown_before_the_upgrade_is_not_shown_again_by_the_sweep(
+    store: Store,
+) -> None:
+    """A pending approval from before migration 020 has copies but no claimer: the new
+    leader's sweep must not send every admin a second card for it."""
+    leader = Instance(store, "leader", leading=False)
+    follower = Instance(store, "follower", leading=False)
+    deciding = asyncio.create_task(follower.broker.decide(REQUEST))
+    await pending_row(follower.broker)
+    async with store.transaction() as tx:  # as an instance of the old version left it
+        await tx.execute("UPDATE approvals SET shown_by = NULL, messages = '[[1, 7]]'")
+    leader.leading = True
+    await leader.broker.sweep()
+    await drain(leader, follower)
+    assert leader.cards.shown == []
+    await leader.broker.resolve(1, True, "@op")
+    assert (await asyncio.wait_for(deciding, 10)).approved
+    await drain(leader, follower)
+    assert [(i, status, c) for i, status, c in leader.cards.closed] == [(1, "approved", [(1, 7)])]
+
+
 async def test_reaching_nobody_from_the_leader_decides_the_followers_run_at_once(
     store: Store,
 ) -> None:

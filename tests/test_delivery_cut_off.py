@@ -147,6 +147,31 @@ async def test_a_telegram_row_cut_off_before_it_left_is_pending_and_sent_once(
     assert (await one_row(store))["status"] == "delivered"
 
 
+async def test_a_telegram_row_cut_off_waiting_out_a_429_is_pending_not_unknown(
+    store: Store,
+    tg: FakeTelegram,
+    bot: Bot,
+    receiver: FakeReceiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Telegram refused it (429: not sent); cut off while waiting out the retry_after, it
+    is pending: no card asks about a message that never arrived."""
+    outbox = make_outbox(store, Clock())
+    await outbox.enqueue(1, "result", [f"telegram:{CHAT}"], CTX)
+    w = worker(outbox, bot, receiver, http)
+    tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 30", retry_after=30)
+    limiter = SendPath.of(bot).limiter
+
+    def waiting_out_the_429() -> bool:
+        chat = limiter._chats.get(CHAT)
+        return chat is not None and chat.blocked_until > 0
+
+    await cut_off(w, waiting_out_the_429)
+    row = await one_row(store)
+    assert row["status"] == "pending" and tg.sent(CHAT) == []
+    assert len(tg.calls_of("sendMessage")) == 1
+
+
 LONG = CTX | {"text": "word " * 1500}  # split under Telegram's 4096 limit (three parts)
 
 
@@ -281,8 +306,9 @@ async def test_a_confirmation_the_store_missed(
     assert row["status"] == status
     if status == "delivered":
         assert row["external_id"] == str(tg.sent(CHAT)[0]["message_id"])
-    else:
+    else:  # the confirmation is kept: a Resend would skip what arrived
         assert row["delivered_at"] is None
+        assert row["external_id"] == str(tg.sent(CHAT)[0]["message_id"])
     assert await w.drain() == 0 and len(tg.sent(CHAT)) == 1
 
 

@@ -47,6 +47,14 @@ def on_the_wire() -> None:
         wire.on_it = True
 
 
+def off_the_wire() -> None:
+    """Called by a channel when the request it marked was refused as not sent (Telegram's
+    429): a cut-off send, waiting for its retry, has not arrived."""
+    wire = WIRE.get()
+    if wire is not None:
+        wire.on_it = False
+
+
 def parts_sent(confirmations: Sequence[object]) -> None:
     """Called by a channel that splits a message, after each part it saw confirmed: a send
     cut off later keeps them, and its resend starts after them."""

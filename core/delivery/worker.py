@@ -169,7 +169,9 @@ class DeliveryWorker:
                 return
             except Exception:  # the store again: it may have arrived, say so if we can
                 log.warning("delivery %s: its confirmation could not be stored", row_id)
-        sent = attempt.sent or attempt.wire.sent  # parts of a split message confirmed
+        # what the channel confirmed: the whole message, or the parts of a split one (a
+        # Resend then skips them instead of sending them a second time)
+        sent = attempt.confirmation or attempt.sent or attempt.wire.sent
         if attempt.confirmation is None and (attempt.answered or not attempt.on_the_wire()):
             await self.outbox.release(row_id, self.owner, sent=sent)
             return

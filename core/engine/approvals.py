@@ -200,7 +200,9 @@ class ApprovalBroker:
             aid = await asyncio.shield(stored)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._close(await stored, "expired", "abandoned"))
+                # shielded again: a second cancel must not cut the insert off mid-COMMIT
+                aid = await asyncio.shield(stored)
+                await asyncio.shield(self._close(aid, "expired", "abandoned"))
             raise
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting[aid] = fut
@@ -346,7 +348,8 @@ class ApprovalBroker:
             return
         rows = await self.store.fetchall(
             "SELECT id, status, shown_by, messages FROM approvals"
-            " WHERE (status = 'pending' AND (shown_by IS NULL OR messages = '[]'))"
+            # a pending row with copies and no claimer was shown before migration 020
+            " WHERE (status = 'pending' AND messages = '[]')"
             " OR (closed = 0 AND status <> 'pending') ORDER BY id"
         )
         claimers = {

@@ -228,6 +228,16 @@ deliver = ["telegram:{TG_CHAT}"]
 """
 
 
+async def unknown_card(tg: FakeTelegram) -> dict[str, Any]:
+    """The unknown-delivery card, once it reached the admin."""
+    card: dict[str, Any] = await until(
+        lambda: next((m for m in tg.sent(TG_ADMIN) if "may not have arrived" in m["text"]), None),
+        timeout_s=20,
+        what="the unknown-delivery card reaching the admin",
+    )
+    return card
+
+
 async def test_kill_9_between_a_telegram_send_and_its_confirmation_asks_the_admin(
     fake_llm: FakeLLM, hook: FakeReceiver, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -246,13 +256,7 @@ async def test_kill_9_between_a_telegram_send_and_its_confirmation_asks_the_admi
         assert await serve.stop(signal.SIGKILL) == -signal.SIGKILL
         serve = await start(env)
         try:
-            card = await until(
-                lambda: next(
-                    (m for m in tg.sent(TG_ADMIN) if "may not have arrived" in m["text"]), None
-                ),
-                timeout_s=20,
-                what="the unknown-delivery card reaching the admin",
-            )
+            card = await unknown_card(tg)
             assert "digest one" in card["text"]
             async with serve.client() as c:
                 status = (await c.get("/api/status")).json()
@@ -296,13 +300,7 @@ async def test_sigterm_while_telegram_holds_the_answer_asks_the_admin_instead_of
         assert await serve.stop(signal.SIGTERM) == 0
         serve = await start(env)
         try:
-            card = await until(
-                lambda: next(
-                    (m for m in tg.sent(TG_ADMIN) if "may not have arrived" in m["text"]), None
-                ),
-                timeout_s=20,
-                what="the unknown-delivery card reaching the admin",
-            )
+            card = await unknown_card(tg)
             assert "digest one" in card["text"]
             async with serve.client() as c:
                 run = (await c.get(f"/api/runs/{rid}")).json()

@@ -878,8 +878,19 @@ async def _drill(args: argparse.Namespace, settings: Settings, config: Config, p
     body: dict[str, Any] = {"model": args.model, "fault": args.fault, "for_s": args.for_s}
     if args.requests is not None:
         body["requests"] = args.requests
+    interrupted = False
     try:
-        status, started = await _gateway(config, settings, "POST", "/api/drills", body)
+        # shielded: a Ctrl-C while the drill starts lets it start, then ends it (else it
+        # would run on, faulting the model, with nobody to stop it)
+        post = asyncio.ensure_future(_gateway(config, settings, "POST", "/api/drills", body))
+        try:
+            status, started = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            interrupted = True
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status, started = await post
         if status != 201:
             print(f"openclaw drill: {_api_error(started)}", file=sys.stderr)
             return 2 if status == 400 else 1
@@ -889,10 +900,9 @@ async def _drill(args: argparse.Namespace, settings: Settings, config: Config, p
             " (Ctrl-C ends it now)",
             file=sys.stderr,
         )
-        interrupted = False
         report = started
         try:
-            while report["state"] == "running":
+            while not interrupted and report["state"] == "running":
                 await asyncio.sleep(0.5)
                 _, report = await _gateway(config, settings, "GET", f"/api/drills/{drill_id}")
         except asyncio.CancelledError:  # Ctrl-C: end the drill before leaving
